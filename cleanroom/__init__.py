@@ -1,0 +1,1 @@
+"""The clean room project: settings, the Celery app and the shared kernel (audit, crypto)."""

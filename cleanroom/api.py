@@ -1,0 +1,56 @@
+"""One error format for the whole API: {"error": {"code", "message", "fields"}}."""
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from cleanroom.errors import DomainError
+
+
+def exception_handler(exc, context):
+    domain = exc if isinstance(exc, DomainError) else None
+    if domain is not None:
+        exc = exceptions.ValidationError({"non_field_errors": [str(domain)]}, code=domain.code)
+        exc.status_code = 409 if getattr(domain, "conflict", False) else 400
+    elif isinstance(exc, ValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    fields = {}
+    if isinstance(detail, dict) and "detail" not in detail:
+        fields = detail
+        message = _first_message(detail)
+    elif isinstance(detail, list):
+        message = _first_message(detail)
+    else:
+        message = str(detail.get("detail", detail))
+    code = getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        if isinstance(codes, str):
+            code = codes
+    if domain is not None:
+        # The named domain failure (e.g. invalid_dataset), not the generic "invalid".
+        code = domain.code
+    body = {"error": {"code": code, "message": message, "fields": fields}}
+    return Response(body, status=response.status_code, headers=response.headers)
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            text = _first_message(value)
+            return text if key == "non_field_errors" else f"{key}: {text}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)

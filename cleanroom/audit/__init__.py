@@ -1,0 +1,1 @@
+"""Tamper-evident audit log: canonical events, Merkle proofs, signed checkpoints."""

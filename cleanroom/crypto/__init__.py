@@ -1,0 +1,1 @@
+"""Envelope encryption, key management and signing: the only place the project touches keys."""

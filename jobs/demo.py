@@ -1,0 +1,188 @@
+"""The demo collaboration: two hospitals (EU, CH) and a pharmaceutical analyst (US), with an EU
+regulator, built through the same services a user would call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+import tempfile
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from jobs import services as rooms
+from jobs.models import Room
+from parties import services
+from parties.models import Authority, Jurisdiction, Organization
+
+AGE_BANDS = ["0-17", "18-39", "40-64", "65-79", "80+"]
+SEXES = ["F", "M"]
+DIAGNOSES = ["circulatory", "respiratory", "neoplasms", "digestive", "injury", "other"]
+SCHEMA = [
+    {"name": "patient_id", "type": "string", "role": "unit"},
+    {"name": "person_hash", "type": "string", "role": "join_key"},
+    {"name": "age_band", "type": "string", "role": "dimension", "domain": AGE_BANDS},
+    {"name": "sex", "type": "string", "role": "dimension", "domain": SEXES},
+    {"name": "diagnosis", "type": "string", "role": "dimension", "domain": DIAGNOSES},
+    {"name": "length_of_stay", "type": "integer", "role": "measure", "lower": 0, "upper": 60},
+    {"name": "cost", "type": "float", "role": "measure", "lower": 0, "upper": 200000},
+    {"name": "readmitted", "type": "boolean", "role": "other"},
+]
+LOGINS_FILE = "demo-logins.json"
+
+
+@dataclass(frozen=True)
+class Person:
+    username: str
+    name: str
+    role: str
+    organization: str | None
+
+
+PEOPLE = [
+    Person("alice", "Alice Becker", "owner", "charite"),
+    Person("dave", "Dave Hoffmann", "auditor", "charite"),
+    Person("carol", "Carol Meier", "owner", "usz"),
+    Person("bob", "Bob Nguyen", "analyst", "novapharm"),
+    Person("nina", "Nina Park", "owner", "novapharm"),
+    Person("rita", "Rita Rossi", "regulator", None),
+]
+
+
+def generate_patients(path: Path, *, rows: int, seed: int, site: str, shared: int) -> Path:
+    """Synthetic patients. The first `shared` people also appear at the other hospital (same
+    person_hash), so joins across hospitals have something to find."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
+    lines = ["patient_id,person_hash,age_band,sex,diagnosis,length_of_stay,cost,readmitted"]
+    for i in range(rows):
+        person = i if i < shared else f"{site}-{i}"
+        person_hash = hashlib.sha256(f"demo-person-{person}".encode()).hexdigest()[:32]
+        age = rng.choices(AGE_BANDS, weights=[8, 22, 32, 24, 14])[0]
+        diagnosis = rng.choices(DIAGNOSES, weights=[24, 16, 14, 15, 12, 19])[0]
+        stay = min(60, int(rng.expovariate(1 / (4 + 2 * AGE_BANDS.index(age)))))
+        cost = round(min(200000.0, 900 * (stay + 1) * rng.lognormvariate(0, 0.4)), 2)
+        lines.append(
+            f"{site}-{i:06d},{person_hash},{age},{rng.choice(SEXES)},{diagnosis},{stay},{cost},"
+            f"{'true' if rng.random() < 0.12 else 'false'}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _user(person: Person, password: str) -> User:
+    first, last = person.name.split(" ", 1)
+    user = User.objects.create_user(
+        person.username, password=password, first_name=first, last_name=last
+    )
+    return user
+
+
+def is_seeded() -> bool:
+    return Organization.objects.filter(slug="charite").exists()
+
+
+def logins() -> dict[str, str]:
+    path = settings.VAR_DIR / LOGINS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def seed(*, patients_per_hospital: int = 4000) -> Room:
+    """Create the collaboration. Passwords are random per checkout, kept in var/."""
+    passwords = {p.username: secrets.token_urlsafe(9) for p in PEOPLE}
+    with transaction.atomic():
+        orgs = {
+            "charite": services.create_organization(
+                slug="charite", name="Charité - Universitätsmedizin Berlin"
+            ),
+            "usz": services.create_organization(slug="usz", name="University Hospital Zurich"),
+            "novapharm": services.create_organization(slug="novapharm", name="NovaPharm Research"),
+        }
+        users = {p.username: _user(p, passwords[p.username]) for p in PEOPLE}
+        for person in PEOPLE:
+            if person.organization:
+                services.add_membership(
+                    organization=orgs[person.organization],
+                    user=users[person.username],
+                    role=person.role,
+                )
+        regulator = Authority.objects.create(slug="eu-dpa", name="EU Data Protection Authority")
+        regulator.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
+        regulator.members.add(users["rita"])
+
+    datasets = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for slug, owner, jurisdiction, seed_, name in (
+            ("charite", "alice", "EU", 11, "Inpatient stays 2025"),
+            ("usz", "carol", "CH", 12, "Inpatient stays 2025"),
+        ):
+            csv = generate_patients(
+                Path(tmp) / f"{slug}.csv",
+                rows=patients_per_hospital,
+                seed=seed_,
+                site=slug,
+                shared=patients_per_hospital // 4,
+            )
+            version = services.register_dataset(
+                organization=orgs[slug],
+                slug="inpatients",
+                name=name,
+                jurisdiction=jurisdiction,
+                upload=csv,
+                filename=csv.name,
+                schema=SCHEMA,
+                by=users[owner],
+                description="Generated patients for the demo: no real person is in it.",
+            )
+            services.update_policy(
+                dataset=version.dataset,
+                by=users[owner],
+                allowed_join_keys=["person_hash"],
+                allowed_dimensions=["age_band", "sex", "diagnosis"],
+                allowed_measures=["length_of_stay", "cost"],
+                allowed_filters=["age_band", "sex", "diagnosis"],
+                allowed_aggregates=["count", "sum", "avg"],
+                allowed_mechanisms=["mpc", "tee"],
+                allowed_receivers=[orgs["novapharm"], orgs[slug]],
+                min_group_size=10,
+                max_epsilon_per_query=Decimal("1"),
+                total_epsilon=Decimal("5"),
+            )
+            datasets[slug] = version.dataset
+
+    study = rooms.create_room(
+        organization=orgs["novapharm"],
+        slug="cardio-outcomes",
+        name="Cardiology outcomes study",
+        purpose="Length of stay and cost of inpatient care by age band, sex and diagnosis, "
+        "across Berlin and Zurich.",
+        by=users["bob"],
+    )
+    for hospital, owner in (("charite", "alice"), ("usz", "carol")):
+        membership = rooms.invite_organization(
+            room=study, organization=orgs[hospital], acting_for=orgs["novapharm"], by=users["bob"]
+        )
+        rooms.respond_to_invitation(membership=membership, accept=True, by=users[owner])
+        rooms.contribute_dataset(room=study, dataset=datasets[hospital], by=users[owner])
+
+    # A second room with an invitation left open, for a new user to accept.
+    followup = rooms.create_room(
+        organization=orgs["charite"],
+        slug="readmissions",
+        name="Readmissions follow-up",
+        purpose="Which stays end in a readmission within 30 days.",
+        by=users["alice"],
+    )
+    rooms.invite_organization(
+        room=followup, organization=orgs["usz"], acting_for=orgs["charite"], by=users["alice"]
+    )
+
+    path = settings.VAR_DIR / LOGINS_FILE
+    path.write_text(json.dumps(passwords, indent=2))
+    path.chmod(0o600)
+    return study

@@ -1,0 +1,57 @@
+"""Who may see and change rooms. Views, the API and templates all ask here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.core.exceptions import PermissionDenied
+
+from jobs.models import Room, RoomMembership
+from parties.models import Organization
+from parties.permissions import Permission as PartyPermission
+from parties.permissions import has_permission as has_party_permission
+
+
+class Permission(StrEnum):
+    VIEW_ROOM = "view_room"
+    INVITE = "invite"
+    RESPOND_TO_INVITATION = "respond_to_invitation"
+    CONTRIBUTE = "contribute"
+
+
+def membership_of(room: Room, organization: Organization) -> RoomMembership | None:
+    return room.memberships.filter(organization=organization).first()
+
+
+def has_permission(user, permission: Permission, *, room: Room, organization: Organization) -> bool:
+    """May `user`, acting for `organization`, do `permission` in `room`?"""
+    membership = membership_of(room, organization)
+    if membership is None:
+        return False
+    active = membership.status == RoomMembership.Status.ACTIVE
+    match permission:
+        case Permission.VIEW_ROOM:
+            return membership.status != RoomMembership.Status.DECLINED and has_party_permission(
+                user, PartyPermission.VIEW_ORGANIZATION, organization=organization
+            )
+        case Permission.INVITE:
+            return active and has_party_permission(
+                user, PartyPermission.CREATE_ROOMS, organization=organization
+            )
+        case Permission.RESPOND_TO_INVITATION:
+            return membership.status == RoomMembership.Status.INVITED and has_party_permission(
+                user, PartyPermission.RESPOND_TO_INVITATIONS, organization=organization
+            )
+        case Permission.CONTRIBUTE:
+            return active and has_party_permission(
+                user, PartyPermission.CONTRIBUTE_DATASETS, organization=organization
+            )
+    return False
+
+
+def require(user, permission: Permission, *, room: Room, organization: Organization) -> None:
+    if not has_permission(user, permission, room=room, organization=organization):
+        raise PermissionDenied(
+            f"{organization.name} may not {permission.value.replace('_', ' ')} in this room "
+            "with your role."
+        )

@@ -1,0 +1,154 @@
+"""Room pages. Thin: selectors read, services change; htmx swaps the members panel in place."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cleanroom.errors import DomainError
+from jobs import selectors, services
+from jobs.forms import ContributeForm, InviteForm, RoomForm
+from jobs.models import Room, RoomMembership
+from jobs.permissions import Permission, has_permission
+from parties.models import Dataset
+from parties.permissions import Permission as PartyPermission
+from parties.selectors import organizations_of, organizations_where
+
+
+def _acting(user, room: Room, permission: Permission):
+    return next(
+        (
+            org
+            for org in organizations_of(user)
+            if has_permission(user, permission, room=room, organization=org)
+        ),
+        None,
+    )
+
+
+def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
+    user = request.user
+    inviter = _acting(user, room, Permission.INVITE)
+    contributors = [
+        org
+        for org in organizations_of(user)
+        if has_permission(user, Permission.CONTRIBUTE, room=room, organization=org)
+    ]
+    datasets = Dataset.objects.filter(organization__in=contributors)
+    return {
+        "room": room,
+        "memberships": room.memberships.select_related("organization"),
+        "contributions": selectors.contributions_of(room),
+        "invite_form": InviteForm(room=room) if inviter else None,
+        "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
+        "answerable": [
+            m
+            for m in room.memberships.filter(status=RoomMembership.Status.INVITED)
+            if has_permission(
+                user, Permission.RESPOND_TO_INVITATION, room=room, organization=m.organization
+            )
+        ],
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def room_list(request: HttpRequest) -> HttpResponse:
+    rooms = selectors.rooms_for(request.user).prefetch_related("memberships__organization")
+    return render(request, "jobs/room_list.html", {"rooms": rooms})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def room_create(request: HttpRequest) -> HttpResponse:
+    organizations = organizations_where(request.user, PartyPermission.CREATE_ROOMS)
+    if not organizations:
+        raise PermissionDenied("Only data owners and analysts can create rooms.")
+    form = RoomForm(request.POST or None, organizations=organizations)
+    if request.method == "POST" and form.is_valid():
+        try:
+            room = services.create_room(by=request.user, **form.cleaned_data)
+        except DomainError as exc:
+            form.add_error("slug", str(exc))
+        else:
+            messages.success(request, f"Room “{room.name}” created. Invite the other parties.")
+            return redirect("room-detail", slug=room.slug)
+    return render(request, "jobs/room_form.html", {"form": form})
+
+
+@login_required
+@require_GET
+def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    return render(request, "jobs/room_detail.html", _room_context(request, room))
+
+
+def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
+    """Answer htmx with the refreshed panel, everyone else with a redirect."""
+    if request.htmx:
+        return render(request, "jobs/_room_panel.html", _room_context(request, room, **extra))
+    for level, text in extra.items():
+        getattr(messages, level)(request, text)
+    return redirect("room-detail", slug=room.slug)
+
+
+@login_required
+@require_POST
+def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    acting = _acting(request.user, room, Permission.INVITE)
+    if acting is None:
+        raise PermissionDenied("Your role may not invite organisations to this room.")
+    form = InviteForm(request.POST, room=room)
+    if not form.is_valid():
+        return _panel(request, room, error="Choose an organisation to invite.")
+    invitee = form.cleaned_data["organization"]
+    try:
+        services.invite_organization(
+            room=room, organization=invitee, acting_for=acting, by=request.user
+        )
+    except DomainError as exc:
+        return _panel(request, room, error=str(exc))
+    return _panel(request, room, success=f"{invitee.name} is invited.")
+
+
+@login_required
+@require_POST
+def room_respond(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    membership = get_object_or_404(
+        room.memberships, pk=membership_id, organization__in=organizations_of(request.user)
+    )
+    accept = request.POST.get("decision") == "accept"
+    services.respond_to_invitation(membership=membership, accept=accept, by=request.user)
+    if not accept:
+        messages.info(request, f"{membership.organization.name} declined “{room.name}”.")
+        return redirect("room-list")
+    return _panel(request, room, success=f"{membership.organization.name} joined the room.")
+
+
+@login_required
+@require_POST
+def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    contributors = [
+        org
+        for org in organizations_of(request.user)
+        if has_permission(request.user, Permission.CONTRIBUTE, room=room, organization=org)
+    ]
+    form = ContributeForm(
+        request.POST, datasets=Dataset.objects.filter(organization__in=contributors)
+    )
+    if not form.is_valid():
+        return _panel(request, room, error="Choose one of your datasets.")
+    dataset = form.cleaned_data["dataset"]
+    try:
+        services.contribute_dataset(room=room, dataset=dataset, by=request.user)
+    except DomainError as exc:
+        return _panel(request, room, error=str(exc))
+    return _panel(request, room, success=f"{dataset.name} is now in the room.")

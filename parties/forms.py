@@ -1,0 +1,131 @@
+"""Forms of the dataset pages. The schema confirmation arrives as `col-<i>-<field>` inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.http import QueryDict
+
+from parties.models import AnalysisPolicy, Column, Jurisdiction, Organization
+
+
+class DatasetForm(forms.Form):
+    organization = forms.ModelChoiceField(queryset=Organization.objects.none(), empty_label=None)
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(
+        max_length=50, help_text="Short name used in queries, e.g. <code>patients</code>."
+    )
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    jurisdiction = forms.ModelChoiceField(
+        queryset=Jurisdiction.objects.all(),
+        to_field_name="code",
+        empty_label=None,
+        help_text="The data is stored, encrypted, in this jurisdiction; rows never leave it.",
+    )
+    file = forms.FileField(help_text="CSV with a header row, or Parquet.")
+
+    def __init__(self, *args, organizations=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].queryset = Organization.objects.filter(
+            pk__in=[org.pk for org in organizations]
+        )
+
+
+class VersionForm(forms.Form):
+    file = forms.FileField(help_text="CSV with a header row, or Parquet.")
+
+
+def schema_from_post(data: QueryDict) -> list[dict[str, Any]] | None:
+    """The confirmed schema, or None when the page has not shown one yet."""
+    try:
+        count = int(data.get("columns", ""))
+    except ValueError:
+        return None
+    schema = []
+    for i in range(count):
+
+        def field(name: str, i: int = i) -> str:
+            return data.get(f"col-{i}-{name}", "").strip()
+
+        domain = [line.strip() for line in field("domain").splitlines() if line.strip()]
+        if field("type") == Column.Type.INTEGER:
+            domain = [int(v) if v.lstrip("-").isdigit() else v for v in domain]
+        schema.append(
+            {
+                "name": field("name"),
+                "type": field("type"),
+                "role": field("role"),
+                "domain": domain,
+                "lower": field("lower") or None,
+                "upper": field("upper") or None,
+            }
+        )
+    return schema
+
+
+def _column_choices(columns, roles) -> list[tuple[str, str]]:
+    return [(c.name, c.name) for c in columns if c.role in roles]
+
+
+class PolicyForm(forms.Form):
+    allowed_join_keys = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple
+    )
+    allowed_dimensions = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple
+    )
+    allowed_measures = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple
+    )
+    allowed_filters = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    allowed_aggregates = forms.MultipleChoiceField(
+        choices=AnalysisPolicy.Aggregate.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    allowed_mechanisms = forms.MultipleChoiceField(
+        choices=AnalysisPolicy.Mechanism.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+    allowed_receivers = forms.ModelMultipleChoiceField(
+        queryset=Organization.objects.all(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Organisations that may receive results computed from this dataset.",
+    )
+    min_group_size = forms.IntegerField(min_value=1)
+    max_epsilon_per_query = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
+    total_epsilon = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
+    total_delta = forms.DecimalField(min_value=0, max_digits=12, decimal_places=12)
+
+    def __init__(self, *args, columns=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        role = Column.Role
+        self.fields["allowed_join_keys"].choices = _column_choices(columns, {role.JOIN_KEY})
+        self.fields["allowed_dimensions"].choices = _column_choices(columns, {role.DIMENSION})
+        self.fields["allowed_measures"].choices = _column_choices(columns, {role.MEASURE})
+        self.fields["allowed_filters"].choices = _column_choices(
+            columns, {role.DIMENSION, role.OTHER}
+        )
+
+    @staticmethod
+    def initial_from(policy: AnalysisPolicy) -> dict[str, Any]:
+        initial = {
+            name: getattr(policy, name)
+            for name in (
+                "allowed_join_keys",
+                "allowed_dimensions",
+                "allowed_measures",
+                "allowed_filters",
+                "allowed_aggregates",
+                "allowed_mechanisms",
+                "min_group_size",
+                "max_epsilon_per_query",
+                "total_epsilon",
+                "total_delta",
+            )
+        }
+        initial["allowed_receivers"] = list(policy.allowed_receivers.all())
+        return initial

@@ -1,0 +1,400 @@
+"""Turning an uploaded CSV or Parquet file into an encrypted, validated Parquet file.
+
+Everything streams: the checks and the Parquet conversion run on Polars' streaming engine and the
+ragged-row check reads the CSV line by line, so a 1 GB upload needs far less than 1 GB of memory.
+Plaintext only ever exists in a private temporary folder that is removed before this returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from django.conf import settings
+
+from cleanroom.crypto.envelope import encrypt_stream
+from cleanroom.errors import DomainError
+from parties.models import Column
+
+READ_CHUNK = 1024 * 1024
+# Inference looks at the first rows only; validation then checks every row.
+INFER_ROWS = 10_000
+# A column with at most this many distinct values in the sample is suggested as a dimension.
+DIMENSION_MAX_VALUES = 30
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    Column.Type.INTEGER: pl.Int64(),
+    Column.Type.FLOAT: pl.Float64(),
+    Column.Type.STRING: pl.String(),
+    Column.Type.BOOLEAN: pl.Boolean(),
+    Column.Type.DATE: pl.Date(),
+}
+NUMERIC = {Column.Type.INTEGER, Column.Type.FLOAT}
+NOT_NULL_ROLES = {Column.Role.UNIT, Column.Role.JOIN_KEY, Column.Role.DIMENSION}
+MAX_BOUND = Decimal(10) ** 20
+
+
+class IngestError(DomainError):
+    """The file or its declared schema was refused; nothing was stored."""
+
+    code = "invalid_dataset"
+
+
+@dataclass
+class ColumnSpec:
+    name: str
+    type: str
+    role: str
+    domain: list[Any] = field(default_factory=list)
+    lower: Decimal | None = None
+    upper: Decimal | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "role": self.role,
+            "domain": self.domain,
+            "lower": None if self.lower is None else str(self.lower),
+            "upper": None if self.upper is None else str(self.upper),
+        }
+
+
+@dataclass
+class StoredFile:
+    content_sha256: str
+    ciphertext_sha256: str
+    row_count: int
+    stored_bytes: int
+    source_format: str
+
+
+def detect_format(path: Path, filename: str = "") -> str:
+    size = path.stat().st_size
+    if size == 0:
+        raise IngestError("The file is empty.")
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+        handle.seek(max(0, size - 4))
+        tail = handle.read(4)
+    if head[:4] == b"PAR1" and tail == b"PAR1":
+        return "parquet"
+    if filename.lower().endswith(".parquet"):
+        raise IngestError("The file is named .parquet but is not a valid Parquet file.")
+    if b"\x00" in head:
+        raise IngestError("The file is neither CSV (it contains binary data) nor Parquet.")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the 4 KiB boundary is not an error.
+        if exc.start < len(head) - 3:
+            raise IngestError("The file is neither UTF-8 CSV nor Parquet.") from None
+    return "csv"
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_csv_shape(path: Path) -> list[str]:
+    """Return the header; refuse ragged rows with their line number, streaming the file."""
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise IngestError("The file is empty.") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise IngestError(f"The file is not readable CSV: {exc}.") from None
+        width = len(header)
+        rows = 0
+        try:
+            for rows, row in enumerate(reader, start=1):
+                if len(row) != width:
+                    raise IngestError(
+                        f"Row {rows} (line {reader.line_num}) has {len(row)} fields; "
+                        f"the header has {width}."
+                    )
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise IngestError(f"The file is not readable CSV near row {rows + 1}: {exc}.") from None
+    if rows == 0:
+        raise IngestError("The file has a header but no rows.")
+    return header
+
+
+def _check_header(header: list[str]) -> None:
+    names = [name.strip() for name in header]
+    if any(not name for name in names):
+        raise IngestError("Every column needs a name in the header row.")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise IngestError(f"The column name {name!r} appears twice in the header.")
+        seen.add(name)
+
+
+def _scan(path: Path, fmt: str, *, as_text: bool = True) -> pl.LazyFrame:
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    return pl.scan_csv(path, infer_schema=not as_text, has_header=True)
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    try:
+        names = pl.scan_parquet(path).collect_schema().names()
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise IngestError(f"The Parquet file could not be read: {exc}.") from None
+    if rows == 0:
+        raise IngestError("The file has no rows.")
+    return names
+
+
+def read_header(path: Path, fmt: str) -> list[str]:
+    header = _check_csv_shape(path) if fmt == "csv" else _parquet_columns(path)
+    _check_header(header)
+    return header
+
+
+def infer_schema(path: Path, filename: str = "") -> tuple[str, list[ColumnSpec]]:
+    """Suggest a type and role for every column from the first rows; the owner confirms it."""
+    fmt = detect_format(path, filename)
+    if fmt == "csv":
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            try:
+                header = next(reader)
+            except (StopIteration, csv.Error, UnicodeDecodeError):
+                raise IngestError("The file has no readable header row.") from None
+        _check_header(header)
+        try:
+            sample = pl.read_csv(
+                path,
+                n_rows=INFER_ROWS,
+                infer_schema_length=INFER_ROWS,
+                truncate_ragged_lines=True,
+                try_parse_dates=True,
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise IngestError(f"The file is not readable CSV: {exc}.") from None
+    else:
+        _check_header(_parquet_columns(path))
+        sample = pl.scan_parquet(path).head(INFER_ROWS).collect()
+    if sample.height == 0:
+        raise IngestError("The file has a header but no rows.")
+    return fmt, [_suggest(sample[name]) for name in sample.columns]
+
+
+def _suggest(series: pl.Series) -> ColumnSpec:
+    dtype = series.dtype
+    if dtype.is_integer():
+        col_type = Column.Type.INTEGER
+    elif dtype.is_float() or dtype.is_decimal():
+        col_type = Column.Type.FLOAT
+    elif dtype == pl.Boolean:
+        col_type = Column.Type.BOOLEAN
+    elif dtype in (pl.Date, pl.Datetime):
+        col_type = Column.Type.DATE
+    else:
+        col_type = Column.Type.STRING
+    name = series.name.lower()
+    distinct = series.drop_nulls().unique()
+    spec = ColumnSpec(name=series.name, type=col_type, role=Column.Role.OTHER)
+    if name.endswith("_id") or name == "id":
+        spec.role = Column.Role.UNIT if not name.endswith("hash_id") else Column.Role.JOIN_KEY
+    elif "hash" in name or name.endswith("_key"):
+        spec.role = Column.Role.JOIN_KEY
+    elif len(distinct) <= DIMENSION_MAX_VALUES and col_type != Column.Type.FLOAT:
+        spec.role = Column.Role.DIMENSION
+        spec.domain = sorted(_jsonable(v) for v in distinct.to_list())
+    elif col_type in NUMERIC:
+        spec.role = Column.Role.MEASURE
+        spec.lower = Decimal(str(series.min()))
+        spec.upper = Decimal(str(series.max()))
+    return spec
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, str | int | bool) else str(value)
+
+
+def parse_specs(raw: list[dict[str, Any]]) -> list[ColumnSpec]:
+    """Turn a declared schema (from a form or the API) into specs, checking it is coherent."""
+    if not raw:
+        raise IngestError("The schema declares no columns.")
+    specs: list[ColumnSpec] = []
+    for item in raw:
+        name = str(item.get("name", "")).strip()
+        if not name:
+            raise IngestError("Every declared column needs a name.")
+        if any(spec.name == name for spec in specs):
+            raise IngestError(f"Column {name!r} is declared twice.")
+        col_type, role = item.get("type"), item.get("role")
+        if col_type not in Column.Type.values:
+            raise IngestError(f"Column {name!r}: unknown type {col_type!r}.")
+        if role not in Column.Role.values:
+            raise IngestError(f"Column {name!r}: unknown role {role!r}.")
+        spec = ColumnSpec(name=name, type=col_type, role=role)
+        if role == Column.Role.DIMENSION:
+            domain = item.get("domain") or []
+            if not isinstance(domain, list) or not domain:
+                raise IngestError(
+                    f"Column {name!r} is a dimension: declare its public domain of values."
+                )
+            if len(set(map(str, domain))) != len(domain):
+                raise IngestError(f"Column {name!r}: the domain lists a value twice.")
+            spec.domain = domain
+        if role == Column.Role.MEASURE:
+            if col_type not in NUMERIC:
+                raise IngestError(f"Column {name!r} is a measure, so it must be numeric.")
+            try:
+                spec.lower = Decimal(str(item.get("lower")))
+                spec.upper = Decimal(str(item.get("upper")))
+            except InvalidOperation:
+                raise IngestError(
+                    f"Column {name!r} is a measure: declare numeric clamp bounds."
+                ) from None
+            # The bounds are stored as Column.lower/upper (30 digits, 10 after the point).
+            if not all(b.is_finite() and abs(b) < MAX_BOUND for b in (spec.lower, spec.upper)):
+                raise IngestError(
+                    f"Column {name!r} is a measure: declare finite clamp bounds below "
+                    f"{MAX_BOUND:,} in size."
+                )
+            if not spec.lower < spec.upper:
+                raise IngestError(f"Column {name!r}: the lower bound must be below the upper.")
+        specs.append(spec)
+    units = [s.name for s in specs if s.role == Column.Role.UNIT]
+    if len(units) != 1:
+        raise IngestError(
+            "Declare exactly one column as the privacy unit (the id of the person or entity "
+            f"a row is about); found {len(units)}."
+        )
+    return specs
+
+
+BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _parsed(text: pl.Expr, col_type: str) -> pl.Expr:
+    """Parse text into `col_type`; a value that does not parse becomes null (and is reported)."""
+    if col_type == Column.Type.BOOLEAN:
+        return text.str.to_lowercase().replace_strict(
+            BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
+        )
+    if col_type == Column.Type.DATE:
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    return text.cast(POLARS_TYPES[col_type], strict=False)
+
+
+def _typed_domain(spec: ColumnSpec) -> pl.Series:
+    values = pl.DataFrame({"v": [str(v) for v in spec.domain]})
+    return values.select(_parsed(pl.col("v"), spec.type))["v"]
+
+
+def _first_offender(frame: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[int, Any]:
+    row = (
+        frame.with_row_index("__row", offset=1)
+        .filter(condition)
+        .select("__row", pl.col(column).cast(pl.String))
+        .head(1)
+        .collect(engine="streaming")
+    )
+    return row["__row"][0], row[column][0]
+
+
+def _validated_frame(path: Path, fmt: str, specs: list[ColumnSpec]) -> pl.LazyFrame:
+    header = read_header(path, fmt)
+    declared = {spec.name for spec in specs}
+    missing = [name for name in header if name not in declared]
+    extra = [spec.name for spec in specs if spec.name not in header]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"the file has columns the schema does not declare: {', '.join(missing)}")
+        if extra:
+            parts.append(f"the schema declares columns the file lacks: {', '.join(extra)}")
+        raise IngestError("Schema mismatch: " + "; ".join(parts) + ".")
+    raw = _scan(path, fmt)
+    casts, checks = [], []
+    for spec in specs:
+        textual = fmt == "csv" or raw.collect_schema()[spec.name] == pl.String
+        source = pl.col(spec.name).str.strip_chars() if textual else pl.col(spec.name)
+        if textual:
+            typed = _parsed(source, spec.type)
+        else:
+            dtype = raw.collect_schema()[spec.name]
+            if spec.type == Column.Type.INTEGER and (dtype.is_float() or dtype.is_decimal()):
+                # A plain cast would truncate 2.5 to 2; only whole numbers are integers.
+                source_whole = pl.when(source.round(0) == source).then(source)
+                typed = source_whole.cast(pl.Int64, strict=False)
+            else:
+                typed = source.cast(POLARS_TYPES[spec.type], strict=False)
+        casts.append(typed.alias(spec.name))
+        checks.append((spec, source.is_not_null() & typed.is_null(), f"is not a valid {spec.type}"))
+        if spec.role in NOT_NULL_ROLES:
+            checks.append((spec, source.is_null(), f"is empty, but a {spec.role} needs a value"))
+        if spec.role == Column.Role.DIMENSION:
+            checks.append(
+                (
+                    spec,
+                    typed.is_not_null() & ~typed.is_in(_typed_domain(spec).implode()),
+                    "is outside the declared domain",
+                )
+            )
+    counts = raw.select(
+        [cond.sum().alias(str(i)) for i, (_, cond, _) in enumerate(checks)]
+    ).collect(engine="streaming")
+    for i, (spec, condition, reason) in enumerate(checks):
+        if counts[str(i)][0]:
+            row, value = _first_offender(raw, condition, spec.name)
+            shown = "an empty value" if value is None else f"the value {value!r}"
+            raise IngestError(
+                f"Column {spec.name!r}: {shown} on row {row} {reason} "
+                f"({counts[str(i)][0]} rows affected)."
+            )
+    return raw.select(casts)
+
+
+def store_encrypted(
+    path: Path, *, filename: str, specs: list[ColumnSpec], data_key: bytes, destination: Path
+) -> StoredFile:
+    """Validate the whole file against `specs`, convert it to Parquet and encrypt it."""
+    fmt = detect_format(path, filename)
+    content_sha256 = _sha256_of(path)
+    workdir = Path(tempfile.mkdtemp(prefix="ingest-", dir=settings.FILE_UPLOAD_TEMP_DIR))
+    try:
+        plain = workdir / "data.parquet"
+        try:
+            _validated_frame(path, fmt, specs).sink_parquet(plain)
+        except pl.exceptions.PolarsError as exc:
+            raise IngestError(f"The file could not be read: {exc}.") from None
+        row_count = pl.scan_parquet(plain).select(pl.len()).collect().item()
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_suffix(".partial")
+        try:
+            with plain.open("rb") as src, partial.open("wb") as dst:
+                encrypt_stream(src, dst, data_key)
+            ciphertext_sha256 = _sha256_of(partial)
+            partial.rename(destination)
+        finally:
+            partial.unlink(missing_ok=True)
+        return StoredFile(
+            content_sha256=content_sha256,
+            ciphertext_sha256=ciphertext_sha256,
+            row_count=row_count,
+            stored_bytes=destination.stat().st_size,
+            source_format=fmt,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""Who takes part and what they bring: organisations, authorities, jurisdictions, datasets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+class Jurisdiction(models.Model):
+    """A legal area data can be pinned to, with its transfer rules (see docs/residency.md)."""
+
+    code = models.CharField(max_length=8, unique=True)
+    name = models.CharField(max_length=100)
+    legal_framework = models.CharField(max_length=200)
+    # Where raw rows pinned here may be processed (always includes itself).
+    raw_processing_in = models.ManyToManyField(
+        "self", symmetrical=False, related_name="+", blank=True
+    )
+    # Where secret shares of data pinned here may be sent; empty means they may not leave.
+    shares_may_go_to = models.ManyToManyField(
+        "self", symmetrical=False, related_name="+", blank=True
+    )
+    # Where differentially private outputs computed from data pinned here may be delivered.
+    outputs_may_go_to = models.ManyToManyField(
+        "self", symmetrical=False, related_name="+", blank=True
+    )
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Site(models.Model):
+    """A place where data-plane work runs; its Celery queue is `site.<name>`."""
+
+    class Kind(models.TextChoices):
+        WORKER = "worker", "Worker"
+        MPC_PARTY = "mpc-party", "MPC party"
+        TEE = "tee", "Trusted execution environment"
+
+    name = models.SlugField(max_length=64, unique=True)
+    jurisdiction = models.ForeignKey(Jurisdiction, on_delete=models.PROTECT, related_name="sites")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    description = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["jurisdiction__code", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        return f"site.{self.name}"
+
+
+class Organization(models.Model):
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    # The organisation's key-encryption key at the key service; data keys are wrapped by it.
+    kek_id = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Data owner"
+        ANALYST = "analyst", "Analyst"
+        AUDITOR = "auditor", "Auditor"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization", "role"], name="one_role_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.organization}"
+
+
+class Authority(models.Model):
+    """A regulator, scoped to jurisdictions: it downloads audit bundles, never data or results."""
+
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    jurisdictions = models.ManyToManyField(Jurisdiction, related_name="authorities")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="authorities")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "authorities"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dataset(models.Model):
+    """A dataset of one organisation, pinned to one jurisdiction for its whole life."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="datasets"
+    )
+    slug = models.SlugField(max_length=50)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    jurisdiction = models.ForeignKey(
+        Jurisdiction, on_delete=models.PROTECT, related_name="datasets"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization__slug", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "slug"], name="dataset_slug_per_org")
+        ]
+
+    def __str__(self) -> str:
+        return self.qualified_name
+
+    @property
+    def qualified_name(self) -> str:
+        """The name queries use: `org_slug.dataset_slug`."""
+        return f"{self.organization.slug}.{self.slug}"
+
+
+class DatasetVersion(models.Model):
+    """An immutable upload: its plaintext never leaves the encrypted file at `storage_path`."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        PARQUET = "parquet", "Parquet"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    source_format = models.CharField(max_length=8, choices=Format.choices)
+    # SHA-256 of the file as uploaded, so an owner can check it against their own copy.
+    content_sha256 = models.CharField(max_length=64)
+    # SHA-256 of the encrypted file at rest, to detect tampering or loss in storage.
+    ciphertext_sha256 = models.CharField(max_length=64)
+    row_count = models.PositiveBigIntegerField()
+    stored_bytes = models.PositiveBigIntegerField()
+    # Relative to the storage root of the dataset's jurisdiction.
+    storage_path = models.CharField(max_length=500)
+    kek_id = models.CharField(max_length=100)
+    wrapped_data_key = models.BinaryField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="version_number_per_dataset")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset} v{self.number}"
+
+    @property
+    def key_context(self) -> dict[str, str]:
+        """What the wrapped data key is bound to."""
+        return {
+            "dataset": str(self.dataset_id),
+            "version": str(self.number),
+            "content_sha256": self.content_sha256,
+        }
+
+
+class Column(models.Model):
+    class Type(models.TextChoices):
+        INTEGER = "integer", "Integer"
+        FLOAT = "float", "Decimal number"
+        STRING = "string", "Text"
+        BOOLEAN = "boolean", "True/false"
+        DATE = "date", "Date"
+
+    class Role(models.TextChoices):
+        UNIT = "unit", "Privacy unit id"
+        JOIN_KEY = "join_key", "Join key"
+        DIMENSION = "dimension", "Dimension"
+        MEASURE = "measure", "Measure"
+        OTHER = "other", "Other"
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="columns")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    # Dimensions: the public domain of values, so the set of output groups reveals nothing.
+    domain = models.JSONField(default=list, blank=True)
+    # Measures: values are clamped to [lower, upper] before any aggregate.
+    lower = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+    upper = models.DecimalField(max_digits=30, decimal_places=10, null=True, blank=True)
+
+    class Meta:
+        ordering = ["version", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "name"], name="column_name_per_version"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AnalysisPolicy(models.Model):
+    """What may be computed from a dataset. Never edited: each change is a new version."""
+
+    class Mechanism(models.TextChoices):
+        MPC = "mpc", "MPC secret sharing"
+        TEE = "tee", "Trusted execution environment"
+
+    class Aggregate(models.TextChoices):
+        COUNT = "count", "COUNT"
+        SUM = "sum", "SUM"
+        AVG = "avg", "AVG"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="policies")
+    version = models.PositiveIntegerField()
+    allowed_join_keys = models.JSONField(default=list, blank=True)
+    allowed_dimensions = models.JSONField(default=list, blank=True)
+    allowed_measures = models.JSONField(default=list, blank=True)
+    allowed_filters = models.JSONField(default=list, blank=True)
+    allowed_aggregates = models.JSONField(default=list, blank=True)
+    allowed_mechanisms = models.JSONField(default=list, blank=True)
+    allowed_receivers = models.ManyToManyField(Organization, related_name="+", blank=True)
+    min_group_size = models.PositiveIntegerField(default=10)
+    max_epsilon_per_query = models.DecimalField(
+        max_digits=8, decimal_places=4, validators=[MinValueValidator(Decimal("0.0001"))]
+    )
+    total_epsilon = models.DecimalField(
+        max_digits=8, decimal_places=4, validators=[MinValueValidator(Decimal("0.0001"))]
+    )
+    total_delta = models.DecimalField(
+        max_digits=12, decimal_places=12, default=Decimal(0), validators=[MinValueValidator(0)]
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset", "-version"]
+        verbose_name_plural = "analysis policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "version"], name="policy_version_per_dataset"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy v{self.version} of {self.dataset}"

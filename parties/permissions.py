@@ -1,0 +1,57 @@
+"""Who may do what to organisations and datasets. Views, the API and templates all ask here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.core.exceptions import PermissionDenied
+
+from parties.models import Membership, Organization
+
+
+class Permission(StrEnum):
+    VIEW_ORGANIZATION = "view_organization"
+    MANAGE_DATASETS = "manage_datasets"
+    MANAGE_POLICIES = "manage_policies"
+    CREATE_ROOMS = "create_rooms"
+    RESPOND_TO_INVITATIONS = "respond_to_invitations"
+    CONTRIBUTE_DATASETS = "contribute_datasets"
+    READ_AUDIT_TRAIL = "read_audit_trail"
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    Membership.Role.OWNER: frozenset(
+        {
+            Permission.VIEW_ORGANIZATION,
+            Permission.MANAGE_DATASETS,
+            Permission.MANAGE_POLICIES,
+            Permission.CREATE_ROOMS,
+            Permission.RESPOND_TO_INVITATIONS,
+            Permission.CONTRIBUTE_DATASETS,
+            Permission.READ_AUDIT_TRAIL,
+        }
+    ),
+    Membership.Role.ANALYST: frozenset({Permission.VIEW_ORGANIZATION, Permission.CREATE_ROOMS}),
+    Membership.Role.AUDITOR: frozenset({Permission.VIEW_ORGANIZATION, Permission.READ_AUDIT_TRAIL}),
+}
+
+
+def roles_in(user, organization: Organization) -> set[str]:
+    if not user.is_authenticated:
+        return set()
+    return set(
+        Membership.objects.filter(user=user, organization=organization).values_list(
+            "role", flat=True
+        )
+    )
+
+
+def has_permission(user, permission: Permission, *, organization: Organization) -> bool:
+    return any(permission in ROLE_PERMISSIONS[role] for role in roles_in(user, organization))
+
+
+def require(user, permission: Permission, *, organization: Organization) -> None:
+    if not has_permission(user, permission, organization=organization):
+        raise PermissionDenied(
+            f"You need a role in {organization.name} that may {permission.value.replace('_', ' ')}."
+        )

@@ -1,0 +1,54 @@
+"""Reads about parties and datasets, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Jurisdiction, Organization
+from parties.permissions import Permission, has_permission
+
+
+def organizations_of(user) -> QuerySet[Organization]:
+    if not user.is_authenticated:
+        return Organization.objects.none()
+    return Organization.objects.filter(memberships__user=user).distinct()
+
+
+def organizations_where(user, permission: Permission) -> list[Organization]:
+    return [
+        org for org in organizations_of(user) if has_permission(user, permission, organization=org)
+    ]
+
+
+def datasets_for(user) -> QuerySet[Dataset]:
+    """Datasets of the caller's organisations, and those contributed to rooms they belong to."""
+    orgs = organizations_of(user)
+    return (
+        Dataset.objects.filter(
+            Q(organization__in=orgs)
+            | Q(
+                contributions__room__memberships__organization__in=orgs,
+                contributions__room__memberships__status="active",
+            )
+        )
+        .select_related("organization", "jurisdiction")
+        .distinct()
+    )
+
+
+def get_dataset_for_user(user, org_slug: str, slug: str) -> Dataset:
+    """Outsiders get a 404, never a hint that the dataset exists."""
+    return get_object_or_404(datasets_for(user), organization__slug=org_slug, slug=slug)
+
+
+def latest_version(dataset: Dataset) -> DatasetVersion | None:
+    return dataset.versions.order_by("-number").first()
+
+
+def current_policy(dataset: Dataset) -> AnalysisPolicy:
+    return dataset.policies.order_by("-version").first()
+
+
+def jurisdictions() -> QuerySet[Jurisdiction]:
+    return Jurisdiction.objects.order_by("code")

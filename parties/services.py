@@ -1,0 +1,337 @@
+"""Changes to parties, datasets and policies. Each writes its audit event in its transaction."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from cleanroom.audit.log import PLATFORM_LOG, actor_ref, record_event
+from cleanroom.crypto.envelope import new_data_key
+from cleanroom.crypto.keys import key_service
+from cleanroom.errors import DomainError
+from parties.ingest import ColumnSpec, IngestError, StoredFile, parse_specs, store_encrypted
+from parties.models import (
+    AnalysisPolicy,
+    Column,
+    Dataset,
+    DatasetVersion,
+    Jurisdiction,
+    Membership,
+    Organization,
+)
+from parties.permissions import Permission, require
+from parties.storage import jurisdiction_root
+
+
+@transaction.atomic
+def create_organization(*, slug: str, name: str, by: User | None = None) -> Organization:
+    organization = Organization.objects.create(
+        slug=slug, name=name, kek_id=key_service().create_key()
+    )
+    record_event(
+        log=PLATFORM_LOG,
+        type="organization.created",
+        actor=actor_ref(by),
+        subject=f"org:{organization.pk}",
+        data={"kek_id": organization.kek_id},
+    )
+    return organization
+
+
+@transaction.atomic
+def add_membership(
+    *, organization: Organization, user: User, role: str, by: User | None = None
+) -> Membership:
+    membership, created = Membership.objects.get_or_create(
+        organization=organization, user=user, role=role
+    )
+    if created:
+        record_event(
+            log=PLATFORM_LOG,
+            type="membership.added",
+            actor=actor_ref(by),
+            subject=f"org:{organization.pk}",
+            data={"user": f"user:{user.pk}", "role": role},
+        )
+    return membership
+
+
+def _jurisdiction(code: str) -> Jurisdiction:
+    try:
+        return Jurisdiction.objects.get(code=code.upper())
+    except Jurisdiction.DoesNotExist:
+        known = ", ".join(Jurisdiction.objects.values_list("code", flat=True))
+        raise IngestError(f"Unknown jurisdiction {code!r}; choose one of {known}.") from None
+
+
+@dataclass
+class _EncryptedUpload:
+    stored: StoredFile
+    relative: str
+    destination: Path
+    data_key: bytes
+
+
+def _encrypt_upload(
+    *,
+    organization: Organization,
+    dataset_slug: str,
+    jurisdiction: Jurisdiction,
+    upload: Path,
+    filename: str,
+    specs: list[ColumnSpec],
+) -> _EncryptedUpload:
+    """Validate and encrypt the file into its jurisdiction's root, before any transaction opens:
+    a large upload must not hold the database's write lock while it streams."""
+    relative = f"{organization.slug}/{dataset_slug}/{secrets.token_hex(12)}.parquet.enc"
+    destination = jurisdiction_root(jurisdiction.code) / relative
+    data_key = new_data_key()
+    stored = store_encrypted(
+        upload, filename=filename, specs=specs, data_key=data_key, destination=destination
+    )
+    return _EncryptedUpload(stored, relative, destination, data_key)
+
+
+@contextmanager
+def _removed_on_failure(encrypted: _EncryptedUpload) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        encrypted.destination.unlink(missing_ok=True)
+        raise
+
+
+def _record_version(
+    *, dataset: Dataset, number: int, encrypted: _EncryptedUpload, specs: list[ColumnSpec], by: User
+) -> DatasetVersion:
+    organization = dataset.organization
+    stored = encrypted.stored
+    version = DatasetVersion(
+        dataset=dataset,
+        number=number,
+        source_format=stored.source_format,
+        content_sha256=stored.content_sha256,
+        ciphertext_sha256=stored.ciphertext_sha256,
+        row_count=stored.row_count,
+        stored_bytes=stored.stored_bytes,
+        storage_path=encrypted.relative,
+        kek_id=organization.kek_id,
+        created_by=by,
+    )
+    version.wrapped_data_key = key_service().wrap(
+        organization.kek_id, encrypted.data_key, context=version.key_context
+    )
+    version.save()
+    Column.objects.bulk_create(
+        Column(
+            version=version,
+            position=position,
+            name=spec.name,
+            type=spec.type,
+            role=spec.role,
+            domain=spec.domain,
+            lower=spec.lower,
+            upper=spec.upper,
+        )
+        for position, spec in enumerate(specs)
+    )
+    record_event(
+        log=PLATFORM_LOG,
+        type="dataset.registered" if number == 1 else "dataset.version_added",
+        actor=actor_ref(by),
+        subject=f"dataset:{dataset.pk}",
+        data={
+            "organization": f"org:{dataset.organization_id}",
+            "jurisdiction": dataset.jurisdiction.code,
+            "version": number,
+            "content_sha256": version.content_sha256,
+            "ciphertext_sha256": version.ciphertext_sha256,
+            "row_count": version.row_count,
+            "columns": [{"name": s.name, "type": s.type, "role": s.role} for s in specs],
+        },
+    )
+    return version
+
+
+def register_dataset(
+    *,
+    organization: Organization,
+    slug: str,
+    name: str,
+    jurisdiction: str,
+    upload: Path,
+    filename: str,
+    schema: list[dict[str, Any]],
+    by: User,
+    description: str = "",
+) -> DatasetVersion:
+    """Create a dataset pinned to `jurisdiction` from an uploaded file and its confirmed schema.
+
+    The new dataset gets a closed policy (nothing allowed) until its owners open it.
+    """
+    require(by, Permission.MANAGE_DATASETS, organization=organization)
+    pinned = _jurisdiction(jurisdiction)
+    specs = parse_specs(schema)
+    taken = IngestError(f"{organization.name} already has a dataset called {slug!r}.")
+    if Dataset.objects.filter(organization=organization, slug=slug).exists():
+        raise taken
+    encrypted = _encrypt_upload(
+        organization=organization,
+        dataset_slug=slug,
+        jurisdiction=pinned,
+        upload=upload,
+        filename=filename,
+        specs=specs,
+    )
+    with _removed_on_failure(encrypted):
+        try:
+            with transaction.atomic():
+                dataset = Dataset.objects.create(
+                    organization=organization,
+                    slug=slug,
+                    name=name,
+                    description=description,
+                    jurisdiction=pinned,
+                    created_by=by,
+                )
+                AnalysisPolicy.objects.create(
+                    dataset=dataset,
+                    version=1,
+                    max_epsilon_per_query=Decimal("1"),
+                    total_epsilon=Decimal("5"),
+                    created_by=by,
+                )
+                return _record_version(
+                    dataset=dataset, number=1, encrypted=encrypted, specs=specs, by=by
+                )
+        except IntegrityError:
+            raise taken from None
+
+
+def add_dataset_version(
+    *, dataset: Dataset, upload: Path, filename: str, schema: list[dict[str, Any]], by: User
+) -> DatasetVersion:
+    require(by, Permission.MANAGE_DATASETS, organization=dataset.organization)
+    specs = parse_specs(schema)
+    encrypted = _encrypt_upload(
+        organization=dataset.organization,
+        dataset_slug=dataset.slug,
+        jurisdiction=dataset.jurisdiction,
+        upload=upload,
+        filename=filename,
+        specs=specs,
+    )
+    with _removed_on_failure(encrypted), transaction.atomic():
+        # Lock the dataset so two uploads cannot take the same version number.
+        Dataset.objects.select_for_update().get(pk=dataset.pk)
+        latest = dataset.versions.order_by("-number").values_list("number", flat=True).first()
+        return _record_version(
+            dataset=dataset, number=(latest or 0) + 1, encrypted=encrypted, specs=specs, by=by
+        )
+
+
+POLICY_FIELDS = (
+    "allowed_join_keys",
+    "allowed_dimensions",
+    "allowed_measures",
+    "allowed_filters",
+    "allowed_aggregates",
+    "allowed_mechanisms",
+    "min_group_size",
+    "max_epsilon_per_query",
+    "total_epsilon",
+    "total_delta",
+)
+# Which column roles each allowance may name.
+ROLE_FOR_ALLOWANCE = {
+    "allowed_join_keys": {Column.Role.JOIN_KEY},
+    "allowed_dimensions": {Column.Role.DIMENSION},
+    "allowed_measures": {Column.Role.MEASURE},
+    "allowed_filters": {Column.Role.DIMENSION, Column.Role.OTHER},
+}
+
+
+class PolicyError(DomainError):
+    code = "invalid_policy"
+
+
+def _check_policy(dataset: Dataset, values: dict[str, Any]) -> None:
+    version = dataset.versions.order_by("-number").first()
+    roles = {c.name: c.role for c in version.columns.all()} if version else {}
+    for allowance, allowed_roles in ROLE_FOR_ALLOWANCE.items():
+        for name in values[allowance]:
+            if name not in roles:
+                raise PolicyError(f"{allowance.replace('_', ' ')}: no column called {name!r}.")
+            if roles[name] not in allowed_roles:
+                raise PolicyError(
+                    f"{allowance.replace('_', ' ')}: {name!r} is a {roles[name]} column."
+                )
+    for name, choices in (
+        ("allowed_aggregates", AnalysisPolicy.Aggregate.values),
+        ("allowed_mechanisms", AnalysisPolicy.Mechanism.values),
+    ):
+        unknown = sorted(set(values[name]) - set(choices))
+        if unknown:
+            raise PolicyError(f"{name.replace('_', ' ')}: unknown {', '.join(unknown)}.")
+    if values["max_epsilon_per_query"] <= 0 or values["total_epsilon"] <= 0:
+        raise PolicyError("Privacy budgets (epsilon) must be positive.")
+    if values["max_epsilon_per_query"] > values["total_epsilon"]:
+        raise PolicyError("The maximum epsilon per query cannot exceed the total budget.")
+    if not 0 <= values["total_delta"] < 1:
+        raise PolicyError("Delta must be at least 0 and below 1.")
+    if values["min_group_size"] < 1:
+        raise PolicyError("The minimum group size must be at least 1.")
+
+
+@transaction.atomic
+def update_policy(
+    *,
+    dataset: Dataset,
+    by: User,
+    allowed_receivers: list[Organization] | None = None,
+    **changes: Any,
+) -> AnalysisPolicy:
+    """Write a new policy version from the current one with `changes` applied."""
+    require(by, Permission.MANAGE_POLICIES, organization=dataset.organization)
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise PolicyError(f"Unknown policy settings: {', '.join(sorted(unknown))}.")
+    Dataset.objects.select_for_update().get(pk=dataset.pk)
+    current = dataset.policies.order_by("-version").first()
+    values = {name: getattr(current, name) for name in POLICY_FIELDS}
+    values.update(changes)
+    for name in ("max_epsilon_per_query", "total_epsilon", "total_delta"):
+        values[name] = Decimal(str(values[name]))
+    for name in ROLE_FOR_ALLOWANCE.keys() | {"allowed_aggregates", "allowed_mechanisms"}:
+        values[name] = sorted(set(values[name]))
+    _check_policy(dataset, values)
+    receivers = (
+        list(current.allowed_receivers.all()) if allowed_receivers is None else allowed_receivers
+    )
+    policy = AnalysisPolicy.objects.create(
+        dataset=dataset, version=current.version + 1, created_by=by, **values
+    )
+    policy.allowed_receivers.set(receivers)
+    record_event(
+        log=PLATFORM_LOG,
+        type="policy.changed",
+        actor=actor_ref(by),
+        subject=f"dataset:{dataset.pk}",
+        data={
+            "version": policy.version,
+            **{
+                name: str(value) if isinstance(value, Decimal) else value
+                for name, value in values.items()
+            },
+            "allowed_receivers": sorted(f"org:{org.pk}" for org in receivers),
+        },
+    )
+    return policy

@@ -1,0 +1,195 @@
+"""Dataset pages. Thin: selectors read, services change, the templates show metadata only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cleanroom.errors import DomainError
+from parties import selectors, services
+from parties.forms import DatasetForm, PolicyForm, VersionForm, schema_from_post
+from parties.ingest import IngestError, infer_schema
+from parties.models import Column
+from parties.permissions import Permission, has_permission
+from parties.uploads import refusal_of
+
+
+@login_required
+@require_GET
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    datasets = selectors.datasets_for(request.user).prefetch_related("versions")
+    can_upload = bool(selectors.organizations_where(request.user, Permission.MANAGE_DATASETS))
+    return render(
+        request, "parties/dataset_list.html", {"datasets": datasets, "can_upload": can_upload}
+    )
+
+
+def _schema_context(fmt: str, specs) -> dict:
+    return {
+        "format": fmt,
+        "specs": specs,
+        "types": Column.Type.choices,
+        "roles": Column.Role.choices,
+    }
+
+
+@login_required
+@require_POST
+def schema_suggestion(request: HttpRequest) -> HttpResponse:
+    """htmx: the confirmation table for a sample of the chosen file. Stores nothing."""
+    upload = request.FILES.get("file")
+    error = refusal_of(request) or ("Choose a file first." if upload is None else None)
+    if error is None:
+        try:
+            fmt, specs = infer_schema(Path(upload.temporary_file_path()), upload.name)
+            return render(request, "parties/_schema.html", _schema_context(fmt, specs))
+        except IngestError as exc:
+            error = str(exc)
+    return render(request, "parties/_schema.html", {"error": error}, status=422)
+
+
+def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
+    """Run `store(path, filename, schema)` for a valid form with a confirmed schema."""
+    refusal = refusal_of(request)
+    if refusal:
+        form.add_error("file", refusal)
+    if not form.is_valid():
+        return None, {}
+    upload = form.cleaned_data["file"]
+    path = Path(upload.temporary_file_path())
+    schema = schema_from_post(request.POST)
+    try:
+        if schema is None:
+            # Without JavaScript the page has not shown the schema yet: show it now.
+            fmt, specs = infer_schema(path, upload.name)
+            form.add_error("file", "Confirm the schema below, then choose the file again.")
+            return None, _schema_context(fmt, specs)
+        return store(path, upload.name, schema), {}
+    except (IngestError, DomainError) as exc:
+        form.add_error(None, str(exc))
+        return None, {"schema_posted": schema}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def dataset_create(request: HttpRequest) -> HttpResponse:
+    organizations = selectors.organizations_where(request.user, Permission.MANAGE_DATASETS)
+    if not organizations:
+        raise PermissionDenied("Only data owners can upload datasets.")
+    form = DatasetForm(request.POST or None, request.FILES or None, organizations=organizations)
+    context: dict = {}
+    if request.method == "POST":
+
+        def store(path, filename, schema):
+            data = form.cleaned_data
+            return services.register_dataset(
+                organization=data["organization"],
+                slug=data["slug"],
+                name=data["name"],
+                description=data["description"],
+                jurisdiction=data["jurisdiction"].code,
+                upload=path,
+                filename=filename,
+                schema=schema,
+                by=request.user,
+            )
+
+        version, context = _upload(request, form, store)
+        if version is not None:
+            messages.success(
+                request,
+                f"{version.dataset.name} is stored encrypted in {version.dataset.jurisdiction.code}"
+                f" ({version.row_count} rows). Its policy allows nothing until you open it.",
+            )
+            return redirect(
+                "dataset-detail", org=version.dataset.organization.slug, slug=version.dataset.slug
+            )
+    return render(request, "parties/dataset_form.html", {"form": form, **context})
+
+
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+    dataset = selectors.get_dataset_for_user(request.user, org, slug)
+    version = selectors.latest_version(dataset)
+    manage = has_permission(
+        request.user, Permission.MANAGE_DATASETS, organization=dataset.organization
+    )
+    return render(
+        request,
+        "parties/dataset_detail.html",
+        {
+            "dataset": dataset,
+            "version": version,
+            "columns": version.columns.all() if version else [],
+            "versions": dataset.versions.order_by("-number"),
+            "policy": selectors.current_policy(dataset),
+            "policies": dataset.policies.order_by("-version")[:10],
+            "can_manage": manage,
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def version_create(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+    dataset = selectors.get_dataset_for_user(request.user, org, slug)
+    if not has_permission(
+        request.user, Permission.MANAGE_DATASETS, organization=dataset.organization
+    ):
+        raise PermissionDenied("Only the dataset's owners can add versions.")
+    form = VersionForm(request.POST or None, request.FILES or None)
+    context: dict = {}
+    if request.method == "POST":
+        version, context = _upload(
+            request,
+            form,
+            lambda path, filename, schema: services.add_dataset_version(
+                dataset=dataset, upload=path, filename=filename, schema=schema, by=request.user
+            ),
+        )
+        if version is not None:
+            messages.success(
+                request, f"Version {version.number} stored ({version.row_count} rows)."
+            )
+            return redirect("dataset-detail", org=org, slug=slug)
+    return render(
+        request, "parties/version_form.html", {"form": form, "dataset": dataset, **context}
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def policy_edit(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+    dataset = selectors.get_dataset_for_user(request.user, org, slug)
+    if not has_permission(
+        request.user, Permission.MANAGE_POLICIES, organization=dataset.organization
+    ):
+        raise PermissionDenied("Only the dataset's owners can change its policy.")
+    policy = selectors.current_policy(dataset)
+    version = selectors.latest_version(dataset)
+    columns = version.columns.all() if version else []
+    form = PolicyForm(
+        request.POST or None, columns=columns, initial=PolicyForm.initial_from(policy)
+    )
+    if request.method == "POST" and form.is_valid():
+        data = dict(form.cleaned_data)
+        receivers = list(data.pop("allowed_receivers"))
+        try:
+            new = services.update_policy(
+                dataset=dataset, by=request.user, allowed_receivers=receivers, **data
+            )
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Policy version {new.version} is now in force.")
+            return redirect("dataset-detail", org=org, slug=slug)
+    return render(
+        request, "parties/policy_form.html", {"form": form, "dataset": dataset, "policy": policy}
+    )
