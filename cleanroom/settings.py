@@ -159,6 +159,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PolicyMechanismEnum": "parties.models.AnalysisPolicy.Mechanism",
+        "QueryMechanismEnum": "jobs.models.Query.Mechanism",
+    },
 }
 
 # Celery: no default queue for data-plane work; each step is routed to `site.<name>`.
@@ -178,6 +182,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# Control-plane housekeeping runs on its own queue; data-plane steps never use it.
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_BEAT_SCHEDULE = {
+    "expire-queries": {"task": "jobs.expire_queries", "schedule": 300.0},
+    "dispatch-pending-jobs": {"task": "jobs.dispatch_pending", "schedule": 30.0},
+}
+# The site a worker process runs at (each worker serves one site's queue).
+CLEANROOM_SITE = env.str("CLEANROOM_SITE", default="")
+TEE_ENCLAVE_TIMEOUT = env.int("TEE_ENCLAVE_TIMEOUT", default=600)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
@@ -186,6 +199,12 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+)
 
 LOGGING = {
     "version": 1,
@@ -195,3 +214,27 @@ LOGGING = {
 }
 
 TEST_RUNNER = "cleanroom.testing.PytestRunner"
+
+# --- Audit log (cleanroom.audit) ---------------------------------------------------------------
+# Checkpoints name their log by origin "<prefix>/<log>", e.g. "cleanroom.local/room/7"; the log
+# key is named after the prefix. AUDIT_CHECKPOINT_SIGNING: "task" enqueues signing on the
+# Celery queue "audit" after each commit (production: the audit worker alone uses the log key),
+# "inline" signs in-process after the commit (the embedded default), "off" leaves it to
+# `manage.py sign_checkpoints`.
+CLEANROOM_LOG_ORIGIN_PREFIX = env.str("CLEANROOM_LOG_ORIGIN_PREFIX", default="cleanroom.local")
+AUDIT_CHECKPOINT_SIGNING = env.str(
+    "CLEANROOM_AUDIT_SIGNING",
+    default="inline" if CELERY_BROKER_URL.startswith("filesystem") else "task",
+)
+CELERY_TASK_ROUTES = {"cleanroom.audit.tasks.*": {"queue": "audit"}}
+
+# --- TEE attestation (jobs.engines.tee.attestation) --------------------------------------------
+# TEE_ALLOW_SIMULATED trusts this deployment's simulated attestation root, generated on first use
+# in TEE_SIMULATED_ROOT_DIR and named "SIMULATED TEE - NOT HARDWARE BACKED": the embedded default,
+# labelled simulated everywhere. It is not hardware backed, so `check --deploy` refuses it
+# (cleanroom.E001); production sets TEE_ALLOW_SIMULATED=false and trusts the pinned AWS Nitro root
+# alone. TEE_MEASUREMENT_ALLOWLIST: the enclave measurements the key service accepts, comma
+# separated; each entry a PCR0 hex value, or "PCR0=<hex>+PCR1=<hex>" when several must match.
+TEE_ALLOW_SIMULATED = env.bool("TEE_ALLOW_SIMULATED", default=True)
+TEE_SIMULATED_ROOT_DIR = Path(env.str("TEE_SIMULATED_ROOT_DIR", default=str(VAR_DIR / "tee")))
+TEE_MEASUREMENT_ALLOWLIST = env.list("TEE_MEASUREMENT_ALLOWLIST", default=[])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
@@ -11,13 +12,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.errors import DomainError
-from jobs import selectors, services
-from jobs.models import Room, RoomMembership
+from jobs import queries, selectors, services
+from jobs.models import Approval, Query, Room, RoomMembership
 from jobs.permissions import Permission, has_permission
+from jobs.planner import plan_query
 from jobs.serializers import (
+    ApprovalSerializer,
     ContributionInputSerializer,
+    DecisionInputSerializer,
     InvitationInputSerializer,
     InvitationResponseSerializer,
+    PlanInputSerializer,
+    QueryInputSerializer,
+    QueryPatchSerializer,
+    QuerySerializer,
     RoomDatasetSerializer,
     RoomInputSerializer,
     RoomMembershipSerializer,
@@ -80,16 +88,15 @@ class RoomInvitations(APIView):
         room = selectors.get_room_for_member(request.user, slug)
         serializer = InvitationInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        # Who may invite first: a member who may not must not learn which organisations exist.
+        acting_for = acting_organization(request.user, room, Permission.INVITE)
         invitee = Organization.objects.filter(
             slug=serializer.validated_data["organization"]
         ).first()
         if invitee is None:
             raise DomainError("No organisation with that name exists.")
         membership = services.invite_organization(
-            room=room,
-            organization=invitee,
-            acting_for=acting_organization(request.user, room, Permission.INVITE),
-            by=request.user,
+            room=room, organization=invitee, acting_for=acting_for, by=request.user
         )
         return Response(RoomMembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -137,3 +144,144 @@ class RoomContributions(APIView):
             room=room, dataset=dataset, version=version, by=request.user
         )
         return Response(RoomDatasetSerializer(contribution).data, status=status.HTTP_201_CREATED)
+
+
+def _query(request: Request, slug: str, pk: int) -> Query:
+    room = selectors.get_room_for_member(request.user, slug)
+    return selectors.get_query_for_member(request.user, room, pk)
+
+
+class QueryList(generics.ListAPIView):
+    """The latest version of each query in the room. POST creates a draft (or submits it)."""
+
+    serializer_class = QuerySerializer
+
+    def get_queryset(self):
+        room = selectors.get_room_for_member(self.request.user, self.kwargs["slug"])
+        return selectors.queries_of(room).prefetch_related("receivers", "approvals__organization")
+
+    @extend_schema(request=QueryInputSerializer, responses={201: QuerySerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        room = selectors.get_room_for_member(request.user, slug)
+        serializer = QueryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        submit, receivers = data.pop("submit"), data.pop("receivers")
+        with transaction.atomic():
+            query = queries.save_draft(
+                room=room,
+                by=request.user,
+                receivers=receivers,
+                acting_for=acting_organization(request.user, room, Permission.PROPOSE_QUERY),
+                **data,
+            )
+            if submit:
+                query = queries.submit_query(query=query, by=request.user)
+        return Response(QuerySerializer(query).data, status=status.HTTP_201_CREATED)
+
+
+class QueryPlan(APIView):
+    """The plan report for a query text and its parameters; stores nothing."""
+
+    @extend_schema(request=PlanInputSerializer, responses={200: dict})
+    def post(self, request: Request, slug: str) -> Response:
+        room = selectors.get_room_for_member(request.user, slug)
+        serializer = PlanInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        plan = plan_query(
+            room=room,
+            sql=data["sql"],
+            mechanism=data["requested_mechanism"],
+            epsilon=data["epsilon"],
+            delta=data["delta"],
+            receivers=list(data["receivers"]),
+        )
+        return Response(plan.as_dict())
+
+
+class QueryDetail(APIView):
+    @extend_schema(responses={200: QuerySerializer})
+    def get(self, request: Request, slug: str, pk: int) -> Response:
+        return Response(QuerySerializer(_query(request, slug, pk)).data)
+
+    @extend_schema(request=QueryPatchSerializer, responses={200: QuerySerializer})
+    def patch(self, request: Request, slug: str, pk: int) -> Response:
+        """Change a draft in place; changing a submitted version makes a new draft version."""
+        query = _query(request, slug, pk)
+        serializer = QueryPatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        submit = data.pop("submit", False)
+        receivers = data.pop("receivers", None)
+        with transaction.atomic():
+            if query.status == Query.Status.DRAFT:
+                query = queries.save_draft(
+                    room=query.room,
+                    acting_for=query.author_organization,
+                    by=request.user,
+                    query=query,
+                    receivers=list(query.receivers.all()) if receivers is None else receivers,
+                    **data,
+                )
+            else:
+                query = queries.revise_query(
+                    query=query, by=request.user, receivers=receivers, **data
+                )
+            if submit:
+                query = queries.submit_query(query=query, by=request.user)
+        return Response(QuerySerializer(query).data)
+
+
+class QuerySubmit(APIView):
+    @extend_schema(request=None, responses={200: QuerySerializer})
+    def post(self, request: Request, slug: str, pk: int) -> Response:
+        query = queries.submit_query(query=_query(request, slug, pk), by=request.user)
+        return Response(QuerySerializer(query).data)
+
+
+class QueryDecision(APIView):
+    approve = True
+
+    @extend_schema(request=DecisionInputSerializer, responses={201: ApprovalSerializer})
+    def post(self, request: Request, slug: str, pk: int) -> Response:
+        query = _query(request, slug, pk)
+        serializer = DecisionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if "organization" in serializer.validated_data:
+            organization = get_object_or_404(
+                organizations_of(request.user), slug=serializer.validated_data["organization"]
+            )
+        else:
+            organization = acting_organization(request.user, query.room, Permission.DECIDE_QUERY)
+        approval = queries.decide_query(
+            query=query,
+            organization=organization,
+            by=request.user,
+            approve=self.approve,
+            comment=serializer.validated_data["comment"],
+        )
+        return Response(ApprovalSerializer(approval).data, status=status.HTTP_201_CREATED)
+
+
+class ApprovalRevoke(APIView):
+    @extend_schema(request=None, responses={200: ApprovalSerializer})
+    def post(self, request: Request, slug: str, pk: int, approval_id: int) -> Response:
+        query = _query(request, slug, pk)
+        approval = get_object_or_404(Approval, pk=approval_id, query=query)
+        approval = queries.revoke_approval(approval=approval, by=request.user)
+        return Response(ApprovalSerializer(approval).data)
+
+
+class Inbox(APIView):
+    """Query versions waiting for a decision by one of your organisations."""
+
+    @extend_schema(responses={200: QuerySerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        items = selectors.inbox_for(request.user)
+        return Response(
+            [
+                {"organization": org.slug, "query": QuerySerializer(query).data}
+                for query, org in items
+            ]
+        )

@@ -15,4 +15,28 @@ urlpatterns = [
         name="api-decline",
     ),
     path("rooms/<slug:slug>/datasets/", api.RoomContributions.as_view(), name="api-contribute"),
+    path("rooms/<slug:slug>/queries/", api.QueryList.as_view(), name="api-queries"),
+    path("rooms/<slug:slug>/queries/plan/", api.QueryPlan.as_view(), name="api-query-plan"),
+    path("rooms/<slug:slug>/queries/<int:pk>/", api.QueryDetail.as_view(), name="api-query"),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/submit/",
+        api.QuerySubmit.as_view(),
+        name="api-query-submit",
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/approve/",
+        api.QueryDecision.as_view(approve=True),
+        name="api-query-approve",
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/reject/",
+        api.QueryDecision.as_view(approve=False),
+        name="api-query-reject",
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/approvals/<int:approval_id>/revoke/",
+        api.ApprovalRevoke.as_view(),
+        name="api-approval-revoke",
+    ),
+    path("approvals/", api.Inbox.as_view(), name="api-inbox"),
 ]

@@ -9,15 +9,18 @@ import random
 import secrets
 import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.utils import timezone
 
+from jobs import queries, runner
 from jobs import services as rooms
-from jobs.models import Room
+from jobs.models import Job, Query, Room
 from parties import services
 from parties.models import Authority, Jurisdiction, Organization
 
@@ -92,16 +95,21 @@ def logins() -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def seed(*, patients_per_hospital: int = 4000) -> Room:
-    """Create the collaboration. Passwords are random per checkout, kept in var/."""
+def seed(*, patients_per_hospital: int = 4000) -> Job:
+    """Create the collaboration and start its approved query (the job it returns).
+    Passwords are random per checkout, kept in var/."""
     passwords = {p.username: secrets.token_urlsafe(9) for p in PEOPLE}
     with transaction.atomic():
         orgs = {
             "charite": services.create_organization(
-                slug="charite", name="Charité - Universitätsmedizin Berlin"
+                slug="charite", name="Charité - Universitätsmedizin Berlin", jurisdiction="EU"
             ),
-            "usz": services.create_organization(slug="usz", name="University Hospital Zurich"),
-            "novapharm": services.create_organization(slug="novapharm", name="NovaPharm Research"),
+            "usz": services.create_organization(
+                slug="usz", name="University Hospital Zurich", jurisdiction="CH"
+            ),
+            "novapharm": services.create_organization(
+                slug="novapharm", name="NovaPharm Research", jurisdiction="US"
+            ),
         }
         users = {p.username: _user(p, passwords[p.username]) for p in PEOPLE}
         for person in PEOPLE:
@@ -170,6 +178,8 @@ def seed(*, patients_per_hospital: int = 4000) -> Room:
         rooms.respond_to_invitation(membership=membership, accept=True, by=users[owner])
         rooms.contribute_dataset(room=study, dataset=datasets[hospital], by=users[owner])
 
+    approved = _propose_queries(study, users, orgs)
+
     # A second room with an invitation left open, for a new user to accept.
     followup = rooms.create_room(
         organization=orgs["charite"],
@@ -185,4 +195,57 @@ def seed(*, patients_per_hospital: int = 4000) -> Room:
     path = settings.VAR_DIR / LOGINS_FILE
     path.write_text(json.dumps(passwords, indent=2))
     path.chmod(0o600)
-    return study
+    return runner.run_query(query=approved, by=users["bob"])
+
+
+UNION_QUERY = """SELECT u.age_band, COUNT(*) AS stays, AVG(u.length_of_stay) AS mean_stay
+FROM (SELECT age_band, length_of_stay FROM charite.inpatients
+      UNION ALL
+      SELECT age_band, length_of_stay FROM usz.inpatients) AS u
+GROUP BY u.age_band"""
+
+JOIN_QUERY = """SELECT b.diagnosis, COUNT(*) AS patients, AVG(z.cost) AS mean_cost_in_zurich
+FROM charite.inpatients AS b
+JOIN usz.inpatients AS z ON b.person_hash = z.person_hash
+WHERE b.age_band IN ('65-79', '80+')
+GROUP BY b.diagnosis"""
+
+
+def _propose_queries(room: Room, users: dict[str, User], orgs: dict[str, Organization]) -> Query:
+    """One query both owners approved, and one waiting in their approvals inboxes."""
+    expiry = timezone.now() + timedelta(days=30)
+    common = {
+        "room": room,
+        "acting_for": orgs["novapharm"],
+        "by": users["bob"],
+        "receivers": [orgs["novapharm"]],
+        "expires_at": expiry,
+    }
+    approved = queries.save_draft(
+        title="Length of stay by age band",
+        purpose="Compare inpatient length of stay by age band across Berlin and Zurich to plan "
+        "a cardiology trial's follow-up visits.",
+        sql=UNION_QUERY,
+        epsilon=Decimal("0.5"),
+        requested_mechanism=Query.Mechanism.TEE,
+        **common,
+    )
+    approved = queries.submit_query(query=approved, by=users["bob"])
+    for hospital, owner in (("charite", "alice"), ("usz", "carol")):
+        queries.decide_query(
+            query=approved,
+            organization=orgs[hospital],
+            by=users[owner],
+            approve=True,
+            comment="Within our policy; aggregate only.",
+        )
+    waiting = queries.save_draft(
+        title="Costs of older patients treated in both cities",
+        purpose="Estimate the cost in Zurich of older patients also treated in Berlin, by "
+        "diagnosis, for a health-economics model.",
+        sql=JOIN_QUERY,
+        epsilon=Decimal("0.8"),
+        **common,
+    )
+    queries.submit_query(query=waiting, by=users["bob"])
+    return approved

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Organization
+from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Organization, Site
 
 
 class Room(models.Model):
@@ -77,3 +77,207 @@ class RoomDataset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset} in {self.room}"
+
+
+class Query(models.Model):
+    """One version of a joint query. Submitted versions are never edited: an edit is a new
+    version in the same lineage, with no approvals."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        PENDING = "pending_approval", "Waiting for approvals"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        SUPERSEDED = "superseded", "Replaced by a newer version"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Approval revoked"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Mechanism(models.TextChoices):
+        AUTO = "auto", "Automatic"
+        MPC = "mpc", "MPC secret sharing"
+        TEE = "tee", "Trusted execution environment"
+
+    class OutputKind(models.TextChoices):
+        AGGREGATE = "aggregate", "Differentially private aggregates"
+
+    room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="queries")
+    lineage = models.UUIDField(db_index=True)
+    version = models.PositiveIntegerField(default=1)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    author_organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+"
+    )
+    title = models.CharField(max_length=200)
+    purpose = models.TextField()
+    sql = models.TextField()
+    requested_mechanism = models.CharField(
+        max_length=8, choices=Mechanism.choices, default=Mechanism.AUTO
+    )
+    # The planner's choice, fixed at submission.
+    mechanism = models.CharField(max_length=8, choices=Mechanism.choices, blank=True)
+    output_kind = models.CharField(
+        max_length=16, choices=OutputKind.choices, default=OutputKind.AGGREGATE
+    )
+    epsilon = models.DecimalField(max_digits=8, decimal_places=4)
+    delta = models.DecimalField(max_digits=12, decimal_places=12, default=0)
+    receivers = models.ManyToManyField(Organization, related_name="+")
+    expires_at = models.DateTimeField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    # Fixed at submission: what every approval signs, and the plan the owners saw.
+    digest = models.CharField(max_length=64, blank=True)
+    canonical = models.JSONField(null=True, blank=True)
+    plan = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "queries"
+        constraints = [
+            models.UniqueConstraint(fields=["lineage", "version"], name="one_query_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} v{self.version}"
+
+
+class Approval(models.Model):
+    """An owner organisation's decision on one query version, signed over its digest."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve", "Approved"
+        REJECT = "reject", "Rejected"
+
+    query = models.ForeignKey(Query, on_delete=models.PROTECT, related_name="approvals")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    comment = models.TextField(blank=True)
+    digest = models.CharField(max_length=64)
+    signature = models.BinaryField(max_length=64)
+    decided_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+    )
+
+    class Meta:
+        ordering = ["query", "decided_at"]
+        constraints = [
+            # One live decision per organisation and query version; a revoked one may be redone.
+            models.UniqueConstraint(
+                fields=["query", "organization"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="one_live_decision_per_org",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.decision} {self.query}"
+
+
+class BudgetEntry(models.Model):
+    """The privacy ledger of a dataset in a room: its balance is the sum of its entries."""
+
+    class Kind(models.TextChoices):
+        RESERVE = "reserve", "Reserved"
+        SPEND = "spend", "Spent"
+        REFUND = "refund", "Refunded"
+
+    room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="budget_entries")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="budget_entries")
+    query = models.ForeignKey(Query, on_delete=models.PROTECT, related_name="budget_entries")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    epsilon = models.DecimalField(max_digits=8, decimal_places=4)
+    delta = models.DecimalField(max_digits=12, decimal_places=12, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "dataset", "created_at"]
+        verbose_name_plural = "budget entries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} ε={self.epsilon} on {self.dataset}"
+
+
+class Job(models.Model):
+    """One run of an approved query version. A version runs at most once (one job per query);
+    a crashed attempt is retried under the same job, never charged or released twice."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    query = models.OneToOneField(Query, on_delete=models.PROTECT, related_name="job")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    mechanism = models.CharField(max_length=8)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="jobs")
+    attempt = models.PositiveIntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    # Set once the step was handed to the broker; the dispatcher resends jobs without it.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # What the enclave proved about itself: kind (hardware or simulated), measurements, digest.
+    attestation = models.JSONField(null=True, blank=True)
+    # Set when a noisy value exists: from then on a failure spends, never refunds.
+    noise_drawn_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} of {self.query}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELLED)
+
+
+class Result(models.Model):
+    """A released result, encrypted at rest under its own data key. The key is wrapped for each
+    receiver organisation; only their members can have it unwrapped."""
+
+    job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="result")
+    ciphertext = models.BinaryField()
+    sha256 = models.CharField(max_length=64)  # of the plaintext JSON, as audited
+    mechanism = models.CharField(max_length=8)
+    epsilon = models.DecimalField(max_digits=8, decimal_places=4)
+    simulated_tee = models.BooleanField(default=False)
+    released_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"result of {self.job}"
+
+
+class ResultKey(models.Model):
+    result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="keys")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    wrapped_key = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["result", "organization"], name="one_key_per_receiver")
+        ]
+
+    def __str__(self) -> str:
+        return f"key of {self.result} for {self.organization}"

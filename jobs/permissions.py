@@ -17,6 +17,8 @@ class Permission(StrEnum):
     INVITE = "invite"
     RESPOND_TO_INVITATION = "respond_to_invitation"
     CONTRIBUTE = "contribute"
+    PROPOSE_QUERY = "propose_query"
+    DECIDE_QUERY = "decide_query"
 
 
 def membership_of(room: Room, organization: Organization) -> RoomMembership | None:
@@ -45,6 +47,14 @@ def has_permission(user, permission: Permission, *, room: Room, organization: Or
         case Permission.CONTRIBUTE:
             return active and has_party_permission(
                 user, PartyPermission.CONTRIBUTE_DATASETS, organization=organization
+            )
+        case Permission.PROPOSE_QUERY:
+            return active and has_party_permission(
+                user, PartyPermission.PROPOSE_QUERIES, organization=organization
+            )
+        case Permission.DECIDE_QUERY:
+            return active and has_party_permission(
+                user, PartyPermission.APPROVE_QUERIES, organization=organization
             )
     return False
 

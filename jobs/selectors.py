@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import difflib
+from decimal import Decimal
+
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from jobs.models import Room, RoomDataset, RoomMembership
+from jobs.models import BudgetEntry, Query, Result, Room, RoomDataset, RoomMembership
+from jobs.privacy.ledger import balance
+from parties.models import Organization
 from parties.selectors import organizations_of
 
 
@@ -39,3 +44,135 @@ def contributions_of(room: Room) -> QuerySet[RoomDataset]:
     return room.contributions.select_related(
         "dataset__organization", "dataset__jurisdiction", "version", "policy"
     )
+
+
+def queries_of(room: Room) -> QuerySet[Query]:
+    """The latest version of each query in the room, newest first."""
+    latest = (
+        Query.objects.filter(room=room, lineage=OuterRef("lineage"))
+        .order_by("-version")
+        .values("pk")[:1]
+    )
+    return (
+        Query.objects.filter(room=room, pk=Subquery(latest))
+        .select_related("author", "author_organization")
+        .order_by("-created_at")
+    )
+
+
+def get_query_for_member(user, room: Room, pk: int) -> Query:
+    return get_object_or_404(
+        Query.objects.select_related("room", "author_organization"), room=room, pk=pk
+    )
+
+
+def inbox_for(user) -> list[tuple[Query, Organization]]:
+    """Pending versions waiting for a decision from an organisation the caller owns data for."""
+    owner_orgs = {
+        org.slug: org
+        for org in organizations_of(user).filter(memberships__user=user, memberships__role="owner")
+    }
+    waiting = []
+    pending = (
+        Query.objects.filter(
+            status=Query.Status.PENDING,
+            room__memberships__organization__in=owner_orgs.values(),
+            room__memberships__status=RoomMembership.Status.ACTIVE,
+        )
+        .distinct()
+        .select_related("room", "author", "author_organization")
+        .order_by("submitted_at")
+    )
+    for query in pending:
+        decided = set(
+            query.approvals.filter(revoked_at__isnull=True).values_list(
+                "organization__slug", flat=True
+            )
+        )
+        for slug in query.plan["required_approvers"]:
+            if slug in owner_orgs and slug not in decided:
+                waiting.append((query, owner_orgs[slug]))
+    return waiting
+
+
+def previous_version(query: Query) -> Query | None:
+    return (
+        Query.objects.filter(lineage=query.lineage, version__lt=query.version)
+        .exclude(status=Query.Status.DRAFT)
+        .order_by("-version")
+        .first()
+    )
+
+
+def changes_since(query: Query, previous: Query | None) -> list[dict]:
+    """What an owner needs to see of a revision: each changed field, and the text's diff."""
+    if previous is None or not previous.canonical or not query.canonical:
+        return []
+    changes = []
+    for name, new in query.canonical.items():
+        old = previous.canonical.get(name)
+        if name in ("version",) or old == new:
+            continue
+        change = {"field": name, "old": old, "new": new}
+        if name == "sql":
+            change["diff"] = list(
+                difflib.unified_diff(
+                    str(old).splitlines(),
+                    str(new).splitlines(),
+                    "previous",
+                    "this version",
+                    lineterm="",
+                )
+            )[2:]
+        changes.append(change)
+    return changes
+
+
+def receiver_organization(user, result: Result) -> Organization | None:
+    """The caller's organisation that receives this result, if any: only its members read it."""
+    receivers = set(result.keys.values_list("organization_id", flat=True))
+    return next((org for org in organizations_of(user) if org.pk in receivers), None)
+
+
+def budget_of(room: Room) -> list[dict]:
+    """Spent, reserved and remaining ε per dataset in the room, with its history."""
+    rows = []
+    for contribution in contributions_of(room):
+        funds = balance(room, contribution.dataset, contribution.policy)
+        entries = list(
+            BudgetEntry.objects.filter(room=room, dataset=contribution.dataset)
+            .select_related("query")
+            .order_by("created_at", "pk")
+        )
+        spent = sum((e.epsilon for e in entries if e.kind == BudgetEntry.Kind.SPEND), Decimal(0))
+        history, used = [], Decimal(0)
+        for entry in entries:
+            if entry.kind == BudgetEntry.Kind.RESERVE:
+                used += entry.epsilon
+            elif entry.kind == BudgetEntry.Kind.REFUND:
+                used -= entry.epsilon
+            history.append(
+                {
+                    "at": entry.created_at,
+                    "kind": entry.kind,
+                    "epsilon": entry.epsilon,
+                    "used": used,
+                    "query": entry.query,
+                }
+            )
+        total = funds.total_epsilon
+        rows.append(
+            {
+                "contribution": contribution,
+                "total": total,
+                "spent": spent,
+                "reserved": funds.used_epsilon - spent,
+                "remaining": funds.remaining_epsilon,
+                "spent_percent": float(spent / total * 100) if total else 0,
+                "reserved_percent": float((funds.used_epsilon - spent) / total * 100)
+                if total
+                else 0,
+                "history": history,
+            }
+        )
+    return rows

@@ -1,6 +1,10 @@
+import base64
+
 from rest_framework import serializers
 
-from jobs.models import Room, RoomDataset, RoomMembership
+from jobs.models import Approval, Query, Room, RoomDataset, RoomMembership
+from jobs.queries import verify_approval
+from parties.models import Organization
 
 
 class RoomMembershipSerializer(serializers.ModelSerializer):
@@ -60,3 +64,104 @@ class InvitationResponseSerializer(serializers.Serializer):
 class ContributionInputSerializer(serializers.Serializer):
     dataset = serializers.CharField(help_text="`org_slug.dataset_slug`")
     version = serializers.IntegerField(required=False, help_text="Defaults to the latest.")
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    signature = serializers.SerializerMethodField()
+    verified = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "organization",
+            "decision",
+            "comment",
+            "digest",
+            "signature",
+            "verified",
+            "decided_at",
+            "revoked_at",
+        ]
+
+    def get_signature(self, approval: Approval) -> str:
+        return base64.b64encode(bytes(approval.signature)).decode()
+
+    def get_verified(self, approval: Approval) -> bool:
+        return verify_approval(approval)
+
+
+class QuerySerializer(serializers.ModelSerializer):
+    room = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    author_organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    receivers = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    approvals = ApprovalSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Query
+        fields = [
+            "id",
+            "room",
+            "lineage",
+            "version",
+            "title",
+            "purpose",
+            "sql",
+            "requested_mechanism",
+            "mechanism",
+            "output_kind",
+            "epsilon",
+            "delta",
+            "receivers",
+            "expires_at",
+            "status",
+            "digest",
+            "plan",
+            "author_organization",
+            "approvals",
+            "created_at",
+            "submitted_at",
+        ]
+
+
+class QueryInputSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    purpose = serializers.CharField()
+    sql = serializers.CharField()
+    requested_mechanism = serializers.ChoiceField(
+        choices=Query.Mechanism.choices, default=Query.Mechanism.AUTO
+    )
+    epsilon = serializers.DecimalField(max_digits=8, decimal_places=4)
+    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=0)
+    receivers = serializers.SlugRelatedField(
+        many=True, slug_field="slug", queryset=Organization.objects.all()
+    )
+    expires_at = serializers.DateTimeField()
+    submit = serializers.BooleanField(default=False, help_text="Submit for approval right away.")
+
+
+class QueryPatchSerializer(QueryInputSerializer):
+    """Changes to a draft, or to a submitted version (which makes a new draft version)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, partial=True, **kwargs)
+
+
+class PlanInputSerializer(serializers.Serializer):
+    sql = serializers.CharField()
+    requested_mechanism = serializers.ChoiceField(
+        choices=Query.Mechanism.choices, default=Query.Mechanism.AUTO
+    )
+    epsilon = serializers.DecimalField(max_digits=8, decimal_places=4)
+    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=0)
+    receivers = serializers.SlugRelatedField(
+        many=True, slug_field="slug", queryset=Organization.objects.all(), default=list
+    )
+
+
+class DecisionInputSerializer(serializers.Serializer):
+    organization = serializers.SlugField(
+        required=False, help_text="Which of your organisations decides (if several do)."
+    )
+    comment = serializers.CharField(required=False, allow_blank=True, default="")

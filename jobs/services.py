@@ -122,5 +122,8 @@ def contribute_dataset(
         version=version.number,
         policy_version=policy.version,
         jurisdiction=dataset.jurisdiction.code,
+        owner=f"org:{dataset.organization_id}",
+        total_epsilon=str(policy.total_epsilon),
+        total_delta=str(policy.total_delta),
     )
     return contribution

@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from jobs import views
+from jobs import job_views, query_views, views
 
 urlpatterns = [
     path("rooms/", views.room_list, name="room-list"),
@@ -13,4 +13,33 @@ urlpatterns = [
         name="room-respond",
     ),
     path("rooms/<slug:slug>/contribute/", views.room_contribute, name="room-contribute"),
+    path("rooms/<slug:slug>/queries/new/", query_views.query_create, name="query-create"),
+    path("rooms/<slug:slug>/queries/plan/", query_views.query_plan, name="query-plan"),
+    path("rooms/<slug:slug>/queries/<int:pk>/", query_views.query_detail, name="query-detail"),
+    path("rooms/<slug:slug>/queries/<int:pk>/edit/", query_views.query_edit, name="query-edit"),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/submit/", query_views.query_submit, name="query-submit"
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/revise/", query_views.query_revise, name="query-revise"
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/decide/", query_views.query_decide, name="query-decide"
+    ),
+    path(
+        "rooms/<slug:slug>/queries/<int:pk>/approvals/<int:approval_id>/revoke/",
+        query_views.approval_revoke,
+        name="approval-revoke",
+    ),
+    path("approvals/", query_views.inbox, name="inbox"),
+    path("rooms/<slug:slug>/queries/<int:pk>/run/", job_views.job_run, name="job-run"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/", job_views.job_detail, name="job-detail"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/cancel/", job_views.job_cancel, name="job-cancel"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/result/", job_views.result_detail, name="result-detail"),
+    re_path(
+        r"^rooms/(?P<slug>[-\w]+)/jobs/(?P<pk>\d+)/result\.(?P<fmt>json|csv)$",
+        job_views.result_download,
+        name="result-download",
+    ),
+    path("rooms/<slug:slug>/budget/", job_views.room_budget, name="room-budget"),
 ]

@@ -45,6 +45,8 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
         "contributions": selectors.contributions_of(room),
         "invite_form": InviteForm(room=room) if inviter else None,
         "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
+        "queries": selectors.queries_of(room),
+        "can_propose": _acting(user, room, Permission.PROPOSE_QUERY) is not None,
         "answerable": [
             m
             for m in room.memberships.filter(status=RoomMembership.Status.INVITED)

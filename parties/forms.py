@@ -98,7 +98,7 @@ class PolicyForm(forms.Form):
     min_group_size = forms.IntegerField(min_value=1)
     max_epsilon_per_query = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
     total_epsilon = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
-    total_delta = forms.DecimalField(min_value=0, max_digits=12, decimal_places=12)
+    total_delta = forms.DecimalField(min_value=0, max_digits=13, decimal_places=12)
 
     def __init__(self, *args, columns=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -107,7 +107,7 @@ class PolicyForm(forms.Form):
         self.fields["allowed_dimensions"].choices = _column_choices(columns, {role.DIMENSION})
         self.fields["allowed_measures"].choices = _column_choices(columns, {role.MEASURE})
         self.fields["allowed_filters"].choices = _column_choices(
-            columns, {role.DIMENSION, role.OTHER}
+            columns, {role.DIMENSION, role.MEASURE, role.OTHER}
         )
 
     @staticmethod

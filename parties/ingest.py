@@ -2,6 +2,8 @@
 
 Everything streams: the checks and the Parquet conversion run on Polars' streaming engine and the
 ragged-row check reads the CSV line by line, so a 1 GB upload needs far less than 1 GB of memory.
+A CSV reaches the engine in blocks of whole records read here, not through Polars' own CSV scan:
+that scan reads ahead of a slower consumer without bound, so its peak memory grows with the file.
 Plaintext only ever exists in a private temporary folder that is removed before this returns.
 """
 
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -18,12 +22,15 @@ from typing import Any
 
 import polars as pl
 from django.conf import settings
+from polars.io.plugins import register_io_source
 
 from cleanroom.crypto.envelope import encrypt_stream
 from cleanroom.errors import DomainError
 from parties.models import Column
 
 READ_CHUNK = 1024 * 1024
+# How much of a CSV the streaming engine is handed at a time (cut on a record boundary).
+CSV_BLOCK = 1024 * 1024
 # Inference looks at the first rows only; validation then checks every row.
 INFER_ROWS = 10_000
 # A column with at most this many distinct values in the sample is suggested as a dimension.
@@ -144,10 +151,85 @@ def _check_header(header: list[str]) -> None:
         seen.add(name)
 
 
-def _scan(path: Path, fmt: str, *, as_text: bool = True) -> pl.LazyFrame:
+def _first_record_end(buffer: bytes) -> int:
+    """Just past the first newline outside quotes (a quoted field may hold newlines), or 0."""
+    start = quotes = 0
+    while (newline := buffer.find(b"\n", start)) != -1:
+        quotes += buffer.count(b'"', start, newline)
+        if quotes % 2 == 0:
+            return newline + 1
+        start = newline + 1
+    return 0
+
+
+def _last_record_end(buffer: bytes) -> int:
+    """Just past the last newline outside quotes, or 0."""
+    quotes, end = buffer.count(b'"'), len(buffer)
+    while (newline := buffer.rfind(b"\n", 0, end)) != -1:
+        quotes -= buffer.count(b'"', newline, end)
+        if quotes % 2 == 0:
+            return newline + 1
+        end = newline
+    return 0
+
+
+def _csv_blocks(path: Path) -> Iterator[bytes]:
+    """The records after the header, in blocks of about CSV_BLOCK bytes of whole records."""
+    carry, in_header = b"", True
+    with path.open("rb") as handle:
+        while data := handle.read(CSV_BLOCK):
+            carry += data
+            if in_header:
+                start = _first_record_end(carry)
+                if not start:
+                    continue
+                carry, in_header = carry[start:], False
+            end = _last_record_end(carry)
+            if end:
+                yield carry[:end]
+                carry = carry[end:]
+    if carry and not in_header:
+        yield carry
+
+
+def _csv_frames(path: Path, header: list[str]) -> Iterator[pl.DataFrame]:
+    """The rows, every column as text, a block at a time."""
+    schema = {name: pl.String for name in header}
+    for block in _csv_blocks(path):
+        yield pl.read_csv(block, has_header=False, schema=schema)
+
+
+def _scan_csv_as_text(
+    path: Path, header: list[str], offences: _Offences | None = None
+) -> pl.LazyFrame:
+    """Every column as text, streamed block by block (the engine pulls the next block only when
+    it has room for it); `offences` checks each whole block on the way."""
+
+    def source(with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
+        remaining = n_rows
+        if offences is not None:
+            offences.reset()
+        for frame in _csv_frames(path, header):
+            if offences is not None:
+                offences.add(frame)
+            if with_columns is not None:
+                frame = frame.select(with_columns)
+            if predicate is not None:
+                frame = frame.filter(predicate)
+            if remaining is not None:
+                frame = frame.head(remaining)
+                remaining -= frame.height
+            yield frame
+            if remaining == 0:
+                return
+
+    return register_io_source(source, schema={name: pl.String for name in header})
+
+
+def _scan(path: Path, fmt: str, header: list[str]) -> pl.LazyFrame:
     if fmt == "parquet":
         return pl.scan_parquet(path)
-    return pl.scan_csv(path, infer_schema=not as_text, has_header=True)
+    return _scan_csv_as_text(path, header)
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -220,9 +302,26 @@ def _suggest(series: pl.Series) -> ColumnSpec:
         spec.domain = sorted(_jsonable(v) for v in distinct.to_list())
     elif col_type in NUMERIC:
         spec.role = Column.Role.MEASURE
-        spec.lower = Decimal(str(series.min()))
-        spec.upper = Decimal(str(series.max()))
+        # Not the sample's exact minimum and maximum: bounds are shared with every room partner
+        # (and are public in differential privacy), so they must not be a row's value.
+        low, high = series.min(), series.max()
+        if all(v is not None and math.isfinite(v) for v in (low, high)):
+            spec.lower = Decimal(0) if low >= 0 else -_round_up(-low)
+            spec.upper = Decimal(0) if high <= 0 else _round_up(high)
+            if spec.upper <= spec.lower:
+                spec.upper = spec.lower + 1
     return spec
+
+
+def _round_up(value: float) -> Decimal:
+    """The smallest 1, 2 or 5 times a power of ten at or above `value` (> 0)."""
+    exact = Decimal(str(value))
+    exponent = math.floor(math.log10(value))
+    for step in (1, 2, 5):
+        bound = Decimal(step) * Decimal(10) ** exponent
+        if bound >= exact:
+            return bound
+    return Decimal(10) ** (exponent + 1)
 
 
 def _jsonable(value: Any) -> Any:
@@ -289,8 +388,14 @@ BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": Tru
 def _parsed(text: pl.Expr, col_type: str) -> pl.Expr:
     """Parse text into `col_type`; a value that does not parse becomes null (and is reported)."""
     if col_type == Column.Type.BOOLEAN:
-        return text.str.to_lowercase().replace_strict(
-            BOOLEAN_WORDS, default=None, return_dtype=pl.Boolean
+        # when/is_in, not replace_strict: that makes the streaming engine hold whole columns.
+        lowered = text.str.to_lowercase()
+        return (
+            pl.when(lowered.is_in([word for word, value in BOOLEAN_WORDS.items() if value]))
+            .then(pl.lit(True))
+            .when(lowered.is_in([word for word, value in BOOLEAN_WORDS.items() if not value]))
+            .then(pl.lit(False))
+            .otherwise(pl.lit(None, dtype=pl.Boolean))
         )
     if col_type == Column.Type.DATE:
         return text.str.to_date("%Y-%m-%d", strict=False)
@@ -299,7 +404,36 @@ def _parsed(text: pl.Expr, col_type: str) -> pl.Expr:
 
 def _typed_domain(spec: ColumnSpec) -> pl.Series:
     values = pl.DataFrame({"v": [str(v) for v in spec.domain]})
-    return values.select(_parsed(pl.col("v"), spec.type))["v"]
+    return values.select(_parsed(pl.col("v"), spec.type).alias("v"))["v"]
+
+
+Check = tuple[ColumnSpec, pl.Expr, str]
+
+
+class _Offences:
+    """Rows failing each check, and the first failure's (row number, value), one block at a time.
+    Eager on purpose: given all the checks at once, the streaming engine buffers far more than a
+    block, and its peak memory grows with the file."""
+
+    def __init__(self, checks: list[Check]):
+        self.checks = checks
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = [0] * len(self.checks)
+        self.first: dict[int, tuple[int, Any]] = {}
+        self.rows = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        failed = frame.select([cond.alias(str(i)) for i, (_, cond, _) in enumerate(self.checks)])
+        for i, (spec, _, _) in enumerate(self.checks):
+            hits = failed[str(i)].fill_null(False)
+            count = int(hits.sum())
+            if count and i not in self.first:
+                at = int(hits.arg_true()[0])
+                self.first[i] = (self.rows + at + 1, frame[spec.name].cast(pl.String)[at])
+            self.counts[i] += count
+        self.rows += frame.height
 
 
 def _first_offender(frame: pl.LazyFrame, condition: pl.Expr, column: str) -> tuple[int, Any]:
@@ -313,7 +447,8 @@ def _first_offender(frame: pl.LazyFrame, condition: pl.Expr, column: str) -> tup
     return row["__row"][0], row[column][0]
 
 
-def _validated_frame(path: Path, fmt: str, specs: list[ColumnSpec]) -> pl.LazyFrame:
+def _write_validated(path: Path, fmt: str, specs: list[ColumnSpec], plain: Path) -> None:
+    """Check every row against `specs` and write the typed table to `plain` (Parquet)."""
     header = read_header(path, fmt)
     declared = {spec.name for spec in specs}
     missing = [name for name in header if name not in declared]
@@ -325,8 +460,9 @@ def _validated_frame(path: Path, fmt: str, specs: list[ColumnSpec]) -> pl.LazyFr
         if extra:
             parts.append(f"the schema declares columns the file lacks: {', '.join(extra)}")
         raise IngestError("Schema mismatch: " + "; ".join(parts) + ".")
-    raw = _scan(path, fmt)
-    casts, checks = [], []
+    raw = _scan(path, fmt, header)
+    casts: list[pl.Expr] = []
+    checks: list[Check] = []
     for spec in specs:
         textual = fmt == "csv" or raw.collect_schema()[spec.name] == pl.String
         source = pl.col(spec.name).str.strip_chars() if textual else pl.col(spec.name)
@@ -340,6 +476,9 @@ def _validated_frame(path: Path, fmt: str, specs: list[ColumnSpec]) -> pl.LazyFr
                 typed = source_whole.cast(pl.Int64, strict=False)
             else:
                 typed = source.cast(POLARS_TYPES[spec.type], strict=False)
+        if spec.type == Column.Type.FLOAT:
+            # NaN and infinity parse as floats but are not values: they would poison every sum.
+            typed = pl.when(typed.is_finite()).then(typed)
         casts.append(typed.alias(spec.name))
         checks.append((spec, source.is_not_null() & typed.is_null(), f"is not a valid {spec.type}"))
         if spec.role in NOT_NULL_ROLES:
@@ -348,22 +487,30 @@ def _validated_frame(path: Path, fmt: str, specs: list[ColumnSpec]) -> pl.LazyFr
             checks.append(
                 (
                     spec,
-                    typed.is_not_null() & ~typed.is_in(_typed_domain(spec).implode()),
+                    typed.is_not_null() & ~typed.is_in(pl.lit(_typed_domain(spec)).implode()),
                     "is outside the declared domain",
                 )
             )
-    counts = raw.select(
-        [cond.sum().alias(str(i)) for i, (_, cond, _) in enumerate(checks)]
-    ).collect(engine="streaming")
+    offences = _Offences(checks)
+    if fmt == "csv":
+        # One pass: each block is checked as the Parquet writer pulls it in. A refused file's
+        # partial output is removed with the working folder.
+        _scan_csv_as_text(path, header, offences).select(casts).sink_parquet(plain)
+        counts, first = offences.counts, offences.first
+    else:
+        totals = raw.select(
+            [cond.sum().alias(str(i)) for i, (_, cond, _) in enumerate(checks)]
+        ).collect(engine="streaming")
+        counts, first = [totals[str(i)][0] for i in range(len(checks))], {}
     for i, (spec, condition, reason) in enumerate(checks):
-        if counts[str(i)][0]:
-            row, value = _first_offender(raw, condition, spec.name)
+        if counts[i]:
+            row, value = first.get(i) or _first_offender(raw, condition, spec.name)
             shown = "an empty value" if value is None else f"the value {value!r}"
             raise IngestError(
-                f"Column {spec.name!r}: {shown} on row {row} {reason} "
-                f"({counts[str(i)][0]} rows affected)."
+                f"Column {spec.name!r}: {shown} on row {row} {reason} ({counts[i]} rows affected)."
             )
-    return raw.select(casts)
+    if fmt != "csv":
+        raw.select(casts).sink_parquet(plain)
 
 
 def store_encrypted(
@@ -376,7 +523,7 @@ def store_encrypted(
     try:
         plain = workdir / "data.parquet"
         try:
-            _validated_frame(path, fmt, specs).sink_parquet(plain)
+            _write_validated(path, fmt, specs, plain)
         except pl.exceptions.PolarsError as exc:
             raise IngestError(f"The file could not be read: {exc}.") from None
         row_count = pl.scan_parquet(plain).select(pl.len()).collect().item()

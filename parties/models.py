@@ -5,8 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+
+# Organisation and dataset names appear in queries as `org.dataset`: plain SQL identifiers.
+identifier = RegexValidator(
+    r"^[a-z][a-z0-9_]{0,49}$",
+    "Use lowercase letters, digits and underscores, starting with a letter: the name appears "
+    "in queries as org.dataset.",
+)
 
 
 class Jurisdiction(models.Model):
@@ -15,8 +22,12 @@ class Jurisdiction(models.Model):
     code = models.CharField(max_length=8, unique=True)
     name = models.CharField(max_length=100)
     legal_framework = models.CharField(max_length=200)
-    # Where raw rows pinned here may be processed (always includes itself).
+    # Where rows pinned here may be processed in plaintext by an ordinary worker.
     raw_processing_in = models.ManyToManyField(
+        "self", symmetrical=False, related_name="+", blank=True
+    )
+    # Where rows pinned here may be processed inside an attested enclave (a TEE site).
+    enclave_processing_in = models.ManyToManyField(
         "self", symmetrical=False, related_name="+", blank=True
     )
     # Where secret shares of data pinned here may be sent; empty means they may not leave.
@@ -61,10 +72,17 @@ class Site(models.Model):
 
 
 class Organization(models.Model):
-    slug = models.SlugField(max_length=50, unique=True)
+    slug = models.SlugField(max_length=50, unique=True, validators=[identifier])
     name = models.CharField(max_length=200)
+    # Where the organisation is established: results delivered to it go there.
+    jurisdiction = models.ForeignKey(
+        Jurisdiction, on_delete=models.PROTECT, related_name="organizations"
+    )
     # The organisation's key-encryption key at the key service; data keys are wrapped by it.
     kek_id = models.CharField(max_length=100)
+    # Its Ed25519 key at the key service, which signs its approvals; the public half is here.
+    signing_key_id = models.CharField(max_length=100)
+    public_key = models.BinaryField(max_length=32)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -120,7 +138,7 @@ class Dataset(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.PROTECT, related_name="datasets"
     )
-    slug = models.SlugField(max_length=50)
+    slug = models.SlugField(max_length=50, validators=[identifier])
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     jurisdiction = models.ForeignKey(
@@ -248,6 +266,8 @@ class AnalysisPolicy(models.Model):
     allowed_mechanisms = models.JSONField(default=list, blank=True)
     allowed_receivers = models.ManyToManyField(Organization, related_name="+", blank=True)
     min_group_size = models.PositiveIntegerField(default=10)
+    # Contribution bound: at most this many rows per privacy unit enter any aggregate.
+    max_rows_per_unit = models.PositiveIntegerField(default=1)
     max_epsilon_per_query = models.DecimalField(
         max_digits=8, decimal_places=4, validators=[MinValueValidator(Decimal("0.0001"))]
     )

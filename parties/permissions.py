@@ -17,6 +17,8 @@ class Permission(StrEnum):
     RESPOND_TO_INVITATIONS = "respond_to_invitations"
     CONTRIBUTE_DATASETS = "contribute_datasets"
     READ_AUDIT_TRAIL = "read_audit_trail"
+    PROPOSE_QUERIES = "propose_queries"
+    APPROVE_QUERIES = "approve_queries"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -29,9 +31,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
             Permission.RESPOND_TO_INVITATIONS,
             Permission.CONTRIBUTE_DATASETS,
             Permission.READ_AUDIT_TRAIL,
+            Permission.APPROVE_QUERIES,
         }
     ),
-    Membership.Role.ANALYST: frozenset({Permission.VIEW_ORGANIZATION, Permission.CREATE_ROOMS}),
+    Membership.Role.ANALYST: frozenset(
+        {Permission.VIEW_ORGANIZATION, Permission.CREATE_ROOMS, Permission.PROPOSE_QUERIES}
+    ),
     Membership.Role.AUDITOR: frozenset({Permission.VIEW_ORGANIZATION, Permission.READ_AUDIT_TRAIL}),
 }
 

@@ -5,11 +5,13 @@ Used by the data migration, and by tests that empty the database between tests.
 """
 
 JURISDICTIONS = {
-    # code: (name, legal framework, raw rows processed in, shares may go to, outputs may go to)
+    # code: (name, legal framework, rows processed by workers in, rows processed in attested
+    #        enclaves in, secret shares may go to, outputs may go to)
     "EU": (
         "European Union",
         "GDPR (Regulation (EU) 2016/679)",
         ["EU"],
+        ["EU", "CH", "UK"],
         ["EU", "CH", "UK"],
         ["EU", "CH", "UK", "US"],
     ),
@@ -17,7 +19,8 @@ JURISDICTIONS = {
         "Switzerland",
         "Federal Act on Data Protection (revFADP)",
         ["CH"],
-        ["CH", "EU"],
+        ["CH", "EU", "UK"],
+        ["CH", "EU", "UK"],
         ["CH", "EU", "UK", "US"],
     ),
     "UK": (
@@ -25,11 +28,13 @@ JURISDICTIONS = {
         "UK GDPR and Data Protection Act 2018",
         ["UK"],
         ["UK", "EU", "CH"],
+        ["UK", "EU", "CH"],
         ["UK", "EU", "CH", "US"],
     ),
     "US": (
         "United States",
         "HIPAA, GLBA and state privacy laws",
+        ["US"],
         ["US"],
         ["US"],
         ["US", "EU", "UK", "CH"],
@@ -59,9 +64,10 @@ def seed_jurisdictions_and_sites(apps) -> None:
         code: Jurisdiction.objects.create(code=code, name=name, legal_framework=framework)
         for code, (name, framework, *_rules) in JURISDICTIONS.items()
     }
-    for code, (_name, _framework, raw, shares, outputs) in JURISDICTIONS.items():
+    for code, (_name, _framework, raw, enclave, shares, outputs) in JURISDICTIONS.items():
         jurisdiction = by_code[code]
         jurisdiction.raw_processing_in.set([by_code[c] for c in raw])
+        jurisdiction.enclave_processing_in.set([by_code[c] for c in enclave])
         jurisdiction.shares_may_go_to.set([by_code[c] for c in shares])
         jurisdiction.outputs_may_go_to.set([by_code[c] for c in outputs])
     for name, code, kind, description in SITES:

@@ -184,5 +184,5 @@ class PolicyInputSerializer(serializers.Serializer):
         max_digits=8, decimal_places=4, min_value=0, required=False
     )
     total_delta = serializers.DecimalField(
-        max_digits=12, decimal_places=12, min_value=0, required=False
+        max_digits=13, decimal_places=12, min_value=0, required=False
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from cleanroom.audit.log import PLATFORM_LOG, actor_ref, record_event
@@ -26,22 +28,37 @@ from parties.models import (
     Jurisdiction,
     Membership,
     Organization,
+    identifier,
 )
 from parties.permissions import Permission, require
 from parties.storage import jurisdiction_root
 
 
 @transaction.atomic
-def create_organization(*, slug: str, name: str, by: User | None = None) -> Organization:
+def create_organization(
+    *, slug: str, name: str, jurisdiction: str, by: User | None = None
+) -> Organization:
+    _check_identifier(slug)
+    keys = key_service()
+    signing_key_id = keys.create_signing_key()
     organization = Organization.objects.create(
-        slug=slug, name=name, kek_id=key_service().create_key()
+        slug=slug,
+        name=name,
+        jurisdiction=_jurisdiction(jurisdiction),
+        kek_id=keys.create_key(),
+        signing_key_id=signing_key_id,
+        public_key=keys.public_key(signing_key_id),
     )
     record_event(
         log=PLATFORM_LOG,
         type="organization.created",
         actor=actor_ref(by),
         subject=f"org:{organization.pk}",
-        data={"kek_id": organization.kek_id},
+        data={
+            "jurisdiction": organization.jurisdiction.code,
+            "kek_id": organization.kek_id,
+            "public_key": base64.b64encode(organization.public_key).decode(),
+        },
     )
     return organization
 
@@ -62,6 +79,13 @@ def add_membership(
             data={"user": f"user:{user.pk}", "role": role},
         )
     return membership
+
+
+def _check_identifier(slug: str) -> None:
+    try:
+        identifier(slug)
+    except ValidationError as exc:
+        raise DomainError(f"{slug!r}: {exc.messages[0]}", code="invalid_name") from None
 
 
 def _jurisdiction(code: str) -> Jurisdiction:
@@ -178,6 +202,7 @@ def register_dataset(
     The new dataset gets a closed policy (nothing allowed) until its owners open it.
     """
     require(by, Permission.MANAGE_DATASETS, organization=organization)
+    _check_identifier(slug)
     pinned = _jurisdiction(jurisdiction)
     specs = parse_specs(schema)
     taken = IngestError(f"{organization.name} already has a dataset called {slug!r}.")
@@ -246,6 +271,7 @@ POLICY_FIELDS = (
     "allowed_aggregates",
     "allowed_mechanisms",
     "min_group_size",
+    "max_rows_per_unit",
     "max_epsilon_per_query",
     "total_epsilon",
     "total_delta",
@@ -255,7 +281,7 @@ ROLE_FOR_ALLOWANCE = {
     "allowed_join_keys": {Column.Role.JOIN_KEY},
     "allowed_dimensions": {Column.Role.DIMENSION},
     "allowed_measures": {Column.Role.MEASURE},
-    "allowed_filters": {Column.Role.DIMENSION, Column.Role.OTHER},
+    "allowed_filters": {Column.Role.DIMENSION, Column.Role.MEASURE, Column.Role.OTHER},
 }
 
 
@@ -289,6 +315,8 @@ def _check_policy(dataset: Dataset, values: dict[str, Any]) -> None:
         raise PolicyError("Delta must be at least 0 and below 1.")
     if values["min_group_size"] < 1:
         raise PolicyError("The minimum group size must be at least 1.")
+    if values["max_rows_per_unit"] < 1:
+        raise PolicyError("The contribution bound (rows per privacy unit) must be at least 1.")
 
 
 @transaction.atomic

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth.models import User
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from jobs import queries
 from jobs import services as room_services
 from jobs.models import Room
 from parties import services
@@ -49,9 +53,9 @@ def user(username: str) -> User:
     return User.objects.create_user(username=username, password="correct-horse-battery")
 
 
-def organization(slug: str, name: str, **members: str) -> Organization:
-    """`members` maps username to role."""
-    org = services.create_organization(slug=slug, name=name)
+def organization(slug: str, name: str, home: str = "EU", **members: str) -> Organization:
+    """`members` maps username to role; `home` is the organisation's jurisdiction."""
+    org = services.create_organization(slug=slug, name=name, jurisdiction=home)
     for username, role in members.items():
         account = User.objects.filter(username=username).first() or user(username)
         services.add_membership(organization=org, user=account, role=role)
@@ -99,9 +103,9 @@ class World:
     @classmethod
     def build(cls) -> World:
         charite = organization("charite", "Charité Berlin", alice="owner", dave="auditor")
-        zurich = organization("usz", "University Hospital Zurich", carol="owner")
-        pharma = organization("pharma", "Pharma Research", bob="analyst")
-        outsider = organization("mallory-inc", "Mallory Inc", mallory="owner")
+        zurich = organization("usz", "University Hospital Zurich", "CH", carol="owner")
+        pharma = organization("pharma", "Pharma Research", "US", bob="analyst")
+        outsider = organization("mallory", "Mallory Inc", "US", mallory="owner")
         rita = user("rita")
         authority = Authority.objects.create(slug="edpb", name="EU regulator")
         authority.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
@@ -133,3 +137,77 @@ class World:
             room=room, organization=self.zurich, acting_for=self.charite, by=self.alice
         )
         return room
+
+    def study(self, tmp_path: Path, slug: str = "study") -> Room:
+        """A room of pharma (analyst bob) with both hospitals' patients contributed, their
+        policies opened for joins and aggregates, results allowed to pharma."""
+        room = room_services.create_room(
+            organization=self.pharma,
+            slug=slug,
+            name="Outcomes study",
+            purpose="Research",
+            by=self.bob,
+        )
+        for org, owner, home, seed in (
+            (self.charite, self.alice, "EU", 1),
+            (self.zurich, self.carol, "CH", 2),
+        ):
+            membership = room_services.invite_organization(
+                room=room, organization=org, acting_for=self.pharma, by=self.bob
+            )
+            room_services.respond_to_invitation(membership=membership, accept=True, by=owner)
+            path = patients_csv(tmp_path / f"{org.slug}.csv", rows=200, seed=seed)
+            version = dataset(org, owner, path, jurisdiction=home)
+            services.update_policy(
+                dataset=version.dataset,
+                by=owner,
+                allowed_join_keys=["person_hash"],
+                allowed_dimensions=["age_band", "sex", "diagnosis"],
+                allowed_measures=["length_of_stay", "cost"],
+                allowed_filters=["age_band", "sex", "diagnosis"],
+                allowed_aggregates=["count", "sum", "avg"],
+                allowed_mechanisms=["mpc", "tee"],
+                allowed_receivers=[self.pharma, org],
+                max_epsilon_per_query=Decimal("1"),
+                total_epsilon=Decimal("3"),
+            )
+            room_services.contribute_dataset(room=room, dataset=version.dataset, by=owner)
+        return room
+
+
+UNION_SQL = """SELECT u.age_band, COUNT(*) AS n, AVG(u.length_of_stay) AS mean_stay
+FROM (SELECT age_band, length_of_stay FROM charite.patients
+      UNION ALL SELECT age_band, length_of_stay FROM usz.patients) AS u
+GROUP BY u.age_band"""
+
+JOIN_SQL = """SELECT d.diagnosis, COUNT(*) AS n, SUM(v.cost) AS cost
+FROM charite.patients AS d JOIN usz.patients AS v ON d.person_hash = v.person_hash
+GROUP BY d.diagnosis"""
+
+
+def propose(
+    room: Room,
+    analyst: User,
+    organization: Organization,
+    *,
+    sql: str = UNION_SQL,
+    submit: bool = True,
+    receivers: list[Organization] | None = None,
+    **values,
+):
+    defaults = {
+        "title": "Stay by age band",
+        "purpose": "Plan bed capacity",
+        "sql": sql,
+        "epsilon": Decimal("0.5"),
+        "expires_at": timezone.now() + timedelta(days=7),
+    }
+    defaults.update(values)
+    query = queries.save_draft(
+        room=room,
+        acting_for=organization,
+        by=analyst,
+        receivers=receivers or [organization],
+        **defaults,
+    )
+    return queries.submit_query(query=query, by=analyst) if submit else query

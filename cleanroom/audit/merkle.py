@@ -21,8 +21,13 @@ __all__ = [
     "HashStore",
     "MemoryHashStore",
     "MerkleTree",
+    "RecordingHashStore",
     "consistency_proof",
+    "frontier_append",
+    "frontier_root",
     "inclusion_proof",
+    "join_frontier",
+    "split_frontier",
 ]
 
 # (begin, size) -> hash of the RFC 9162 subtree over leaves [begin, begin + size).
@@ -68,6 +73,27 @@ class MemoryHashStore:
                 raise ValueError(f"node ({level}, {index}) is already stored with another hash")
         else:
             raise ValueError(f"node ({level}, {index}) would leave a gap (level has {len(row)})")
+
+
+class RecordingHashStore:
+    """A store that answers every lookup with a placeholder and remembers what was asked.
+
+    Which nodes a root or proof needs depends only on the sizes and indices involved, never on
+    the hash values, so running the computation once over this store lists every node it reads;
+    a database-backed caller then fetches exactly those in one query and runs it again.
+    """
+
+    PLACEHOLDER = bytes(HASH_SIZE)
+
+    def __init__(self) -> None:
+        self.wanted: set[tuple[int, int]] = set()
+
+    def get(self, level: int, index: int) -> bytes | None:
+        self.wanted.add((level, index))
+        return self.PLACEHOLDER
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        raise TypeError("a recording store is read-only")
 
 
 class MerkleTree:
@@ -252,3 +278,65 @@ def inclusion_proof(source: MerkleTree | Sequence[bytes], index: int, size: int)
 def consistency_proof(source: MerkleTree | Sequence[bytes], size1: int, size2: int) -> list[bytes]:
     """Consistency proof from the tree of ``size1`` leaves to the tree of ``size2`` leaves."""
     return _consistency(_oracle(source, size2), size1, size2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compact range ("frontier") of a log: enough state to append without reading any node
+# ---------------------------------------------------------------------------------------------
+#
+# The frontier of a tree of `size` leaves is the list of hashes of its maximal complete
+# subtrees, left to right: one per 1-bit of `size`, from the highest bit down. Its fold from the
+# right is the root; appending a leaf merges it with the frontier's trailing subtrees exactly
+# like a binary counter carries. A log keeps its frontier in its head row, so an append reads
+# nothing but that row and writes the leaf and the nodes it completes.
+
+
+def split_frontier(packed: bytes, size: int) -> list[bytes]:
+    """Unpack a frontier stored as concatenated hashes, checking it fits the tree size."""
+    if len(packed) % HASH_SIZE:
+        raise ValueError("a packed frontier is a whole number of hashes")
+    hashes = [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
+    if len(hashes) != size.bit_count():
+        raise ValueError(
+            f"a tree of {size} leaves has {size.bit_count()} frontier hashes, not {len(hashes)}"
+        )
+    return hashes
+
+
+def join_frontier(frontier: Sequence[bytes]) -> bytes:
+    return b"".join(frontier)
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The root hash of the tree whose frontier this is."""
+    if not frontier:
+        return root_from_leaf_hashes([])
+    h = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        h = node_hash(left, h)
+    return h
+
+
+def frontier_append(
+    frontier: Sequence[bytes], size: int, leaf: bytes
+) -> tuple[list[bytes], list[tuple[int, int, bytes]]]:
+    """Append leaf hash ``leaf`` as leaf ``size``.
+
+    Returns the new frontier and the nodes ``(level, index, hash)`` the append completes: the
+    leaf itself, then one node per level it closes (the same nodes :meth:`MerkleTree.append`
+    stores).
+    """
+    if len(leaf) != HASH_SIZE:
+        raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(leaf)}")
+    if len(frontier) != size.bit_count():
+        raise ValueError("frontier does not match the tree size")
+    stack = list(frontier)
+    nodes = [(0, size, leaf)]
+    level, i, h = 0, size, leaf
+    while i & 1:
+        h = node_hash(stack.pop(), h)
+        level += 1
+        i >>= 1
+        nodes.append((level, i, h))
+    stack.append(h)
+    return stack, nodes

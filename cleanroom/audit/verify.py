@@ -9,7 +9,17 @@ It covers:
 - canonical JSON, the byte encoding of every log event;
 - RFC 9162 section 2.1 Merkle tree hashing, inclusion and consistency proof verification;
 - C2SP signed notes (https://c2sp.org/signed-note) with Ed25519 signatures;
-- C2SP transparency log checkpoints (https://c2sp.org/tlog-checkpoint).
+- C2SP transparency log checkpoints (https://c2sp.org/tlog-checkpoint);
+- the clean room's domain rules over a room log (approvals, residency, budgets, receivers,
+  attestation);
+- audit bundles (cleanroom-bundle/v1), and a command line:
+
+      python verify.py BUNDLE.zip --trust TRUSTFILE [--previous CHECKPOINT]
+
+  TRUSTFILE holds the keys you trust, one signed-note vkey a line (``witness <vkey>`` for a
+  witness, ``allow-simulated-tee`` to accept simulated TEEs); they are never taken from the
+  bundle. It exits 0 when everything checks out, 1 naming the first failure, 2 when a file
+  cannot be read.
 
 Verification functions raise :class:`VerificationError` with a reason rather than returning
 ``False``, so a failed check always says why.
@@ -17,34 +27,49 @@ Verification functions raise :class:`VerificationError` with a reason rather tha
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import hashlib
 import json
 import re
+import sys
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
+    "BUNDLE_FORMAT",
     "ED25519_ALGORITHM",
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "BundleReport",
     "Checkpoint",
+    "CompactRange",
+    "DomainRules",
+    "Trust",
     "VerificationError",
     "Verifier",
     "canonical_json",
+    "check_domain_rules",
     "is_valid_key_name",
     "key_id",
     "leaf_hash",
+    "manifest_note_text",
     "node_hash",
+    "parse_canonical_event",
     "parse_checkpoint",
+    "parse_trust_file",
     "parse_verifier_key",
     "root_from_leaf_hashes",
     "split_note",
+    "verify_bundle",
     "verify_checkpoint",
     "verify_consistency",
     "verify_inclusion",
@@ -434,3 +459,609 @@ def verify_checkpoint(
     if origin is not None and checkpoint.origin != origin:
         raise VerificationError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
     return checkpoint, signed_by
+
+
+# ---------------------------------------------------------------------------------------------
+# Domain rules of the clean room, read from the event vocabulary (README "Audit events")
+# ---------------------------------------------------------------------------------------------
+
+
+def _field(data: dict, name: str, where: str) -> Any:
+    if not isinstance(data, dict) or name not in data:
+        raise VerificationError(f"{where} lacks the field {name!r}")
+    return data[name]
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if not isinstance(value, str):
+        raise VerificationError(f"{where}: {value!r} is not a decimal string")
+    try:
+        number = Decimal(value)
+    except InvalidOperation as exc:
+        raise VerificationError(f"{where}: {value!r} is not a decimal string") from exc
+    if not number.is_finite() or number < 0:
+        raise VerificationError(f"{where}: {value!r} is not a non-negative decimal")
+    return number
+
+
+def _time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise VerificationError(f"{where}: {value!r} is not a time")
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise VerificationError(f"{where}: {value!r} is not an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        raise VerificationError(f"{where}: {value!r} has no time zone")
+    return moment
+
+
+class DomainRules:
+    """The clean room's rules over a room log, fed one event at a time in log order.
+
+    - every ``job.dispatched`` follows a ``query.submitted`` of its query with the same digest,
+      whose ``required_approvers`` include every owner of the datasets it reads, and a
+      ``query.approved`` of that digest by each of them, not rejected or revoked since, with
+      approvals and dispatch before the query's ``expires_at``, and the query neither expired
+      nor superseded;
+    - every ``residency.decided`` of a dispatched job that allowed a step did so with the
+      site's jurisdiction among the allowed ones; a refused step got no ``key.released``;
+    - per dataset, reserved minus refunded ε (and δ) never exceeds the total budget of its
+      latest ``room.dataset_contributed``; no refund exceeds its reservation;
+    - ``result.released`` goes only to receivers of its query, for a dispatched job;
+    - ``attestation.verified`` is hardware-backed, unless simulated TEEs are allowed.
+
+    :meth:`feed` and :meth:`finish` raise VerificationError naming the first event that breaks
+    a rule. The state kept is per query, job and dataset, not per event.
+    """
+
+    def __init__(self, *, allow_simulated_tee: bool = False) -> None:
+        self.allow_simulated_tee = allow_simulated_tee
+        self.submissions: dict[str, dict] = {}
+        self.decisions: dict[str, dict[str, tuple[str, str, datetime, int]]] = {}
+        self.closed: dict[str, tuple[str, int]] = {}
+        self.dispatched: dict[str, str] = {}  # job -> query
+        self.residency: list[tuple[int, dict]] = []
+        self.keys_released: list[tuple[int, str, str]] = []  # (index, job, site)
+        self.totals: dict[str, tuple[Decimal, Decimal]] = {}
+        self.charged: dict[str, list[Decimal]] = {}
+        self.reserved: dict[tuple[str, str], list[Decimal]] = {}
+
+    def feed(self, i: int, event: dict) -> None:
+        kind = event.get("type")
+        data = event.get("data") or {}
+        where = f"event {i} ({kind})"
+        if kind == "query.submitted":
+            query = _field(data, "query", where)
+            self.submissions[query] = data
+            self.decisions[query] = {}
+            self.closed.pop(query, None)
+            approvers = set(_field(data, "required_approvers", where))
+            for dataset in _field(data, "datasets", where):
+                owner = _field(dataset, "owner", where)
+                if owner not in approvers:
+                    raise VerificationError(
+                        f"{where}: {query} does not require the approval of {owner}, "
+                        f"owner of {dataset.get('dataset')}"
+                    )
+        elif kind in ("query.approved", "query.rejected", "query.approval_revoked"):
+            query = _field(data, "query", where)
+            organization = _field(data, "organization", where)
+            self.decisions.setdefault(query, {})[organization] = (
+                kind,
+                data.get("digest", ""),
+                _time(event.get("time"), where),
+                i,
+            )
+        elif kind in ("query.expired", "query.superseded"):
+            self.closed[_field(data, "query", where)] = (kind, i)
+        elif kind == "job.dispatched":
+            job = _field(data, "job", where)
+            query = _field(data, "query", where)
+            _check_dispatch(
+                i, where, event, data, job, query, self.submissions, self.decisions, self.closed
+            )
+            self.dispatched[job] = query
+        elif kind == "residency.decided":
+            self.residency.append((i, data))
+        elif kind == "key.released":
+            self.keys_released.append((i, _field(data, "job", where), _field(data, "site", where)))
+        elif kind == "room.dataset_contributed":
+            dataset = _field(data, "dataset", where)
+            self.totals[dataset] = (
+                _decimal(_field(data, "total_epsilon", where), where),
+                _decimal(data.get("total_delta", "0"), where),
+            )
+        elif kind in ("budget.reserved", "budget.refunded"):
+            _check_budget(i, where, kind, data, self.totals, self.charged, self.reserved)
+        elif kind == "result.released":
+            job = _field(data, "job", where)
+            query = _field(data, "query", where)
+            if job not in self.dispatched:
+                raise VerificationError(f"{where}: a result of {job}, which was never dispatched")
+            allowed = set(_field(self.submissions[self.dispatched[job]], "receivers", where))
+            for receiver in _field(data, "receivers", where):
+                if receiver not in allowed:
+                    raise VerificationError(
+                        f"{where}: the result of {job} went to {receiver}, not a receiver "
+                        f"approved for {query}"
+                    )
+        elif kind == "attestation.verified":
+            tee = _field(data, "kind", where)
+            if tee == "simulated" and not self.allow_simulated_tee:
+                raise VerificationError(
+                    f"{where}: {data.get('job')} ran on a simulated TEE, not hardware-backed "
+                    "(add 'allow-simulated-tee' to the trust file to accept that)"
+                )
+            if tee not in ("hardware", "simulated"):
+                raise VerificationError(f"{where}: unknown attestation kind {tee!r}")
+
+    def finish(self) -> None:
+        """The rules that need the whole log: residency of jobs dispatched after deciding."""
+        for i, data in self.residency:
+            where = f"event {i} (residency.decided)"
+            job = _field(data, "job", where)
+            if job not in self.dispatched:
+                continue  # refused before dispatch: the job never ran
+            site = _field(data, "site", where)
+            if _field(data, "allowed", where) is True:
+                jurisdiction = _field(data, "site_jurisdiction", where)
+                allowed = _field(data, "allowed_jurisdictions", where)
+                if jurisdiction not in allowed:
+                    raise VerificationError(
+                        f"{where}: step {data.get('step')} of {job} ran at {site} in "
+                        f"{jurisdiction}, but its data allows only "
+                        f"{', '.join(allowed) or 'nowhere'}"
+                    )
+            else:
+                for k, key_job, key_site in self.keys_released:
+                    if k > i and key_job == job and key_site == site:
+                        raise VerificationError(
+                            f"event {k} (key.released): a data key of {job} went to {site} "
+                            f"after residency refused that site (event {i})"
+                        )
+
+
+def check_domain_rules(events: Iterable[dict], *, allow_simulated_tee: bool = False) -> None:
+    """Check :class:`DomainRules` over a whole room log, in log order."""
+    rules = DomainRules(allow_simulated_tee=allow_simulated_tee)
+    for i, event in enumerate(events):
+        rules.feed(i, event)
+    rules.finish()
+
+
+def _check_dispatch(i, where, event, data, job, query, submissions, decisions, closed) -> None:
+    submission = submissions.get(query)
+    if submission is None:
+        raise VerificationError(f"{where}: {job} ran {query}, which was never submitted")
+    digest = _field(submission, "digest", where)
+    if data.get("digest") != digest:
+        raise VerificationError(
+            f"{where}: {job} ran {query} with digest {data.get('digest')}, "
+            f"but the submitted digest is {digest}"
+        )
+    if query in closed:
+        what, k = closed[query]
+        raise VerificationError(f"{where}: {job} ran {query} after {what} (event {k})")
+    dispatched_at = _time(event.get("time"), where)
+    expires = submission.get("expires_at")
+    expires_at = _time(expires, where) if expires else None
+    if expires_at is not None and dispatched_at >= expires_at:
+        raise VerificationError(f"{where}: {job} ran {query} after it expired at {expires}")
+    for organization in _field(submission, "required_approvers", where):
+        decision = decisions.get(query, {}).get(organization)
+        if decision is None:
+            raise VerificationError(
+                f"{where}: {job} ran {query} without the approval of {organization}"
+            )
+        what, approved_digest, approved_at, k = decision
+        if what != "query.approved":
+            raise VerificationError(
+                f"{where}: {job} ran {query} although {organization}'s approval was "
+                f"{'revoked' if what == 'query.approval_revoked' else 'a rejection'} (event {k})"
+            )
+        if approved_digest != digest:
+            raise VerificationError(
+                f"{where}: {organization} approved digest {approved_digest} of {query}, "
+                f"not the digest {digest} that ran"
+            )
+        if expires_at is not None and approved_at >= expires_at:
+            raise VerificationError(
+                f"{where}: {organization} approved {query} (event {k}) after it expired"
+            )
+
+
+def _check_budget(i, where, kind, data, totals, charged, reserved) -> None:
+    dataset = _field(data, "dataset", where)
+    job = _field(data, "job", where)
+    epsilon = _decimal(_field(data, "epsilon", where), where)
+    delta = _decimal(data.get("delta", "0"), where)
+    if dataset not in totals:
+        raise VerificationError(f"{where}: budget of {dataset}, never contributed to this room")
+    spent = charged.setdefault(dataset, [Decimal(0), Decimal(0)])
+    held = reserved.setdefault((job, dataset), [Decimal(0), Decimal(0)])
+    sign = 1 if kind == "budget.reserved" else -1
+    for n, amount in enumerate((epsilon, delta)):
+        spent[n] += sign * amount
+        held[n] += sign * amount
+    if held[0] < 0 or held[1] < 0:
+        raise VerificationError(f"{where}: {job} refunded more of {dataset} than it reserved")
+    total_epsilon, total_delta = totals[dataset]
+    if spent[0] > total_epsilon:
+        raise VerificationError(
+            f"{where}: {dataset} is charged ε {spent[0]} out of a budget of {total_epsilon}"
+        )
+    if spent[1] > total_delta:
+        raise VerificationError(
+            f"{where}: {dataset} is charged δ {spent[1]} out of a budget of {total_delta}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundles (cleanroom-bundle/v1) and the command line
+# ---------------------------------------------------------------------------------------------
+
+BUNDLE_FORMAT = "cleanroom-bundle/v1"
+MANIFEST = "MANIFEST.json"
+MANIFEST_SIG = "MANIFEST.sig"
+REQUIRED_FILES = ("checkpoint.txt", "events.jsonl", "verify.py", "README.txt")
+ALLOW_SIMULATED_TEE = "allow-simulated-tee"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def manifest_note_text(origin: str, manifest_sha256: str) -> str:
+    """The text MANIFEST.sig signs: what it is, for which log, and the manifest's SHA-256."""
+    return f"{BUNDLE_FORMAT} manifest\n{origin}\nsha256 {manifest_sha256}\n"
+
+
+@dataclass
+class Trust:
+    """What a regulator trusts, from its trust file; never from the bundle."""
+
+    log_keys: list[Verifier]
+    witness_keys: list[Verifier]
+    allow_simulated_tee: bool = False
+
+
+def parse_trust_file(text: str) -> Trust:
+    """One item a line: a log vkey (as ``manage.py audit_keys`` prints it), ``witness <vkey>``,
+    or ``allow-simulated-tee``; ``#`` starts a comment."""
+    log_keys: list[Verifier] = []
+    witness_keys: list[Verifier] = []
+    allow = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            if line == ALLOW_SIMULATED_TEE:
+                allow = True
+            elif line.startswith("witness "):
+                witness_keys.append(parse_verifier_key(line[len("witness ") :].strip()))
+            else:
+                log_keys.append(parse_verifier_key(line))
+        except VerificationError as exc:
+            raise VerificationError(f"trust file line {number}: {exc}") from exc
+    if not log_keys:
+        raise VerificationError("the trust file holds no log key")
+    return Trust(log_keys, witness_keys, allow)
+
+
+@dataclass
+class BundleReport:
+    origin: str
+    log: str
+    size: int
+    root_hash: bytes
+    signed_by: list[str]
+    cosigned_by: list[str]
+    attachments: int
+    previous_size: int | None = None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> BundleReport:
+    """Verify a bundle (a path or a binary file object); raise VerificationError naming the
+    first failure."""
+    try:
+        archive = zipfile.ZipFile(bundle)
+    except zipfile.BadZipFile as exc:
+        raise VerificationError(f"the bundle is not a zip file: {exc}") from exc
+    with archive:
+        names = [info.filename for info in archive.infolist()]
+        if len(set(names)) != len(names):
+            twice = sorted(name for name in set(names) if names.count(name) > 1)
+            raise VerificationError(f"file {twice[0]} appears twice in the bundle")
+        for name in (MANIFEST, MANIFEST_SIG):
+            if name not in names:
+                raise VerificationError(f"the bundle has no {name}")
+        manifest_bytes = archive.read(MANIFEST)
+        origin = _verify_manifest_signature(archive.read(MANIFEST_SIG), manifest_bytes, trust)
+        manifest = _parse_manifest(manifest_bytes, origin)
+        files: dict[str, str] = manifest["files"]
+        expected = set(files) | {MANIFEST, MANIFEST_SIG}
+        extra = sorted(set(names) - expected)
+        if extra:
+            raise VerificationError(f"unexpected file {extra[0]} in the bundle")
+        missing = sorted(expected - set(names))
+        if missing:
+            raise VerificationError(f"file {missing[0]} listed in {MANIFEST} is missing")
+        for name in REQUIRED_FILES:
+            if name not in files:
+                raise VerificationError(f"{MANIFEST} does not list {name}")
+        for name in sorted(files):
+            if name == "events.jsonl":
+                continue  # hashed while it is read, below
+            if _sha256(archive.read(name)) != files[name]:
+                raise VerificationError(f"{name} does not match its SHA-256 in {MANIFEST}")
+        attachments = {}
+        for name in sorted(files):
+            if name.startswith("attachments/"):
+                digest = name[len("attachments/") :]
+                if not _HEX64.fullmatch(digest) or _sha256(archive.read(name)) != digest:
+                    raise VerificationError(f"{name} does not match its name (its SHA-256)")
+                attachments[digest] = name
+            elif name not in REQUIRED_FILES:
+                raise VerificationError(f"{MANIFEST} lists {name}, which no bundle holds")
+
+        checkpoint_note = archive.read("checkpoint.txt").decode("utf-8", "replace")
+        checkpoint, signed_by = _verify_bundle_checkpoint(checkpoint_note, trust, origin)
+        if checkpoint.size != manifest["tree_size"]:
+            raise VerificationError(
+                f"checkpoint.txt is at size {checkpoint.size}, {MANIFEST} says "
+                f"{manifest['tree_size']}"
+            )
+        cosigned_by = _cosigners(checkpoint_note, trust)
+        old = _previous_checkpoint(previous, trust, origin) if previous is not None else None
+
+        rules = DomainRules(allow_simulated_tee=trust.allow_simulated_tee)
+        with archive.open("events.jsonl") as stream:
+            read = _read_events(stream, manifest["log"], checkpoint.size, rules, old)
+        if read.sha256 != files["events.jsonl"]:
+            raise VerificationError(f"events.jsonl does not match its SHA-256 in {MANIFEST}")
+        if read.root != checkpoint.root_hash:
+            raise VerificationError("the Merkle root of events.jsonl does not match checkpoint.txt")
+
+    for sha in sorted(read.referenced):
+        if sha not in attachments:
+            raise VerificationError(f"attachment {sha} referenced by the log is not in the bundle")
+    for sha in sorted(attachments):
+        if sha not in read.referenced:
+            raise VerificationError(f"attachments/{sha} is referenced by no event")
+    if old is not None:
+        if old.size > checkpoint.size:
+            raise VerificationError(
+                f"this log does not extend the previous checkpoint at size {old.size}: it holds "
+                f"only {checkpoint.size} events"
+            )
+        if read.previous_root != old.root_hash:
+            raise VerificationError(
+                f"this log does not extend the previous checkpoint at size {old.size}: its "
+                f"first {old.size} events hash to another root"
+            )
+    # Integrity first: a rule broken in a log that does not verify would mean little.
+    if read.rule_failure is not None:
+        raise read.rule_failure
+    rules.finish()
+    return BundleReport(
+        origin,
+        manifest["log"],
+        checkpoint.size,
+        checkpoint.root_hash,
+        signed_by,
+        cosigned_by,
+        len(attachments),
+        old.size if old is not None else None,
+    )
+
+
+def _verify_manifest_signature(signature: bytes, manifest_bytes: bytes, trust: Trust) -> str:
+    try:
+        text, _ = verify_note(signature, trust.log_keys)
+    except VerificationError as exc:
+        raise VerificationError(f"{MANIFEST_SIG}: {exc}") from exc
+    lines = text.split("\n")
+    if len(lines) != 4 or lines[0] != f"{BUNDLE_FORMAT} manifest" or lines[3] != "":
+        raise VerificationError(f"{MANIFEST_SIG} does not sign a {BUNDLE_FORMAT} manifest")
+    origin, hash_line = lines[1], lines[2]
+    if hash_line != f"sha256 {_sha256(manifest_bytes)}":
+        raise VerificationError(f"{MANIFEST} does not match the SHA-256 {MANIFEST_SIG} signs")
+    return origin
+
+
+def _parse_manifest(manifest_bytes: bytes, origin: str) -> dict:
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise VerificationError(f"{MANIFEST} is not JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise VerificationError(f"{MANIFEST} is not in the format {BUNDLE_FORMAT}")
+    if manifest.get("origin") != origin:
+        raise VerificationError(
+            f"{MANIFEST} names origin {manifest.get('origin')!r}, not {origin!r}"
+        )
+    size, log, files = manifest.get("tree_size"), manifest.get("log"), manifest.get("files")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise VerificationError(f"{MANIFEST} has no valid tree_size")
+    if not isinstance(log, str) or not origin.endswith("/" + log):
+        raise VerificationError(f"{MANIFEST} names log {log!r}, which is not its origin's")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _HEX64.fullmatch(v) for k, v in files.items()
+    ):
+        raise VerificationError(f"{MANIFEST} has no valid list of files")
+    if {MANIFEST, MANIFEST_SIG} & set(files):
+        raise VerificationError(f"{MANIFEST} lists itself or its signature")
+    return manifest
+
+
+def _verify_bundle_checkpoint(note: str, trust: Trust, origin: str) -> tuple[Checkpoint, list[str]]:
+    try:
+        return verify_checkpoint(note, trust.log_keys, origin=origin)
+    except VerificationError as exc:
+        raise VerificationError(f"checkpoint.txt: {exc}") from exc
+
+
+def _cosigners(note: str, trust: Trust) -> list[str]:
+    if not trust.witness_keys:
+        return []
+    present = {(name, kid) for name, kid, _ in split_note(note)[1]}
+    witnesses = [w for w in trust.witness_keys if (w.name, w.key_id) in present]
+    if not witnesses:
+        return []
+    try:
+        return verify_note(note, witnesses)[1]
+    except VerificationError as exc:
+        raise VerificationError(f"checkpoint.txt: witness {exc}") from exc
+
+
+def _refuse_number(text: str) -> Any:
+    raise ValueError(f"{text} is not allowed in canonical JSON (floats are decimal strings)")
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_float=_refuse_number, parse_constant=_refuse_number)
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_canonical_event(raw: bytes, where: str) -> dict:
+    """Parse one event's bytes, insisting they are exactly its canonical JSON encoding.
+
+    The same bytes :func:`canonical_json` makes, checked fast: parse refusing floats, NaN and
+    infinities, then re-encode and compare.
+    """
+    try:
+        body = _STRICT_DECODER.decode(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerificationError(f"{where} is not canonical JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise VerificationError(f"{where} is not a JSON object")
+    try:
+        encoded = _CANONICAL_ENCODER.encode(body).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise VerificationError(f"{where} is not valid Unicode: {exc}") from exc
+    if encoded != raw:
+        raise VerificationError(f"{where} is not canonical JSON")
+    return body
+
+
+class CompactRange:
+    """The right edge of an RFC 9162 tree being built leaf by leaf: O(log n) hashes."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        self.size += 1
+        self._stack.append(leaf)
+        count = self.size
+        while count & 1 == 0:
+            right = self._stack.pop()
+            self._stack.append(node_hash(self._stack.pop(), right))
+            count >>= 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        root = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            root = node_hash(left, root)
+        return root
+
+
+@dataclass
+class _ReadEvents:
+    sha256: str
+    root: bytes
+    referenced: set[str]
+    previous_root: bytes | None
+    rule_failure: VerificationError | None
+
+
+def _read_events(stream, log: str, size: int, rules: DomainRules, old) -> _ReadEvents:
+    """One pass over events.jsonl: its hash, structure, Merkle root (and the root of the
+    previous checkpoint's prefix), referenced attachments, and the domain rules."""
+    digest = hashlib.sha256()
+    tree = CompactRange()
+    referenced: set[str] = set()
+    previous_root = EMPTY_ROOT if old is not None and old.size == 0 else None
+    rule_failure: VerificationError | None = None
+    for line in stream:
+        digest.update(line)
+        position = tree.size
+        where = f"events.jsonl line {position + 1} (event {position})"
+        if not line.endswith(b"\n"):
+            raise VerificationError(f"{where} does not end in a newline")
+        raw = line[:-1]
+        body = parse_canonical_event(raw, where)
+        if body.get("log") != log:
+            raise VerificationError(f"{where} belongs to log {body.get('log')!r}, not {log!r}")
+        if body.get("seq") != position:
+            raise VerificationError(
+                f"{where} holds event {body.get('seq')!r}: events are missing or out of order"
+            )
+        tree.append(leaf_hash(raw))
+        if old is not None and tree.size == old.size:
+            previous_root = tree.root()
+        found = body.get("attachments", [])
+        if isinstance(found, list):
+            referenced.update(sha for sha in found if isinstance(sha, str))
+        if rule_failure is None:
+            try:
+                rules.feed(position, body)
+            except VerificationError as exc:
+                rule_failure = exc
+    if tree.size != size:
+        raise VerificationError(
+            f"events.jsonl holds {tree.size} events, the checkpoint covers {size}"
+        )
+    return _ReadEvents(digest.hexdigest(), tree.root(), referenced, previous_root, rule_failure)
+
+
+def _previous_checkpoint(previous: str, trust: Trust, origin: str) -> Checkpoint:
+    try:
+        return verify_checkpoint(previous, trust.log_keys, origin=origin)[0]
+    except VerificationError as exc:
+        raise VerificationError(f"the previous checkpoint: {exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="verify.py",
+        description="Verify a clean-room audit bundle offline (Python + cryptography only).",
+    )
+    parser.add_argument("bundle", help="the bundle zip")
+    parser.add_argument(
+        "--trust", required=True, help="trusted keys, one vkey a line (manage.py audit_keys)"
+    )
+    parser.add_argument("--previous", help="a checkpoint of this log you saved earlier")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.trust, encoding="utf-8") as handle:
+            trust = parse_trust_file(handle.read())
+        previous = None
+        if args.previous:
+            with open(args.previous, encoding="utf-8") as handle:
+                previous = handle.read()
+        report = verify_bundle(args.bundle, trust, previous=previous)
+    except VerificationError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"FAILED: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"OK: {report.origin}: {report.size} events, root {report.root_hash.hex()}")
+    print(f"  signed by {', '.join(report.signed_by)}", end="")
+    print(f"; cosigned by {', '.join(report.cosigned_by)}" if report.cosigned_by else "")
+    if report.previous_size is not None:
+        print(f"  extends the previous checkpoint at size {report.previous_size}")
+    print(f"  {report.attachments} attachments; approvals, residency, budgets, receivers and")
+    print("  attestations satisfy the clean room's rules")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,11 @@
-"""Key-encryption keys (KEKs), one per organisation, behind an interface a cloud KMS implements.
+"""Keys behind an interface a cloud KMS implements: key-encryption keys (KEKs) and Ed25519
+signing keys (organisations sign approvals, the platform signs log checkpoints).
 
-Data keys are wrapped with AES-256-GCM under the organisation's KEK, with a context (dataset,
-version, content digest) as associated data: a wrapped key only unwraps for the version it was
-made for. The local service keeps KEKs as files readable only by the service's user; the web tier
-of a production deployment talks to a KMS instead and never holds a KEK.
+Private keys never leave the key service; callers get key ids, wrapped keys, signatures and
+public keys. Data keys are wrapped with AES-256-GCM under the organisation's KEK, with a context
+(dataset, version, content digest) as associated data: a wrapped key only unwraps for the version
+it was made for. The local service keeps keys as files readable only by the service's user; the
+web tier of a production deployment talks to a KMS instead and never holds a KEK.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -32,35 +35,60 @@ class KeyService(Protocol):
 
     def unwrap(self, kek_id: str, wrapped: bytes, *, context: dict[str, str]) -> bytes: ...
 
+    def create_signing_key(self) -> str: ...
+
+    def sign(self, key_id: str, message: bytes) -> bytes: ...
+
+    def public_key(self, key_id: str) -> bytes: ...
+
 
 def _aad(context: dict[str, str]) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
 
 
 class LocalKeyService:
-    """KEKs as 32-byte files under KEY_SERVICE_ROOT (mode 0600)."""
+    """Keys as 32-byte files under KEY_SERVICE_ROOT (mode 0600): `kek-*` for AES-256 KEKs,
+    `sig-*` for Ed25519 seeds."""
 
     def __init__(self, root: Path):
         self.root = root
 
-    def _path(self, kek_id: str) -> Path:
-        if not kek_id.startswith("kek-") or not kek_id[4:].isalnum():
-            raise KeyServiceError(f"malformed key id {kek_id!r}")
-        return self.root / f"{kek_id}.key"
+    def _path(self, key_id: str, prefix: str = "kek-") -> Path:
+        if not key_id.startswith(prefix) or not key_id[4:].isalnum():
+            raise KeyServiceError(f"malformed key id {key_id!r}")
+        return self.root / f"{key_id}.key"
+
+    def _create(self, prefix: str, material: bytes) -> str:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_id = f"{prefix}{secrets.token_hex(16)}"
+        fd = os.open(self._path(key_id, prefix), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(material)
+        return key_id
+
+    def _read(self, key_id: str, prefix: str) -> bytes:
+        try:
+            return self._path(key_id, prefix).read_bytes()
+        except FileNotFoundError:
+            raise KeyServiceError(f"unknown key {key_id}") from None
 
     def create_key(self) -> str:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kek_id = f"kek-{secrets.token_hex(16)}"
-        fd = os.open(self._path(kek_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(AESGCM.generate_key(bit_length=256))
-        return kek_id
+        return self._create("kek-", AESGCM.generate_key(bit_length=256))
 
     def _kek(self, kek_id: str) -> AESGCM:
-        try:
-            return AESGCM(self._path(kek_id).read_bytes())
-        except FileNotFoundError:
-            raise KeyServiceError(f"unknown key {kek_id}") from None
+        return AESGCM(self._read(kek_id, "kek-"))
+
+    def create_signing_key(self) -> str:
+        return self._create("sig-", os.urandom(32))
+
+    def _signer(self, key_id: str) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self._read(key_id, "sig-"))
+
+    def sign(self, key_id: str, message: bytes) -> bytes:
+        return self._signer(key_id).sign(message)
+
+    def public_key(self, key_id: str) -> bytes:
+        return self._signer(key_id).public_key().public_bytes_raw()
 
     def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes:
         nonce = os.urandom(12)

@@ -4,11 +4,12 @@ from cleanroom.audit import triggers
 
 
 def install(apps, schema_editor):
-    triggers.install(schema_editor.connection)
+    # Only the event table existed then; later migrations add the other tables' triggers.
+    triggers.install(schema_editor.connection, tables=[triggers.EVENT_TABLE])
 
 
 def remove(apps, schema_editor):
-    triggers.remove(schema_editor.connection)
+    triggers.remove(schema_editor.connection, tables=[triggers.EVENT_TABLE])
 
 
 class Migration(migrations.Migration):

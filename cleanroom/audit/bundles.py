@@ -1,0 +1,200 @@
+"""Audit bundles (DESIGN.md section 9, format cleanroom-bundle/v1): a room's whole log at a
+signed checkpoint, with its attachments and the offline verifier, in one zip.
+
+- ``MANIFEST.json``: format, origin, log, tree size, and every other file with its SHA-256;
+- ``MANIFEST.sig``: a signed note over the manifest's SHA-256, by the log key;
+- ``checkpoint.txt``: the signed checkpoint with its cosignatures;
+- ``events.jsonl``: line i is leaf i (the event's canonical bytes and a newline);
+- ``attachments/<sha256>``: the files events reference;
+- ``verify.py`` (a copy of ``cleanroom/audit/verify.py``) and ``README.txt``.
+
+The bundle holds the log at the checkpoint it signs (one is signed first if the log has grown);
+the export is then recorded in the log as ``bundle.exported``, so it shows in the next bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from cleanroom.audit import verify as verify_module
+from cleanroom.audit.checkpoints import (
+    current_log_key,
+    latest_checkpoint,
+    note_with_cosignatures,
+    origin_of,
+    sign_checkpoint,
+    sign_with_log_key,
+)
+from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog
+from cleanroom.audit.verify import BUNDLE_FORMAT, MANIFEST, MANIFEST_SIG, manifest_note_text
+from cleanroom.errors import DomainError
+
+
+class BundleError(DomainError):
+    code = "bundle_refused"
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    log: str
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    files: int
+
+
+def bundle_filename(room) -> str:
+    return f"{room.slug}-audit-bundle.zip"
+
+
+def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedBundle:
+    """Write the bundle of `room`'s log to `output` (a path or a writable binary file) and
+    record the export in the log."""
+    log_name = room_log_name(room.pk)
+    checkpoint = sign_checkpoint(log_name)
+    if checkpoint is None:
+        raise BundleError(f"The room {room.slug} has no audit events yet.")
+    size = checkpoint.size
+    origin = origin_of(log_name)
+    files: dict[str, str] = {}
+    with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
+        def add(name: str, content: bytes) -> None:
+            archive.writestr(name, content)
+            files[name] = hashlib.sha256(content).hexdigest()
+
+        files["events.jsonl"], referenced = _write_events(archive, checkpoint.log, size)
+        add("checkpoint.txt", note_with_cosignatures(checkpoint).encode("utf-8"))
+        for start in range(0, len(referenced), 200):
+            batch = referenced[start : start + 200]
+            for attachment in AuditAttachment.objects.filter(sha256__in=batch):
+                # Written as stored: if a row was changed, the verifier says so.
+                add(f"attachments/{attachment.sha256}", bytes(attachment.content))
+        add("verify.py", Path(verify_module.__file__).read_bytes())
+        add("README.txt", _readme(origin, size).encode("utf-8"))
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "origin": origin,
+            "log": log_name,
+            "tree_size": size,
+            "exported_at": timezone.now().isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "files": dict(sorted(files.items())),
+        }
+        manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        archive.writestr(MANIFEST, manifest_bytes)
+        note = manifest_note_text(origin, hashlib.sha256(manifest_bytes).hexdigest())
+        archive.writestr(MANIFEST_SIG, sign_with_log_key(note, current_log_key()))
+    with transaction.atomic():
+        record_event(
+            log=log_name,
+            type="bundle.exported",
+            actor=actor_ref(by),
+            subject=f"room:{room.pk}",
+            data={"format": BUNDLE_FORMAT, "tree_size": size},
+        )
+    return ExportedBundle(log_name, origin, size, bytes(checkpoint.root_hash), len(files) + 2)
+
+
+def export_bundle_to_temp(*, room, by=None) -> IO[bytes]:
+    """The bundle in an anonymous temporary file, rewound, for streaming to a client."""
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the response closes it
+    try:
+        export_bundle(room=room, output=handle, by=by)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    return handle
+
+
+def _write_events(archive: zipfile.ZipFile, log: AuditLog, size: int) -> tuple[str, list[str]]:
+    digest = hashlib.sha256()
+    referenced: set[str] = set()
+    rows = (
+        AuditEvent.objects.filter(log=log, seq__lt=size)
+        .order_by("seq")
+        .values_list("canonical", flat=True)
+    )
+    with archive.open("events.jsonl", "w", force_zip64=True) as out:
+        for canonical in rows.iterator(chunk_size=5000):
+            line = bytes(canonical) + b"\n"
+            out.write(line)
+            digest.update(line)
+            if b'"attachments":["' in line:  # only then is it worth parsing
+                referenced.update(_attachments_of(line))
+    return digest.hexdigest(), sorted(referenced)
+
+
+def _attachments_of(line: bytes) -> list[str]:
+    try:
+        body: Any = json.loads(line)
+    except ValueError:
+        return []
+    found = body.get("attachments", []) if isinstance(body, dict) else []
+    return [sha for sha in found if isinstance(sha, str)]
+
+
+def bundle_summaries(rooms) -> list[dict[str, Any]]:
+    """What the bundle page shows per room: the log's size and its latest checkpoint."""
+    rooms = list(rooms)
+    heads = {
+        log.name: log
+        for log in AuditLog.objects.filter(name__in=[room_log_name(r.pk) for r in rooms])
+    }
+    summaries = []
+    for room in rooms:
+        name = room_log_name(room.pk)
+        head = heads.get(name)
+        checkpoint = latest_checkpoint(name) if head else None
+        summaries.append(
+            {
+                "room": room,
+                "log": name,
+                "origin": origin_of(name),
+                "size": head.size if head else 0,
+                "checkpoint": checkpoint,
+                "cosignatures": checkpoint.cosignatures.count() if checkpoint else 0,
+            }
+        )
+    return summaries
+
+
+def _readme(origin: str, size: int) -> str:
+    return f"""Clean room audit bundle ({BUNDLE_FORMAT})
+
+Log      {origin}
+Events   {size} (events.jsonl, line i is event i; checkpoint.txt signs their Merkle root)
+
+Verify it offline, with Python 3 and the `cryptography` package alone:
+
+    python -m zipfile -e THIS_BUNDLE.zip bundle/       # or any unzip tool, for verify.py
+    python bundle/verify.py THIS_BUNDLE.zip --trust TRUSTFILE [--previous CHECKPOINT]
+
+TRUSTFILE holds the keys you trust, one a line: the log's verification key(s) as the
+operator's `python manage.py audit_keys` prints them, obtained from the operator and kept by
+you; `witness <key>` lines for member organisations' witnesses whose cosignatures you want
+checked; and `allow-simulated-tee` only if you accept jobs run on a simulated TEE. Never take
+keys from this bundle: whoever could alter the bundle could alter them too.
+
+CHECKPOINT (optional) is a checkpoint.txt you saved from an earlier bundle of this log; the
+verifier then also checks that this log extends it (nothing was rewritten since).
+
+verify.py checks MANIFEST.sig against your keys, that the bundle holds exactly the files
+MANIFEST.json lists with the SHA-256 it gives, the checkpoint's signature, that events.jsonl is
+canonical, numbered 0..n-1 and hashes to the checkpoint's Merkle root (RFC 9162), that every
+attachment is present, and the clean room's rules: every executed query had all data owners'
+approvals of its exact digest before it ran and before it expired; every step ran at a site
+its data's jurisdiction allows; no dataset's privacy budget was overspent; results went only
+to approved receivers; TEE attestations were hardware-backed. It exits 0 when all of this holds
+and 1 naming the first failure.
+"""

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from cleanroom.audit import views
+
+urlpatterns = [
+    path("audit/", views.trail, name="audit-trail"),
+    path("audit/bundles/", views.bundle_list, name="audit-bundles"),
+    path("audit/bundles/<slug:slug>.zip", views.bundle_download, name="audit-bundle-download"),
+]

@@ -1,0 +1,117 @@
+"""Audit pages: each party's trail with verified marks, and the bundles regulators download."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from cleanroom.audit import bundles as bundle_service
+from cleanroom.audit import selectors
+from cleanroom.audit.checkpoints import origin_of
+from cleanroom.audit.log import PLATFORM_LOG
+from cleanroom.audit.permissions import (
+    Permission,
+    bundle_rooms,
+    get_bundle_room,
+    jurisdictions_regulated_by,
+    organizations_with,
+    readable_rooms,
+)
+from cleanroom.audit.verification import FAILED, PENDING, VERIFIED, prove_events
+
+PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+def trail(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if not organizations_with(user, Permission.READ_ROOM_TRAILS):
+        if jurisdictions_regulated_by(user).exists():
+            return redirect("audit-bundles")  # regulators read bundles, not trails
+        raise PermissionDenied("Audit trails are read by the members of an organisation.")
+    where = selectors.TrailFilter.from_params(request.GET)
+    rooms = readable_rooms(user).order_by("name")
+    by_log = selectors.rooms_by_log(rooms)
+    page = Paginator(selectors.trail_events(user, where), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    proven = prove_events(page.object_list)
+    rows = [
+        {
+            "proven": p,
+            "room": by_log.get(p.event.log.name),
+            "data": json.dumps(p.body.get("data", {}), indent=1, sort_keys=True),
+        }
+        for p in proven
+    ]
+    logs = {}
+    for p in proven:
+        if p.checkpoint is not None and p.event.log.name not in logs:
+            logs[p.event.log.name] = {
+                "name": p.event.log.name,
+                "room": by_log.get(p.event.log.name),
+                "origin": origin_of(p.event.log.name),
+                "checkpoint": p.checkpoint,
+                "cosigned_by": p.cosigned_by,
+            }
+    counts = {
+        status: sum(1 for p in proven if p.status == status)
+        for status in (VERIFIED, PENDING, FAILED)
+    }
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "audit/trail.html",
+        {
+            "page": page,
+            "rows": rows,
+            "rooms": rooms,
+            "types": selectors.trail_types(user),
+            "where": where,
+            "counts": counts,
+            "checkpoints": sorted(logs.values(), key=lambda log: log["name"]),
+            "platform_log": PLATFORM_LOG,
+            "filter_query": query.urlencode(),
+            "may_export": bool(organizations_with(user, Permission.EXPORT_BUNDLES)),
+        },
+    )
+
+
+@login_required
+@require_GET
+def bundle_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    jurisdictions = list(jurisdictions_regulated_by(user))
+    exporter = bool(organizations_with(user, Permission.EXPORT_BUNDLES))
+    if not jurisdictions and not exporter:
+        raise PermissionDenied(
+            "Bundles are downloaded by regulators, and by owners and auditors of member "
+            "organisations."
+        )
+    rooms = bundle_service.bundle_summaries(bundle_rooms(user).order_by("name"))
+    return render(
+        request,
+        "audit/bundles.html",
+        {"rooms": rooms, "jurisdictions": jurisdictions, "exporter": exporter},
+    )
+
+
+@login_required
+@require_GET
+def bundle_download(request: HttpRequest, slug: str) -> FileResponse:
+    room = get_bundle_room(request.user, slug)
+    handle = bundle_service.export_bundle_to_temp(room=room, by=request.user)
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        filename=bundle_service.bundle_filename(room),
+        content_type="application/zip",
+    )

@@ -1,0 +1,141 @@
+"""The enclave program: a separate process, started by the worker with a minimal environment.
+
+It imports no Django and reads no settings, database or key files. Over its standard input and
+output (JSON lines) it:
+  1. receives the job: the approved SQL, the room's catalog, ε and the policy bounds, and the
+     paths of the encrypted dataset files;
+  2. makes an ephemeral X25519 key and asks to be attested with it, bound to the job and the
+     query digest;
+  3. receives each dataset's data key sealed to that key (the key service releases them only
+     after verifying the attestation);
+  4. decrypts, re-parses and re-calibrates the query itself (it trusts no plan from the host),
+     computes the differentially private table, and prints it.
+Only the noised table leaves; the exact aggregates and the rows stay in this process.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cleanroom.crypto.envelope import decrypt_stream
+from cleanroom.crypto.sealing import open_sealed, public_bytes
+from jobs.engines.tee.attestation import binding
+from jobs.privacy.calibration import measurements
+from jobs.privacy.release import release_aggregates
+from jobs.sql.parser import parse_query
+from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+
+# The files whose code runs in here: their measurement is what the key service allows.
+CODE = [
+    "jobs/engines/tee/enclave.py",
+    "jobs/engines/tee/attestation.py",
+    "jobs/sql/parser.py",
+    "jobs/sql/plan.py",
+    "jobs/privacy/calibration.py",
+    "jobs/privacy/release.py",
+    "cleanroom/crypto/envelope.py",
+    "cleanroom/crypto/sealing.py",
+]
+
+
+def key_context(job_id: int, dataset: str) -> bytes:
+    return f"cleanroom-key-release/v1\njob:{job_id}\n{dataset}\n".encode()
+
+
+def _send(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _receive() -> dict[str, Any]:
+    line = sys.stdin.readline()
+    if not line:
+        raise SystemExit("the host closed the channel")
+    return json.loads(line)
+
+
+def _catalog(
+    raw: dict[str, Any],
+) -> tuple[dict[str, DatasetInfo], dict[tuple[str, str], ColumnInfo]]:
+    datasets, columns = {}, {}
+    for name, spec in raw.items():
+        infos = {
+            c["name"]: ColumnInfo(
+                name=c["name"],
+                type=c["type"],
+                role=c["role"],
+                domain=tuple(c["domain"]),
+                lower=None if c["lower"] is None else Decimal(c["lower"]),
+                upper=None if c["upper"] is None else Decimal(c["upper"]),
+            )
+            for c in spec["columns"]
+        }
+        datasets[name] = DatasetInfo(
+            qualified_name=name,
+            columns=infos,
+            allowed={Use(use): frozenset(cols) for use, cols in spec["allowed"].items()},
+            allowed_aggregates=frozenset(AggregateKind(a) for a in spec["allowed_aggregates"]),
+        )
+        columns.update({(name, col): info for col, info in infos.items()})
+    return datasets, columns
+
+
+def _frame(path: str, data_key: bytes) -> pl.LazyFrame:
+    plain = io.BytesIO()
+    with Path(path).open("rb") as source:
+        decrypt_stream(source, plain, data_key)
+    plain.seek(0)
+    return pl.read_parquet(plain).lazy()
+
+
+def main() -> None:
+    job = _receive()
+    private_key = X25519PrivateKey.generate()
+    _send(
+        {
+            "attest": {
+                "public_key": base64.b64encode(public_bytes(private_key)).decode(),
+                "user_data": base64.b64encode(binding(job["job"], job["digest"])).decode(),
+            }
+        }
+    )
+    reply = _receive()
+    if "abort" in reply:
+        raise SystemExit(f"aborted by the host: {reply['abort']}")
+    frames = {}
+    for name, sealed in reply["keys"].items():
+        data_key = open_sealed(
+            private_key, base64.b64decode(sealed), context=key_context(job["job"], name)
+        )
+        frames[name] = _frame(job["files"][name], data_key)
+    _send({"progress": [60, "Decrypted inside the enclave"]})
+    datasets, columns = _catalog(job["catalog"])
+    parsed = parse_query(job["sql"], datasets)
+    released = measurements(
+        parsed, columns, epsilon=Decimal(job["epsilon"]), rows_per_unit=job["rows_per_unit"]
+    )
+    # From here a noisy value exists: a failure now spends the budget instead of refunding it.
+    _send({"noise": True})
+    table = release_aggregates(
+        frames,
+        parsed,
+        columns,
+        job["units"],
+        released,
+        rows_per_unit=job["rows_per_unit"],
+        min_group_size=job["min_group_size"],
+    )
+    _send({"result": table.to_json()})
+
+
+if __name__ == "__main__":
+    main()

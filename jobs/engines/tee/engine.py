@@ -1,0 +1,147 @@
+"""The TEE engine, host side: start the enclave process, have it attested, release the keys
+to it, and collect the noised table it prints."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from django.conf import settings
+
+from jobs import runner
+from jobs.engines.base import EngineError, Progress
+from jobs.engines.tee import attestation
+from jobs.engines.tee.key_release import enclave_measurements, release_keys
+from jobs.models import Job, RoomDataset
+from jobs.planner import room_catalog
+from parties.storage import stored_file
+
+
+def _job_message(job: Job) -> dict[str, Any]:
+    query = job.query
+    names = [item["name"] for item in query.canonical["datasets"]]
+    catalog, files, units = {}, {}, {}
+    rows_per_unit, min_group = [], []
+    for name, (contribution, info) in room_catalog(query.room).items():
+        if name not in names:
+            continue
+        contribution: RoomDataset
+        catalog[name] = {
+            "columns": [
+                {
+                    "name": c.name,
+                    "type": c.type,
+                    "role": c.role,
+                    "domain": list(c.domain),
+                    "lower": None if c.lower is None else str(c.lower),
+                    "upper": None if c.upper is None else str(c.upper),
+                }
+                for c in info.columns.values()
+            ],
+            "allowed": {use.value: sorted(cols) for use, cols in info.allowed.items()},
+            "allowed_aggregates": sorted(a.value for a in info.allowed_aggregates),
+        }
+        files[name] = str(stored_file(contribution.version))
+        units[name] = next(c.name for c in info.columns.values() if c.role == "unit")
+        rows_per_unit.append(contribution.policy.max_rows_per_unit)
+        min_group.append(contribution.policy.min_group_size)
+    return {
+        "job": job.pk,
+        "digest": query.digest,
+        "sql": query.sql,
+        "catalog": catalog,
+        "files": files,
+        "units": units,
+        "epsilon": str(query.epsilon),
+        "rows_per_unit": min(rows_per_unit),
+        "min_group_size": max(min_group),
+    }
+
+
+def _minimal_environment(home: str) -> dict[str, str]:
+    """Nothing of the worker's: no database URL, no secrets, no key directory."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(settings.BASE_DIR),
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "random",
+    }
+
+
+def _simulated_nsm() -> attestation.SimulatedEnclave:
+    """This machine has no enclave hardware: a simulated security module measures the enclave
+    code and signs its document with the deployment's simulated root, which the verifier marks
+    `simulated` and production settings refuse to trust."""
+    try:
+        return attestation.simulated_enclave()
+    except attestation.AttestationError as exc:
+        raise EngineError(f"No enclave hardware here, and {exc}.") from None
+
+
+class TeeEngine:
+    name = "tee"
+
+    def run(self, job: Job, progress: Progress) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="enclave-") as home:
+            enclave = subprocess.Popen(
+                [sys.executable, "-m", "jobs.engines.tee.enclave"],
+                cwd=home,
+                env=_minimal_environment(home),
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                return self._converse(job, enclave, progress)
+            finally:
+                if enclave.poll() is None:
+                    enclave.kill()
+                enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
+                for stream in (enclave.stdin, enclave.stdout, enclave.stderr):
+                    stream.close()
+
+    def _converse(self, job: Job, enclave: subprocess.Popen, progress: Progress) -> dict:
+        def send(message: dict) -> None:
+            enclave.stdin.write(json.dumps(message) + "\n")
+            enclave.stdin.flush()
+
+        def receive() -> dict:
+            line = enclave.stdout.readline()
+            if not line:
+                enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
+                raise EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
+            return json.loads(line)
+
+        send(_job_message(job))
+        request = receive()["attest"]
+        document = _simulated_nsm().attest(
+            pcrs=enclave_measurements(),
+            public_key=base64.b64decode(request["public_key"]),
+            user_data=base64.b64decode(request["user_data"]),
+            nonce=os.urandom(16),
+        )
+        progress(25, "Enclave attested")
+        try:
+            keys = release_keys(job, document)
+        except EngineError as exc:
+            send({"abort": str(exc)})
+            raise
+        send({"keys": keys})
+        progress(40, "Keys released to the enclave")
+        while True:
+            message = receive()
+            if "progress" in message:
+                if not progress(*message["progress"]):
+                    raise EngineError("Cancelled while running.")
+            elif message.get("noise"):
+                runner.mark_noise_drawn(job.pk)
+                progress(80, "Noise added inside the enclave")
+            elif "result" in message:
+                return message["result"]

@@ -1,0 +1,91 @@
+"""The key service's release of data keys to an attested enclave.
+
+A dataset's data key is unwrapped and sealed to the enclave's ephemeral key only when: the
+attestation document verifies against a trusted root, its measurements are on the allow-list,
+its user data binds this job and the approved query's digest, the job is running, and residency
+allows rows of the dataset's jurisdiction at the enclave's site. Each verdict and each release
+is an audit event; any failure refuses every key, with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from cleanroom.crypto.keys import key_service
+from cleanroom.crypto.sealing import seal
+from cleanroom.residency import StepKind, decide
+from jobs import runner
+from jobs.engines.base import EngineError
+from jobs.engines.tee import attestation
+from jobs.engines.tee.attestation import binding
+from jobs.engines.tee.enclave import CODE, key_context
+from jobs.models import Job
+from parties.models import DatasetVersion
+
+
+def enclave_measurements() -> dict[int, bytes]:
+    return attestation.measure([settings.BASE_DIR / path for path in CODE])
+
+
+def allowed_measurements() -> list[dict[int, bytes]]:
+    """The configured allow-list (TEE_MEASUREMENT_ALLOWLIST); with none configured, the embedded
+    default allows this checkout's own enclave code."""
+    return attestation.configured_measurements() or [{0: enclave_measurements()[0]}]
+
+
+def release_keys(job: Job, document: bytes) -> dict[str, str]:
+    try:
+        verified = attestation.verify_attestation(
+            document,
+            trusted_roots=attestation.trusted_roots(),
+            at=datetime.now(UTC),
+            allowed_measurements=allowed_measurements(),
+            expected_user_data=binding(job.pk, job.query.digest),
+        )
+    except attestation.AttestationError as exc:
+        runner.record_attestation(
+            job.pk, {"evidence_sha256": _sha256(document)}, accepted=False, reason=str(exc)
+        )
+        raise EngineError(f"Attestation refused: {exc}") from None
+    runner.record_attestation(
+        job.pk,
+        {
+            "kind": verified.kind,
+            "module_id": verified.module_id,
+            "measurements": {
+                str(i): pcr.hex() for i, pcr in sorted(verified.pcrs.items()) if any(pcr)
+            },
+            "evidence_sha256": verified.evidence_sha256,
+            "root_sha256": verified.root_sha256,
+        },
+        accepted=True,
+    )
+    job.refresh_from_db()
+    if job.state != Job.State.RUNNING:
+        raise EngineError("The job is not running; no keys are released.")
+    keys = {}
+    for item in job.query.canonical["datasets"]:
+        version = DatasetVersion.objects.select_related(
+            "dataset__organization", "dataset__jurisdiction"
+        ).get(dataset_id=int(item["dataset"].split(":")[1]), number=item["version"])
+        decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=job.site)
+        if not decision.allowed:
+            raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
+        data_key = key_service().unwrap(
+            version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+        )
+        keys[item["name"]] = base64.b64encode(
+            seal(verified.public_key, data_key, context=key_context(job.pk, item["name"]))
+        ).decode()
+        runner.record_key_release(
+            job.pk, dataset=version.dataset_id, site=job.site.name, reason=decision.reason
+        )
+    return keys
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

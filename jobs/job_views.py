@@ -1,0 +1,177 @@
+"""Job and result pages: run, live progress, cancel, the released table, and the budget."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from cleanroom.errors import DomainError
+from jobs import runner, selectors
+from jobs.models import Job, Result
+
+
+def _job(request: HttpRequest, slug: str, pk: int) -> Job:
+    room = selectors.get_room_for_member(request.user, slug)
+    return get_object_or_404(
+        Job.objects.select_related("query__room", "site__jurisdiction"), pk=pk, query__room=room
+    )
+
+
+@login_required
+@require_POST
+def job_run(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    try:
+        job = runner.run_query(query=query, by=request.user)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("query-detail", slug=slug, pk=pk)
+    return redirect("job-detail", slug=slug, pk=job.pk)
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    job = _job(request, slug, pk)
+    result = Result.objects.filter(job=job).first()
+    context = {
+        "job": job,
+        "room": job.query.room,
+        "query": job.query,
+        "result": result,
+        "can_read": bool(result and selectors.receiver_organization(request.user, result)),
+    }
+    template = "jobs/_job_progress.html" if request.htmx else "jobs/job_detail.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    job = _job(request, slug, pk)
+    try:
+        runner.cancel_job(job=job, by=request.user)
+        messages.success(request, "Cancellation requested.")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("job-detail", slug=slug, pk=pk)
+
+
+def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
+    job = _job(request, slug, pk)
+    result = get_object_or_404(Result, job=job)
+    organization = selectors.receiver_organization(request.user, result)
+    if organization is None:
+        raise PermissionDenied("Only members of the receiving organisations read this result.")
+    return job, result, runner.read_result(result, organization)
+
+
+def _chart(table: dict) -> dict | None:
+    """Points and 95 % error bars of the first aggregate, scaled into a 600 by 240 SVG."""
+    aliases = table["columns"][len(table["dimensions"]) :]
+    rows = [
+        r
+        for r in table["rows"]
+        if not r["suppressed"] and r["cells"][aliases[0]]["value"] is not None
+    ]
+    if not aliases or not rows:
+        return None
+    alias = aliases[0]
+    highs = [r["cells"][alias]["ci95_high"] for r in rows]
+    lows = [r["cells"][alias]["ci95_low"] for r in rows]
+    top, bottom = max([*highs, 0]), min([*lows, 0])
+    span = (top - bottom) or 1
+    step = 560 / len(rows)
+
+    def y(value: float) -> float:
+        return round(220 - (value - bottom) / span * 200, 1)
+
+    return {
+        "alias": alias,
+        "zero": y(0),
+        "points": [
+            {
+                "x": round(30 + step * (i + 0.5), 1),
+                "label": " · ".join(str(r[d]) for d in table["dimensions"]),
+                "y": y(r["cells"][alias]["value"]),
+                "low": y(r["cells"][alias]["ci95_low"]),
+                "high": y(r["cells"][alias]["ci95_high"]),
+                "value": r["cells"][alias]["value"],
+            }
+            for i, r in enumerate(rows)
+        ],
+    }
+
+
+@login_required
+@require_GET
+def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    job, result, table = _readable_result(request, slug, pk)
+    return render(
+        request,
+        "jobs/result_detail.html",
+        {
+            "job": job,
+            "room": job.query.room,
+            "query": job.query,
+            "result": result,
+            "table": table,
+            "aliases": table["columns"][len(table["dimensions"]) :],
+            "chart": _chart(table),
+        },
+    )
+
+
+@login_required
+@require_GET
+def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
+    job, _result, table = _readable_result(request, slug, pk)
+    name = f"result-job-{job.pk}"
+    if fmt == "json":
+        response = HttpResponse(json.dumps(table, indent=2), content_type="application/json")
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        aliases = table["columns"][len(table["dimensions"]) :]
+        writer.writerow(
+            [
+                *table["dimensions"],
+                "suppressed",
+                *[
+                    f"{a}{part}"
+                    for a in aliases
+                    for part in ("", "_ci95_low", "_ci95_high", "_mechanism", "_scale")
+                ],
+            ]
+        )
+        for row in table["rows"]:
+            writer.writerow(
+                [
+                    *(row[d] for d in table["dimensions"]),
+                    row["suppressed"],
+                    *[
+                        row["cells"][a][key]
+                        for a in aliases
+                        for key in ("value", "ci95_low", "ci95_high", "mechanism", "scale")
+                    ],
+                ]
+            )
+        response = HttpResponse(out.getvalue(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+@login_required
+@require_GET
+def room_budget(request: HttpRequest, slug: str) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    return render(request, "jobs/budget.html", {"room": room, "rows": selectors.budget_of(room)})

@@ -1,0 +1,1 @@
+"""Differential privacy: calibration through OpenDP's privacy maps, and the budget ledger."""

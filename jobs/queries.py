@@ -1,0 +1,445 @@
+"""Changes to joint queries: drafts, submission, approvals, revocation, expiry, and the run gate.
+
+A submitted query version is frozen: its canonical form (text, datasets at their versions,
+policy versions, mechanism, ε, δ, receivers, purpose, expiry) is hashed into its digest, and
+every approval is an Ed25519 signature by the approving organisation's key over that digest.
+Editing makes a new version with no approvals. Every transition writes its audit event.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.verify import canonical_json
+from cleanroom.crypto.keys import key_service
+from cleanroom.errors import DomainError
+from jobs.models import Approval, Query, Room
+from jobs.permissions import Permission, require
+from jobs.planner import Plan, plan_query
+from parties.models import Organization
+
+EDITABLE = ("title", "purpose", "sql", "requested_mechanism", "epsilon", "delta", "expires_at")
+# Versions that a newer submitted version replaces.
+REPLACEABLE = (Query.Status.PENDING, Query.Status.APPROVED)
+
+
+class QueryRefused(DomainError):
+    code = "query_refused"
+
+
+def _record(query: Query, type: str, by: User | None, **data: Any) -> None:
+    record_event(
+        log=room_log_name(query.room_id),
+        type=type,
+        actor=actor_ref(by),
+        subject=f"query:{query.pk}",
+        data={"query": f"query:{query.pk}", **data},
+    )
+
+
+def plan_for(query: Query) -> Plan:
+    return plan_query(
+        room=query.room,
+        sql=query.sql,
+        mechanism=query.requested_mechanism,
+        epsilon=query.epsilon,
+        delta=query.delta,
+        receivers=list(query.receivers.order_by("slug")),
+    )
+
+
+def _check_fields(values: dict[str, Any]) -> None:
+    if not str(values.get("title", "")).strip():
+        raise QueryRefused("Give the query a title.")
+    if not str(values.get("purpose", "")).strip():
+        raise QueryRefused("State the purpose: every owner sees it before approving.")
+    if values["expires_at"] <= timezone.now():
+        raise QueryRefused("The expiry must be in the future.")
+    if Decimal(values["epsilon"]) <= 0:
+        raise QueryRefused("ε must be positive.")
+    if Decimal(values.get("delta") or 0) < 0:
+        raise QueryRefused("δ cannot be negative.")
+
+
+def save_draft(
+    *,
+    room: Room,
+    acting_for: Organization,
+    by: User,
+    receivers: list[Organization],
+    query: Query | None = None,
+    **values: Any,
+) -> Query:
+    """Create a draft, or change one in place; submitted versions are changed by `revise_query`."""
+    require(by, Permission.PROPOSE_QUERY, room=room, organization=acting_for)
+    unknown = set(values) - set(EDITABLE)
+    if unknown:
+        raise QueryRefused(f"Unknown query fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        if query is None:
+            query = Query(
+                room=room, lineage=uuid.uuid4(), author=by, author_organization=acting_for
+            )
+        else:
+            query = Query.objects.select_for_update().get(pk=query.pk)
+            if query.status != Query.Status.DRAFT:
+                raise QueryRefused(
+                    "Only a draft changes in place; revise the query instead.", code="not_a_draft"
+                )
+        for name, value in values.items():
+            setattr(query, name, value)
+        _check_fields({name: getattr(query, name) for name in EDITABLE})
+        query.save()
+        query.receivers.set(receivers)
+    return query
+
+
+def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
+    """Everything an approval binds. Any change to any of it is a new version."""
+    return {
+        "format": "cleanroom-query/v1",
+        "room": f"room:{query.room_id}",
+        "lineage": str(query.lineage),
+        "version": query.version,
+        "title": query.title,
+        "purpose": query.purpose,
+        "sql": query.sql,
+        "mechanism": plan.mechanism,
+        "output_kind": query.output_kind,
+        "epsilon": str(query.epsilon),
+        "delta": str(query.delta),
+        "receivers": sorted(f"org:{org.pk}" for org in query.receivers.all()),
+        "expires_at": query.expires_at.isoformat(),
+        "datasets": sorted(
+            (
+                {
+                    "dataset": f"dataset:{c.dataset_id}",
+                    "name": c.dataset.qualified_name,
+                    "version": c.version.number,
+                    "content_sha256": c.version.content_sha256,
+                    "policy_version": c.policy.version,
+                }
+                for c in plan.contributions
+            ),
+            key=lambda item: item["name"],
+        ),
+    }
+
+
+def digest_of(canonical: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(canonical)).hexdigest()
+
+
+def submit_query(*, query: Query, by: User) -> Query:
+    """Freeze a draft for approval; refused, with every failed check, if the plan fails."""
+    with transaction.atomic():
+        # Lock every version of the lineage at once, in primary-key order: decisions lock a
+        # single version, so the two can never wait on each other in opposite orders.
+        versions = {
+            version.pk: version
+            for version in Query.objects.select_for_update(of=("self",))
+            .select_related("room")
+            .filter(lineage=query.lineage)
+            .order_by("pk")
+        }
+        query = versions[query.pk]
+        require(
+            by, Permission.PROPOSE_QUERY, room=query.room, organization=query.author_organization
+        )
+        if query.status != Query.Status.DRAFT:
+            raise QueryRefused(
+                f"This version is {query.get_status_display().lower()}, not a draft.",
+                code="not_a_draft",
+            )
+        plan = plan_for(query)
+        if not plan.ok:
+            raise QueryRefused(
+                "The query cannot be submitted: "
+                + " ".join(check.message for check in plan.failed()),
+                code="plan_failed",
+            )
+        query.mechanism = plan.mechanism
+        query.canonical = canonical_form(query, plan)
+        query.digest = digest_of(query.canonical)
+        query.plan = plan.as_dict()
+        query.status = Query.Status.PENDING
+        query.submitted_at = timezone.now()
+        query.save()
+        for older in versions.values():
+            if older.pk == query.pk or older.status not in REPLACEABLE:
+                continue
+            older.status = Query.Status.SUPERSEDED
+            older.save(update_fields=["status"])
+            _record(older, "query.superseded", by, superseded_by=f"query:{query.pk}")
+        canonical = query.canonical
+        _record(
+            query,
+            "query.submitted",
+            by,
+            lineage=str(query.lineage),
+            version=query.version,
+            digest=query.digest,
+            datasets=[
+                {
+                    **item,
+                    "owner": f"org:{c.dataset.organization_id}",
+                    "jurisdiction": c.dataset.jurisdiction.code,
+                }
+                for item, c in zip(
+                    canonical["datasets"],
+                    sorted(plan.contributions, key=lambda c: c.dataset.qualified_name),
+                    strict=True,
+                )
+            ],
+            required_approvers=[f"org:{org.pk}" for org in plan.required_approvers],
+            receivers=canonical["receivers"],
+            epsilon=canonical["epsilon"],
+            delta=canonical["delta"],
+            mechanism=plan.mechanism,
+            output_kind=query.output_kind,
+            expires_at=canonical["expires_at"],
+            residency=[d for step in query.plan["steps"] for d in step["decisions"]],
+            sql_sha256=hashlib.sha256(query.sql.encode()).hexdigest(),
+        )
+    return query
+
+
+def revise_query(
+    *, query: Query, by: User, receivers: list[Organization] | None = None, **changes: Any
+) -> Query:
+    """A new draft version of a submitted query, with no approvals; the old version stays
+    as it is until the new one is submitted."""
+    source = Query.objects.select_related("room").get(pk=query.pk)
+    if source.status == Query.Status.DRAFT:
+        raise QueryRefused("This version is still a draft: change it in place.")
+    latest = Query.objects.filter(lineage=source.lineage).order_by("-version").first()
+    if latest.status == Query.Status.DRAFT:
+        raise QueryRefused(
+            f"Version {latest.version} is already a draft of this query.", code="draft_exists"
+        )
+    values = {name: getattr(source, name) for name in EDITABLE}
+    values.update(changes)
+    try:
+        with transaction.atomic():
+            draft = Query(
+                room=source.room,
+                lineage=source.lineage,
+                version=latest.version + 1,
+                author=by,
+                author_organization=source.author_organization,
+            )
+            require(
+                by,
+                Permission.PROPOSE_QUERY,
+                room=source.room,
+                organization=source.author_organization,
+            )
+            for name, value in values.items():
+                setattr(draft, name, value)
+            _check_fields(values)
+            draft.save()
+            draft.receivers.set(list(source.receivers.all()) if receivers is None else receivers)
+    except IntegrityError:
+        raise QueryRefused(
+            "Someone else revised this query at the same time; reload it.", code="conflict"
+        ) from None
+    return draft
+
+
+def approval_message(query: Query, organization: Organization, decision: str) -> bytes:
+    """What an organisation's key signs: the decision, bound to this version's digest."""
+    return (
+        f"cleanroom-approval/v1\nquery:{query.pk}\n{query.digest}\n"
+        f"org:{organization.pk}\n{decision}\n"
+    ).encode()
+
+
+def verify_approval(approval: Approval) -> bool:
+    message = approval_message(approval.query, approval.organization, approval.decision)
+    public_key = Ed25519PublicKey.from_public_bytes(bytes(approval.organization.public_key))
+    try:
+        public_key.verify(bytes(approval.signature), message)
+    except InvalidSignature:
+        return False
+    return approval.digest == approval.query.digest
+
+
+def _expire_if_due(query: Query, now: datetime) -> bool:
+    if query.status in REPLACEABLE and query.expires_at <= now:
+        query.status = Query.Status.EXPIRED
+        query.save(update_fields=["status"])
+        _record(query, "query.expired", None, expires_at=query.expires_at.isoformat())
+        return True
+    return False
+
+
+def decide_query(
+    *, query: Query, organization: Organization, by: User, approve: bool, comment: str = ""
+) -> Approval:
+    """An owner organisation approves or rejects this exact version; any rejection rejects it."""
+    if expire_queries(pk=query.pk):
+        raise QueryRefused(
+            "This query has expired; the analyst can submit a new version.", code="expired"
+        )
+    with transaction.atomic():
+        # The row lock serialises decisions, revisions and expiry of this version.
+        query = (
+            Query.objects.select_for_update(of=("self",)).select_related("room").get(pk=query.pk)
+        )
+        require(by, Permission.DECIDE_QUERY, room=query.room, organization=organization)
+        if query.status != Query.Status.PENDING:
+            raise QueryRefused(
+                f"This version is {query.get_status_display().lower()}: it takes no decisions.",
+                code="not_pending",
+            )
+        if organization.slug not in query.plan["required_approvers"]:
+            raise QueryRefused(
+                f"{organization.name} owns no dataset this query reads.", code="not_an_approver"
+            )
+        if query.approvals.filter(organization=organization, revoked_at__isnull=True).exists():
+            raise QueryRefused(
+                f"{organization.name} has already decided on this version.", code="already_decided"
+            )
+        decision = Approval.Decision.APPROVE if approve else Approval.Decision.REJECT
+        approval = Approval.objects.create(
+            query=query,
+            organization=organization,
+            decision=decision,
+            decided_by=by,
+            comment=comment,
+            digest=query.digest,
+            signature=key_service().sign(
+                organization.signing_key_id, approval_message(query, organization, decision)
+            ),
+            decided_at=timezone.now(),
+        )
+        _record(
+            query,
+            "query.approved" if approve else "query.rejected",
+            by,
+            digest=query.digest,
+            organization=f"org:{organization.pk}",
+            signature=base64.b64encode(bytes(approval.signature)).decode(),
+            public_key=base64.b64encode(bytes(organization.public_key)).decode(),
+            comment_sha256=hashlib.sha256(comment.encode()).hexdigest(),
+        )
+        if not approve:
+            query.status = Query.Status.REJECTED
+        elif set(_live_approvers(query)) >= set(query.plan["required_approvers"]):
+            query.status = Query.Status.APPROVED
+        query.save(update_fields=["status"])
+    return approval
+
+
+def _live_approvers(query: Query) -> list[str]:
+    return list(
+        query.approvals.filter(
+            decision=Approval.Decision.APPROVE, revoked_at__isnull=True
+        ).values_list("organization__slug", flat=True)
+    )
+
+
+def revoke_approval(*, approval: Approval, by: User) -> Approval:
+    """Withdraw an approval before the query runs. An approved query loses its approval and
+    needs a new version; a pending one waits for that owner again."""
+    with transaction.atomic():
+        query = (
+            Query.objects.select_for_update(of=("self",))
+            .select_related("room")
+            .get(pk=approval.query_id)
+        )
+        approval = Approval.objects.select_for_update().get(pk=approval.pk)
+        require(by, Permission.DECIDE_QUERY, room=query.room, organization=approval.organization)
+        if approval.revoked_at or approval.decision != Approval.Decision.APPROVE:
+            raise QueryRefused("Only a standing approval can be revoked.", code="not_revocable")
+        if query.status not in REPLACEABLE:
+            raise QueryRefused(
+                f"This version is {query.get_status_display().lower()}: too late to revoke.",
+                code="not_revocable",
+            )
+        approval.revoked_at = timezone.now()
+        approval.revoked_by = by
+        approval.save(update_fields=["revoked_at", "revoked_by"])
+        if query.status == Query.Status.APPROVED:
+            query.status = Query.Status.REVOKED
+            query.save(update_fields=["status"])
+        _record(
+            query,
+            "query.approval_revoked",
+            by,
+            organization=f"org:{approval.organization_id}",
+            digest=query.digest,
+        )
+    return approval
+
+
+def expire_queries(now: datetime | None = None, pk: int | None = None) -> int:
+    """Expire every pending or approved query past its expiry (run periodically, and before
+    a decision on one query), each in its own transaction so the expiry is kept."""
+    now = now or timezone.now()
+    due = Query.objects.filter(status__in=REPLACEABLE, expires_at__lte=now)
+    if pk is not None:
+        due = due.filter(pk=pk)
+    expired = 0
+    for due_pk in due.values_list("pk", flat=True):
+        with transaction.atomic():
+            expired += _expire_if_due(Query.objects.select_for_update().get(pk=due_pk), now)
+    return expired
+
+
+def check_runnable(query: Query, *, running: bool = False) -> Plan:
+    """The gate before a job may start: approved by every owner of every dataset it reads, for
+    exactly this version, with valid signatures, unexpired, and its plan still passing.
+    Refuses with the first unmet condition. The worker asks again (`running`) when an attempt
+    starts; the budget is then enforced by the reservation, under its row locks."""
+    expected = Query.Status.RUNNING if running else Query.Status.APPROVED
+    if query.status != expected:
+        raise QueryRefused(
+            f"The query is {query.get_status_display().lower()}, not approved.", code="not_approved"
+        )
+    if query.expires_at <= timezone.now():
+        raise QueryRefused("The query's approvals have expired.", code="expired")
+    if digest_of(query.canonical) != query.digest:
+        raise QueryRefused(
+            "The query changed after submission: its digest no longer matches.",
+            code="digest_mismatch",
+        )
+    plan = plan_for(query)
+    failed = [c for c in plan.failed() if not (running and c.name == "budget")]
+    if failed:
+        raise QueryRefused(
+            "The plan no longer passes: " + " ".join(c.message for c in failed), code="plan_failed"
+        )
+    if digest_of(canonical_form(query, plan)) != query.digest:
+        raise QueryRefused(
+            "The query, its datasets or their policies changed since approval.",
+            code="digest_mismatch",
+        )
+    approvals = {
+        a.organization.slug: a
+        for a in query.approvals.filter(
+            revoked_at__isnull=True, decision=Approval.Decision.APPROVE
+        ).select_related("organization", "query")
+    }
+    for org in plan.required_approvers:
+        approval = approvals.get(org.slug)
+        if approval is None:
+            raise QueryRefused(f"{org.name} has not approved this version.", code="unapproved")
+        if not verify_approval(approval):
+            raise QueryRefused(
+                f"{org.name}'s approval signature does not verify for this version.",
+                code="bad_signature",
+            )
+    return plan

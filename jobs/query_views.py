@@ -1,0 +1,244 @@
+"""Query pages: the composer with its live plan, the query page, and the approvals inbox."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cleanroom.errors import DomainError
+from jobs import queries, selectors
+from jobs.forms import DecisionForm, QueryForm
+from jobs.models import Approval, Query, Room
+from jobs.permissions import Permission, has_permission
+from jobs.planner import plan_query
+from parties.selectors import organizations_of
+
+
+def _proposing_org(user, room: Room):
+    for org in organizations_of(user):
+        if has_permission(user, Permission.PROPOSE_QUERY, room=room, organization=org):
+            return org
+    raise PermissionDenied("Only analysts of a member organisation propose queries.")
+
+
+def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResponse:
+    acting = _proposing_org(request.user, room)
+    initial = None
+    if query is not None:
+        initial = {name: getattr(query, name) for name in queries.EDITABLE}
+        initial["receivers"] = list(query.receivers.all())
+    form = QueryForm(request.POST or None, room=room, initial=initial)
+    plan = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            query = queries.save_draft(
+                room=room,
+                acting_for=acting,
+                by=request.user,
+                query=query,
+                receivers=list(form.cleaned_data["receivers"]),
+                **form.query_values(),
+            )
+            if "submit" in request.POST:
+                queries.submit_query(query=query, by=request.user)
+                messages.success(
+                    request, "Submitted: every data owner now sees it in their approvals inbox."
+                )
+            else:
+                messages.success(request, "Draft saved.")
+            return redirect("query-detail", slug=room.slug, pk=query.pk)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+    if form.is_bound or query is not None:
+        plan = _live_plan(room, form)
+    return render(
+        request,
+        "jobs/query_form.html",
+        {
+            "room": room,
+            "form": form,
+            "query": query,
+            "plan": plan,
+            "catalog": selectors.contributions_of(room),
+        },
+    )
+
+
+def _live_plan(room: Room, form: QueryForm) -> dict | None:
+    """Plan whatever the composer holds; fields that do not validate yet take their defaults."""
+    if form.is_bound:
+        form.is_valid()
+        data = form.cleaned_data
+    else:
+        data = form.initial
+    if not data.get("sql"):
+        return None
+    return plan_query(
+        room=room,
+        sql=data["sql"],
+        mechanism=data.get("requested_mechanism") or Query.Mechanism.AUTO,
+        epsilon=data.get("epsilon") or form.fields["epsilon"].initial,
+        delta=data.get("delta") or Decimal(0),
+        receivers=list(data.get("receivers") or []),
+    ).as_dict()
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def query_create(request: HttpRequest, slug: str) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    return _composer(request, room, None)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    if query.status != Query.Status.DRAFT:
+        raise PermissionDenied("Only drafts are edited; revise a submitted query.")
+    return _composer(request, room, query)
+
+
+@login_required
+@require_POST
+def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
+    """htmx: the plan report for the composer's current contents."""
+    room = selectors.get_room_for_member(request.user, slug)
+    form = QueryForm(request.POST, room=room)
+    return render(request, "jobs/_plan.html", {"plan": _live_plan(room, form)})
+
+
+@login_required
+@require_GET
+def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    previous = selectors.previous_version(query)
+    approvals = list(query.approvals.select_related("organization", "decided_by", "query"))
+    deciding = [org for q, org in selectors.inbox_for(request.user) if q.pk == query.pk]
+    own_orgs = set(organizations_of(request.user).values_list("pk", flat=True))
+    return render(
+        request,
+        "jobs/query_detail.html",
+        {
+            "room": room,
+            "query": query,
+            "plan": query.plan,
+            "approvals": [(a, queries.verify_approval(a)) for a in approvals],
+            "revocable": [
+                a
+                for a in approvals
+                if a.organization_id in own_orgs
+                and a.decision == "approve"
+                and not a.revoked_at
+                and query.status in queries.REPLACEABLE
+                and has_permission(
+                    request.user, Permission.DECIDE_QUERY, room=room, organization=a.organization
+                )
+            ],
+            "deciding": deciding,
+            "decision_form": DecisionForm(),
+            "previous": previous,
+            "changes": selectors.changes_since(query, previous),
+            "versions": Query.objects.filter(lineage=query.lineage).order_by("-version"),
+            "can_propose": any(
+                has_permission(request.user, Permission.PROPOSE_QUERY, room=room, organization=org)
+                for org in organizations_of(request.user)
+            ),
+        },
+    )
+
+
+@login_required
+@require_POST
+def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    try:
+        queries.submit_query(query=query, by=request.user)
+        messages.success(request, "Submitted for approval.")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("query-detail", slug=slug, pk=pk)
+
+
+@login_required
+@require_POST
+def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    try:
+        draft = queries.revise_query(query=query, by=request.user)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+        return redirect("query-detail", slug=slug, pk=pk)
+    return redirect("query-edit", slug=slug, pk=draft.pk)
+
+
+@login_required
+@require_POST
+def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    organization = get_object_or_404(
+        organizations_of(request.user), slug=request.POST.get("organization")
+    )
+    form = DecisionForm(request.POST)
+    form.is_valid()
+    approve = request.POST.get("decision") == "approve"
+    try:
+        queries.decide_query(
+            query=query,
+            organization=organization,
+            by=request.user,
+            approve=approve,
+            comment=form.cleaned_data.get("comment", ""),
+        )
+        messages.success(
+            request,
+            f"{organization.name} {'approved' if approve else 'rejected'} version {query.version}.",
+        )
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    # Back to where the owner decided: the inbox or the query page (never a free URL).
+    if request.POST.get("from") == "inbox":
+        return redirect("inbox")
+    return redirect("query-detail", slug=slug, pk=pk)
+
+
+@login_required
+@require_POST
+def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) -> HttpResponse:
+    room = selectors.get_room_for_member(request.user, slug)
+    query = selectors.get_query_for_member(request.user, room, pk)
+    approval = get_object_or_404(Approval, pk=approval_id, query=query)
+    try:
+        queries.revoke_approval(approval=approval, by=request.user)
+        messages.success(request, "Approval revoked.")
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    return redirect("query-detail", slug=slug, pk=pk)
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    items = []
+    for query, organization in selectors.inbox_for(request.user):
+        previous = selectors.previous_version(query)
+        items.append(
+            {
+                "query": query,
+                "organization": organization,
+                "changes": selectors.changes_since(query, previous),
+                "previous": previous,
+            }
+        )
+    return render(request, "jobs/inbox.html", {"items": items, "decision_form": DecisionForm()})

@@ -1,0 +1,38 @@
+"""Celery tasks: thin, idempotent, taking ids; the work is in the services."""
+
+from celery import shared_task
+
+from jobs import queries, runner
+from jobs.engines.base import EngineError
+from jobs.engines.tee.engine import TeeEngine
+
+
+@shared_task(name="jobs.expire_queries", acks_late=True)
+def expire_queries() -> int:
+    """Mark pending and approved queries past their expiry as expired (idempotent)."""
+    return queries.expire_queries()
+
+
+@shared_task(name="jobs.dispatch_pending")
+def dispatch_pending() -> int:
+    """The outbox: hand queued jobs to their sites' queues once the broker is back."""
+    return runner.dispatch_pending()
+
+
+# Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
+# acks_late with reject_on_worker_lost: a worker killed mid-job leaves the task to be redelivered,
+# and the job's attempt counter and row lock make the redelivery harmless.
+@shared_task(name="jobs.run_tee_job", acks_late=True, reject_on_worker_lost=True)
+def run_tee_job(job_id: int, site: str) -> str:
+    job = runner.start_attempt(job_id, site)
+    if job is None:
+        return "nothing to do"
+    try:
+        table = TeeEngine().run(
+            job, lambda percent, message: runner.report_progress(job_id, percent, message)
+        )
+    except EngineError as exc:
+        runner.fail_job(job_id, str(exc))
+        return "failed"
+    runner.release_result(job_id, table)
+    return "released"

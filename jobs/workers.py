@@ -1,0 +1,50 @@
+"""Local site workers for the embedded default: one Celery worker process per site, each
+consuming only its site's queue and knowing its own site (CLEANROOM_SITE)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+
+from parties.models import Site
+
+
+def start_worker(site: Site) -> subprocess.Popen:
+    env = {**os.environ, "CLEANROOM_SITE": site.name, "CLEANROOM_BOOTSTRAP": "0"}
+    return subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "cleanroom",
+            "worker",
+            "-Q",
+            site.queue,
+            "--pool",
+            "solo",
+            "--hostname",
+            f"{site.name}@%h",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+    )
+
+
+@contextmanager
+def site_workers(kind: str = Site.Kind.TEE) -> Iterator[list[subprocess.Popen]]:
+    workers = [start_worker(site) for site in Site.objects.filter(kind=kind, active=True)]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
