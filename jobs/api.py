@@ -12,16 +12,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.errors import DomainError
-from jobs import queries, selectors, services
-from jobs.models import Approval, Query, Room, RoomMembership
+from jobs import queries, runner, selectors, services
+from jobs.models import Approval, Job, Query, Result, Room, RoomMembership
 from jobs.permissions import Permission, has_permission
 from jobs.planner import plan_query
 from jobs.serializers import (
     ApprovalSerializer,
+    BudgetSerializer,
     ContributionInputSerializer,
     DecisionInputSerializer,
     InvitationInputSerializer,
     InvitationResponseSerializer,
+    JobSerializer,
     PlanInputSerializer,
     QueryInputSerializer,
     QueryPatchSerializer,
@@ -285,3 +287,59 @@ class Inbox(APIView):
                 for query, org in items
             ]
         )
+
+
+def _job(request: Request, slug: str, pk: int) -> Job:
+    room = selectors.get_room_for_member(request.user, slug)
+    return get_object_or_404(Job.objects.select_related("query", "site"), pk=pk, query__room=room)
+
+
+class QueryRun(APIView):
+    """Run an approved query version (once); its job is handed to its site's queue."""
+
+    @extend_schema(request=None, responses={201: JobSerializer})
+    def post(self, request: Request, slug: str, pk: int) -> Response:
+        job = runner.run_query(query=_query(request, slug, pk), by=request.user)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetail(APIView):
+    @extend_schema(responses={200: JobSerializer})
+    def get(self, request: Request, slug: str, pk: int) -> Response:
+        return Response(JobSerializer(_job(request, slug, pk)).data)
+
+
+class JobCancel(APIView):
+    @extend_schema(request=None, responses={200: JobSerializer})
+    def post(self, request: Request, slug: str, pk: int) -> Response:
+        job = runner.cancel_job(job=_job(request, slug, pk), by=request.user)
+        return Response(JobSerializer(job).data)
+
+
+class JobResult(APIView):
+    """The released, differentially private table: for members of its receivers only."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request, slug: str, pk: int) -> Response:
+        job = _job(request, slug, pk)
+        result = get_object_or_404(Result, job=job)
+        organization = selectors.receiver_organization(request.user, result)
+        if organization is None:
+            raise PermissionDenied("Only members of the receiving organisations read this result.")
+        return Response(
+            {
+                "job": job.pk,
+                "sha256": result.sha256,
+                "mechanism": result.mechanism,
+                "epsilon": str(result.epsilon),
+                "simulated_tee": result.simulated_tee,
+                "table": runner.read_result(result, organization),
+            }
+        )
+
+
+class RoomBudget(APIView):
+    @extend_schema(responses={200: BudgetSerializer(many=True)})
+    def get(self, request: Request, slug: str) -> Response:
+        room = selectors.get_room_for_member(request.user, slug)
+        return Response(BudgetSerializer(selectors.budget_of(room), many=True).data)

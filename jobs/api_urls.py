@@ -39,4 +39,9 @@ urlpatterns = [
         name="api-approval-revoke",
     ),
     path("approvals/", api.Inbox.as_view(), name="api-inbox"),
+    path("rooms/<slug:slug>/queries/<int:pk>/run/", api.QueryRun.as_view(), name="api-query-run"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/", api.JobDetail.as_view(), name="api-job"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/cancel/", api.JobCancel.as_view(), name="api-job-cancel"),
+    path("rooms/<slug:slug>/jobs/<int:pk>/result/", api.JobResult.as_view(), name="api-result"),
+    path("rooms/<slug:slug>/budget/", api.RoomBudget.as_view(), name="api-budget"),
 ]

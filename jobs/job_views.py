@@ -78,16 +78,12 @@ def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Res
 def _chart(table: dict) -> dict | None:
     """Points and 95 % error bars of the first aggregate, scaled into a 600 by 240 SVG."""
     aliases = table["columns"][len(table["dimensions"]) :]
-    rows = [
-        r
-        for r in table["rows"]
-        if not r["suppressed"] and r["cells"][aliases[0]]["value"] is not None
-    ]
+    rows = [r for r in table["rows"] if not r["suppressed"] and r[aliases[0]]["value"] is not None]
     if not aliases or not rows:
         return None
     alias = aliases[0]
-    highs = [r["cells"][alias]["ci95_high"] for r in rows]
-    lows = [r["cells"][alias]["ci95_low"] for r in rows]
+    highs = [r[alias]["ci95_high"] for r in rows]
+    lows = [r[alias]["ci95_low"] for r in rows]
     top, bottom = max([*highs, 0]), min([*lows, 0])
     span = (top - bottom) or 1
     step = 560 / len(rows)
@@ -102,10 +98,10 @@ def _chart(table: dict) -> dict | None:
             {
                 "x": round(30 + step * (i + 0.5), 1),
                 "label": " · ".join(str(r[d]) for d in table["dimensions"]),
-                "y": y(r["cells"][alias]["value"]),
-                "low": y(r["cells"][alias]["ci95_low"]),
-                "high": y(r["cells"][alias]["ci95_high"]),
-                "value": r["cells"][alias]["value"],
+                "y": y(r[alias]["value"]),
+                "low": y(r[alias]["ci95_low"]),
+                "high": y(r[alias]["ci95_high"]),
+                "value": r[alias]["value"],
             }
             for i, r in enumerate(rows)
         ],
@@ -159,7 +155,7 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
                     *(row[d] for d in table["dimensions"]),
                     row["suppressed"],
                     *[
-                        row["cells"][a][key]
+                        row[a][key]
                         for a in aliases
                         for key in ("value", "ci95_low", "ci95_high", "mechanism", "scale")
                     ],

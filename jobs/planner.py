@@ -464,6 +464,9 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
 
 
 def _round(value: float) -> float:
-    if value == 0 or not math.isfinite(value):
+    if not math.isfinite(value):
+        # OpenDP reports -inf for scales far below one integer step: the noise is then zero.
+        return 0.0
+    if value == 0:
         return value
     return round(value, max(0, 3 - math.floor(math.log10(abs(value)))))

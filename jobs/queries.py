@@ -310,7 +310,9 @@ def decide_query(
             )
         if query.approvals.filter(organization=organization, revoked_at__isnull=True).exists():
             raise QueryRefused(
-                f"{organization.name} has already decided on this version.", code="already_decided"
+                f"{organization.name} has already decided on this version.",
+                code="already_decided",
+                conflict=True,
             )
         decision = Approval.Decision.APPROVE if approve else Approval.Decision.REJECT
         approval = Approval.objects.create(

@@ -98,6 +98,7 @@ def run_query(*, query: Query, by: User) -> Job:
             raise JobRefused(
                 "This version has already run; a new run needs a new version and new approvals.",
                 code="already_ran",
+                conflict=True,
             )
         plan = check_runnable(query)
         if plan.mechanism != "tee":
@@ -112,7 +113,9 @@ def run_query(*, query: Query, by: User) -> Job:
                 query=query, mechanism=plan.mechanism, site=site, created_by=by
             )
         except IntegrityError:
-            raise JobRefused("This version has already run.", code="already_ran") from None
+            raise JobRefused(
+                "This version has already run.", code="already_ran", conflict=True
+            ) from None
         query.status = Query.Status.RUNNING
         query.save(update_fields=["status"])
         _record(

@@ -2,7 +2,7 @@ import base64
 
 from rest_framework import serializers
 
-from jobs.models import Approval, Query, Room, RoomDataset, RoomMembership
+from jobs.models import Approval, Job, Query, Result, Room, RoomDataset, RoomMembership
 from jobs.queries import verify_approval
 from parties.models import Organization
 
@@ -165,3 +165,44 @@ class DecisionInputSerializer(serializers.Serializer):
         required=False, help_text="Which of your organisations decides (if several do)."
     )
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class JobSerializer(serializers.ModelSerializer):
+    query = serializers.PrimaryKeyRelatedField(read_only=True)
+    site = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    simulated_tee = serializers.SerializerMethodField()
+    has_result = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "query",
+            "state",
+            "mechanism",
+            "site",
+            "attempt",
+            "progress",
+            "progress_message",
+            "attestation",
+            "simulated_tee",
+            "error",
+            "has_result",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_simulated_tee(self, job: Job) -> bool:
+        return (job.attestation or {}).get("kind") == "simulated"
+
+    def get_has_result(self, job: Job) -> bool:
+        return Result.objects.filter(job=job).exists()
+
+
+class BudgetSerializer(serializers.Serializer):
+    dataset = serializers.CharField(source="contribution.dataset.qualified_name")
+    total_epsilon = serializers.DecimalField(source="total", max_digits=8, decimal_places=4)
+    spent_epsilon = serializers.DecimalField(source="spent", max_digits=8, decimal_places=4)
+    reserved_epsilon = serializers.DecimalField(source="reserved", max_digits=8, decimal_places=4)
+    remaining_epsilon = serializers.DecimalField(source="remaining", max_digits=8, decimal_places=4)

@@ -80,6 +80,13 @@ def invite_organization(
 def respond_to_invitation(*, membership: RoomMembership, accept: bool, by: User) -> RoomMembership:
     # Claim the invitation under a row lock so a double click cannot answer it twice.
     membership = RoomMembership.objects.select_for_update().get(pk=membership.pk)
+    if membership.status != RoomMembership.Status.INVITED:
+        raise RoomError(
+            f"{membership.organization.name} has already answered this invitation "
+            f"({membership.get_status_display().lower()}).",
+            code="already_answered",
+            conflict=True,
+        )
     require(
         by,
         Permission.RESPOND_TO_INVITATION,

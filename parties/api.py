@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 from parties import selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
+from parties.permissions import Permission
 from parties.serializers import (
     ColumnSpecSerializer,
     DatasetInputSerializer,
@@ -110,6 +112,8 @@ class InferSchema(APIView):
         responses={200: ColumnSpecSerializer(many=True)},
     )
     def post(self, request: Request) -> Response:
+        if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
+            raise PermissionDenied("Only data owners upload datasets.")
         _, path, filename = uploaded_file(request, FileInputSerializer)
         fmt, specs = infer_schema(path, filename)
         return Response({"format": fmt, "schema": [spec.as_dict() for spec in specs]})

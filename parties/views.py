@@ -43,6 +43,8 @@ def _schema_context(fmt: str, specs) -> dict:
 @require_POST
 def schema_suggestion(request: HttpRequest) -> HttpResponse:
     """htmx: the confirmation table for a sample of the chosen file. Stores nothing."""
+    if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
+        raise PermissionDenied("Only data owners upload datasets.")
     upload = request.FILES.get("file")
     error = refusal_of(request) or ("Choose a file first." if upload is None else None)
     if error is None:

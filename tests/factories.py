@@ -25,11 +25,14 @@ DIAGNOSES = ["circulatory", "respiratory", "neoplasms", "injury", "other"]
 
 
 def patients_csv(path: Path, rows: int = 200, seed: int = 1, id_offset: int = 0) -> Path:
+    """Generated patients; the first half are the same people in every file (same person_hash),
+    so joins across hospitals find them."""
     rng = random.Random(seed)
     lines = ["patient_id,person_hash,age_band,sex,diagnosis,length_of_stay,cost"]
     for i in range(rows):
+        person = f"p{i:011x}" if i < rows // 2 else f"h{rng.getrandbits(48):012x}"
         lines.append(
-            f"{id_offset + i},h{rng.getrandbits(48):012x},{rng.choice(AGE_BANDS)},"
+            f"{id_offset + i},{person},{rng.choice(AGE_BANDS)},"
             f"{rng.choice(SEXES)},{rng.choice(DIAGNOSES)},{rng.randint(0, 30)},"
             f"{rng.uniform(100, 50000):.2f}"
         )

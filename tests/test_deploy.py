@@ -66,6 +66,7 @@ def test_the_example_production_environment_passes_the_deployment_checks(tmp_pat
             env[name] = value
     env["SECRET_KEY"] = "a-production-like-secret-" + "k" * 40
     env.pop("DATABASE_URL")
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' setting, not production's
     check = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,

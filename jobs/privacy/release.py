@@ -5,16 +5,24 @@ This module runs inside the TEE only, on decrypted rows; the web process never c
 1. Per-row work happens once, in Polars. Each dataset's filters, then its contribution bound: at
    most `rows_per_unit` (L) rows per privacy unit, chosen uniformly at random (rows without a
    unit are dropped). In a JOIN, each dataset then keeps only the rows whose join key is unique
-   in it (a key repeated within one dataset is left out). With unique keys on both sides of
-   every join, each row of each dataset appears in at most one joined row, so after the join a
-   unit still has at most L rows, and adding or removing a unit changes at most L joined rows.
-   Truncating *after* a join would not give that bound: rows of a new unit can push other units'
-   rows out of their top L, so the output can change by far more than L rows. A UNION ALL
-   concatenates the branches after each has been bounded. Measures are clamped to the policy
-   bounds (integer measures to the whole numbers inside them); a missing or NaN measure adds
-   nothing to a sum but its row is counted. Float measures are summed exactly in fixed point
-   (a grid of 2^-k with max(|lower|, |upper|)·2^k ≤ 2^20), so a floating-point sum's rounding
-   cannot stretch the sensitivity; the grid is finer than a millionth of the bound.
+   in it (a key repeated within one dataset is left out, like a null key). With unique keys on
+   both sides of every join, each row of each dataset appears in at most one joined row, so after
+   the join a unit still has at most L rows, and adding or removing a unit changes at most L
+   joined rows (each of its rows either joins once, or makes one other row's key repeated). A
+   dataset joined on J different key columns can lose J rows to one new row, so such a query
+   needs a calibration for J·L rows; `check_release` refuses it otherwise. Truncating *after* a
+   join would not give the bound L: rows of a new unit can push other units' rows out of their
+   top L, so the output can change by far more than L rows.
+   Join keys are read only as a seeded 128-bit hash (two seeded 64-bit hashes, secret per
+   release), which the uniqueness check and the joins compare: distinct keys agree by accident
+   with a probability of about 2^-128 per pair, and even then every row joins at most once.
+   A UNION ALL concatenates the branches after each has been bounded; its measures are clamped
+   to the first branch's bounds, which the calibration used.
+   Measures are clamped to the policy bounds (integer measures to the whole numbers inside them);
+   a missing or NaN measure adds nothing to a sum but its row is counted. Float measures are
+   summed exactly in fixed point (a grid of 2^-k with max(|lower|, |upper|)·2^k ≤ 2^20), so a
+   floating-point sum's rounding cannot stretch the sensitivity; the grid is finer than a
+   millionth of the bound.
 2. Groups come from the dimensions' public domains (their cartesian product, in declared order;
    rows whose value is outside the domain fall out), so which groups exist reveals nothing. Per
    group: the exact count and the sum of each measure.
@@ -60,6 +68,15 @@ SUPPRESSED = "suppressed"
 FIXED_POINT_BITS = 20
 _FLOAT_EXACT = 2**53  # a float sum must stay below this on the grid to convert exactly
 _INT64 = 2**63
+# Join keys are hashed as one type per catalog type, so that equal keys hash equally whatever
+# width each dataset's file stores them in.
+_KEY_TYPES: dict[str, pl.DataType] = {
+    "integer": pl.Int64(),
+    "float": pl.Float64(),
+    "string": pl.String(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+}
 
 
 class ReleaseError(Exception):
@@ -140,6 +157,7 @@ class _Release:
     measures: dict[ColumnRef, _Measure]
     mechanisms: dict[str, Any]  # measurement name -> OpenDP measurement over the group vector
     key_columns: dict[str, tuple[str, ...]]  # dataset -> its join-key columns
+    key_types: dict[tuple[str, str], pl.DataType]  # (dataset, join key) -> the type it hashes as
 
 
 def _measure(ref: ColumnRef, info: ColumnInfo) -> _Measure:
@@ -271,7 +289,14 @@ def _prepare(
                 f"for {measurement.sensitivity}"
             )
         mechanisms[name] = _mechanism(measurement, declared)
-    return _Release(rows_per_unit, measures, mechanisms, key_columns)
+    key_types = {}
+    for dataset, keys in key_columns.items():
+        for key in keys:
+            info = columns.get((dataset, key))
+            if info is None or info.type not in _KEY_TYPES:
+                raise ReleaseError(f"{dataset}.{key} cannot be a join key")
+            key_types[(dataset, key)] = _KEY_TYPES[info.type]
+    return _Release(rows_per_unit, measures, mechanisms, key_columns, key_types)
 
 
 # Per-row work ----------------------------------------------------------------------------------
@@ -312,7 +337,7 @@ def _position_in_run(column: str) -> pl.Expr:
 
 @dataclass(frozen=True)
 class _Seeds:
-    """Secret per release: the random choice of rows, and the keyed hashes of join keys (the
+    """Secret per release: the random choice of rows, and the seeded hashes of join keys (the
     same for every dataset, so that equal keys hash equally)."""
 
     rows: int
@@ -324,7 +349,6 @@ class _Seeds:
 
 
 _UNIT = "__unit"
-_UNIT_REPEATED = "__unit_repeated"
 
 
 def _key(index: int, column: str) -> str:
@@ -333,55 +357,57 @@ def _key(index: int, column: str) -> str:
     return f"__key{index}_{column}"
 
 
-def _repeated(column: str) -> str:
-    return f"{column}#repeated"
+def _repeated_rows(values: pl.Series) -> pl.Series | None:
+    """Which rows hold a value that another row holds too; None when no value repeats. Found by
+    sorting, which needs a fraction of the memory of hashing every row into groups."""
+    if len(values) < 2:
+        return None
+    order = values.arg_sort()
+    ordered = values.gather(order)
+    same_as_next = ordered.slice(1) == ordered.slice(0, len(ordered) - 1)
+    if not same_as_next.any():
+        return None
+    edge = pl.Series([False])
+    flags = pl.concat([same_as_next, edge]) | pl.concat([edge, same_as_next])
+    rows = order.filter(flags)
+    return pl.select(pl.int_range(len(values), dtype=rows.dtype).is_in(rows.implode())).to_series()
 
 
-def _bound(
-    frame: pl.DataFrame, keys: Sequence[str], limit: int, seed: int, key_seeds: tuple[int, int]
-) -> pl.DataFrame:
+def _bound(frame: pl.DataFrame, keys: Sequence[str], limit: int, seed: int) -> pl.DataFrame:
     """A dataset's rows after its contribution bound and, in a join, unique join keys.
 
-    Rows without a unit or a join key are dropped. Each unit keeps at most `limit` rows, chosen
-    uniformly at random: units seen once (by a hash of the unit) pass untouched, the others are
-    sorted by unit and a random key, and each keeps its first `limit` rows. Then, on that bounded
-    frame, each join key column is checked independently and a row is kept only if each of its
-    keys appears once: one new row can then drop at most one other row per key column. The
-    keys are replaced by their two keyed 64-bit hashes, which is what the join compares.
+    Each unit keeps at most `limit` rows, chosen uniformly at random: units seen once pass
+    untouched, the others are sorted by unit and a random key, and each keeps its first `limit`
+    rows. Then, on that bounded frame, each join key column is checked independently, and a row
+    is kept only if each of its keys appears once: one new row can then drop at most one other
+    row per key column. A key is its 128-bit hash (`<key>#1`, `<key>#2`).
     """
-    present = [pl.col(c).is_not_null() for c in (_UNIT, *keys) if frame[c].null_count()]
-    if present:
-        frame = frame.filter(*present)
-    hashes = [pl.col(k).hash(key_seeds[0]) for k in keys]
-    frame = frame.with_columns(
-        pl.col(_UNIT).hash(seed).is_duplicated().alias(_UNIT_REPEATED),
-        *(h.alias(f"{k}#1") for k, h in zip(keys, hashes, strict=True)),
-        *(pl.col(k).hash(key_seeds[1]).alias(f"{k}#2") for k in keys),
-        *(h.is_duplicated().alias(_repeated(k)) for k, h in zip(keys, hashes, strict=True)),
-    )
-    if frame[_UNIT_REPEATED].any():
+    unit = frame[_UNIT]
+    # Integers sort as they are; other units by a 64-bit hash, whose rare collisions only send
+    # rows to the exact path below.
+    repeated = _repeated_rows(unit if unit.dtype.is_integer() else unit.hash(seed))
+    if repeated is not None:
         many = (
-            frame.filter(_UNIT_REPEATED)
+            frame.filter(repeated)
             .with_columns(_random=pl.int_range(pl.len(), dtype=pl.UInt64).hash(seed ^ 0x5EED))
             .sort(_UNIT, "_random")
             .filter(_position_in_run(_UNIT) < limit)
             .drop("_random")
         )
-        frame = pl.concat([frame.filter(~pl.col(_UNIT_REPEATED)), many])
-        frame = frame.with_columns(
-            pl.col(f"{k}#1").is_duplicated().alias(_repeated(k)) for k in keys
-        )
-    # A repeated hash may hide distinct keys: those rows are checked on the keys themselves.
-    keep = pl.lit(True)
+        frame = pl.concat([frame.filter(~repeated), many])
+    # A repeated first hash may hide distinct keys: those rows are checked on both hashes.
+    dropped: list[pl.Series] = []
     for key in keys:
-        repeated = frame[_repeated(key)]
-        if repeated.any():
-            rows = frame.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"), key)
-            rows = rows.filter(repeated)
-            dropped = rows.filter(pl.col(key).is_duplicated())["__row"]
-            keep = keep & ~pl.int_range(pl.len(), dtype=pl.Int64).is_in(dropped.implode())
-    frame = frame.filter(keep)
-    return frame.drop(_UNIT, _UNIT_REPEATED, *keys, *(_repeated(k) for k in keys))
+        repeated = _repeated_rows(frame[f"{key}#1"])
+        if repeated is not None:
+            rows = frame.select(
+                pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"), f"{key}#1", f"{key}#2"
+            ).filter(repeated)
+            dropped.append(rows.filter(pl.struct(f"{key}#1", f"{key}#2").is_duplicated())["__row"])
+    if dropped:
+        index = pl.int_range(pl.len(), dtype=pl.Int64)
+        frame = frame.filter(~index.is_in(pl.concat(dropped).implode()))
+    return frame.drop(_UNIT)
 
 
 def _rows(
@@ -413,6 +439,15 @@ def _rows(
             return parsed.shape is Shape.UNION or ref.dataset == dataset
 
         keys = {key: _key(index, key) for key in plan.key_columns.get(dataset, ())}
+
+        def hashed(key: str, part: int, dataset: str = dataset) -> pl.Expr:
+            typed = pl.col(key).cast(plan.key_types[(dataset, key)])
+            return typed.hash(seeds.key[part])
+
+        # Rows without a unit, or without a join key, never count.
+        lazy = lazy.filter(
+            pl.col(units[dataset]).is_not_null(), *(pl.col(k).is_not_null() for k in keys)
+        )
         projections = [
             pl.col(units[dataset]).alias(_UNIT),
             *(
@@ -425,10 +460,12 @@ def _rows(
                 for ref, measure in plan.measures.items()
                 if mine(ref)
             ),
-            *(pl.col(key).alias(name) for key, name in keys.items()),
+            # A join key is only ever compared: by its seeded 128-bit hash, never held itself.
+            *(hashed(key, 0).alias(f"{name}#1") for key, name in keys.items()),
+            *(hashed(key, 1).alias(f"{name}#2") for key, name in keys.items()),
         ]
         rows = lazy.select(projections).collect(engine="streaming")
-        parts.append(_bound(rows, list(keys.values()), plan.L, seeds.rows + index, seeds.key))
+        parts.append(_bound(rows, list(keys.values()), plan.L, seeds.rows + index))
 
     if parsed.shape is Shape.UNION:
         return pl.concat([part.lazy() for part in parts], how="vertical_relaxed")
@@ -443,6 +480,7 @@ def _rows(
             left_on=f"{_key(left, join.left.column)}#1",
             right_on=f"{_key(right, join.right.column)}#1",
             how="inner",
+            coalesce=False,  # a later join may compare the right side's key
         ).filter(
             pl.col(f"{_key(left, join.left.column)}#2")
             == pl.col(f"{_key(right, join.right.column)}#2")
@@ -500,13 +538,18 @@ def release_aggregates(
     groups = _groups(parsed, columns)
     if dims:
         schema = exact.schema
-        grid = pl.DataFrame(
-            {
-                name: pl.Series(name, [group[i] for group in groups]).cast(schema[name])
-                for i, name in enumerate(dims)
-            },
-            schema={name: schema[name] for name in dims},
-        ).with_row_index("__group")
+        try:
+            grid = pl.DataFrame(
+                {
+                    name: pl.Series(name, [group[i] for group in groups]).cast(schema[name])
+                    for i, name in enumerate(dims)
+                },
+                schema={name: schema[name] for name in dims},
+            ).with_row_index("__group")
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as error:
+            raise ReleaseError(
+                f"a public domain does not match its column's type: {error}"
+            ) from None
         exact = (
             grid.join(exact, on=dims, how="left", nulls_equal=False).sort("__group").fill_null(0)
         )

@@ -83,7 +83,7 @@ def test_owners_approve_through_the_api_and_a_second_decision_is_refused(world, 
     url = f"/api/rooms/{study.slug}/queries/{query.pk}"
     assert api(world.alice).post(f"{url}/approve/", {"comment": "ok"}).status_code == 201
     again = api(world.alice).post(f"{url}/approve/", {})
-    assert again.status_code == 400
+    assert again.status_code == 409
     assert again.json()["error"]["code"] == "already_decided"
     assert api(world.carol).post(f"{url}/approve/", {}).status_code == 201
     query.refresh_from_db()

@@ -341,7 +341,8 @@ def test_accepting_twice_is_refused(world, room):
     named = client.post(ROOM + "accept/", {"organization": "usz"}, format="json")
     declined = client.post(ROOM + "decline/", {"organization": "usz"}, format="json")
 
-    assert [again.status_code, named.status_code, declined.status_code] == [403, 403, 403]
+    assert [again.status_code, named.status_code, declined.status_code] == [403, 409, 409]
+    assert named.json()["error"]["code"] == "already_answered"
     assert statuses(room)["usz"] == "active"
     assert state() == after_first
     assert [e["type"] for e in room_events(room)].count("room.joined") == 1

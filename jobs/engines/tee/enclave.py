@@ -30,7 +30,7 @@ from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs.engines.tee.attestation import binding
 from jobs.privacy.calibration import measurements
-from jobs.privacy.release import release_aggregates
+from jobs.privacy.release import check_release, release_aggregates
 from jobs.sql.parser import parse_query
 from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
 
@@ -123,6 +123,8 @@ def main() -> None:
     released = measurements(
         parsed, columns, epsilon=Decimal(job["epsilon"]), rows_per_unit=job["rows_per_unit"]
     )
+    # Every check that can refuse runs before any noise is drawn: a refusal is refunded.
+    check_release(parsed, columns, job["units"], released, rows_per_unit=job["rows_per_unit"])
     # From here a noisy value exists: a failure now spends the budget instead of refunding it.
     _send({"noise": True})
     table = release_aggregates(

@@ -34,17 +34,19 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Setting up the demo collaboration…")
             job = demo.seed(patients_per_hospital=patients)
-        with site_workers():
+        with site_workers() as workers:
             if job is not None:
-                self._wait_for(job)
+                self._wait_for(job, workers)
             self._report(addrport)
             if not no_serve:
                 call_command("runserver", addrport, use_reloader=False)
 
-    def _wait_for(self, job: Job) -> None:
+    def _wait_for(self, job: Job, workers) -> None:
         self.stdout.write(f"Running '{job.query.title}' in the TEE at {job.site.name}…")
         deadline = time.monotonic() + JOB_TIMEOUT
         while not job.finished:
+            if any(worker.poll() is not None for worker in workers):
+                raise CommandError("A site worker stopped; its output is above.")
             if time.monotonic() > deadline:
                 raise CommandError(f"Job {job.pk} did not finish within {JOB_TIMEOUT} s.")
             time.sleep(0.5)

@@ -1,0 +1,181 @@
+"""The TEE's data-plane work against plain Polars doing the same join and group-by.
+
+Two datasets of 10^6 and then 10^7 rows each, as Parquet: a bank's customers (unit, join key,
+a region out of 50 public values) and a shop's purchases (unit, join key, an amount), with half
+of the keys matching. Timed, best of a few runs each, from the Parquet files:
+
+- plain Polars: join on the key, group by region, COUNT, SUM and AVG of the amount;
+- the data plane: `release_aggregates` on the same files (contribution bounds, unique join keys,
+  clamping, the public group domain, and OpenDP's noise).
+
+Peak memory is each one's peak RSS in a fresh process of its own, next to the size of the two
+datasets in memory; this process's own `ru_maxrss` (data generation and every run) too.
+Decryption is not included. Prints `name: value unit` lines.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+
+from jobs.privacy.calibration import measurements
+from jobs.privacy.release import release_aggregates
+from jobs.sql.parser import parse_query
+from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+
+SIZES = (10**6, 10**7)
+RUNS = 3
+REGIONS = tuple(f"region-{i:02d}" for i in range(50))
+SQL = (
+    "SELECT c.region, COUNT(*) AS customers, SUM(p.amount) AS total, AVG(p.amount) AS mean "
+    "FROM bank.customers AS c JOIN shop.purchases AS p ON c.email_hash = p.email_hash "
+    "GROUP BY c.region"
+)
+UNITS = {"bank.customers": "customer_id", "shop.purchases": "buyer_id"}
+
+
+def _catalog() -> dict[str, DatasetInfo]:
+    every = frozenset(AggregateKind)
+    customers = {
+        "customer_id": ColumnInfo("customer_id", "integer", "unit"),
+        "email_hash": ColumnInfo("email_hash", "string", "join_key"),
+        "region": ColumnInfo("region", "string", "dimension", domain=REGIONS),
+    }
+    purchases = {
+        "buyer_id": ColumnInfo("buyer_id", "integer", "unit"),
+        "email_hash": ColumnInfo("email_hash", "string", "join_key"),
+        "amount": ColumnInfo("amount", "float", "measure", lower=Decimal(0), upper=Decimal(1000)),
+    }
+    return {
+        "bank.customers": DatasetInfo(
+            "bank.customers",
+            customers,
+            {Use.JOIN_KEY: frozenset({"email_hash"}), Use.DIMENSION: frozenset({"region"})},
+            every,
+        ),
+        "shop.purchases": DatasetInfo(
+            "shop.purchases",
+            purchases,
+            {Use.JOIN_KEY: frozenset({"email_hash"}), Use.MEASURE: frozenset({"amount"})},
+            every,
+        ),
+    }
+
+
+def _email_hash(index: pl.Expr) -> pl.Expr:
+    # About 30 characters, like a hashed address; distinct for distinct indexes.
+    return pl.format("{}{}", index.hash(7).cast(pl.String), index.cast(pl.String)).str.pad_start(
+        32, "0"
+    )
+
+
+def write_data(folder: Path, rows: int) -> tuple[Path, Path]:
+    """Customers 0..rows-1 and purchases by customers rows/2..3·rows/2-1: half of each match."""
+    index = pl.int_range(0, rows, dtype=pl.Int64)
+    customers = pl.select(customer_id=index).with_columns(
+        email_hash=_email_hash(pl.col("customer_id")),
+        region=pl.format(
+            "region-{}", (pl.col("customer_id").hash(1) % len(REGIONS)).cast(pl.String).str.zfill(2)
+        ),
+    )
+    purchases = pl.select(buyer_id=index).with_columns(
+        email_hash=_email_hash(pl.col("buyer_id") + rows // 2),
+        amount=(pl.col("buyer_id").hash(2) % 120_000).cast(pl.Float64) / 100,  # some over 1000
+    )
+    paths = folder / f"customers-{rows}.parquet", folder / f"purchases-{rows}.parquet"
+    customers.write_parquet(paths[0])
+    purchases.write_parquet(paths[1])
+    return paths
+
+
+def plain(paths: tuple[Path, Path]) -> pl.DataFrame:
+    customers, purchases = (pl.scan_parquet(path) for path in paths)
+    return (
+        customers.join(purchases, on="email_hash")
+        .group_by("region")
+        .agg(
+            pl.len().alias("customers"),
+            pl.col("amount").sum().alias("total"),
+            pl.col("amount").mean().alias("mean"),
+        )
+        .collect()
+    )
+
+
+def data_plane(paths: tuple[Path, Path]):
+    catalog = _catalog()
+    parsed = parse_query(SQL, catalog)
+    columns = {
+        (name, col): info for name, ds in catalog.items() for col, info in ds.columns.items()
+    }
+    released = measurements(parsed, columns, epsilon=Decimal(1), rows_per_unit=1)
+    frames = {name: pl.scan_parquet(path) for name, path in zip(catalog, paths, strict=True)}
+    return release_aggregates(
+        frames, parsed, columns, UNITS, released, rows_per_unit=1, min_group_size=10
+    )
+
+
+def _best(paths: tuple[Path, Path]) -> tuple[float, float]:
+    """The best of a few runs of each, alternating, so that a busy moment hits both alike."""
+    best = {data_plane: float("inf"), plain: float("inf")}
+    for _ in range(RUNS):
+        for function in best:
+            gc.collect()
+            start = time.perf_counter()
+            function(paths)
+            best[function] = min(best[function], time.perf_counter() - start)
+    return best[data_plane], best[plain]
+
+
+def _label(rows: int) -> str:
+    return f"1e{len(str(rows)) - 1}"
+
+
+def peak_memory(function: str, paths: tuple[Path, Path]) -> float:
+    """`function` of this module run once on `paths` in a fresh interpreter: its peak RSS, MB.
+
+    The child reads its high-water mark from /proc (VmHWM): Linux carries a parent's
+    `ru_maxrss` over into a forked and exec'd child, so `resource.getrusage` there would report
+    this process's peak instead."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        f"import sys, re; sys.path.insert(0, {str(root)!r}); "
+        f"from tests.benchmarks import bench_tee as b; "
+        f"b.{function}(tuple(map(b.Path, {[str(p) for p in paths]!r}))); "
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp:
+        for rows in SIZES:
+            paths = write_data(Path(tmp), rows)
+            size = sum(pl.read_parquet(path).estimated_size() for path in paths) / 2**20
+            gc.collect()
+            dp_time, plain_time = _best(paths)
+            label = _label(rows)
+            print(f"tee data-plane {label}: {dp_time:.2f} s")
+            print(f"tee plain polars {label}: {plain_time:.2f} s")
+            print(f"tee data-plane ratio {label}: {dp_time / plain_time:.2f} x")
+            print(f"tee data size {label}: {size:.0f} MB")
+            if rows == SIZES[-1]:
+                print(f"tee peak memory {label}: {peak_memory('data_plane', paths):.0f} MB")
+                print(f"tee plain polars peak memory {label}: {peak_memory('plain', paths):.0f} MB")
+    whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    print(f"tee benchmark process peak memory: {whole:.0f} MB")
+
+
+if __name__ == "__main__":
+    run()
