@@ -39,13 +39,21 @@ class QueryRefused(DomainError):
     code = "query_refused"
 
 
-def _record(query: Query, type: str, by: User | None, **data: Any) -> None:
+def _record(
+    query: Query,
+    type: str,
+    by: User | None,
+    *,
+    attach: dict[str, bytes] | None = None,
+    **data: Any,
+) -> None:
     record_event(
         log=room_log_name(query.room_id),
         type=type,
         actor=actor_ref(by),
         subject=f"query:{query.pk}",
         data={"query": f"query:{query.pk}", **data},
+        attach=attach,
     )
 
 
@@ -212,6 +220,8 @@ def submit_query(*, query: Query, by: User) -> Query:
             expires_at=canonical["expires_at"],
             residency=[d for step in query.plan["steps"] for d in step["decisions"]],
             sql_sha256=hashlib.sha256(query.sql.encode()).hexdigest(),
+            # The bundle carries the exact text approved, and the canonical form it hashes.
+            attach={"query.sql": query.sql.encode(), "query.json": canonical_json(canonical)},
         )
     return query
 

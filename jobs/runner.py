@@ -41,13 +41,21 @@ class JobRefused(DomainError):
     code = "job_refused"
 
 
-def _record(job: Job, type: str, by: User | None = None, **data: Any) -> None:
+def _record(
+    job: Job,
+    type: str,
+    by: User | None = None,
+    *,
+    attach: dict[str, bytes] | None = None,
+    **data: Any,
+) -> None:
     record_event(
         log=room_log_name(job.query.room_id),
         type=type,
         actor=actor_ref(by),
         subject=f"job:{job.pk}",
         data={"job": f"job:{job.pk}", **data},
+        attach=attach,
     )
 
 
@@ -251,7 +259,12 @@ def mark_noise_drawn(job_id: int) -> None:
 
 
 def record_attestation(
-    job_id: int, attestation: dict[str, Any], *, accepted: bool, reason: str = ""
+    job_id: int,
+    attestation: dict[str, Any],
+    *,
+    accepted: bool,
+    reason: str = "",
+    evidence: bytes | None = None,
 ) -> None:
     with transaction.atomic():
         job = Job.objects.select_for_update(of=("self",)).select_related("query").get(pk=job_id)
@@ -262,6 +275,7 @@ def record_attestation(
             "attestation.verified" if accepted else "attestation.refused",
             **attestation,
             reason=reason,
+            attach={"attestation.cbor": evidence} if evidence else None,
         )
 
 

@@ -48,7 +48,11 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         )
     except attestation.AttestationError as exc:
         runner.record_attestation(
-            job.pk, {"evidence_sha256": _sha256(document)}, accepted=False, reason=str(exc)
+            job.pk,
+            {"evidence_sha256": _sha256(document)},
+            accepted=False,
+            reason=str(exc),
+            evidence=document,
         )
         raise EngineError(f"Attestation refused: {exc}") from None
     runner.record_attestation(
@@ -63,11 +67,15 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
             "root_sha256": verified.root_sha256,
         },
         accepted=True,
+        evidence=document,
     )
     job.refresh_from_db()
     if job.state != Job.State.RUNNING:
         raise EngineError("The job is not running; no keys are released.")
-    keys = {}
+    if job.cancel_requested:
+        raise EngineError("The job was cancelled; no keys are released.")
+    # Every dataset is decided before any key is unwrapped: one refusal refuses them all.
+    allowed = []
     for item in job.query.canonical["datasets"]:
         version = DatasetVersion.objects.select_related(
             "dataset__organization", "dataset__jurisdiction"
@@ -75,6 +83,9 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=job.site)
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
+        allowed.append((item, version, decision))
+    keys = {}
+    for item, version, decision in allowed:
         data_key = key_service().unwrap(
             version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
         )
