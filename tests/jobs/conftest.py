@@ -41,13 +41,15 @@ def site_worker(monkeypatch):
         monkeypatch.setenv("CLEANROOM_SITE", site)
         app = Celery("cleanroom-site-test", set_as_current=False)
         app.config_from_object("django.conf:settings", namespace="CELERY")
-        app.conf.update(broker_url=f"redis://{REDIS[0]}:{REDIS[1]}/14",
-                        broker_transport_options={}, broker_connection_retry_on_startup=True)
+        app.conf.update(
+            broker_url=f"redis://{REDIS[0]}:{REDIS[1]}/14",
+            broker_transport_options={},
+            broker_connection_retry_on_startup=True,
+        )
         app.set_current()
         with app.connection() as connection:
             connection.default_channel.queue_purge(f"site.{site}")
-        context = start_worker(app, pool="solo", perform_ping_check=False,
-                               queues=[f"site.{site}"])
+        context = start_worker(app, pool="solo", perform_ping_check=False, queues=[f"site.{site}"])
         context.__enter__()
         started.append(context)
 

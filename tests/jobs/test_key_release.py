@@ -112,9 +112,7 @@ def test_a_verified_enclave_gets_each_datasets_key_sealed_to_it_alone(job, encla
     expected = data_keys(job)
     assert sorted(sealed) == sorted(expected) == ["charite.patients", "usz.patients"]
     for name, blob in sealed.items():
-        opened = open_sealed(
-            enclave_key, base64.b64decode(blob), context=key_context(job.pk, name)
-        )
+        opened = open_sealed(enclave_key, base64.b64decode(blob), context=key_context(job.pk, name))
         assert opened == expected[name]
         # Sealed to this enclave's key, for this job and this dataset only.
         with pytest.raises(InvalidTag):
@@ -124,9 +122,7 @@ def test_a_verified_enclave_gets_each_datasets_key_sealed_to_it_alone(job, encla
                 context=key_context(job.pk, name),
             )
         with pytest.raises(InvalidTag):
-            open_sealed(
-                enclave_key, base64.b64decode(blob), context=key_context(job.pk + 1, name)
-            )
+            open_sealed(enclave_key, base64.b64decode(blob), context=key_context(job.pk + 1, name))
     assert expected["charite.patients"] != expected["usz.patients"]
 
     job.refresh_from_db()
@@ -238,6 +234,6 @@ def test_a_rule_change_refusing_one_dataset_refuses_every_key(job, enclave_key):
     swiss = Jurisdiction.objects.get(code="CH")
     swiss.enclave_processing_in.remove(Jurisdiction.objects.get(code="EU"))
 
-    with pytest.raises(EngineError, match="Key service refuses usz.patients"):
+    with pytest.raises(EngineError, match=r"Key service refuses usz\.patients"):
         release_keys(job, document(job, enclave_key))
     assert not events(job, "key.released")

@@ -62,13 +62,23 @@ def test_an_approved_join_runs_in_the_attested_enclave_and_only_receivers_read_i
 
     outsider = api(world.alice).get(f"/api/rooms/{approved.room.slug}/jobs/{job.pk}/result/")
     assert outsider.status_code == 403
-    assert api(world.mallory).get(
-        f"/api/rooms/{approved.room.slug}/jobs/{job.pk}/result/").status_code == 404
+    assert (
+        api(world.mallory).get(f"/api/rooms/{approved.room.slug}/jobs/{job.pk}/result/").status_code
+        == 404
+    )
 
     types = [e["type"] for e in events_of(room_log_name(approved.room_id))]
-    for expected in ("job.dispatched", "residency.decided", "job.started", "budget.reserved",
-                     "attestation.verified", "key.released", "result.released",
-                     "budget.spent", "job.succeeded"):
+    for expected in (
+        "job.dispatched",
+        "residency.decided",
+        "job.started",
+        "budget.reserved",
+        "attestation.verified",
+        "key.released",
+        "result.released",
+        "budget.spent",
+        "job.succeeded",
+    ):
         assert expected in types, expected
     assert types.index("attestation.verified") < types.index("key.released")
     assert types.count("result.released") == 1
