@@ -4,6 +4,7 @@ commit, consumed from the site's queue only."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
@@ -43,7 +44,8 @@ def site_worker(monkeypatch):
         app.config_from_object("django.conf:settings", namespace="CELERY")
         app.conf.update(
             broker_url=f"redis://{REDIS[0]}:{REDIS[1]}/14",
-            broker_transport_options={},
+            # Keys of their own per test process: concurrent test runs never share a queue.
+            broker_transport_options={"global_keyprefix": f"cleanroom-test-{os.getpid()}:"},
             broker_connection_retry_on_startup=True,
         )
         app.set_current()
