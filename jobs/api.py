@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 
 from cleanroom.errors import DomainError
 from jobs import queries, runner, selectors, services
-from jobs.models import Approval, Job, Query, Result, Room, RoomMembership
-from jobs.permissions import Permission, has_permission
+from jobs.models import Approval, Job, Query, Result, RoomMembership
+from jobs.permissions import Permission, require_acting_organization
 from jobs.planner import plan_query
 from jobs.serializers import (
     ApprovalSerializer,
@@ -35,16 +35,6 @@ from jobs.serializers import (
 )
 from parties.models import Organization
 from parties.selectors import datasets_for, organizations_of
-
-
-def acting_organization(user, room: Room, permission: Permission) -> Organization:
-    """The caller's organisation that may do `permission` in `room`; 403 names the need."""
-    for organization in organizations_of(user):
-        if has_permission(user, permission, room=room, organization=organization):
-            return organization
-    raise PermissionDenied(
-        f"None of your organisations may {permission.value.replace('_', ' ')} in this room."
-    )
 
 
 class RoomList(generics.ListAPIView):
@@ -91,7 +81,7 @@ class RoomInvitations(APIView):
         serializer = InvitationInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         # Who may invite first: a member who may not must not learn which organisations exist.
-        acting_for = acting_organization(request.user, room, Permission.INVITE)
+        acting_for = require_acting_organization(request.user, room, Permission.INVITE)
         invitee = Organization.objects.filter(
             slug=serializer.validated_data["organization"]
         ).first()
@@ -119,7 +109,9 @@ class RespondToInvitation(APIView):
                 organization__slug=serializer.validated_data["organization"],
             )
         else:
-            organization = acting_organization(request.user, room, Permission.RESPOND_TO_INVITATION)
+            organization = require_acting_organization(
+                request.user, room, Permission.RESPOND_TO_INVITATION
+            )
             membership = RoomMembership.objects.get(room=room, organization=organization)
         membership = services.respond_to_invitation(
             membership=membership, accept=self.accept, by=request.user
@@ -174,7 +166,9 @@ class QueryList(generics.ListAPIView):
                 room=room,
                 by=request.user,
                 receivers=receivers,
-                acting_for=acting_organization(request.user, room, Permission.PROPOSE_QUERY),
+                acting_for=require_acting_organization(
+                    request.user, room, Permission.PROPOSE_QUERY
+                ),
                 **data,
             )
             if submit:
@@ -255,7 +249,9 @@ class QueryDecision(APIView):
                 organizations_of(request.user), slug=serializer.validated_data["organization"]
             )
         else:
-            organization = acting_organization(request.user, query.room, Permission.DECIDE_QUERY)
+            organization = require_acting_organization(
+                request.user, query.room, Permission.DECIDE_QUERY
+            )
         approval = queries.decide_query(
             query=query,
             organization=organization,

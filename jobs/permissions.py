@@ -10,6 +10,7 @@ from jobs.models import Room, RoomMembership
 from parties.models import Organization
 from parties.permissions import Permission as PartyPermission
 from parties.permissions import has_permission as has_party_permission
+from parties.selectors import organizations_of
 
 
 class Permission(StrEnum):
@@ -65,3 +66,25 @@ def require(user, permission: Permission, *, room: Room, organization: Organizat
             f"{organization.name} may not {permission.value.replace('_', ' ')} in this room "
             "with your role."
         )
+
+
+def acting_organization(user, room: Room, permission: Permission) -> Organization | None:
+    """The caller's organisation that may do `permission` in `room`, if any."""
+    return next(
+        (
+            org
+            for org in organizations_of(user)
+            if has_permission(user, permission, room=room, organization=org)
+        ),
+        None,
+    )
+
+
+def require_acting_organization(user, room: Room, permission: Permission) -> Organization:
+    """As `acting_organization`, refusing with a 403 that names what is needed."""
+    organization = acting_organization(user, room, permission)
+    if organization is None:
+        raise PermissionDenied(
+            f"None of your organisations may {permission.value.replace('_', ' ')} in this room."
+        )
+    return organization

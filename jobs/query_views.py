@@ -15,20 +15,13 @@ from cleanroom.errors import DomainError
 from jobs import queries, selectors
 from jobs.forms import DecisionForm, QueryForm
 from jobs.models import Approval, Query, Room
-from jobs.permissions import Permission, has_permission
+from jobs.permissions import Permission, has_permission, require_acting_organization
 from jobs.planner import plan_query
 from parties.selectors import organizations_of
 
 
-def _proposing_org(user, room: Room):
-    for org in organizations_of(user):
-        if has_permission(user, Permission.PROPOSE_QUERY, room=room, organization=org):
-            return org
-    raise PermissionDenied("Only analysts of a member organisation propose queries.")
-
-
 def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResponse:
-    acting = _proposing_org(request.user, room)
+    acting = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
     initial = None
     if query is not None:
         initial = {name: getattr(query, name) for name in queries.EDITABLE}

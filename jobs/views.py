@@ -13,26 +13,15 @@ from cleanroom.errors import DomainError
 from jobs import selectors, services
 from jobs.forms import ContributeForm, InviteForm, RoomForm
 from jobs.models import Room, RoomMembership
-from jobs.permissions import Permission, has_permission
+from jobs.permissions import Permission, acting_organization, has_permission
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
 from parties.selectors import organizations_of, organizations_where
 
 
-def _acting(user, room: Room, permission: Permission):
-    return next(
-        (
-            org
-            for org in organizations_of(user)
-            if has_permission(user, permission, room=room, organization=org)
-        ),
-        None,
-    )
-
-
 def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
     user = request.user
-    inviter = _acting(user, room, Permission.INVITE)
+    inviter = acting_organization(user, room, Permission.INVITE)
     contributors = [
         org
         for org in organizations_of(user)
@@ -46,7 +35,7 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
         "invite_form": InviteForm(room=room) if inviter else None,
         "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
         "queries": selectors.queries_of(room),
-        "can_propose": _acting(user, room, Permission.PROPOSE_QUERY) is not None,
+        "can_propose": acting_organization(user, room, Permission.PROPOSE_QUERY) is not None,
         "answerable": [
             m
             for m in room.memberships.filter(status=RoomMembership.Status.INVITED)
@@ -103,7 +92,7 @@ def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
 @require_POST
 def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
-    acting = _acting(request.user, room, Permission.INVITE)
+    acting = acting_organization(request.user, room, Permission.INVITE)
     if acting is None:
         raise PermissionDenied("Your role may not invite organisations to this room.")
     form = InviteForm(request.POST, room=room)
