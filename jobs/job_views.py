@@ -170,4 +170,21 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
 @require_GET
 def room_budget(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
-    return render(request, "jobs/budget.html", {"room": room, "rows": selectors.budget_of(room)})
+    rows = selectors.budget_of(room)
+    for row in rows:
+        row["plot"] = _history_plot(row)
+    return render(request, "jobs/budget.html", {"room": room, "rows": rows})
+
+
+def _history_plot(row: dict) -> str:
+    """SVG polyline points of ε used after each ledger entry, in a 400 by 100 box whose top is
+    the dataset's total budget."""
+    total = float(row["total"]) or 1.0
+    history = row["history"]
+    points = [(0.0, 0.0)] + [
+        (float(i + 1), float(entry["used"])) for i, entry in enumerate(history)
+    ]
+    width = max(len(history), 1)
+    return " ".join(
+        f"{10 + x / width * 380:.1f},{90 - min(used / total, 1) * 80:.1f}" for x, used in points
+    )

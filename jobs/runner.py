@@ -337,7 +337,9 @@ def fail_job(job_id: int, reason: str) -> None:
             Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job_id)
         )
         if not job.finished:
-            _finish(job, Job.State.FAILED, reason)
+            # An attempt that stopped because the analyst cancelled it ends cancelled.
+            state = Job.State.CANCELLED if job.cancel_requested else Job.State.FAILED
+            _finish(job, state, reason)
 
 
 def cancel_job(*, job: Job, by: User) -> Job:

@@ -34,5 +34,10 @@ def run_tee_job(job_id: int, site: str) -> str:
     except EngineError as exc:
         runner.fail_job(job_id, str(exc))
         return "failed"
+    except Exception as exc:
+        # Anything unforeseen still ends the job (refunded unless noise was drawn): a job left
+        # running would hold its reservation forever, and the acked message is not redelivered.
+        runner.fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
+        raise
     runner.release_result(job_id, table)
     return "released"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.db import transaction
 from django.db.models import Case, DecimalField, F, Sum, Value, When
 
 from cleanroom.errors import DomainError
@@ -75,22 +76,25 @@ def reserve(*, query: Query, room: Room, epsilon: Decimal, delta: Decimal) -> No
         .select_related("dataset", "policy")
         .order_by("dataset_id")
     )
-    for contribution in contributions:
-        Dataset.objects.select_for_update().get(pk=contribution.dataset_id)
-        funds = balance(room, contribution.dataset, contribution.policy)
-        if epsilon > funds.remaining_epsilon or delta > funds.remaining_delta:
-            raise BudgetExceeded(
-                f"{contribution.dataset.qualified_name} has ε {funds.remaining_epsilon} left; "
-                f"this query needs {epsilon}."
+    # All or nothing: a refusal on a later dataset takes back the earlier ones' reservations,
+    # so a refused job leaves no entry behind (nor a refund of a reservation never audited).
+    with transaction.atomic():
+        for contribution in contributions:
+            Dataset.objects.select_for_update().get(pk=contribution.dataset_id)
+            funds = balance(room, contribution.dataset, contribution.policy)
+            if epsilon > funds.remaining_epsilon or delta > funds.remaining_delta:
+                raise BudgetExceeded(
+                    f"{contribution.dataset.qualified_name} has ε {funds.remaining_epsilon} "
+                    f"left; this query needs {epsilon}."
+                )
+            BudgetEntry.objects.create(
+                room=room,
+                dataset=contribution.dataset,
+                query=query,
+                kind=BudgetEntry.Kind.RESERVE,
+                epsilon=epsilon,
+                delta=delta,
             )
-        BudgetEntry.objects.create(
-            room=room,
-            dataset=contribution.dataset,
-            query=query,
-            kind=BudgetEntry.Kind.RESERVE,
-            epsilon=epsilon,
-            delta=delta,
-        )
 
 
 def settle(*, query: Query, kind: str) -> list[BudgetEntry]:

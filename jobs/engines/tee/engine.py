@@ -4,6 +4,7 @@ to it, and collect the noised table it prints."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -105,19 +106,32 @@ class TeeEngine:
                     enclave.kill()
                 enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
                 for stream in (enclave.stdin, enclave.stdout, enclave.stderr):
-                    stream.close()
+                    # A dead enclave leaves unsent bytes behind; they must not mask the error.
+                    with contextlib.suppress(BrokenPipeError):
+                        stream.close()
 
     def _converse(self, job: Job, enclave: subprocess.Popen, progress: Progress) -> dict:
+        def stopped() -> EngineError:
+            enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
+            return EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
+
         def send(message: dict) -> None:
-            enclave.stdin.write(json.dumps(message) + "\n")
-            enclave.stdin.flush()
+            try:
+                enclave.stdin.write(json.dumps(message) + "\n")
+                enclave.stdin.flush()
+            except BrokenPipeError:
+                raise stopped() from None
 
         def receive() -> dict:
             line = enclave.stdout.readline()
             if not line:
-                enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
-                raise EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
+                raise stopped()
             return json.loads(line)
+
+        def report(percent: int, message: str) -> None:
+            # Every report is a point where a cancellation stops the job, the noise's included.
+            if not progress(percent, message):
+                raise EngineError("Cancelled while running.")
 
         send(_job_message(job))
         request = receive()["attest"]
@@ -127,21 +141,20 @@ class TeeEngine:
             user_data=base64.b64decode(request["user_data"]),
             nonce=os.urandom(16),
         )
-        progress(25, "Enclave attested")
+        report(25, "Enclave attested")
         try:
             keys = release_keys(job, document)
         except EngineError as exc:
             send({"abort": str(exc)})
             raise
         send({"keys": keys})
-        progress(40, "Keys released to the enclave")
+        report(40, "Keys released to the enclave")
         while True:
             message = receive()
             if "progress" in message:
-                if not progress(*message["progress"]):
-                    raise EngineError("Cancelled while running.")
+                report(*message["progress"])
             elif message.get("noise"):
                 runner.mark_noise_drawn(job.pk)
-                progress(80, "Noise added inside the enclave")
+                report(80, "Noise added inside the enclave")
             elif "result" in message:
                 return message["result"]

@@ -1,0 +1,669 @@
+"""Faults and attacks around a running job: a worker lost mid-job, an enclave killed, many jobs
+starting at once against one budget, approvals gone stale in the queue, cancellation, and
+everyone who is not a receiver asking for the result. Each ends in one clean state: at most one
+result, at most one charge per dataset, a refund whenever no noisy value exists."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import kombu.pools
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, connections, transaction
+from django.test import Client
+from django.utils import timezone
+
+from cleanroom.audit.log import events_of, room_log_name
+from cleanroom.celery import app as project_app
+from jobs import queries, runner, tasks
+from jobs.engines.tee.engine import TeeEngine
+from jobs.models import Approval, BudgetEntry, Job, Query, Result
+from jobs.privacy import ledger as ledger_service
+from jobs.runner import dispatch as send_to_broker
+from parties.models import Dataset
+from tests.factories import JOIN_SQL, api, propose
+
+SITE = "eu-frankfurt-tee"
+QUEUE = f"site.{SITE}"
+
+
+def approved(world, room, **values) -> Query:
+    query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, **values)
+    for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
+        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+    query.refresh_from_db()
+    return query
+
+
+def ledger(query: Query) -> list[str]:
+    return sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
+
+
+def events(job: Job, *types: str) -> list[dict]:
+    return [
+        e
+        for e in events_of(room_log_name(job.query.room_id))
+        if e["data"].get("job") == f"job:{job.pk}" and (not types or e["type"] in types)
+    ]
+
+
+def types(job: Job) -> list[str]:
+    return [e["type"] for e in events(job)]
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (any of its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def enclaves() -> list[int]:
+    """Enclave processes this test process started."""
+    found = []
+    for pid in children(os.getpid()):
+        with contextlib.suppress(FileNotFoundError):
+            if b"jobs.engines.tee.enclave" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def kill_and_reap(pid: int, timeout: float = 10) -> None:
+    """SIGKILL `pid` and block until it is gone (a pidfd turns readable when it exits)."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+        assert select.select([handle], [], [], timeout)[0], f"process {pid} outlived SIGKILL"
+    finally:
+        os.close(handle)
+
+
+@pytest.fixture
+def study(world, tmp_path):
+    return world.study(tmp_path)
+
+
+@pytest.fixture
+def held(monkeypatch):
+    """Jobs run_query creates stay off the broker until the test sends them (send_to_broker):
+    the worker side is then driven step by step."""
+    monkeypatch.setenv("CLEANROOM_SITE", SITE)
+    kept: list[int] = []
+    monkeypatch.setattr(runner, "dispatch", kept.append)
+    return kept
+
+
+def pause_progress_at(monkeypatch, percent: int) -> tuple[threading.Event, threading.Event]:
+    """Hold the worker at its progress report of `percent` until the test lets it go on."""
+    reached, go_on = threading.Event(), threading.Event()
+    report = runner.report_progress
+
+    def held_report(job_id: int, at: int, message: str) -> bool:
+        if at == percent:
+            reached.set()
+            assert go_on.wait(60), "the test never let the worker go on"
+        return report(job_id, at, message)
+
+    monkeypatch.setattr(runner, "report_progress", held_report)
+    return reached, go_on
+
+
+# --- A worker or an enclave lost mid-job ------------------------------------------------------
+
+
+class WorkerLost(BaseException):
+    """The worker process vanished: nothing after this point runs, no handler, no failure."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_once(
+    world, study, held, site_worker
+):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    first = runner.start_attempt(job.pk, SITE)
+
+    def lost_after_decrypting(percent: int, message: str) -> bool:
+        runner.report_progress(job.pk, percent, message)
+        if percent == 60:
+            raise WorkerLost
+        return True
+
+    with pytest.raises(WorkerLost):
+        TeeEngine().run(first, lost_after_decrypting)
+    assert not enclaves()  # the engine's enclave died with its worker
+    job.refresh_from_db()
+    assert (job.state, job.attempt, job.progress) == (Job.State.RUNNING, 1, 60)
+    assert ledger(job.query) == ["reserve", "reserve"]
+
+    # The broker redelivers the unacknowledged task to the site's worker.
+    wait = site_worker(SITE)
+    assert send_to_broker(job.pk)
+    assert wait() == ("jobs.run_tee_job", "SUCCESS", "released")
+
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (Job.State.SUCCEEDED, 2)
+    assert Result.objects.filter(job=job).count() == 1
+    assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
+    assert [e["data"]["attempt"] for e in events(job, "job.started")] == [1, 2]
+    seen = types(job)
+    assert seen.count("budget.reserved") == 2 and seen.count("budget.spent") == 2
+    assert seen.count("result.released") == 1 and "budget.refunded" not in seen
+    assert seen.count("attestation.verified") == 2  # each attempt's enclave attests anew
+
+    # A duplicate delivery after the release finds nothing to do.
+    tasks.run_tee_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
+    assert wait() == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
+    assert Result.objects.filter(job=job).count() == 1
+    assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
+
+
+@pytest.mark.django_db
+def test_an_enclave_killed_while_waiting_for_its_keys_fails_the_job_and_refunds(
+    world, study, held, monkeypatch
+):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    report = runner.report_progress
+
+    def kill_the_enclave_once_attested(job_id: int, percent: int, message: str) -> bool:
+        if percent == 25:
+            [enclave] = enclaves()
+            kill_and_reap(enclave)
+        return report(job_id, percent, message)
+
+    monkeypatch.setattr(runner, "report_progress", kill_the_enclave_once_attested)
+    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert "enclave stopped" in job.error
+    assert not Result.objects.filter(job=job).exists()
+    assert ledger(job.query) == ["refund", "refund", "reserve", "reserve"]
+    assert types(job)[-1] == "job.failed"
+
+
+@pytest.mark.django_db
+def test_after_its_last_attempt_a_redelivered_job_fails_cleanly_and_refunds(world, study, held):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    for attempt in range(1, runner.MAX_ATTEMPTS + 1):
+        assert runner.start_attempt(job.pk, SITE).attempt == attempt
+    assert runner.start_attempt(job.pk, SITE) is None
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert job.error == f"Gave up after {runner.MAX_ATTEMPTS} attempts."
+    assert ledger(job.query) == ["refund", "refund", "reserve", "reserve"]
+    assert types(job).count("budget.refunded") == 2
+
+
+REDIS_WORKER_DB = "redis://127.0.0.1:6379/13"
+# Keys of this test process's own on the broker: concurrent test runs never share a queue.
+KEY_PREFIX = f"cleanroom-faults-{os.getpid()}:"
+# The project's worker, with the broker keys above (not settable from the environment).
+WORKER = (
+    "import sys; from cleanroom.celery import app; "
+    "app.conf.broker_transport_options = {'global_keyprefix': sys.argv[1]}; "
+    "app.worker_main(sys.argv[2:])"
+)
+
+
+def use_broker(url: str, options: dict) -> None:
+    """Point this process's Celery app at another broker (dropping its cached pools)."""
+    project_app.conf.broker_url = url
+    project_app.conf.broker_transport_options = options
+    kombu.pools.reset()
+    project_app._pool = None
+    project_app.amqp._producer_pool = None
+
+
+def forget_broker_keys() -> None:
+    client = redis.Redis.from_url(REDIS_WORKER_DB)
+    for key in client.scan_iter(f"{KEY_PREFIX}*"):
+        client.delete(key)
+
+
+JOB_NOTIFY = """
+CREATE OR REPLACE FUNCTION test_faults_job_notify() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('test_faults_job', json_build_object(
+    'id', NEW.id, 'state', NEW.state, 'attempt', NEW.attempt, 'progress', NEW.progress)::text);
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER test_faults_job_notify AFTER UPDATE ON jobs_job
+  FOR EACH ROW EXECUTE FUNCTION test_faults_job_notify();
+"""
+
+
+@pytest.fixture
+def job_changes(transactional_db):
+    """Every committed change to a job, as PostgreSQL notifications: the test waits on these
+    instead of sleeping. The trigger is the test's own and is dropped afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "the test waits for the moment to kill the worker through PostgreSQL's "
+            "LISTEN/NOTIFY; SQLite cannot signal another process"
+        )
+    import psycopg
+
+    with connection.cursor() as cursor:
+        cursor.execute(JOB_NOTIFY)
+    params = connection.get_connection_params()
+    listener = psycopg.connect(
+        **{k: v for k, v in params.items() if k not in ("cursor_factory", "context")},
+        autocommit=True,
+    )
+    listener.execute("LISTEN test_faults_job")
+    try:
+        yield listener
+    finally:
+        listener.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_faults_job_notify ON jobs_job")
+            cursor.execute("DROP FUNCTION test_faults_job_notify()")
+
+
+def wait_for_job(listener, worker: subprocess.Popen, log: Path, until, timeout: float = 90):
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        assert worker.poll() is None, f"the worker exited:\n{log.read_text()[-3000:]}"
+        for notice in listener.notifies(timeout=min(left, 1), stop_after=1):
+            change = json.loads(notice.payload)
+            if until(change):
+                return change
+    pytest.fail(f"no such job change within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_sigkilled_mid_job_is_redelivered_charged_once_released_once(
+    world, study, job_changes, tmp_path
+):
+    forget_broker_keys()
+    db = connection.settings_dict
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_SITE": SITE,
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        "CELERY_BROKER_URL": REDIS_WORKER_DB,
+        "CLEANROOM_STORAGE_ROOT": str(settings.STORAGE_ROOT),
+        "CLEANROOM_KEY_ROOT": str(settings.KEY_SERVICE_ROOT),
+        "TEE_SIMULATED_ROOT_DIR": str(settings.TEE_SIMULATED_ROOT_DIR),
+        # Checkpoint signing stays with this process; the worker only appends events.
+        "CLEANROOM_AUDIT_SIGNING": "off",
+    }
+    previous = project_app.conf.broker_url, project_app.conf.broker_transport_options
+    use_broker(REDIS_WORKER_DB, {"global_keyprefix": KEY_PREFIX})
+    with log.open("w") as output:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                KEY_PREFIX,
+                "worker",
+                "-Q",
+                QUEUE,
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"faults-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        job = runner.run_query(query=approved(world, study), by=world.bob)  # sent on commit
+        job.refresh_from_db()
+        assert job.dispatched_at is not None
+
+        wait_for_job(
+            job_changes,
+            worker,
+            log,
+            lambda c: c["id"] == job.pk and c["attempt"] == 1 and c["progress"] >= 40,
+        )
+        # The keys are out and the enclave computes. Holding the job's row lock keeps the
+        # attempt from releasing before it is killed: whatever it writes next waits for us.
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job.pk)
+            assert not Result.objects.filter(job=job).exists()
+            [pool_process] = children(worker.pid)
+            orphans = children(pool_process)
+            kill_and_reap(pool_process)
+            for enclave in orphans:
+                kill_and_reap(enclave)
+
+        done = wait_for_job(
+            job_changes,
+            worker,
+            log,
+            lambda c: c["id"] == job.pk and c["state"] in ("succeeded", "failed", "cancelled"),
+        )
+        assert done["state"] == "succeeded", Job.objects.get(pk=job.pk).error
+        assert "WorkerLostError" in log.read_text()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for child in children(worker.pid):
+                kill_and_reap(child)
+            kill_and_reap(worker.pid)
+        use_broker(*previous)
+        forget_broker_keys()
+
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (Job.State.SUCCEEDED, 2)
+    assert Result.objects.filter(job=job).count() == 1
+    assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
+    seen = types(job)
+    assert seen.count("job.started") == 2 and seen.count("result.released") == 1
+    assert seen.count("budget.spent") == 2 and "budget.refunded" not in seen
+
+
+# --- The budget under concurrent starts ------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_jobs_started_at_once_never_reserve_more_than_the_total(world, study, held):
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "SQLite runs one write transaction at a time, so starts cannot race there; the "
+            "row locks that keep concurrent reservations within the total are PostgreSQL's"
+        )
+    # Each dataset allows ε 3 in total; five approved queries ask ε 1 each.
+    jobs = [
+        runner.run_query(query=approved(world, study, epsilon=Decimal("1")), by=world.bob)
+        for _ in range(5)
+    ]
+    barrier = threading.Barrier(len(jobs))
+
+    def start(job: Job) -> Job | None:
+        try:
+            barrier.wait(timeout=30)
+            return runner.start_attempt(job.pk, SITE)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        started = list(pool.map(start, jobs))
+
+    running = [job for job in started if job is not None]
+    assert len(running) == 3
+    for dataset in Dataset.objects.filter(contributions__room=study):
+        entries = BudgetEntry.objects.filter(room=study, dataset=dataset)
+        reserved = sum(e.epsilon for e in entries if e.kind == BudgetEntry.Kind.RESERVE)
+        refunded = sum(e.epsilon for e in entries if e.kind == BudgetEntry.Kind.REFUND)
+        assert reserved - refunded == Decimal(3)
+    for job in jobs:
+        job.refresh_from_db()
+        if job.pk in {r.pk for r in running}:
+            assert job.state == Job.State.RUNNING
+            assert ledger(job.query) == ["reserve", "reserve"]
+        else:
+            assert job.state == Job.State.FAILED
+            assert "left; this query needs 1" in job.error
+            assert ledger(job.query) == []  # refused: nothing reserved, nothing refunded
+            assert "budget.reserved" not in types(job) and "budget.refunded" not in types(job)
+            assert events(job, "job.failed")[0]["data"]["reason"] == job.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reservations_in_the_ledger_itself_never_exceed_the_total(world, study):
+    """The same race one level down, without the job's other locks (its row, the audit log's
+    head) that happen to serialise starts today: the ledger's own row locks must hold."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one write transaction at a time; see the test above")
+    candidates = [approved(world, study, epsilon=Decimal("1")) for _ in range(6)]
+    barrier = threading.Barrier(len(candidates))
+
+    def reserve(query: Query) -> bool:
+        try:
+            barrier.wait(timeout=30)
+            with transaction.atomic():
+                ledger_service.reserve(
+                    query=query, room=study, epsilon=query.epsilon, delta=query.delta
+                )
+            return True
+        except ledger_service.BudgetExceeded:
+            return False
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(len(candidates)) as pool:
+        reserved = list(pool.map(reserve, candidates))
+
+    assert reserved.count(True) == 3
+    for dataset in Dataset.objects.filter(contributions__room=study):
+        entries = BudgetEntry.objects.filter(room=study, dataset=dataset)
+        assert sum(e.epsilon for e in entries) == Decimal(3)
+        assert {e.kind for e in entries} == {BudgetEntry.Kind.RESERVE}
+
+
+@pytest.mark.django_db
+def test_a_job_refused_budget_on_one_dataset_reserves_nothing_on_the_other(world, study, held):
+    query = approved(world, study, epsilon=Decimal("1"))
+    job = runner.run_query(query=query, by=world.bob)
+    # Zurich's budget is nearly used by another query; Berlin's is untouched.
+    zurich = Dataset.objects.get(organization=world.zurich)
+    BudgetEntry.objects.create(
+        room=study,
+        dataset=zurich,
+        query=propose(study, world.bob, world.pharma, sql=JOIN_SQL),
+        kind=BudgetEntry.Kind.RESERVE,
+        epsilon=Decimal("2.5"),
+        delta=Decimal(0),
+    )
+
+    assert runner.start_attempt(job.pk, SITE) is None
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert "usz.patients has ε 0.5" in job.error and "needs 1" in job.error
+    assert ledger(query) == []
+    assert not events(job, "budget.reserved", "budget.refunded")
+
+
+# --- Approvals that went stale while the job waited ------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_job_whose_approvals_expired_in_the_queue_fails_at_the_worker_uncharged(
+    world, study, held, monkeypatch
+):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    later = job.query.expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+
+    assert runner.start_attempt(job.pk, SITE) is None
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (Job.State.FAILED, 0)
+    assert job.error == "The query's approvals have expired."
+    assert ledger(job.query) == []
+    assert not Result.objects.filter(job=job).exists()
+    assert "job.started" not in types(job)
+    assert events(job, "job.failed")[0]["data"]["reason"] == job.error
+
+
+@pytest.mark.django_db
+def test_an_owner_cannot_revoke_an_approval_once_its_job_exists(world, study, held):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    approval = Approval.objects.get(query=job.query, organization=world.zurich)
+
+    response = api(world.carol).post(
+        f"/api/rooms/{study.slug}/queries/{job.query.pk}/approvals/{approval.pk}/revoke/"
+    )
+    assert response.status_code in (400, 409)
+    assert "too late to revoke" in response.json()["error"]["message"]
+    approval.refresh_from_db()
+    assert approval.revoked_at is None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ({"revoked_at": timezone.now()}, "University Hospital Zurich has not approved"),
+        ({"signature": bytes(64)}, "approval signature does not verify"),
+    ],
+    ids=["revoked", "forged signature"],
+)
+@pytest.mark.django_db
+def test_an_approval_changed_behind_the_services_stops_the_job_at_the_worker(
+    world, study, held, tamper, reason
+):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    Approval.objects.filter(query=job.query, organization=world.zurich).update(**tamper)
+
+    assert runner.start_attempt(job.pk, SITE) is None
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED and reason in job.error
+    assert ledger(job.query) == []
+    assert "job.started" not in types(job)
+
+
+# --- Cancellation -----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_queued_job_cancelled_before_dispatch_is_never_sent(world, study, held):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    runner.cancel_job(job=job, by=world.bob)
+
+    assert send_to_broker(job.pk) is False
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED and job.dispatched_at is None
+    assert job.error == "Cancelled before it started."
+    [cancelled] = events(job, "job.cancelled")
+    assert cancelled["actor"] == f"user:{world.bob.pk}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_job_cancelled_after_dispatch_is_dropped_by_the_worker(
+    world, study, held, site_worker
+):
+    wait = site_worker(SITE)
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    response = api(world.bob).post(f"/api/rooms/{study.slug}/jobs/{job.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["state"] == "cancelled"
+
+    # The step was already on the broker when the analyst cancelled.
+    tasks.run_tee_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
+    assert wait() == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (Job.State.CANCELLED, 0)
+    assert ledger(job.query) == []
+    assert "job.started" not in types(job)
+
+
+@pytest.mark.parametrize(
+    ("percent", "settled", "note"),
+    [(60, "refund", "before any noise"), (80, "spend", "after the noise was drawn")],
+    ids=["before the noise", "after the noise"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_cancelled_stops_at_its_next_progress_report(
+    world, study, site_worker, monkeypatch, percent, settled, note
+):
+    reached, go_on = pause_progress_at(monkeypatch, percent)
+    wait = site_worker(SITE)
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    assert reached.wait(60), f"the worker never reported {percent} %"
+
+    response = api(world.bob).post(f"/api/rooms/{study.slug}/jobs/{job.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["state"] == "running"
+    go_on.set()
+    assert wait()[:2] == ("jobs.run_tee_job", "SUCCESS")
+
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED, (note, job.error)
+    assert (job.noise_drawn_at is not None) == (settled == "spend")
+    assert not Result.objects.filter(job=job).exists()
+    assert ledger(job.query) == sorted(["reserve", "reserve", settled, settled])
+    seen = types(job)
+    assert "job.cancel_requested" in seen and seen[-1] == "job.cancelled"
+    assert "result.released" not in seen
+
+
+# --- Who reads a released result --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_only_members_of_a_receiving_organisation_read_the_result(world, study, held):
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    assert tasks.run_tee_job(job.pk, SITE) == "released"
+    result = Result.objects.get(job=job)
+    api_path = f"/api/rooms/{study.slug}/jobs/{job.pk}/result/"
+    pages = [
+        f"/rooms/{study.slug}/jobs/{job.pk}/result/",
+        f"/rooms/{study.slug}/jobs/{job.pk}/result.csv",
+        f"/rooms/{study.slug}/jobs/{job.pk}/result.json",
+    ]
+
+    def browse(user: User) -> list[int]:
+        client = Client()
+        client.force_login(user)
+        responses = [client.get(path) for path in pages]
+        for response in responses:
+            if response.status_code != 200:
+                assert b"ci95" not in response.content
+        return [r.status_code for r in responses]
+
+    # The receiver: pharma, the analyst's organisation.
+    table = api(world.bob).get(api_path).json()
+    assert table["sha256"] == result.sha256 and table["table"]["rows"]
+    assert browse(world.bob) == [200, 200, 200]
+
+    # A member organisation that receives nothing, its auditor: they see the room, not this.
+    for member in (world.alice, world.dave):
+        response = api(member).get(api_path)
+        assert response.status_code == 403
+        assert "receiving organisations" in response.json()["error"]["message"]
+        assert browse(member) == [403, 403, 403]
+    # The regulator, an outsider, and the platform's operator: no such room for them.
+    operator = User.objects.create_superuser("operator", password="correct-horse-battery")
+    for stranger in (world.rita, world.mallory, operator):
+        response = api(stranger).get(api_path)
+        assert response.status_code == 404
+        assert "ci95" not in response.content.decode()
+        assert browse(stranger) == [404, 404, 404]
+    operator_client = Client()
+    operator_client.force_login(operator)
+    assert operator_client.get("/operator/jobs/result/").status_code == 404
+    assert operator_client.get("/operator/").status_code == 200  # the operator is signed in
+
+    assert api(world.bob).post(api_path).status_code == 405
+    assert Client().get(pages[0]).status_code == 302  # to the login page
+    assert api(world.bob).get(api_path).status_code == 200
+    assert Result.objects.filter(job=job).count() == 1
