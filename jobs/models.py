@@ -143,6 +143,11 @@ class Query(models.Model):
     def __str__(self) -> str:
         return f"{self.title} v{self.version}"
 
+    @property
+    def dataset_ids(self) -> list[int]:
+        """The datasets this submitted version reads, as its canonical form names them."""
+        return [int(item["dataset"].split(":")[1]) for item in self.canonical["datasets"]]
+
 
 class Approval(models.Model):
     """An owner organisation's decision on one query version, signed over its digest."""

@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.log import record_room_event
 from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
@@ -39,21 +39,14 @@ class QueryRefused(DomainError):
     code = "query_refused"
 
 
-def _record(
-    query: Query,
-    type: str,
-    by: User | None,
-    *,
-    attach: dict[str, bytes] | None = None,
-    **data: Any,
-) -> None:
-    record_event(
-        log=room_log_name(query.room_id),
-        type=type,
-        actor=actor_ref(by),
+def _record(query: Query, type: str, by: User | None, **data: Any) -> None:
+    record_room_event(
+        query.room_id,
+        type,
+        by=by,
         subject=f"query:{query.pk}",
-        data={"query": f"query:{query.pk}", **data},
-        attach=attach,
+        query=f"query:{query.pk}",
+        **data,
     )
 
 

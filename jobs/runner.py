@@ -22,7 +22,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.log import record_room_event
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
@@ -41,21 +41,9 @@ class JobRefused(DomainError):
     code = "job_refused"
 
 
-def _record(
-    job: Job,
-    type: str,
-    by: User | None = None,
-    *,
-    attach: dict[str, bytes] | None = None,
-    **data: Any,
-) -> None:
-    record_event(
-        log=room_log_name(job.query.room_id),
-        type=type,
-        actor=actor_ref(by),
-        subject=f"job:{job.pk}",
-        data={"job": f"job:{job.pk}", **data},
-        attach=attach,
+def _record(job: Job, type: str, by: User | None = None, **data: Any) -> None:
+    record_room_event(
+        job.query.room_id, type, by=by, subject=f"job:{job.pk}", job=f"job:{job.pk}", **data
     )
 
 
@@ -63,7 +51,7 @@ def _record_residency(job: Job, step: str, site: Site, checked_by: str) -> bool:
     """Decide and audit residency for every dataset the job reads at `site`."""
     allowed = True
     for contribution in job.query.room.contributions.filter(
-        dataset_id__in=_dataset_ids(job.query)
+        dataset_id__in=job.query.dataset_ids
     ).select_related("dataset__jurisdiction"):
         decision = decide(StepKind.PROCESS_ROWS, data=contribution.dataset.jurisdiction, site=site)
         _record(
@@ -82,10 +70,6 @@ def _record_residency(job: Job, step: str, site: Site, checked_by: str) -> bool:
         )
         allowed = allowed and decision.allowed
     return allowed
-
-
-def _dataset_ids(query: Query) -> list[int]:
-    return [int(item["dataset"].split(":")[1]) for item in query.canonical["datasets"]]
 
 
 def run_query(*, query: Query, by: User) -> Job:

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.log import record_room_event
 from cleanroom.errors import DomainError
 from jobs.models import Room, RoomDataset, RoomMembership
 from jobs.permissions import Permission, require
@@ -20,13 +20,7 @@ class RoomError(DomainError):
 
 
 def _record(room: Room, type: str, by: User, **data) -> None:
-    record_event(
-        log=room_log_name(room.pk),
-        type=type,
-        actor=actor_ref(by),
-        subject=f"room:{room.pk}",
-        data=data,
-    )
+    record_room_event(room.pk, type, by=by, subject=f"room:{room.pk}", **data)
 
 
 def create_room(

@@ -226,3 +226,23 @@ def events_of(log: str) -> list[dict[str, Any]]:
         json.loads(bytes(e.canonical))
         for e in AuditEvent.objects.filter(log__name=log).order_by("seq")
     ]
+
+
+def record_room_event(
+    room_id: int,
+    type: str,
+    *,
+    by,
+    subject: str,
+    attach: Mapping[str, bytes] | None = None,
+    **data: Any,
+) -> AuditEvent:
+    """Append to a room's log: the form every room, query and job event takes."""
+    return record_event(
+        log=room_log_name(room_id),
+        type=type,
+        actor=actor_ref(by),
+        subject=subject,
+        data=data,
+        attach=attach,
+    )

@@ -70,9 +70,8 @@ def reserve(*, query: Query, room: Room, epsilon: Decimal, delta: Decimal) -> No
     Idempotent: a retried attempt finds its reservation and takes no more."""
     if BudgetEntry.objects.filter(query=query, kind=BudgetEntry.Kind.RESERVE).exists():
         return
-    dataset_ids = [int(item["dataset"].split(":")[1]) for item in query.canonical["datasets"]]
     contributions = (
-        RoomDataset.objects.filter(room=room, dataset_id__in=dataset_ids)
+        RoomDataset.objects.filter(room=room, dataset_id__in=query.dataset_ids)
         .select_related("dataset", "policy")
         .order_by("dataset_id")
     )

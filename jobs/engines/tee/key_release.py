@@ -76,10 +76,12 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         raise EngineError("The job was cancelled; no keys are released.")
     # Every dataset is decided before any key is unwrapped: one refusal refuses them all.
     allowed = []
-    for item in job.query.canonical["datasets"]:
+    for dataset_id, item in zip(
+        job.query.dataset_ids, job.query.canonical["datasets"], strict=True
+    ):
         version = DatasetVersion.objects.select_related(
             "dataset__organization", "dataset__jurisdiction"
-        ).get(dataset_id=int(item["dataset"].split(":")[1]), number=item["version"])
+        ).get(dataset_id=dataset_id, number=item["version"])
         decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=job.site)
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
