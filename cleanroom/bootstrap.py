@@ -20,7 +20,7 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".installed-pyproject-sha256"
 # SDV needs torch; pip takes this CPU build from the machine's disk. It must be installed before
 # anything that depends on it, or a resolver would fetch a CUDA build of several gigabytes.
-PRE_INSTALL: list[str] = []
+PRE_INSTALL = ["torch==2.13.0"]
 
 
 def _venv_python() -> Path:
