@@ -242,3 +242,14 @@ CELERY_TASK_ROUTES = {"cleanroom.audit.tasks.*": {"queue": "audit"}}
 TEE_ALLOW_SIMULATED = env.bool("TEE_ALLOW_SIMULATED", default=True)
 TEE_SIMULATED_ROOT_DIR = Path(env.str("TEE_SIMULATED_ROOT_DIR", default=str(VAR_DIR / "tee")))
 TEE_MEASUREMENT_ALLOWLIST = env.list("TEE_MEASUREMENT_ALLOWLIST", default=[])
+
+# --- MPC compute parties (jobs.engines.mpc) ----------------------------------------------------
+# MPC_CREDENTIALS_DIR holds the per-deployment MPC CA and each party site's TLS and sealing keys
+# (`manage.py mpc_credentials`; made on first use otherwise). MPC_PARTY_ADDRESSES: the address
+# each MPC party site listens on and is reached at, "site=host" comma separated; a site not
+# named uses 127.0.0.1. A job's party i uses port MPC_PORT_BASE + (job id * 8 + i) mod 8192, so
+# concurrent jobs do not collide. MPC_PARTY_TIMEOUT: seconds a party process may take, in total.
+MPC_CREDENTIALS_DIR = Path(env.str("MPC_CREDENTIALS_DIR", default=str(VAR_DIR / "mpc")))
+MPC_PARTY_ADDRESSES = env.dict("MPC_PARTY_ADDRESSES", default={})
+MPC_PORT_BASE = env.int("MPC_PORT_BASE", default=20000)
+MPC_PARTY_TIMEOUT = env.int("MPC_PARTY_TIMEOUT", default=120)
