@@ -1,0 +1,106 @@
+"""SDV's synthesizers (not differentially private): Gaussian copula, and CTGAN on the CPU.
+
+Metadata come from the output columns: categorical columns (with a public domain) as
+categorical, numeric ones as numerical (integers stay integers). Bounds: the rows fitted on are
+clamped to the policy bounds, SDV keeps samples within the observed range, and the sample is
+clamped again.
+
+CTGAN's epochs are bounded by the time limit: a first fit of one epoch is timed; its time t (an
+over-estimate of one epoch, as it includes fitting the data transformer) gives
+epochs = floor(SHARE · time_limit / t) - 1, at most CTGAN_MAX_EPOCHS. When that is under two, the
+one-epoch model is kept; otherwise CTGAN is fitted again with that many epochs, so training takes
+about SHARE of the time limit, the rest being left for sampling and the reports.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import polars as pl
+
+from jobs.synthesis.columns import SynthColumn, SynthesisError, clamp
+
+CTGAN_MAX_EPOCHS = 300
+SHARE = 0.6
+SAMPLE_ATTEMPTS = 10
+_TABLE = "extract"
+
+
+def metadata(columns: Sequence[SynthColumn]):
+    from sdv.metadata import Metadata
+
+    # SDV 2 infers integer rounding from the fitted values (`enforce_rounding`); the sample is
+    # cast to the column's type by `clamp` anyway.
+    spec = {c.name: {"sdtype": "categorical" if c.categorical else "numerical"} for c in columns}
+    return Metadata.load_from_dict({"tables": {_TABLE: {"columns": spec}}})
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """SDV and its RDT transformers emit pandas FutureWarnings and advisory UserWarnings about
+    their own internals; they are harmless here and would fail the strict test suite."""
+    with warnings.catch_warnings():
+        for category in (FutureWarning, UserWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        yield
+
+
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        import torch
+
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def fit_gaussian_copula(training: pl.DataFrame, columns: Sequence[SynthColumn], seed: int | None):
+    from sdv.single_table import GaussianCopulaSynthesizer
+
+    with _quietly():
+        _seed(seed)
+        synthesizer = GaussianCopulaSynthesizer(metadata(columns), enforce_min_max_values=True)
+        synthesizer.fit({_TABLE: training.to_pandas()})
+    return synthesizer, {"epochs": None}
+
+
+def fit_ctgan(
+    training: pl.DataFrame, columns: Sequence[SynthColumn], seed: int | None, time_limit: float
+):
+    from sdv.single_table import CTGANSynthesizer
+
+    data = {_TABLE: training.to_pandas()}
+
+    def fit(epochs: int):
+        synthesizer = CTGANSynthesizer(metadata(columns), epochs=epochs, enable_gpu=False)
+        synthesizer.fit(data)
+        return synthesizer
+
+    with _quietly():
+        _seed(seed)
+        start = time.perf_counter()
+        synthesizer = fit(1)
+        first = time.perf_counter() - start
+        epochs = min(CTGAN_MAX_EPOCHS, int(SHARE * time_limit / max(first, 1e-3)) - 1)
+        if epochs >= 2:
+            synthesizer = fit(epochs)
+        else:
+            epochs = 1
+    return synthesizer, {"epochs": epochs, "first_epoch_seconds": round(first, 3)}
+
+
+def sample(synthesizer, columns: Sequence[SynthColumn], rows: int) -> pl.DataFrame:
+    """`rows` synthetic rows within the bounds and domains (rows SDV draws outside a domain or
+    with a missing value are replaced by fresh draws)."""
+    parts, have = [], 0
+    with _quietly():
+        for _ in range(SAMPLE_ATTEMPTS):
+            drawn = clamp(pl.from_pandas(synthesizer.sample(num_rows=rows - have)[_TABLE]), columns)
+            parts.append(drawn)
+            have += drawn.height
+            if have >= rows:
+                return pl.concat(parts).head(rows)
+    raise SynthesisError(f"The synthesizer drew too few valid rows ({have} of {rows}).")
