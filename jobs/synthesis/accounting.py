@@ -88,7 +88,7 @@ def _decimal(value: float) -> str:
 def gaussian(scale: float) -> dp.Measurement:
     """The Gaussian mechanism on a vector of integer counts (OpenDP: discrete Gaussian)."""
     return dp.m.make_gaussian(
-        dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=scale
+        dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"), scale=scale
     )
 
 

@@ -19,6 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -91,6 +92,23 @@ def public_bins(column: SynthColumn) -> list:
     if lower == upper:
         return [lower, upper]
     return [lower + (upper - lower) * k / MAX_BINS for k in range(MAX_BINS + 1)]
+
+
+def code_labels(column: SynthColumn) -> list[str]:
+    """A label per code: the category, or the bin's range (integers: "lo-hi", floats:
+    "[lo, hi)", the last bin closed)."""
+    if column.categorical:
+        return [str(c) for c in column.domain()]
+    edges = public_bins(column)
+    if column.type == INTEGER:
+        return [
+            str(low) if high - 1 == low else f"{low}-{high - 1}" for low, high in pairwise(edges)
+        ]
+    last = len(edges) - 2
+    return [
+        f"[{low:g}, {high:g}{']' if k == last else ')'}"
+        for k, (low, high) in enumerate(pairwise(edges))
+    ]
 
 
 def check_columns(columns: Sequence[SynthColumn]) -> None:

@@ -126,7 +126,7 @@ def _dp_extract(frame, columns, rows, epsilon, delta, rows_per_unit, seed) -> Ex
     fitted = time.perf_counter()
     out = decode(synthetic, columns, np.random.default_rng(seed))
     sampled = time.perf_counter()
-    quality = reports.dp_quality(synthetic, sizes, noisy)
+    quality = reports.dp_quality(synthetic, columns, noisy)
     privacy = reports.dp_privacy(budget, noisy)
     return Extract(
         frame=out,

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from jobs.synthesis.accounting import DpBudget
-from jobs.synthesis.columns import SynthColumn
+from jobs.synthesis.columns import SynthColumn, code_labels
 from jobs.synthesis.dp_marginals import NoisyMarginals, marginal
 
 NOT_DP = "NOT DIFFERENTIALLY PRIVATE"
@@ -51,7 +51,15 @@ def _similarity(reference: np.ndarray, synthetic: np.ndarray) -> float:
     return float(1 - 0.5 * np.abs(p - q).sum())
 
 
-def dp_quality(codes: dict[str, np.ndarray], sizes: dict[str, int], noisy: NoisyMarginals) -> dict:
+def _counts(table: np.ndarray) -> list:
+    # The discrete Gaussian's noisy counts are whole numbers.
+    return np.rint(table).astype(np.int64).tolist()
+
+
+def dp_quality(
+    codes: dict[str, np.ndarray], columns: Sequence[SynthColumn], noisy: NoisyMarginals
+) -> dict:
+    sizes = {c.name: c.size() for c in columns}
     shapes = [
         {
             "column": name,
@@ -75,9 +83,18 @@ def dp_quality(codes: dict[str, np.ndarray], sizes: dict[str, int], noisy: Noisy
         "reference": "noisy marginals",
         "reveals": (
             "Nothing beyond the differentially private release: scores compare the synthetic "
-            "rows with the noisy marginals the run measured, which is post-processing covered "
-            "by the extract's (ε, δ). Pair trends cover the measured pairs only."
+            "rows with the noisy marginals the run measured, which are released here too "
+            "(noisy counts per category or public bin, in the columns' code order) and are "
+            "covered by the extract's (ε, δ). Pair trends cover the measured pairs only."
         ),
+        "reference_marginals": {
+            "labels": {c.name: code_labels(c) for c in columns},
+            "one_way": {name: _counts(table) for name, table in noisy.one_way.items()},
+            "two_way": [
+                {"columns": list(pair), "counts": _counts(table)}
+                for pair, table in noisy.two_way.items()
+            ],
+        },
         "overall": float(np.mean(list(properties.values()))),
         "properties": properties,
         "column_shapes": shapes,
