@@ -99,6 +99,20 @@ class PolicyForm(forms.Form):
     max_epsilon_per_query = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
     total_epsilon = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
     total_delta = forms.DecimalField(min_value=0, max_digits=13, decimal_places=12)
+    synthetic_allowed = forms.BooleanField(
+        label="Synthetic extracts allowed",
+        required=False,
+        help_text="Rows from a model fitted in the TEE; the default method is differentially "
+        "private and charged to the budget like any query.",
+    )
+    non_dp_synthetic_allowed = forms.BooleanField(
+        label="Non-DP synthetic extracts allowed",
+        required=False,
+        help_text="Also allow SDV's synthesizers, which carry no formal privacy guarantee.",
+    )
+    max_synthetic_rows = forms.IntegerField(
+        label="Largest synthetic extract (rows)", min_value=1, initial=100_000
+    )
 
     def __init__(self, *args, columns=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -125,6 +139,9 @@ class PolicyForm(forms.Form):
                 "max_epsilon_per_query",
                 "total_epsilon",
                 "total_delta",
+                "synthetic_allowed",
+                "non_dp_synthetic_allowed",
+                "max_synthetic_rows",
             )
         }
         initial["allowed_receivers"] = list(policy.allowed_receivers.all())

@@ -277,6 +277,14 @@ class AnalysisPolicy(models.Model):
     total_delta = models.DecimalField(
         max_digits=12, decimal_places=12, default=Decimal(0), validators=[MinValueValidator(0)]
     )
+    # Synthetic extracts (row-level output from a model fitted in the TEE): off until the owner
+    # opts in. The differentially private method is charged to the budget like any query; the
+    # SDV methods carry no formal guarantee and need the second switch as well.
+    synthetic_allowed = models.BooleanField(default=False)
+    non_dp_synthetic_allowed = models.BooleanField(default=False)
+    max_synthetic_rows = models.PositiveIntegerField(
+        default=100_000, validators=[MinValueValidator(1)]
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )

@@ -89,6 +89,9 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_epsilon_per_query",
             "total_epsilon",
             "total_delta",
+            "synthetic_allowed",
+            "non_dp_synthetic_allowed",
+            "max_synthetic_rows",
             "created_at",
         ]
 
@@ -186,3 +189,6 @@ class PolicyInputSerializer(serializers.Serializer):
     total_delta = serializers.DecimalField(
         max_digits=13, decimal_places=12, min_value=0, required=False
     )
+    synthetic_allowed = serializers.BooleanField(required=False)
+    non_dp_synthetic_allowed = serializers.BooleanField(required=False)
+    max_synthetic_rows = serializers.IntegerField(min_value=1, required=False)

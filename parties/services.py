@@ -275,6 +275,9 @@ POLICY_FIELDS = (
     "max_epsilon_per_query",
     "total_epsilon",
     "total_delta",
+    "synthetic_allowed",
+    "non_dp_synthetic_allowed",
+    "max_synthetic_rows",
 )
 # Which column roles each allowance may name.
 ROLE_FOR_ALLOWANCE = {
@@ -317,6 +320,12 @@ def _check_policy(dataset: Dataset, values: dict[str, Any]) -> None:
         raise PolicyError("The minimum group size must be at least 1.")
     if values["max_rows_per_unit"] < 1:
         raise PolicyError("The contribution bound (rows per privacy unit) must be at least 1.")
+    if values["max_synthetic_rows"] < 1:
+        raise PolicyError("The largest synthetic extract must have at least 1 row.")
+    if values["non_dp_synthetic_allowed"] and not values["synthetic_allowed"]:
+        raise PolicyError(
+            "Non-DP synthetic extracts can only be allowed together with synthetic extracts."
+        )
 
 
 @transaction.atomic
