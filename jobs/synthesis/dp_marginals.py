@@ -1,18 +1,21 @@
 """The DP synthesizer after MST (McKenna, Miklau and Sheldon, "Winning the NIST Contest", 2021).
 
 On the encoded rows (`columns.encode`: one code per category or public bin):
-1. measure every 1-way marginal with OpenDP's Gaussian mechanism;
+1. measure every 1-way marginal with OpenDP's Gaussian mechanism; as in MST, the codes whose
+   noisy count is under 3 standard deviations of the noise are merged into one code per column
+   (compression), so that the 2-way tables measured next have fewer, better-filled cells;
 2. select the 2-way marginals of a spanning tree privately: Kruskal's algorithm where each of
    the d - 1 rounds picks, with OpenDP's noisy max, among the pairs joining two components, the
    one the current model (independent columns from the noisy 1-way marginals) explains worst:
-   score = L1 distance of its true 2-way marginal from the model's, minus the L1 error its
-   Gaussian measurement is expected to have anyway (as in MST);
-3. measure the selected 2-way marginals with OpenDP's Gaussian mechanism;
+   score = L1 distance of its true (compressed) 2-way marginal from the model's, minus the L1
+   error its Gaussian measurement is expected to have anyway (as in MST);
+3. measure the selected 2-way marginals (on the compressed codes) with OpenDP's Gaussian
+   mechanism;
 4. estimate a graphical model from all noisy marginals with mbi (private-pgm's mirror descent);
-5. sample the requested number of rows from the model.
+5. sample the requested number of rows of compressed codes from the model, and expand a merged
+   code to one of its original codes in proportion to their (clipped) noisy 1-way counts.
 Only steps 1 to 3 read the rows, through the OpenDP mechanisms `accounting.dp_cost` calibrated;
-steps 4 and 5 are post-processing of the noisy marginals. MST's compression of rare categories
-is left out: the domains are public and small (at most 16 bins).
+the compression, the selection scores' model and steps 4 and 5 use noisy values only.
 
 mbi and JAX are imported here, lazily: JAX runs on the CPU, in float64 (mbi's estimate can stall
 in float32 for large counts), without a persistent compilation cache.
@@ -31,15 +34,26 @@ from jobs.synthesis.accounting import DpBudget, gaussian, noisy_max
 # Mirror descent iterations: enough for a tree of marginals to converge (the loss no longer
 # moves), and the run time stays independent of the number of rows.
 ESTIMATION_ITERATIONS = 1000
+# MST merges the codes whose noisy count is under this many noise standard deviations.
+COMPRESSION_THRESHOLD = 3.0
 
 
 @dataclass
 class NoisyMarginals:
-    """What the DP run measured: the only statistics of the real rows it ever holds on to."""
+    """What the DP run measured: the only statistics of the real rows it ever holds on to.
+    `compressed[c][code]` is the compressed code of an original code of column c; the 2-way
+    tables are over compressed codes."""
 
     one_way: dict[str, np.ndarray] = field(default_factory=dict)
+    compressed: dict[str, np.ndarray] = field(default_factory=dict)
     two_way: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     selected: list[tuple[str, str]] = field(default_factory=list)
+
+    def compressed_sizes(self) -> dict[str, int]:
+        return {name: int(mapping.max()) + 1 for name, mapping in self.compressed.items()}
+
+    def compress(self, codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: self.compressed[name][code] for name, code in codes.items()}
 
 
 def marginal(
@@ -57,6 +71,17 @@ def measure(counts: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(noisy, dtype=np.float64).reshape(counts.shape)
 
 
+def _compression(noisy: np.ndarray, scale: float) -> np.ndarray:
+    """Original code -> compressed code: well-supported codes keep their order, the rest share
+    the last code."""
+    supported = noisy >= COMPRESSION_THRESHOLD * scale
+    if supported.all() or (~supported).sum() == 1:
+        return np.arange(noisy.size)
+    mapping = np.full(noisy.size, supported.sum())
+    mapping[supported] = np.arange(supported.sum())
+    return mapping
+
+
 def _distribution(noisy: np.ndarray) -> np.ndarray:
     clipped = np.clip(noisy, 0, None)
     total = clipped.sum()
@@ -64,25 +89,26 @@ def _distribution(noisy: np.ndarray) -> np.ndarray:
 
 
 def _select_tree(
-    codes: dict[str, np.ndarray],
-    sizes: dict[str, int],
-    one_way: dict[str, np.ndarray],
-    budget: DpBudget,
+    codes: dict[str, np.ndarray], noisy: NoisyMarginals, budget: DpBudget
 ) -> list[tuple[str, str]]:
-    names = list(sizes)
+    names = list(codes)
     selection, two_way = budget.stage("selection"), budget.stage("two-way")
     if selection is None:
         return [(names[0], names[1])] if two_way is not None else []
-    total = float(np.mean([max(t.sum(), 1.0) for t in one_way.values()]))
+    sizes = noisy.compressed_sizes()
+    one_way = {
+        c: np.bincount(noisy.compressed[c], weights=noisy.one_way[c], minlength=sizes[c])
+        for c in names
+    }
+    total = estimated_total(noisy)
     independent = {c: _distribution(one_way[c]) for c in names}
     candidates = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
     scores = {}
     for a, b in candidates:
         model = total * np.outer(independent[a], independent[b])
         expected_noise = math.sqrt(2 / math.pi) * two_way.scale * sizes[a] * sizes[b]
-        scores[(a, b)] = (
-            float(np.abs(marginal(codes, sizes, (a, b)) - model).sum()) - expected_noise
-        )
+        error = float(np.abs(marginal(codes, sizes, (a, b)) - model).sum())
+        scores[(a, b)] = error - expected_noise
     component = {c: c for c in names}
 
     def root(c: str) -> str:
@@ -104,15 +130,26 @@ def measure_marginals(
     codes: dict[str, np.ndarray], sizes: dict[str, int], budget: DpBudget
 ) -> NoisyMarginals:
     """Steps 1-3: every noisy value the DP method computes from the rows."""
-    one_way_stage = budget.stage("one-way")
+    one_way = budget.stage("one-way")
     noisy = NoisyMarginals()
     for name in sizes:
-        noisy.one_way[name] = measure(marginal(codes, sizes, (name,)), one_way_stage.scale)
-    noisy.selected = _select_tree(codes, sizes, noisy.one_way, budget)
+        noisy.one_way[name] = measure(marginal(codes, sizes, (name,)), one_way.scale)
+        noisy.compressed[name] = _compression(noisy.one_way[name], one_way.scale)
+    compressed = noisy.compress(codes)
+    noisy.selected = _select_tree(compressed, noisy, budget)
     two_way = budget.stage("two-way")
     for pair in noisy.selected:
-        noisy.two_way[pair] = measure(marginal(codes, sizes, pair), two_way.scale)
+        table = marginal(compressed, noisy.compressed_sizes(), pair)
+        noisy.two_way[pair] = measure(table, two_way.scale)
     return noisy
+
+
+def estimated_total(noisy: NoisyMarginals) -> float:
+    """The number of rows, from the noisy 1-way tables: each table's sum, weighted by the
+    inverse of its noise variance (proportional to its number of cells)."""
+    sums = [table.sum() for table in noisy.one_way.values()]
+    weights = [1 / table.size for table in noisy.one_way.values()]
+    return max(1.0, float(np.average(sums, weights=weights)))
 
 
 def _jax():
@@ -124,13 +161,21 @@ def _jax():
     return jax
 
 
+def _expand(noisy: NoisyMarginals, name: str, codes: np.ndarray, rng) -> np.ndarray:
+    """Compressed codes back to original codes: a merged code becomes one of its members, drawn
+    in proportion to their clipped noisy counts."""
+    mapping = noisy.compressed[name]
+    original = np.empty(codes.size, dtype=np.int32)
+    for compressed in range(int(mapping.max()) + 1):
+        rows = np.flatnonzero(codes == compressed)
+        members = np.flatnonzero(mapping == compressed)
+        weights = _distribution(noisy.one_way[name][members])
+        original[rows] = rng.choice(members, size=rows.size, p=weights)
+    return original
+
+
 def sample(
-    noisy: NoisyMarginals,
-    sizes: dict[str, int],
-    budget: DpBudget,
-    *,
-    rows: int,
-    seed: int | None,
+    noisy: NoisyMarginals, budget: DpBudget, *, rows: int, seed: int | None
 ) -> dict[str, np.ndarray]:
     """Steps 4-5: estimate the graphical model from the noisy marginals and draw `rows` rows of
     codes. Post-processing only: the real rows are not an input."""
@@ -138,17 +183,24 @@ def sample(
     import mbi
     from mbi.estimation import MirrorDescent
 
-    domain = mbi.Domain(list(sizes), [sizes[c] for c in sizes])
+    names = list(noisy.one_way)
+    full = mbi.Domain(names, [noisy.one_way[c].size for c in names])
+    sizes = noisy.compressed_sizes()
+    domain = mbi.Domain(names, [sizes[c] for c in names])
     one_way, two_way = budget.stage("one-way"), budget.stage("two-way")
     measurements = [
-        mbi.LinearMeasurement(table.ravel(), (name,), stddev=one_way.scale)
+        mbi.LinearMeasurement(table.ravel(), (name,), stddev=one_way.scale).compress(
+            {name: noisy.compressed[name]}, full
+        )
         for name, table in noisy.one_way.items()
     ]
     measurements += [
         mbi.LinearMeasurement(table.ravel(), pair, stddev=two_way.scale)
         for pair, table in noisy.two_way.items()
     ]
-    model = MirrorDescent().estimate(domain, measurements, iters=ESTIMATION_ITERATIONS)
+    model = MirrorDescent().estimate(
+        domain, measurements, known_total=estimated_total(noisy), iters=ESTIMATION_ITERATIONS
+    )
     # mbi samples with NumPy's global generator: seed it for this call only, then restore it.
     state = np.random.get_state()
     try:
@@ -157,4 +209,5 @@ def sample(
         data = model.synthetic_data(rows=rows).to_dict()
     finally:
         np.random.set_state(state)
-    return {name: np.asarray(data[name], dtype=np.int32) for name in sizes}
+    rng = np.random.default_rng(seed)
+    return {name: _expand(noisy, name, np.asarray(data[name]), rng) for name in names}

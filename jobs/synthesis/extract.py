@@ -122,7 +122,7 @@ def _dp_extract(frame, columns, rows, epsilon, delta, rows_per_unit, seed) -> Ex
     codes = encode(clamp(frame, columns), columns)
     noisy = dp_marginals.measure_marginals(codes, sizes, budget)
     del codes  # from here on only the noisy marginals are used
-    synthetic = dp_marginals.sample(noisy, sizes, budget, rows=rows, seed=seed)
+    synthetic = dp_marginals.sample(noisy, budget, rows=rows, seed=seed)
     fitted = time.perf_counter()
     out = decode(synthetic, columns, np.random.default_rng(seed))
     sampled = time.perf_counter()

@@ -56,6 +56,15 @@ def _counts(table: np.ndarray) -> list:
     return np.rint(table).astype(np.int64).tolist()
 
 
+def _merged_labels(column: SynthColumn, mapping: np.ndarray) -> list[list[str]]:
+    """The original labels behind each compressed code."""
+    labels = code_labels(column)
+    return [
+        [labels[i] for i in np.flatnonzero(mapping == code)]
+        for code in range(int(mapping.max()) + 1)
+    ]
+
+
 def dp_quality(
     codes: dict[str, np.ndarray], columns: Sequence[SynthColumn], noisy: NoisyMarginals
 ) -> dict:
@@ -68,11 +77,12 @@ def dp_quality(
         }
         for name, table in noisy.one_way.items()
     ]
+    compressed, compressed_sizes = noisy.compress(codes), noisy.compressed_sizes()
     pairs = [
         {
             "columns": list(pair),
             "metric": "ContingencySimilarity",
-            "score": _similarity(table, marginal(codes, sizes, pair)),
+            "score": _similarity(table, marginal(compressed, compressed_sizes, pair)),
         }
         for pair, table in noisy.two_way.items()
     ]
@@ -84,12 +94,18 @@ def dp_quality(
         "reveals": (
             "Nothing beyond the differentially private release: scores compare the synthetic "
             "rows with the noisy marginals the run measured, which are released here too "
-            "(noisy counts per category or public bin, in the columns' code order) and are "
-            "covered by the extract's (ε, δ). Pair trends cover the measured pairs only."
+            "(noisy counts per category or public bin, in the columns' code order; the 2-way "
+            "tables over the codes after rare ones were merged, as listed) and are covered by "
+            "the extract's (ε, δ). Pair trends cover the measured pairs only."
         ),
         "reference_marginals": {
             "labels": {c.name: code_labels(c) for c in columns},
             "one_way": {name: _counts(table) for name, table in noisy.one_way.items()},
+            "merged": {
+                c.name: _merged_labels(c, noisy.compressed[c.name])
+                for c in columns
+                if noisy.compressed_sizes()[c.name] < c.size()
+            },
             "two_way": [
                 {"columns": list(pair), "counts": _counts(table)}
                 for pair, table in noisy.two_way.items()
@@ -138,6 +154,12 @@ def _sample(frame: pl.DataFrame, rows: int, seed: int) -> pl.DataFrame:
     return frame.sample(n=min(rows, frame.height), seed=seed) if frame.height > rows else frame
 
 
+def _score(value: float) -> float | None:
+    # SDMetrics leaves a pair unscored (NaN) when the real rows show no association between
+    # its columns above its threshold; JSON has no NaN.
+    return None if value is None or np.isnan(value) else float(value)
+
+
 def sdv_quality(
     training: pl.DataFrame, synthetic: pl.DataFrame, columns: Sequence[SynthColumn], seed: int
 ) -> dict:
@@ -153,37 +175,33 @@ def sdv_quality(
         verbose=False,
     )
     properties = {
-        row["Property"]: float(row["Score"]) for row in report.get_properties().to_dict("records")
+        row["Property"]: _score(row["Score"]) for row in report.get_properties().to_dict("records")
     }
     shapes = [
-        {"column": row["Column"], "metric": row["Metric"], "score": float(row["Score"])}
+        {"column": row["Column"], "metric": row["Metric"], "score": _score(row["Score"])}
         for row in report.get_details("Column Shapes").to_dict("records")
     ]
-    pairs = (
-        [
+    pairs = []
+    if len(columns) > 1:
+        pairs = [
             {
                 "columns": [row["Column 1"], row["Column 2"]],
                 "metric": row["Metric"],
-                "score": float(row["Score"]),
+                "score": _score(row["Score"]),
             }
             for row in report.get_details("Column Pair Trends").to_dict("records")
         ]
-        if len(columns) > 1
-        else []
-    )
+    sampled = f" on a uniform sample of {real.height}" if real.height < training.height else ""
     return {
         "reference": "real rows (training split)",
         "label": NOT_DP,
         "reveals": (
-            "Computed from the real rows without noise: each score bounds how far the synthetic "
-            "distribution of a column or pair of columns is from the real one"
-            + (
-                f" (on a uniform sample of {real.height} real rows)."
-                if real.height < training.height
-                else "."
-            )
+            f"Computed{sampled} from the real rows without noise: each score says how close "
+            "the synthetic distribution of a column, or of a pair of columns, is to the real "
+            "one; a pair left unscored (null) shows that the real rows have no association "
+            "between its columns above SDMetrics' threshold."
         ),
-        "overall": float(report.get_score()),
+        "overall": _score(report.get_score()),
         "properties": properties,
         "column_shapes": shapes,
         "column_pair_trends": pairs,
