@@ -1,0 +1,269 @@
+"""MPC compute parties as real, separate processes over TLS: they release the owners' sum plus
+discrete Laplace noise drawn inside MPC, a party's view does not depend on the inputs, and a
+stranger, a dead party or a two-party configuration fails the run cleanly.
+
+Never imports mpyc.runtime here: each party is its own process (jobs/engines/mpc/party.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from jobs.engines.base import EngineError
+from jobs.engines.mpc import noise, sharing
+from jobs.engines.mpc.certificates import ensure_credentials
+from jobs.engines.mpc.parties import PartyOutput, PartySpec, run_party, start_party
+
+SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
+TIMEOUT = 60
+
+
+@pytest.fixture
+def credentials(settings, tmp_path):
+    settings.MPC_CREDENTIALS_DIR = tmp_path / "mpc"
+    ensure_credentials(SITES)
+    return settings.MPC_CREDENTIALS_DIR
+
+
+def free_ports(count: int) -> list[int]:
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def specs(
+    owners: list[list[int]],
+    layout: dict,
+    scales: list[float],
+    *,
+    hosts: list[str] | None = None,
+    sites: list[str] = SITES,
+) -> list[PartySpec]:
+    hosts = hosts or ["127.0.0.1"] * len(sites)
+    addresses = list(zip(hosts, free_ports(len(sites)), strict=True))
+    shares = [sharing.split(vector, len(sites)) for vector in owners]
+    return [
+        PartySpec(
+            job=7,
+            index=index,
+            sites=sites,
+            addresses=addresses,
+            inputs=[owner[index] for owner in shares],
+            layout=layout,
+            noise=[
+                {"measure": m, "scale": s} for m, s in zip(layout["measures"], scales, strict=True)
+            ],
+        )
+        for index in range(len(sites))
+    ]
+
+
+def run_all(
+    party_specs: list[PartySpec], launchers: dict[int, list[str]] | None = None
+) -> list[PartyOutput | EngineError]:
+    """Run every party at once, as the job's sites would, and collect outputs or errors."""
+
+    def run(spec: PartySpec) -> PartyOutput | EngineError:
+        launcher = (launchers or {}).get(spec.index, [])
+        try:
+            return start_party(spec, launcher=launcher).wait(TIMEOUT)
+        except EngineError as error:
+            return error
+
+    with ThreadPoolExecutor(len(party_specs)) as pool:
+        return list(pool.map(run, party_specs))
+
+
+@pytest.mark.slow
+def test_parties_release_the_sum_plus_discrete_laplace_noise_and_never_an_unnoised_value(
+    credentials,
+):
+    rng = np.random.default_rng(5)
+    groups, scale = 200, 1.0
+    owners = [rng.integers(0, 10**6, size=2 * groups).tolist() for _ in range(3)]
+    # The second measure's cells hold 0 in the first half and large sums in the second.
+    owners[0][groups : groups + groups // 2] = [0] * (groups // 2)
+    layout = {"groups": groups, "measures": ["count", "sum(visits)"]}
+
+    outputs = run_all(specs(owners, layout, [scale, scale]))
+
+    assert all(isinstance(o, PartyOutput) for o in outputs), outputs
+    plain = np.sum(owners, axis=0)
+    released = np.array(sharing.recombine({i: o.output for i, o in enumerate(outputs)}))
+    # Any t + 1 = 2 parties' output shares give the same values.
+    assert released.tolist() == sharing.recombine({0: outputs[0].output, 2: outputs[2].output})
+    drawn = released - plain
+    assert np.abs(drawn).max() < 40  # P(|noise| >= 40) < 1e-16 at scale 1
+
+    # The noise has the declared distribution: chi-square against the discrete Laplace pmf.
+    edges = np.arange(-3, 4)
+    observed = [np.sum(drawn < -3)] + [np.sum(drawn == k) for k in edges] + [np.sum(drawn > 3)]
+    pmf = noise.discrete_laplace_pmf(edges, scale)
+    tail = (1 - pmf.sum()) / 2
+    expected = np.concatenate([[tail], pmf, [tail]]) * len(drawn)
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+    q = np.exp(-1 / scale)
+    assert drawn.var() == pytest.approx(2 * q / (1 - q) ** 2, rel=0.2)
+
+    # Party 0's view: its output shares of small and of large values look alike (uniform).
+    own = np.array(outputs[0].output, dtype=float) / sharing.MODULUS
+    small, large = own[groups : groups + groups // 2], own[groups + groups // 2 :]
+    assert stats.ks_2samp(small, large).pvalue > 1e-4
+    assert all(o.bytes_sent > 0 and o.bytes_received > 0 for o in outputs)
+    assert all(0 < o.seconds["noise"] <= o.seconds["mpc"] for o in outputs)
+
+
+def test_two_compute_parties_are_refused_before_anything_starts(credentials):
+    spec = specs([[1, 2]], {"groups": 2, "measures": ["count"]}, [1.0])[0]
+    two = replace(spec, sites=SITES[:2], addresses=spec.addresses[:2])
+    with pytest.raises(EngineError, match="at least 3 compute parties"):
+        run_party(two, timeout=TIMEOUT)
+
+
+def test_the_party_program_itself_refuses_two_parties(credentials):
+    document = (
+        '{"job": 1, "index": 0, "parties": [{"host": "127.0.0.1", "port": 1, "site": "a"},'
+        ' {"host": "127.0.0.1", "port": 2, "site": "b"}], "inputs": [[1]],'
+        ' "layout": {"groups": 1, "measures": ["count"]},'
+        ' "noise": [{"measure": "count", "scale": 1.0}]}\n'
+    )
+    party = subprocess.run(
+        [sys.executable, "-m", "jobs.engines.mpc.party", "--ssl"],
+        input=document,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert party.returncode == 2
+    assert "at least 3 parties" in party.stderr
+
+
+@contextmanager
+def another_deployments_credentials(settings, tmp_path, site):
+    own = settings.MPC_CREDENTIALS_DIR
+    settings.MPC_CREDENTIALS_DIR = tmp_path / "other-ca"
+    ensure_credentials([site])
+    try:
+        yield
+    finally:
+        settings.MPC_CREDENTIALS_DIR = own
+
+
+@pytest.mark.slow
+def test_a_party_with_a_certificate_from_another_ca_cannot_join(credentials, settings, tmp_path):
+    party_specs = specs([[3, 4]], {"groups": 2, "measures": ["count"]}, [1.0])
+    # The last party listens for the others; its certificate names the right site, but
+    # another CA signed it.
+    with another_deployments_credentials(settings, tmp_path, SITES[2]):
+        stranger = start_party(party_specs[2])
+    honest = [start_party(spec) for spec in party_specs[:2]]
+
+    errors = []
+    for party in [*honest, stranger]:
+        with pytest.raises(EngineError) as failure:
+            party.wait(5)
+        errors.append(str(failure.value))
+
+    # Party 1 connects only to the stranger and refuses it; party 0 either refuses it too or
+    # finds party 1 gone; the stranger waits in vain for peers until its timeout.
+    assert errors[1] == (
+        f"MPC party 1 ({SITES[1]}) failed: Party 2 at 127.0.0.1:{party_specs[2].addresses[2][1]}"
+        f" is not {SITES[2]} of this deployment's MPC CA: self-signed certificate in certificate"
+        " chain."
+    )
+    assert errors[2] == f"MPC party 2 ({SITES[2]}) did not finish within 5 s."
+
+
+@pytest.mark.slow
+def test_a_killed_party_fails_the_run_within_the_timeout(credentials):
+    party_specs = specs([[3, 4]], {"groups": 2, "measures": ["count"]}, [1.0])
+    running = [start_party(spec) for spec in party_specs]
+    running[1].process.kill()
+    start = time.monotonic()
+
+    errors = []
+    for party in running:
+        with pytest.raises(EngineError) as failure:
+            party.wait(4)
+        errors.append(str(failure.value))
+
+    assert time.monotonic() - start < 8
+    assert "MPC party 1 (ch-geneva-mpc) failed" in errors[1]
+    assert "did not finish within 4 s" in errors[0] and "did not finish within 4 s" in errors[2]
+
+
+def _ip(*arguments: str) -> None:
+    subprocess.run([IP, *arguments], check=True, capture_output=True, text=True, timeout=30)
+
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+
+
+@contextmanager
+def separate_hosts(count: int) -> Iterator[list[tuple[str, str]]]:
+    """`count` network namespaces, each with one address on a private switch (a bridge in a
+    namespace of its own): (namespace, address) per host. Skips the test without privileges."""
+    prefix = f"crmpc{os.getpid()}"
+    switch = f"{prefix}-sw"
+    made: list[str] = []
+    try:
+        try:
+            _ip("netns", "add", switch)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            reason = getattr(exc, "stderr", "") or str(exc)
+            pytest.skip(f"Cannot make network namespaces here (needs root/CAP_SYS_ADMIN): {reason}")
+        made.append(switch)
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", switch, "link", "set", "br0", "up")
+        hosts = []
+        for i in range(count):
+            namespace, port, address = f"{prefix}-{i}", f"v{os.getpid()}-{i}", f"10.213.0.{i + 1}"
+            _ip("netns", "add", namespace)
+            made.append(namespace)
+            _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+            _ip("link", "set", port, "netns", switch)
+            _ip("-n", switch, "link", "set", port, "master", "br0", "up")
+            _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", namespace, "link", "set", "eth0", "up")
+            _ip("-n", namespace, "link", "set", "lo", "up")
+            hosts.append((namespace, address))
+        yield hosts
+    finally:
+        for namespace in reversed(made):
+            _ip("netns", "delete", namespace)
+
+
+@pytest.mark.slow
+def test_parties_on_separate_hosts_compute_together_over_their_own_addresses(credentials):
+    with separate_hosts(3) as hosts:
+        owners = [[10, 20, 30, 40], [1, 2, 3, 4], [100, 200, 300, 400]]
+        party_specs = specs(
+            owners,
+            {"groups": 2, "measures": ["count", "sum(x)"]},
+            [1.0, 1.0],
+            hosts=[address for _, address in hosts],
+        )
+        outputs = run_all(
+            party_specs, {i: [IP, "netns", "exec", ns] for i, (ns, _) in enumerate(hosts)}
+        )
+
+    assert all(isinstance(o, PartyOutput) for o in outputs), outputs
+    released = sharing.recombine({i: o.output for i, o in enumerate(outputs)})
+    plain = np.sum(owners, axis=0)
+    assert np.abs(np.array(released) - plain).max() < 40
