@@ -54,6 +54,7 @@ class PartyOutput:
     bytes_sent: int
     bytes_received: int
     seconds: dict[str, float] = field(default_factory=dict)  # "mpc", "noise"
+    peak_memory_bytes: int = 0  # the party process's peak resident memory
 
 
 def party_addresses(job_id: int, sites: list[str]) -> list[tuple[str, int]]:
@@ -131,6 +132,7 @@ class RunningParty:
                 bytes_sent=int(result["bytes_sent"]),
                 bytes_received=int(result["bytes_received"]),
                 seconds={k: float(v) for k, v in result["seconds"].items()},
+                peak_memory_bytes=int(result.get("peak_memory_bytes", 0)),
             )
         except (ValueError, KeyError, IndexError, TypeError):
             raise EngineError(f"{name} printed no readable output.") from None

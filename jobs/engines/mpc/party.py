@@ -173,7 +173,16 @@ async def compute(mpc: Any, job: dict[str, Any], network: PartyNetwork) -> dict[
         "bytes_sent": sent,
         "bytes_received": received,
         "seconds": {"mpc": mpc_seconds, "noise": noise_seconds},
+        "peak_memory_bytes": _peak_memory(),
     }
+
+
+def _peak_memory() -> int:
+    """This process's peak resident memory (Linux's VmHWM: ru_maxrss would also count pages
+    the parent had before exec)."""
+    with open("/proc/self/status") as status:
+        peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+    return int(peak) * 1024
 
 
 def main() -> int:
