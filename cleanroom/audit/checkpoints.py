@@ -10,9 +10,11 @@ depending on `AUDIT_CHECKPOINT_SIGNING` it is
 - ``inline``: signed in-process right after the commit (the embedded default, one process);
 - ``off``: left to `manage.py sign_checkpoints` or a direct call (some tests, bulk loads).
 
-Signing is idempotent (no new checkpoint when the size has not moved) and checks what it
-signs: every event appended since the last checkpoint must still hash to the leaf stored in its
-own transaction, and the stored nodes must give the same root as the head's compact range.
+Signing first extends the log's stored Merkle tree over the events appended since
+(`tree.extend`: appends never touch the tree), is idempotent (no new checkpoint when the size
+has not moved) and checks what it signs: every event appended since the last checkpoint must
+still hash to the leaf hash stored in its own transaction, and the stored nodes must give the
+same root as the head's compact range.
 """
 
 from __future__ import annotations
@@ -133,7 +135,10 @@ def sign_checkpoint(log_name: str) -> Checkpoint | None:
     Returns the latest checkpoint (new or not), or None for a log with no events.
     Raises CheckpointError, naming the event, if the log changed under the tree.
     """
-    head = AuditLog.objects.filter(name=log_name).first()
+    try:
+        head = tree.extend(log_name)
+    except tree.TreeError as exc:
+        raise CheckpointError(str(exc)) from exc
     if head is None or head.size == 0:
         return None
     latest = latest_checkpoint(log_name)

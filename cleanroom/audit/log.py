@@ -2,15 +2,15 @@
 
 An append, under the row lock of the log's head:
 
-1. locks the head and takes the next sequence number, then builds the event's canonical bytes;
-2. inserts the event, its attachments (content-addressed) and its index of stable ids;
-3. extends the log's RFC 9162 tree: inserts the leaf hash and every node the append completes,
-   computed from the compact range kept in the head row (so nothing else is read);
-4. moves the head to the new size and compact range;
-5. asks for a checkpoint once the transaction commits (`checkpoints.schedule`).
+1. locks the head, then takes the next sequence number (one past the log's last event: the
+   lock serialises writers, so numbers are gap-free and in commit order);
+2. builds the event's canonical bytes and inserts them with their leaf hash, and the index of
+   stable ids the event names, in one statement (plus its attachments, content-addressed);
+3. asks for a checkpoint once the transaction commits (`checkpoints.schedule`).
 
-Everything but the last step happens in the caller's transaction: the change, its event and its
-place in the tree commit together or not at all.
+That is all the caller's transaction pays for: the change and its event commit together or not
+at all. The Merkle tree is extended later, off the append path, by the checkpoint signer
+(`tree.extend`), which checks every event against the leaf hash stored in its own transaction.
 """
 
 # ruff: noqa: S608 - the SQL below interpolates only table names from model metadata and
@@ -26,14 +26,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from cleanroom.audit import merkle
-from cleanroom.audit.models import (
-    AuditAttachment,
-    AuditEvent,
-    AuditEventRef,
-    AuditLog,
-    AuditNode,
-)
+from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditEventRef, AuditLog
 from cleanroom.audit.verify import canonical_json, leaf_hash
 
 PLATFORM_LOG = "platform"
@@ -82,11 +75,10 @@ def record_event(
     digests = set(attachments or [])
     for content in (attach or {}).values():
         digests.add(store_attachment(content))
-    log_id, seq, packed = _reserve_seq(log)
     now = timezone.now()
     event = {
         "log": log,
-        "seq": seq,
+        "seq": _SEQ_PLACEHOLDER,
         "time": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "type": type,
         "actor": actor,
@@ -94,16 +86,25 @@ def record_event(
         "data": data or {},
         "attachments": sorted(digests),
     }
-    canonical = canonical_json(event)
-    frontier, nodes = merkle.frontier_append(
-        merkle.split_frontier(packed, seq), seq, leaf_hash(canonical)
-    )
+    before, after = _split_at_seq(canonical_json(event))
     refs = sorted(set(_refs(subject, data or {})))
-    event_id = _insert(
-        log_id, seq, type, canonical, now, nodes, refs, merkle.join_frontier(frontier)
-    )
+    if connection.vendor == "postgresql":
+        event_id, log_id, seq = _append_postgresql(log, type, before, after, now, refs)
+        canonical = before + str(seq).encode("ascii") + after
+        leaf = leaf_hash(canonical)
+    else:
+        log_id, seq = _reserve_seq(log)
+        canonical = before + str(seq).encode("ascii") + after
+        leaf = leaf_hash(canonical)
+        event_id = _insert(log_id, seq, type, canonical, leaf, now, refs)
     created = AuditEvent(
-        id=event_id, log_id=log_id, seq=seq, type=type, canonical=canonical, created_at=now
+        id=event_id,
+        log_id=log_id,
+        seq=seq,
+        type=type,
+        canonical=canonical,
+        leaf_hash=leaf,
+        created_at=now,
     )
     created._state.adding = False
     created._state.db = connection.alias
@@ -114,36 +115,67 @@ def record_event(
     return created
 
 
-# The hot path is two statements: one that locks the head and reserves the sequence number,
-# one that writes the event, its nodes, its index and the new compact range (a single
-# statement with data-modifying CTEs on PostgreSQL; SQLite, in-process, runs them one by one).
-# Round trips dominate an append that is not waiting on its commit; the ORM equivalent is five
-# statements and about three times the Python overhead.
+# The sequence number is known only under the head's lock, so the event's canonical bytes are
+# made around it: encoded with a placeholder, then cut where the number goes. On PostgreSQL the
+# whole append is then one round trip, `audit_append` (see `appending.py`): lock the head, read
+# the last number, insert the event with its leaf hash and id index. Nothing rewrites the head
+# row (a locking read writes no new row version), and the Merkle tree is left to the checkpoint
+# signer. Round trips dominate an append that is not waiting on its commit. SQLite, in-process,
+# runs the same steps as three statements.
 
+_SEQ_PLACEHOLDER = -1
+_SEQ_FIELD = b'"seq":-1'
 _EVENT = AuditEvent._meta.db_table
-_NODE = AuditNode._meta.db_table
 _REFS = AuditEventRef._meta.db_table
 _HEAD = AuditLog._meta.db_table
 
 
-def _reserve_seq(log: str) -> tuple[int, int, bytes]:
-    """Lock the head of `log` (creating it on first use); return its id, size and range."""
-    # A locking read, not an UPDATE: the head row then gets one new version an append (in the
-    # write below), which keeps PostgreSQL's version chain short in long transactions.
-    # SQLite has no row locks; its writers are serialised by the IMMEDIATE transactions the
-    # settings ask for.
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT id, size, frontier FROM {_HEAD} WHERE name = %s{lock}"
+def _split_at_seq(template: bytes) -> tuple[bytes, bytes]:
+    """The bytes before and after the top-level sequence number of an encoded event.
+
+    Keys are sorted, so only `subject`, `time` and `type` (strings, whose quotes are escaped)
+    follow `seq`: its last occurrence is the top-level field, whatever `data` holds.
+    """
+    cut = template.rindex(_SEQ_FIELD) + len(_SEQ_FIELD) - 2
+    return template[:cut], template[cut + 2 :]
+
+
+def _append_postgresql(
+    log: str, type: str, before: bytes, after: bytes, now, refs: list[tuple[str, str]]
+) -> tuple[int, int, int]:
+    params = [log, type, before, after, now, [k for k, _ in refs], [r for _, r in refs]]
+    sql = (
+        "SELECT event_id, log_id, seq FROM audit_append(%s, %s, %s, %s, %s, %s::text[], %s::text[])"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [log])
+        cursor.execute(sql, params)
         row = cursor.fetchone()
         if row is None:
             # First event of a new log; get_or_create survives a concurrent first append.
             AuditLog.objects.get_or_create(name=log)
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    return row
+
+
+def _reserve_seq(log: str) -> tuple[int, int]:
+    """The id of the head of `log` (made on first use) and the next sequence number.
+
+    Elsewhere than PostgreSQL, that is SQLite: its writers are serialised by the IMMEDIATE
+    transactions the settings ask for, so there is no row to lock.
+    """
+    sql = f"SELECT id FROM {_HEAD} WHERE name = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [log])
+        row = cursor.fetchone()
+        if row is None:
+            AuditLog.objects.get_or_create(name=log)
             cursor.execute(sql, [log])
             row = cursor.fetchone()
-    log_id, size, frontier = row
-    return log_id, size, bytes(frontier)
+        log_id = row[0]
+        cursor.execute(f"SELECT MAX(seq) FROM {_EVENT} WHERE log_id = %s", [log_id])
+        last = cursor.fetchone()[0]
+    return log_id, 0 if last is None else last + 1
 
 
 def _insert(
@@ -151,54 +183,24 @@ def _insert(
     seq: int,
     type: str,
     canonical: bytes,
+    leaf: bytes,
     now,
-    nodes: list[tuple[int, int, bytes]],
     refs: list[tuple[str, str]],
-    frontier: bytes,
 ) -> int:
-    created_at = connection.ops.adapt_datetimefield_value(now)
-    node_rows = ", ".join(["(%s, %s, %s, %s)"] * len(nodes))
-    node_params = [p for level, index, h in nodes for p in (log_id, level, index, h)]
-    event_sql = (
-        f"INSERT INTO {_EVENT} (log_id, seq, type, canonical, created_at) "
-        "VALUES (%s, %s, %s, %s, %s) RETURNING id"
-    )
-    event_params = [log_id, seq, type, canonical, created_at]
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            ref_part, ref_params = "", []
-            if refs:
-                ref_rows = ", ".join(["(%s, %s)"] * len(refs))
-                ref_part = (
-                    f", refs AS (INSERT INTO {_REFS} (event_id, key, ref) "
-                    f"SELECT ev.id, v.k, v.r FROM ev, (VALUES {ref_rows}) AS v(k, r))"
-                )
-                ref_params = [p for ref in refs for p in ref]
-            cursor.execute(
-                f"WITH ev AS ({event_sql}), "
-                f'nodes AS (INSERT INTO {_NODE} (log_id, level, "index", hash) '
-                f"VALUES {node_rows}){ref_part}, "
-                f"head AS (UPDATE {_HEAD} SET size = %s, frontier = %s WHERE id = %s) "
-                "SELECT id FROM ev",
-                [*event_params, *node_params, *ref_params, seq + 1, frontier, log_id],
-            )
-            return cursor.fetchone()[0]
-        cursor.execute(event_sql, event_params)
-        event_id = cursor.fetchone()[0]
         cursor.execute(
-            f'INSERT INTO {_NODE} (log_id, level, "index", hash) VALUES {node_rows}', node_params
+            f"INSERT INTO {_EVENT} (log_id, seq, type, canonical, leaf_hash, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            [log_id, seq, type, canonical, leaf, connection.ops.adapt_datetimefield_value(now)],
         )
+        event_id = cursor.fetchone()[0]
         if refs:
             cursor.execute(
                 f"INSERT INTO {_REFS} (event_id, key, ref) VALUES "
                 + ", ".join(["(%s, %s, %s)"] * len(refs)),
                 [p for key, ref in refs for p in (event_id, key, ref)],
             )
-        cursor.execute(
-            f"UPDATE {_HEAD} SET size = %s, frontier = %s WHERE id = %s",
-            [seq + 1, frontier, log_id],
-        )
-        return event_id
+    return event_id
 
 
 def _refs(subject: str, data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -14,9 +14,10 @@ from cleanroom.audit.verify import ED25519_ALGORITHM
 class AuditLog(models.Model):
     """The head of one log; its row lock serialises appends so sequence numbers stay gap-free.
 
-    `frontier` is the log's compact range: the hashes of its maximal complete subtrees (one per
-    1-bit of `size`). It is all an append needs to compute the nodes it completes, so an
-    append never reads the node table.
+    Appends only lock this row. `size` and `frontier` describe the log's stored Merkle tree:
+    it covers the first `size` events, and `frontier` is its compact range (the hashes of its
+    maximal complete subtrees, one per 1-bit of `size`), all the tree's extension needs to
+    compute the nodes the next events complete (`tree.extend`, run by the checkpoint signer).
     """
 
     name = models.CharField(max_length=100, unique=True)
@@ -34,6 +35,9 @@ class AuditEvent(models.Model):
     seq = models.PositiveBigIntegerField()
     type = models.CharField(max_length=64)
     canonical = models.BinaryField()
+    # SHA-256(0x00 || canonical), written with the event: the tree is built from the events
+    # later, and refuses any whose bytes no longer hash to it.
+    leaf_hash = models.BinaryField(max_length=32, null=True, editable=False)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -49,8 +53,8 @@ class AuditNode(models.Model):
     """The hash of one complete subtree of a log's RFC 9162 tree, written once.
 
     Node `(level, index)` covers leaves `[index * 2**level, (index + 1) * 2**level)`; level 0
-    holds the leaf hashes. They are written in the append's own transaction, so the root of
-    any size and any proof take O(log n) rows, never a reread of the events.
+    holds the leaf hashes. They are written when the tree is extended over new events, so the
+    root of any size and any proof take O(log n) rows, never a reread of the events.
     """
 
     pk = models.CompositePrimaryKey("log_id", "level", "index")

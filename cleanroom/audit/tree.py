@@ -1,8 +1,10 @@
 """A log's Merkle tree as persisted in `AuditNode`: roots and proofs in O(log n) rows.
 
-Each computation runs twice over :class:`~cleanroom.audit.merkle.MerkleTree`: first over a
-recording store to learn which nodes it reads, then over those nodes fetched in one query. A
-root or proof of a million-event log reads about 20 node rows and no event.
+:func:`extend` builds the tree over events appended since it last ran (the checkpoint signer
+calls it, so appends never touch the tree). Each root or proof computation runs twice over
+:class:`~cleanroom.audit.merkle.MerkleTree`: first over a recording store to learn which nodes
+it reads, then over those nodes fetched in one query. A root or proof of a million-event log
+reads about 20 node rows and no event.
 """
 
 from __future__ import annotations
@@ -11,16 +13,74 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from django.db import connection, transaction
 from django.db.models import Q
 
+from cleanroom.audit import merkle
 from cleanroom.audit.merkle import MerkleTree, RecordingHashStore
-from cleanroom.audit.models import AuditLog, AuditNode
+from cleanroom.audit.models import AuditEvent, AuditLog, AuditNode
+from cleanroom.audit.verify import VerificationError, leaf_hash
 
 T = TypeVar("T")
 
 
 class MissingNodes(LookupError):
     """The node table lacks nodes a computation needs: the log's tree is damaged."""
+
+
+class TreeError(VerificationError):
+    """The events do not fit the tree: one is missing or changed; the message names it."""
+
+
+# The first key of the PostgreSQL advisory lock that serialises extensions of one log's tree
+# (the second is the log's id). Appends never take it; they lock the head row, which an
+# extension only locks for its final UPDATE.
+_EXTEND_LOCK = 0x61756474  # "audt"
+_BATCH = 5000
+
+
+def extend(log_name: str) -> AuditLog | None:
+    """Extend the stored tree of `log_name` over every event committed since; return the head.
+
+    Each new event must be the next in sequence and still hash to the leaf hash written with
+    it; otherwise nothing is stored and TreeError names the event. Returns None for an unknown
+    log.
+    """
+    head = AuditLog.objects.filter(name=log_name).first()
+    if head is None:
+        return None
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EXTEND_LOCK, head.pk])
+        # Read again under the lock: another extension may have moved it.
+        size, packed = AuditLog.objects.filter(pk=head.pk).values_list("size", "frontier").get()
+        start, frontier = size, merkle.split_frontier(bytes(packed), size)
+        rows = (
+            AuditEvent.objects.filter(log=head, seq__gte=size)
+            .order_by("seq")
+            .values_list("seq", "canonical", "leaf_hash")
+        )
+        nodes: list[AuditNode] = []
+        for seq, canonical, stored in rows.iterator(chunk_size=2000):
+            if seq != size:
+                raise TreeError(f"{log_name}: event {size} is missing")
+            leaf = leaf_hash(bytes(canonical))
+            if stored is None or bytes(stored) != leaf:
+                raise TreeError(f"{log_name}: event {seq} was changed after it was appended")
+            frontier, new = merkle.frontier_append(frontier, size, leaf)
+            nodes += [AuditNode(log=head, level=lv, index=i, hash=h) for lv, i, h in new]
+            size += 1
+            if len(nodes) >= _BATCH:
+                AuditNode.objects.bulk_create(nodes)
+                nodes.clear()
+        if size > start:
+            AuditNode.objects.bulk_create(nodes)
+            AuditLog.objects.filter(pk=head.pk).update(
+                size=size, frontier=merkle.join_frontier(frontier)
+            )
+    head.size, head.frontier = size, merkle.join_frontier(frontier)
+    return head
 
 
 class _FetchedStore:
@@ -31,7 +91,7 @@ class _FetchedStore:
         return self._nodes.get((level, index))
 
     def put(self, level: int, index: int, value: bytes) -> None:
-        raise TypeError("persisted nodes are written by record_event only")
+        raise TypeError("persisted nodes are written by extend() only")
 
 
 def fetch_nodes(log: AuditLog, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
@@ -50,7 +110,7 @@ def fetch_nodes(log: AuditLog, keys: Iterable[tuple[int, int]]) -> dict[tuple[in
 def _run(log: AuditLog, size: int, compute: Callable[[MerkleTree], T]) -> T:
     """Run `compute` on the tree of `log` at `size`, reading only the nodes it needs."""
     if size > log.size:
-        raise ValueError(f"{log.name} has {log.size} events, not {size}")
+        raise ValueError(f"the tree of {log.name} covers {log.size} events, not {size}")
     recorder = RecordingHashStore()
     compute(MerkleTree(recorder, size))
     nodes = fetch_nodes(log, recorder.wanted)

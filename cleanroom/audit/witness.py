@@ -116,7 +116,10 @@ def witness_checkpoint(*, organization, log_name: str) -> WitnessResult:
         try:
             proof = tree.consistency_proof(checkpoint.log, last.size, seen.size)
         except (tree.MissingNodes, ValueError) as exc:
-            raise WitnessError(f"No consistency proof for {log_name}: {exc}.") from exc
+            raise WitnessError(
+                f"The log {log_name} at size {seen.size} does not extend the size {last.size} "
+                f"this witness cosigned: there is no consistency proof ({exc})."
+            ) from exc
         try:
             verify_consistency(last.size, seen.size, proof, last_root, seen.root_hash)
         except VerificationError as exc:

@@ -164,6 +164,6 @@ def test_nothing_is_signed_for_appends_that_were_rolled_back(
 @pytest.mark.django_db
 def test_the_checkpoint_root_is_read_from_stored_nodes_not_recomputed_from_events() -> None:
     append("room/10", 9)
-    head = AuditLog.objects.get(name="room/10")
     checkpoint = checkpoints.sign_checkpoint("room/10")
+    head = AuditLog.objects.get(name="room/10")
     assert bytes(checkpoint.root_hash) == tree.root(head) == event_root("room/10")

@@ -1,4 +1,5 @@
-"""The persisted Merkle tree: written by every append, read in O(log n) rows."""
+"""The persisted Merkle tree: an append writes its event and leaf hash and touches no node; the
+tree is extended from the events by the checkpoint signer and read in O(log n) rows."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def leaves_of(log: str) -> list[bytes]:
     ]
 
 
+def tree_root_of(log: str) -> bytes:
+    return root_from_leaf_hashes(leaves_of(log))
+
+
 @given(st.lists(st.binary(min_size=32, max_size=32), max_size=200))
 def test_the_compact_range_completes_the_same_nodes_and_root_as_the_full_tree(leaves) -> None:
     full = MerkleTree()
@@ -56,9 +61,11 @@ def test_the_compact_range_completes_the_same_nodes_and_root_as_the_full_tree(le
 
 
 @pytest.mark.django_db
-def test_every_append_extends_the_stored_tree_so_each_past_root_matches_its_events() -> None:
-    append("room/1", 37)
-    head = AuditLog.objects.get(name="room/1")
+def test_the_extended_tree_gives_each_past_root_of_its_events() -> None:
+    append("room/1", 30)
+    tree.extend("room/1")
+    append("room/1", 7)  # extended again from where it stopped
+    head = tree.extend("room/1")
     leaves = leaves_of("room/1")
     assert head.size == 37
     for size in range(38):
@@ -70,7 +77,7 @@ def test_every_append_extends_the_stored_tree_so_each_past_root_matches_its_even
 @pytest.mark.django_db
 def test_inclusion_and_consistency_proofs_from_stored_nodes_verify_against_event_roots() -> None:
     append("room/2", 21)
-    head = AuditLog.objects.get(name="room/2")
+    head = tree.extend("room/2")
     leaves = leaves_of("room/2")
     for size in (1, 2, 7, 8, 13, 21):
         root = root_from_leaf_hashes(leaves[:size])
@@ -88,7 +95,7 @@ def test_inclusion_and_consistency_proofs_from_stored_nodes_verify_against_event
 @pytest.mark.django_db
 def test_a_root_or_proof_of_a_long_log_reads_a_few_node_rows_in_one_query() -> None:
     append("room/3", 1000)
-    head = AuditLog.objects.get(name="room/3")
+    head = tree.extend("room/3")
     with CaptureQueriesContext(connection) as queries:
         root = tree.root(head)
         proof = tree.inclusion_proof(head, 617, 1000)
@@ -100,15 +107,20 @@ def test_a_root_or_proof_of_a_long_log_reads_a_few_node_rows_in_one_query() -> N
 
 
 @pytest.mark.django_db
-def test_the_head_keeps_the_compact_range_so_an_append_reads_no_node_rows() -> None:
-    append("room/4", 15)  # 0b1111: the next append closes four levels at once
+def test_an_append_writes_its_event_and_leaf_hash_and_neither_nodes_nor_the_head() -> None:
+    append("room/4", 15)  # 0b1111: the next event closes four levels at once
+    tree.extend("room/4")
     with CaptureQueriesContext(connection) as queries, transaction.atomic():
-        record_event(log="room/4", type="test.event", actor=None, subject="job:1")
-    node_reads = [q for q in queries if re.search(r'FROM "?audit_auditnode', q["sql"])]
-    assert node_reads == []
+        event = record_event(log="room/4", type="test.event", actor=None, subject="job:1")
+    statements = " ".join(q["sql"] for q in queries)
+    assert "audit_auditnode" not in statements
+    assert not re.search(r'UPDATE "?audit_auditlog', statements)
+    assert bytes(AuditEvent.objects.get(pk=event.pk).leaf_hash) == leaf_hash(event.canonical)
+    assert not AuditNode.objects.filter(log__name="room/4", level=4).exists()
+    head = tree.extend("room/4")  # the signer's extension closes them
+    assert head.size == 16
     assert AuditNode.objects.filter(log__name="room/4", level=4).count() == 1
-    head = AuditLog.objects.get(name="room/4")
-    assert frontier_root([bytes(head.frontier)]) == tree.root(head)
+    assert frontier_root([bytes(head.frontier)]) == tree.root(head) == tree_root_of("room/4")
 
 
 @pytest.mark.django_db
@@ -147,6 +159,7 @@ def test_the_stable_ids_an_event_names_are_indexed_with_where_they_appear() -> N
 )
 def test_the_database_refuses_to_change_stored_nodes_or_the_id_index(statement: str) -> None:
     append("room/6", 3)
+    tree.extend("room/6")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         connection.cursor().execute(statement)
     assert (
@@ -174,7 +187,7 @@ def test_concurrent_writers_get_gap_free_sequence_numbers_and_one_consistent_tre
     for thread in threads:
         thread.join()
     assert errors == []
-    head = AuditLog.objects.get(name="room/7")
+    head = tree.extend("room/7")
     seqs = list(AuditEvent.objects.filter(log=head).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(120))
     assert tree.root(head) == root_from_leaf_hashes(leaves_of("room/7"))
@@ -215,5 +228,5 @@ def test_migrating_gives_logs_written_before_the_tree_their_nodes_range_and_inde
     assert AuditEventRef.objects.filter(event__log=head, key="organization").count() == 5
     with transaction.atomic():  # and appends carry on from the backfilled range
         record_event(log="room/8", type="room.joined", actor=None, subject="room:8")
-    head.refresh_from_db()
+    head = tree.extend("room/8")
     assert tree.root(head) == root_from_leaf_hashes(leaves_of("room/8"))

@@ -7,6 +7,7 @@ Never imports mpyc.runtime here: each party is its own process (jobs/engines/mpc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ from jobs.engines.base import EngineError
 from jobs.engines.mpc import noise, sharing
 from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, run_party, start_party
+from jobs.engines.mpc.party import PartyFailure, PartyNetwork
 
 SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
 TIMEOUT = 60
@@ -267,3 +269,42 @@ def test_parties_on_separate_hosts_compute_together_over_their_own_addresses(cre
     released = sharing.recombine({i: o.output for i, o in enumerate(outputs)})
     plain = np.sum(owners, axis=0)
     assert np.abs(np.array(released) - plain).max() < 40
+
+
+@pytest.mark.slow
+def test_a_party_of_this_ca_cannot_take_another_sites_place(credentials):
+    ensure_credentials(["us-ohio-mpc"])
+    party_specs = specs([[3, 4]], {"groups": 2, "measures": ["count"]}, [1.0])
+    # Party 0's process holds the Ohio site's genuine certificate but claims Paris's index.
+    impostor = replace(party_specs[0], sites=["us-ohio-mpc", *SITES[1:]])
+
+    outputs = run_all([impostor, *party_specs[1:]])
+
+    assert all(isinstance(o, EngineError) for o in outputs)
+    for index in (1, 2):
+        assert str(outputs[index]) == (
+            f"MPC party {index} ({SITES[index]}) failed: A peer with a certificate for"
+            " ['us-ohio-mpc'] claimed to be party 0."
+        )
+    assert "Lost the connection to party" in str(outputs[0])
+
+
+def test_a_party_listens_only_on_its_own_address_and_port():
+    ports = free_ports(3)
+    hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    network = PartyNetwork(
+        1,
+        [
+            {"host": host, "port": port, "site": site}
+            for host, port, site in zip(hosts, ports, SITES, strict=True)
+        ],
+    )
+    try:
+        server = network.run_until_complete(network.create_server(asyncio.Protocol, port=ports[1]))
+        assert [s.getsockname() for s in server.sockets] == [("127.0.0.2", ports[1])]
+        server.close()
+        network.run_until_complete(server.wait_closed())
+        with pytest.raises(PartyFailure):
+            network.run_until_complete(network.create_server(asyncio.Protocol, port=ports[0]))
+    finally:
+        network.close()

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cleanroom.audit.bundles import BundleError, bundle_filename, export_bundle
 from cleanroom.audit.log import room_log_name
-from cleanroom.audit.models import AuditLog
+from cleanroom.audit.models import AuditEvent
 from jobs.models import Room
 
 
@@ -27,7 +27,9 @@ class Command(BaseCommand):
         if every_room:
             directory = Path(output)
             directory.mkdir(parents=True, exist_ok=True)
-            logged = set(AuditLog.objects.filter(size__gt=0).values_list("name", flat=True))
+            logged = set(
+                AuditEvent.objects.values_list("log__name", flat=True).order_by().distinct()
+            )
             rooms = [r for r in Room.objects.order_by("slug") if room_log_name(r.pk) in logged]
             targets = [(r, directory / bundle_filename(r)) for r in rooms]
         else:
