@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cache
 
 import opendp.prelude as dp
 
@@ -166,11 +167,15 @@ def dp_cost(
         raise SynthesisError(f"δ must be in (0, 1), not {delta}.")
     if int(rows_per_unit) != rows_per_unit or rows_per_unit < 1:
         raise SynthesisError(f"rows_per_unit must be a positive whole number, not {rows_per_unit}.")
-    rows_per_unit = int(rows_per_unit)
-    counts = stage_counts(len(columns))
+    return _calibrate(len(columns), float(epsilon), float(delta), int(rows_per_unit))
+
+
+@cache
+def _calibrate(columns: int, epsilon: float, delta: float, rows_per_unit: int) -> DpBudget:
+    counts = stage_counts(columns)
     # A hair under the largest rho, so that float rounding in the sum of the shares cannot carry
     # the composition over it.
-    share = _largest_rho(float(epsilon), float(delta), rows_per_unit) * _MARGIN / len(counts)
+    share = _largest_rho(epsilon, delta, rows_per_unit) * _MARGIN / len(counts)
     mechanisms = {"one-way": "Gaussian", "selection": "noisy max (Gumbel)", "two-way": "Gaussian"}
     stages = tuple(
         _stage(name, mechanisms[name], count, share, rows_per_unit)
@@ -178,13 +183,13 @@ def dp_cost(
     )
     rhos = [s.rho for s in stages for _ in range(s.count)]
     spent = float(composed(rhos, rows_per_unit).map(rows_per_unit))
-    achieved = epsilon_of(rhos, delta=float(delta), rows_per_unit=rows_per_unit)
+    achieved = epsilon_of(rhos, delta=delta, rows_per_unit=rows_per_unit)
     if achieved > epsilon:
         raise SynthesisError(f"The calibration came to ε {achieved} above the requested {epsilon}.")
     return DpBudget(
         epsilon=achieved,
-        delta=float(delta),
-        requested_epsilon=float(epsilon),
+        delta=delta,
+        requested_epsilon=epsilon,
         rho=spent,
         rows_per_unit=rows_per_unit,
         stages=stages,
