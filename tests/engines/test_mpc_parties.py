@@ -142,7 +142,7 @@ def test_the_party_program_itself_refuses_two_parties(credentials):
         '{"job": 1, "index": 0, "parties": [{"host": "127.0.0.1", "port": 1, "site": "a"},'
         ' {"host": "127.0.0.1", "port": 2, "site": "b"}], "inputs": [[1]],'
         ' "layout": {"groups": 1, "measures": ["count"]},'
-        ' "noise": [{"measure": "count", "scale": 1.0}]}\n'
+        ' "noise": [{"measure": "count", "scale": 1.0}], "time_limit": 30}\n'
     )
     party = subprocess.run(
         [sys.executable, "-m", "jobs.engines.mpc.party", "--ssl"],

@@ -162,6 +162,7 @@ def start_party(spec: PartySpec, *, launcher: Sequence[str] = ()) -> RunningPart
         "inputs": [[int(v) for v in vector] for vector in spec.inputs],
         "layout": {"groups": spec.layout["groups"], "measures": list(spec.layout["measures"])},
         "noise": [{"measure": n["measure"], "scale": float(n["scale"])} for n in spec.noise],
+        "time_limit": settings.MPC_PARTY_TIMEOUT + 10,
     }
     arguments = [
         f"-M{len(spec.sites)}",

@@ -3,10 +3,11 @@
 Started per job by jobs/engines/mpc/parties.py in a folder of its own holding only its TLS key,
 certificate and the deployment's CA (.config/, where MPyC looks), with a minimal environment.
 It reads one JSON document on stdin (job, index, every party's host, port and site, its own
-shares of each owner's vector, the layout, the noise scales), adds the owners' shares, adds
-discrete Laplace noise sampled inside MPC (jobs/engines/mpc/noise.py) and prints one JSON line:
-its Shamir share of each noisy cell (sharing.py's field and convention), bytes sent and received
-and timings. It never opens a value, noisy or not: the delivery step recombines the shares.
+shares of each owner's vector, the layout, the noise scales, its time limit), adds the owners'
+shares, adds discrete Laplace noise sampled inside MPC (jobs/engines/mpc/noise.py) and prints
+one JSON line: its Shamir share of each noisy cell (sharing.py's field and convention), bytes
+sent and received, timings and peak memory. It never opens a value, noisy or not: the delivery
+step recombines the shares.
 
 MPyC's TLS verifies the chain, but a listening party learns a connecting peer's index from what
 the peer claims, and MPyC listens on every interface. This program's event loop closes both
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import sys
 import time
@@ -187,6 +189,8 @@ def _peak_memory() -> int:
 
 def main() -> int:
     job = json.loads(sys.stdin.readline())
+    # The host kills a party at its timeout; should the host die first, the party ends itself.
+    signal.alarm(int(job["time_limit"]))
     try:
         _check(job)
         network = PartyNetwork(job["index"], job["parties"])
