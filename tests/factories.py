@@ -141,9 +141,9 @@ class World:
         )
         return room
 
-    def study(self, tmp_path: Path, slug: str = "study") -> Room:
-        """A room of pharma (analyst bob) with both hospitals' patients contributed, their
-        policies opened for joins and aggregates, results allowed to pharma."""
+    def study(self, tmp_path: Path, slug: str = "study", rows: int = 200) -> Room:
+        """A room of pharma (analyst bob) with both hospitals' patients (`rows` each)
+        contributed, their policies opened for joins and aggregates, results allowed to pharma."""
         room = room_services.create_room(
             organization=self.pharma,
             slug=slug,
@@ -159,7 +159,7 @@ class World:
                 room=room, organization=org, acting_for=self.pharma, by=self.bob
             )
             room_services.respond_to_invitation(membership=membership, accept=True, by=owner)
-            path = patients_csv(tmp_path / f"{org.slug}.csv", rows=200, seed=seed)
+            path = patients_csv(tmp_path / f"{org.slug}.csv", rows=rows, seed=seed)
             version = dataset(org, owner, path, jurisdiction=home)
             services.update_policy(
                 dataset=version.dataset,

@@ -5,18 +5,27 @@ a region out of 50 public values) and a shop's purchases (unit, join key, an amo
 of the keys matching. Timed, best of a few runs each, from the Parquet files:
 
 - plain Polars: join on the key, group by region, COUNT, SUM and AVG of the amount;
-- the data plane: `release_aggregates` on the same files (contribution bounds, unique join keys,
-  clamping, the public group domain, and OpenDP's noise).
+- the data plane, as the enclave runs it: decrypt each file (AES-256-GCM, the stored envelope
+  format) with the enclave's own reader, then `release_aggregates` (contribution bounds, unique
+  join keys, clamping, the public group domain, and OpenDP's noise).
 
 Peak memory is each one's peak RSS in a fresh process of its own, next to the size of the two
 datasets in memory; this process's own `ru_maxrss` (data generation and every run) too.
-Decryption is not included. Prints `name: value unit` lines.
+
+End to end, at 10^6 patients per hospital: the demo's join query through the whole product on a
+database and state folder of its own (the configured kind of database): `run_query`, dispatch
+after commit to the site's queue, a real Celery worker process at the enclave site, attestation,
+key release, the enclave process, release, and the receiver reading the decrypted result through
+the API. The job's end is noticed by polling its row every 20 ms.
+Prints `name: value unit` lines.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
+from cleanroom.crypto.envelope import encrypt_stream
+from jobs.engines.tee.enclave import read_dataset
 from jobs.privacy.calibration import measurements
 from jobs.privacy.release import release_aggregates
 from jobs.sql.parser import parse_query
@@ -33,6 +44,8 @@ from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
 
 SIZES = (10**6, 10**7)
 RUNS = 3
+# A fixed key for the benchmark's own files: the child processes that measure memory decrypt too.
+DATA_KEY = bytes(range(32))
 REGIONS = tuple(f"region-{i:02d}" for i in range(50))
 SQL = (
     "SELECT c.region, COUNT(*) AS customers, SUM(p.amount) AS total, AVG(p.amount) AS mean "
@@ -93,7 +106,14 @@ def write_data(folder: Path, rows: int) -> tuple[Path, Path]:
     paths = folder / f"customers-{rows}.parquet", folder / f"purchases-{rows}.parquet"
     customers.write_parquet(paths[0])
     purchases.write_parquet(paths[1])
+    for path in paths:
+        with path.open("rb") as plain_file, _sealed(path).open("wb") as sealed:
+            encrypt_stream(plain_file, sealed, DATA_KEY)
     return paths
+
+
+def _sealed(path: Path) -> Path:
+    return path.with_suffix(".parquet.enc")
 
 
 def plain(paths: tuple[Path, Path]) -> pl.DataFrame:
@@ -117,7 +137,10 @@ def data_plane(paths: tuple[Path, Path]):
         (name, col): info for name, ds in catalog.items() for col, info in ds.columns.items()
     }
     released = measurements(parsed, columns, epsilon=Decimal(1), rows_per_unit=1)
-    frames = {name: pl.scan_parquet(path) for name, path in zip(catalog, paths, strict=True)}
+    frames = {
+        name: read_dataset(str(_sealed(path)), DATA_KEY)
+        for name, path in zip(catalog, paths, strict=True)
+    }
     return release_aggregates(
         frames, parsed, columns, UNITS, released, rows_per_unit=1, min_group_size=10
     )
@@ -158,7 +181,100 @@ def peak_memory(function: str, paths: tuple[Path, Path]) -> float:
     return int(done.stdout.split()[-1]) / 1024
 
 
+E2E_ROWS = 10**6
+
+
+def end_to_end(rows: int = E2E_ROWS) -> None:
+    """Run in a child process whose environment points at a state folder of its own."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.test.utils import setup_test_environment
+
+    from cleanroom.celery import app
+    from jobs import queries, runner
+    from jobs.models import Job, Query
+    from jobs.workers import start_worker
+    from parties.models import Site
+    from tests.factories import JOIN_SQL, World, api, propose
+
+    setup_test_environment()  # the API client's host name
+    call_command("migrate", verbosity=0)
+    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
+    start = time.perf_counter()
+    world = World.build()
+    room = world.study(folder, rows=rows)
+    print(f"tee e2e setup {_label(rows)}: {time.perf_counter() - start:.1f} s (two uploads)")
+    query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
+    for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
+        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+    query = Query.objects.get(pk=query.pk)
+    site = Site.objects.get(name=query.plan["steps"][0]["site"])
+    worker = start_worker(site)
+    try:
+        # The clock starts once the worker answers: its start-up is not part of a run.
+        deadline = time.monotonic() + 120
+        while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
+            assert time.monotonic() < deadline, "the site worker did not start"
+        start = time.perf_counter()
+        job = runner.run_query(query=query, by=world.bob)
+        while not Job.objects.get(pk=job.pk).finished:
+            time.sleep(0.02)
+        job.refresh_from_db()
+        response = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/")
+        seconds = time.perf_counter() - start
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert response.status_code == 200 and response.json()["table"]["rows"]
+    worker_seconds = (job.finished_at - job.started_at).total_seconds()
+    print(f"tee e2e run to visible result {_label(rows)}: {seconds:.2f} s")
+    print(f"tee e2e worker part {_label(rows)}: {worker_seconds:.2f} s")
+
+
+def _end_to_end_in_child(folder: Path) -> None:
+    from django.db import connection
+
+    env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
+    env.pop("DATABASE_URL", None)
+    database = None
+    if connection.vendor == "postgresql":
+        database = f"bench_tee_e2e_{os.getpid()}"
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{database}"')
+        settings = connection.settings_dict
+        env["DATABASE_URL"] = (
+            f"postgres://{settings['USER']}@{settings['HOST']}:{settings['PORT']}/{database}"
+        )
+    env["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from tests.benchmarks import bench_tee; bench_tee.end_to_end()",
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        if database:
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    print(done.stdout, end="", flush=True)
+    if done.returncode:
+        print(done.stderr[-3000:], file=sys.stderr)
+
+
 def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-tee-e2e-") as tmp:
+        _end_to_end_in_child(Path(tmp))
     with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp:
         for rows in SIZES:
             paths = write_data(Path(tmp), rows)

@@ -89,7 +89,7 @@ def _catalog(
     return datasets, columns
 
 
-def _frame(path: str, data_key: bytes) -> pl.LazyFrame:
+def read_dataset(path: str, data_key: bytes) -> pl.LazyFrame:
     plain = io.BytesIO()
     with Path(path).open("rb") as source:
         decrypt_stream(source, plain, data_key)
@@ -116,7 +116,7 @@ def main() -> None:
         data_key = open_sealed(
             private_key, base64.b64decode(sealed), context=key_context(job["job"], name)
         )
-        frames[name] = _frame(job["files"][name], data_key)
+        frames[name] = read_dataset(job["files"][name], data_key)
     _send({"progress": [60, "Decrypted inside the enclave"]})
     datasets, columns = _catalog(job["catalog"])
     parsed = parse_query(job["sql"], datasets)
