@@ -230,6 +230,12 @@ AUDIT_CHECKPOINT_SIGNING = env.str(
     "CLEANROOM_AUDIT_SIGNING",
     default="inline" if CELERY_BROKER_URL.startswith("filesystem") else "task",
 )
+# AUDIT_LOG_KEY_HOLDER: whether this process may use the log key (sign checkpoints and bundle
+# manifests). The embedded default's single process does; in production ("task") only the audit
+# worker, started with CLEANROOM_AUDIT_KEY_HOLDER=true; the web tier enqueues and never signs.
+AUDIT_LOG_KEY_HOLDER = env.bool(
+    "CLEANROOM_AUDIT_KEY_HOLDER", default=AUDIT_CHECKPOINT_SIGNING != "task"
+)
 CELERY_TASK_ROUTES = {"cleanroom.audit.tasks.*": {"queue": "audit"}}
 
 # --- TEE attestation (jobs.engines.tee.attestation) --------------------------------------------

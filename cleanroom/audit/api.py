@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 
-from django.http import FileResponse, Http404
+from django.db import transaction
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -29,6 +30,7 @@ from cleanroom.audit.permissions import (
     require_log,
 )
 from cleanroom.audit.verification import ProvenEvent, prove_events
+from cleanroom.audit.views import bundle_response
 from cleanroom.audit.witness import witness_checkpoint
 from parties.selectors import organizations_of
 
@@ -224,6 +226,11 @@ class BundleSerializer(serializers.Serializer):
     name = serializers.CharField(source="room.name")
     origin = serializers.CharField()
     size = serializers.IntegerField(help_text="events in the log now")
+    bundle_tree_size = serializers.IntegerField(
+        source="bundle.tree_size", default=None, help_text="events in the newest built bundle"
+    )
+    bundle_sha256 = serializers.CharField(source="bundle.sha256", default=None)
+    bundle_created_at = serializers.DateTimeField(source="bundle.created_at", default=None)
     download = serializers.SerializerMethodField()
 
     def get_download(self, obj) -> str:
@@ -246,17 +253,31 @@ class BundleList(generics.GenericAPIView):
 
 class BundleDownload(APIView):
     """The room's audit bundle (cleanroom-bundle/v1 zip); verify it offline with its
-    verify.py and your trust file. Each download is recorded as `bundle.exported`."""
+    verify.py and your trust file. Where the web tier does not hold the log key (production),
+    GET serves the newest bundle the audit worker built (404 before the first) and POST asks
+    it for a fresh one (202); in the embedded default GET builds one of the log as it is."""
 
     @extend_schema(
         operation_id="audit_bundle_download",
         responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY)},
     )
-    def get(self, request: Request, slug: str) -> FileResponse:
+    def get(self, request: Request, slug: str) -> HttpResponse:
         room = get_bundle_room(request.user, slug)
-        return FileResponse(
-            bundle_service.export_bundle_to_temp(room=room, by=request.user),
-            as_attachment=True,
-            filename=bundle_service.bundle_filename(room),
-            content_type="application/zip",
-        )
+        bundle = bundle_service.bundle_for_download(room, by=request.user)
+        if bundle is None:
+            raise Http404("No bundle of this room has been built yet; POST to request one.")
+        return bundle_response(bundle, room)
+
+    @extend_schema(
+        operation_id="audit_bundle_request",
+        request=None,
+        responses={201: BundleSerializer, 202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        room = get_bundle_room(request.user, slug)
+        with transaction.atomic():
+            bundle = bundle_service.request_bundle(room=room, by=request.user)
+        if bundle is None:
+            return Response({"room": room.slug, "status": "requested"}, status=202)
+        [summary] = bundle_service.bundle_summaries([room])
+        return Response(BundleSerializer(summary, context={"request": request}).data, status=201)

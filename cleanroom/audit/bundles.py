@@ -10,6 +10,11 @@ signed checkpoint, with its attachments and the offline verifier, in one zip.
 
 The bundle holds the log at the checkpoint it signs (one is signed first if the log has grown);
 the export is then recorded in the log as ``bundle.exported``, so it shows in the next bundle.
+
+Building a bundle signs with the log key, so only a process holding it builds one
+(`checkpoints.require_log_key_holder`): in production the audit worker, on request
+(`request_bundle` enqueues `tasks.export_bundle_task`), keeping the zip as an `AuditBundle` the
+web tier then serves; in the embedded default the one process builds it at once.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,11 +37,12 @@ from cleanroom.audit.checkpoints import (
     latest_checkpoint,
     note_with_cosignatures,
     origin_of,
+    require_log_key_holder,
     sign_checkpoint,
     sign_with_log_key,
 )
 from cleanroom.audit.log import actor_ref, record_event, room_log_name
-from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog
+from cleanroom.audit.models import AuditAttachment, AuditBundle, AuditEvent, AuditLog
 from cleanroom.audit.verify import BUNDLE_FORMAT, MANIFEST, MANIFEST_SIG, manifest_note_text
 from cleanroom.errors import DomainError
 
@@ -60,6 +67,7 @@ def bundle_filename(room) -> str:
 def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedBundle:
     """Write the bundle of `room`'s log to `output` (a path or a writable binary file) and
     record the export in the log."""
+    require_log_key_holder()
     log_name = room_log_name(room.pk)
     checkpoint = sign_checkpoint(log_name)
     if checkpoint is None:
@@ -105,16 +113,53 @@ def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedB
     return ExportedBundle(log_name, origin, size, bytes(checkpoint.root_hash), len(files) + 2)
 
 
-def export_bundle_to_temp(*, room, by=None) -> IO[bytes]:
-    """The bundle in an anonymous temporary file, rewound, for streaming to a client."""
-    handle = tempfile.TemporaryFile()  # noqa: SIM115 - the response closes it
-    try:
-        export_bundle(room=room, output=handle, by=by)
-    except BaseException:
-        handle.close()
-        raise
-    handle.seek(0)
-    return handle
+def build_bundle(*, room, by=None) -> AuditBundle:
+    """Export the bundle of `room` now and keep it for download (needs the log key)."""
+    with tempfile.TemporaryFile() as handle:
+        exported = export_bundle(room=room, output=handle, by=by)
+        handle.seek(0)
+        content = handle.read()
+    return AuditBundle.objects.create(
+        log=AuditLog.objects.get(name=exported.log),
+        tree_size=exported.tree_size,
+        sha256=hashlib.sha256(content).hexdigest(),
+        size=len(content),
+        content=content,
+        requested_by=by,
+    )
+
+
+def request_bundle(*, room, by=None) -> AuditBundle | None:
+    """A fresh bundle of `room`: built now where this process holds the log key (the embedded
+    default), else asked of the audit worker once the caller's transaction commits (None)."""
+    if settings.AUDIT_LOG_KEY_HOLDER:
+        return build_bundle(room=room, by=by)
+    from cleanroom.audit.tasks import export_bundle_task
+
+    user_id = by.pk if by is not None else None
+    transaction.on_commit(lambda: export_bundle_task.delay(room.pk, user_id))
+    return None
+
+
+def latest_bundle(room) -> AuditBundle | None:
+    """The newest kept bundle of `room`, or None."""
+    return (
+        AuditBundle.objects.filter(log__name=room_log_name(room.pk))
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def bundle_for_download(room, *, by=None) -> AuditBundle | None:
+    """What a download serves: where this process holds the log key, a bundle of the log as it
+    is now (built if the log grew since the last); elsewhere the newest the worker built."""
+    latest = latest_bundle(room)
+    if settings.AUDIT_LOG_KEY_HOLDER:
+        size = AuditEvent.objects.filter(log__name=room_log_name(room.pk)).count()
+        # The export itself adds one event after the bundle's checkpoint.
+        if latest is None or latest.tree_size + 1 < size:
+            return build_bundle(room=room, by=by)
+    return latest
 
 
 def _write_events(archive: zipfile.ZipFile, log: AuditLog, size: int) -> tuple[str, list[str]]:
@@ -156,14 +201,20 @@ def bundle_summaries(rooms) -> list[dict[str, Any]]:
         name = room_log_name(room.pk)
         head = heads.get(name)
         checkpoint = latest_checkpoint(name) if head else None
+        bundle = (
+            AuditBundle.objects.filter(log=head).defer("content").order_by("-created_at").first()
+            if head
+            else None
+        )
         summaries.append(
             {
                 "room": room,
                 "log": name,
                 "origin": origin_of(name),
-                "size": head.size if head else 0,
+                "size": head.events.count() if head else 0,
                 "checkpoint": checkpoint,
                 "cosignatures": checkpoint.cosignatures.count() if checkpoint else 0,
+                "bundle": bundle,
             }
         )
     return summaries

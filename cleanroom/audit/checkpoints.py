@@ -49,6 +49,20 @@ class CheckpointError(VerificationError):
     """The log is not in a state the signer will vouch for; the message says what is wrong."""
 
 
+class LogKeyRefused(CheckpointError):
+    """This process may not use the log key (settings.AUDIT_LOG_KEY_HOLDER is off)."""
+
+
+def require_log_key_holder() -> None:
+    """Refuse to sign anywhere but in a process that holds the log key: the audit worker in
+    production, the single process of the embedded default."""
+    if not settings.AUDIT_LOG_KEY_HOLDER:
+        raise LogKeyRefused(
+            "this process does not hold the log key: only the audit worker signs checkpoints "
+            "and bundles (CLEANROOM_AUDIT_KEY_HOLDER)"
+        )
+
+
 # -- keys -----------------------------------------------------------------------------------
 
 
@@ -92,6 +106,7 @@ def current_log_key() -> LogKey:
     key = LogKey.objects.filter(name=name, retired_at__isnull=True).first()
     if key is not None:
         return key
+    require_log_key_holder()
     service = key_service()
     service_key_id = service.create_signing_key()
     public_key = service.public_key(service_key_id)
@@ -109,6 +124,7 @@ def current_log_key() -> LogKey:
 
 
 def signer_for(key: LogKey) -> KeyServiceSigner:
+    require_log_key_holder()
     return KeyServiceSigner(key.name, bytes.fromhex(key.note_key_id), key.key_id)
 
 
@@ -133,8 +149,10 @@ def sign_checkpoint(log_name: str) -> Checkpoint | None:
     """Sign a checkpoint of `log_name` at its current size, unless one exists at that size.
 
     Returns the latest checkpoint (new or not), or None for a log with no events.
-    Raises CheckpointError, naming the event, if the log changed under the tree.
+    Raises CheckpointError, naming the event, if the log changed under the tree, and
+    LogKeyRefused in a process that does not hold the log key.
     """
+    require_log_key_holder()
     try:
         head = tree.extend(log_name)
     except tree.TreeError as exc:

@@ -6,6 +6,7 @@ database refuses UPDATE, DELETE and TRUNCATE (see `triggers.py`).
 
 import base64
 
+from django.conf import settings
 from django.db import models
 
 from cleanroom.audit.verify import ED25519_ALGORITHM
@@ -190,6 +191,27 @@ class Cosignature(models.Model):
 
     def __str__(self) -> str:
         return f"{self.witness} on {self.checkpoint}"
+
+
+class AuditBundle(models.Model):
+    """A bundle (cleanroom-bundle/v1 zip) built and signed by a process holding the log key,
+    kept for download: the production web tier serves bundles, it cannot make one."""
+
+    log = models.ForeignKey(AuditLog, on_delete=models.PROTECT, related_name="bundles")
+    tree_size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    content = models.BinaryField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["log", "-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.log} @ {self.tree_size}"
 
 
 def vkey(name: str, note_key_id: str, public_key: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import OperationalError
 
-from cleanroom.audit import checkpoints
+from cleanroom.audit import bundles, checkpoints
 from cleanroom.crypto.keys import KeyServiceError
 
 
@@ -27,3 +27,27 @@ def sign_checkpoint_task(self, log_name: str) -> dict | None:
     if checkpoint is None:
         return None
     return {"log": log_name, "size": checkpoint.size, "root": checkpoint.root_hash.hex()}
+
+
+@shared_task(
+    name="cleanroom.audit.tasks.export_bundle",
+    bind=True,
+    acks_late=True,
+    max_retries=3,
+    default_retry_delay=5,
+    soft_time_limit=600,
+    time_limit=660,
+)
+def export_bundle_task(self, room_id: int, requested_by: int | None = None) -> dict:
+    """Build, sign and keep the bundle of a room for the web tier to serve."""
+    from django.contrib.auth import get_user_model
+
+    from jobs.models import Room
+
+    room = Room.objects.get(pk=room_id)
+    user = get_user_model().objects.filter(pk=requested_by).first() if requested_by else None
+    try:
+        bundle = bundles.build_bundle(room=room, by=user)
+    except (OperationalError, KeyServiceError) as exc:
+        raise self.retry(exc=exc) from exc
+    return {"room": room.slug, "tree_size": bundle.tree_size, "sha256": bundle.sha256}

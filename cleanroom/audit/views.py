@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.audit import bundles as bundle_service
 from cleanroom.audit import selectors
@@ -100,18 +104,46 @@ def bundle_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "audit/bundles.html",
-        {"rooms": rooms, "jurisdictions": jurisdictions, "exporter": exporter},
+        {
+            "rooms": rooms,
+            "jurisdictions": jurisdictions,
+            "exporter": exporter,
+            "built_on_download": settings.AUDIT_LOG_KEY_HOLDER,
+        },
     )
 
 
 @login_required
-@require_GET
-def bundle_download(request: HttpRequest, slug: str) -> FileResponse:
+@require_POST
+def bundle_prepare(request: HttpRequest, slug: str) -> HttpResponse:
     room = get_bundle_room(request.user, slug)
-    handle = bundle_service.export_bundle_to_temp(room=room, by=request.user)
-    return FileResponse(
-        handle,
-        as_attachment=True,
-        filename=bundle_service.bundle_filename(room),
-        content_type="application/zip",
+    with transaction.atomic():
+        bundle = bundle_service.request_bundle(room=room, by=request.user)
+    if bundle is None:
+        messages.info(
+            request,
+            f"A bundle of {room.name} was requested; it is listed here once the audit worker "
+            "has built and signed it.",
+        )
+    else:
+        messages.success(request, f"A bundle of {room.name} at size {bundle.tree_size} is ready.")
+    return redirect("audit-bundles")
+
+
+@login_required
+@require_GET
+def bundle_download(request: HttpRequest, slug: str) -> HttpResponse:
+    room = get_bundle_room(request.user, slug)
+    bundle = bundle_service.bundle_for_download(room, by=request.user)
+    if bundle is None:
+        raise Http404("No bundle of this room has been built yet; request one first.")
+    return bundle_response(bundle, room)
+
+
+def bundle_response(bundle, room) -> HttpResponse:
+    response = HttpResponse(bytes(bundle.content), content_type="application/zip")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{bundle_service.bundle_filename(room)}"'
     )
+    response["Digest"] = "sha-256=" + base64.b64encode(bytes.fromhex(bundle.sha256)).decode()
+    return response
