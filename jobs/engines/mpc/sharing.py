@@ -18,11 +18,12 @@ global runtime): only `mpyc.finfields` and `mpyc.thresha`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from mpyc import finfields, thresha
 
-from cleanroom.crypto.sealing import open_sealed, seal
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 FIELD_BITS = 127
 MODULUS = (1 << FIELD_BITS) - 1
@@ -103,8 +104,14 @@ def seal_for_party(shares: Sequence[int], public_key: bytes, context: bytes) -> 
     """Encrypt a party's share vector to its X25519 key; `context` (e.g. job, dataset and
     party index) is bound into the ciphertext, so a blob opens only for the step it was made
     for."""
+    # Imported here: the party process imports this module for the field alone, and importing
+    # the cleanroom package would load Celery into every party.
+    from cleanroom.crypto.sealing import seal
+
     return seal(public_key, to_bytes(shares), context=context)
 
 
 def open_for_party(blob: bytes, private_key: X25519PrivateKey, context: bytes) -> list[int]:
+    from cleanroom.crypto.sealing import open_sealed
+
     return from_bytes(open_sealed(private_key, blob, context=context))
