@@ -195,6 +195,8 @@ CELERY_BEAT_SCHEDULE = {
 # The site a worker process runs at (each worker serves one site's queue).
 CLEANROOM_SITE = env.str("CLEANROOM_SITE", default="")
 TEE_ENCLAVE_TIMEOUT = env.int("TEE_ENCLAVE_TIMEOUT", default=600)
+# Seconds a synthesizer may train inside the enclave (CTGAN's epochs stop at this limit).
+SYNTHESIS_TIME_LIMIT = env.float("SYNTHESIS_TIME_LIMIT", default=300.0)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False

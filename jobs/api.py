@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -12,8 +14,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.errors import DomainError
-from jobs import queries, runner, selectors, services
-from jobs.models import Approval, Job, Query, Result, RoomMembership
+from jobs import extracts, queries, runner, selectors, services
+from jobs.models import Approval, Job, Query, Result, ResultFile, RoomMembership
 from jobs.permissions import Permission, require_acting_organization
 from jobs.planner import plan_query
 from jobs.serializers import (
@@ -192,6 +194,9 @@ class QueryPlan(APIView):
             epsilon=data["epsilon"],
             delta=data["delta"],
             receivers=list(data["receivers"]),
+            output_kind=data["output_kind"],
+            synthetic_method=data["synthetic_method"],
+            synthetic_rows=data["synthetic_rows"],
         )
         return Response(plan.as_dict())
 
@@ -318,10 +323,33 @@ class JobResult(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request: Request, slug: str, pk: int) -> Response:
         job = _job(request, slug, pk)
-        result = get_object_or_404(Result, job=job)
-        organization = selectors.receiver_organization(request.user, result)
-        if organization is None:
-            raise PermissionDenied("Only members of the receiving organisations read this result.")
+        result, organization = _received(request, job)
+        if result.output_kind == Query.OutputKind.SYNTHETIC:
+            return Response(
+                {
+                    "job": job.pk,
+                    "output_kind": result.output_kind,
+                    "sha256": result.sha256,
+                    "mechanism": result.mechanism,
+                    "differentially_private": result.differentially_private,
+                    "label": None
+                    if result.differentially_private
+                    else "not differentially private",
+                    "epsilon": str(result.epsilon),
+                    "delta": str(result.delta),
+                    "simulated_tee": result.simulated_tee,
+                    "extract": runner.read_result(result, organization),
+                    "files": [
+                        {
+                            "name": f.name,
+                            "sha256": f.sha256,
+                            "size": f.size,
+                            "url": reverse("api-result-file", args=[slug, job.pk, f.name]),
+                        }
+                        for f in result.files.all()
+                    ],
+                }
+            )
         return Response(
             {
                 "job": job.pk,
@@ -332,6 +360,31 @@ class JobResult(APIView):
                 "table": runner.read_result(result, organization),
             }
         )
+
+
+def _received(request: Request, job: Job) -> tuple[Result, Organization]:
+    result = get_object_or_404(Result, job=job)
+    organization = selectors.receiver_organization(request.user, result)
+    if organization is None:
+        raise PermissionDenied("Only members of the receiving organisations read this result.")
+    return result, organization
+
+
+class JobResultFile(APIView):
+    """One file of a released synthetic extract (the extract or a report): receivers only."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, slug: str, pk: int, name: str) -> HttpResponse:
+        result, organization = _received(request, _job(request, slug, pk))
+        released = get_object_or_404(ResultFile, result=result, name=name)
+        response = HttpResponse(
+            extracts.read_file_for(released, organization),
+            content_type="application/json"
+            if name.endswith(".json")
+            else "application/octet-stream",
+        )
+        response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
+        return response
 
 
 class RoomBudget(APIView):

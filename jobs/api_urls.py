@@ -43,5 +43,10 @@ urlpatterns = [
     path("rooms/<slug:slug>/jobs/<int:pk>/", api.JobDetail.as_view(), name="api-job"),
     path("rooms/<slug:slug>/jobs/<int:pk>/cancel/", api.JobCancel.as_view(), name="api-job-cancel"),
     path("rooms/<slug:slug>/jobs/<int:pk>/result/", api.JobResult.as_view(), name="api-result"),
+    path(
+        "rooms/<slug:slug>/jobs/<int:pk>/result/files/<str:name>",
+        api.JobResultFile.as_view(),
+        name="api-result-file",
+    ),
     path("rooms/<slug:slug>/budget/", api.RoomBudget.as_view(), name="api-budget"),
 ]

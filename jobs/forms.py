@@ -70,7 +70,22 @@ class QueryForm(forms.Form):
     sql = forms.CharField(
         label="Query",
         widget=forms.Textarea(attrs={"rows": 7, "spellcheck": "false", "class": "mono"}),
-        help_text="SELECT dimensions and COUNT(*), SUM or AVG FROM org.dataset … GROUP BY …",
+        help_text="SELECT dimensions and COUNT(*), SUM or AVG FROM org.dataset … GROUP BY …; "
+        "for a synthetic extract, SELECT the columns FROM org.dataset … [WHERE …]",
+    )
+    output_kind = forms.ChoiceField(
+        label="Output", choices=Query.OutputKind.choices, initial=Query.OutputKind.AGGREGATE
+    )
+    synthetic_method = forms.ChoiceField(
+        label="Synthesis method",
+        choices=Query.SyntheticMethod.choices,
+        initial=Query.SyntheticMethod.DP_MARGINALS,
+        required=False,
+        help_text="Synthetic extracts only. The DP method is charged ε and δ; SDV's are not "
+        "differentially private and need every owner's explicit permission.",
+    )
+    synthetic_rows = forms.IntegerField(
+        label="Synthetic rows", min_value=1, initial=1000, required=False
     )
     requested_mechanism = forms.ChoiceField(
         label="Mechanism", choices=Query.Mechanism.choices, initial=Query.Mechanism.AUTO
@@ -104,6 +119,16 @@ class QueryForm(forms.Form):
 
     def clean_delta(self):
         return self.cleaned_data.get("delta") or Decimal(0)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("output_kind") == Query.OutputKind.SYNTHETIC:
+            data["synthetic_method"] = (
+                data.get("synthetic_method") or Query.SyntheticMethod.DP_MARGINALS
+            )
+        else:  # the extract's fields mean nothing for aggregates
+            data["synthetic_method"], data["synthetic_rows"] = "", None
+        return data
 
     def query_values(self) -> dict:
         data = dict(self.cleaned_data)

@@ -9,13 +9,14 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
-from jobs import runner, selectors
-from jobs.models import Job, Result
+from jobs import extracts, runner, selectors
+from jobs.models import Job, Query, Result
+from parties.models import Organization
 
 
 def _job(request: HttpRequest, slug: str, pk: int) -> Job:
@@ -66,12 +67,17 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("job-detail", slug=slug, pk=pk)
 
 
-def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
+def _receiving(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, Organization]:
     job = _job(request, slug, pk)
     result = get_object_or_404(Result, job=job)
     organization = selectors.receiver_organization(request.user, result)
     if organization is None:
         raise PermissionDenied("Only members of the receiving organisations read this result.")
+    return job, result, organization
+
+
+def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
+    job, result, organization = _receiving(request, slug, pk)
     return job, result, runner.read_result(result, organization)
 
 
@@ -108,10 +114,48 @@ def _chart(table: dict) -> dict | None:
     }
 
 
+def _extract_page(
+    request: HttpRequest, job: Job, result: Result, manifest: dict, organization: Organization
+) -> HttpResponse:
+    quality = manifest.get("quality") or {}
+    charts = []
+    extract_file = result.files.filter(name="extract.csv").first()
+    if result.differentially_private and extract_file is not None:
+        charts = extracts.marginal_charts(
+            extracts.read_file_for(extract_file, organization),
+            job.query.plan["synthetic"]["columns"],
+            quality,
+        )
+    return render(
+        request,
+        "jobs/extract_detail.html",
+        {
+            "job": job,
+            "room": job.query.room,
+            "query": job.query,
+            "result": result,
+            "manifest": manifest,
+            "quality": quality,
+            "privacy": manifest.get("privacy") or {},
+            # Per-column quality scores as bars, 0 to 100 % of a 300-wide box.
+            "column_scores": [
+                {"column": column, "score": score, "width": round(300 * max(score, 0), 1)}
+                for column, score in (quality.get("per_column") or {}).items()
+            ],
+            "files": result.files.all(),
+            "formats": extracts.FORMATS,
+            "charts": charts,
+        },
+    )
+
+
 @login_required
 @require_GET
 def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    job, result, table = _readable_result(request, slug, pk)
+    job, result, organization = _receiving(request, slug, pk)
+    table = runner.read_result(result, organization)
+    if result.output_kind == Query.OutputKind.SYNTHETIC:
+        return _extract_page(request, job, result, table, organization)
     return render(
         request,
         "jobs/result_detail.html",
@@ -130,7 +174,9 @@ def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
-    job, _result, table = _readable_result(request, slug, pk)
+    job, result, table = _readable_result(request, slug, pk)
+    if result.output_kind == Query.OutputKind.SYNTHETIC:
+        raise Http404("A synthetic extract is downloaded as its files or archive.")
     name = f"result-job-{job.pk}"
     if fmt == "json":
         response = HttpResponse(json.dumps(table, indent=2), content_type="application/json")
@@ -163,6 +209,40 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
             )
         response = HttpResponse(out.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
+    return response
+
+
+@login_required
+@require_GET
+def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResponse:
+    """One released file of a synthetic extract (the extract or a report), for receivers."""
+    _, result, organization = _receiving(request, slug, pk)
+    released = result.files.filter(name=name).first()
+    if released is None:
+        raise Http404("No such file in this result.")
+    content_type = "application/json" if name.endswith(".json") else "text/csv"
+    if name.endswith(".parquet"):
+        content_type = "application/vnd.apache.parquet"
+    response = HttpResponse(
+        extracts.read_file_for(released, organization), content_type=content_type
+    )
+    response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
+    return response
+
+
+@login_required
+@require_GET
+def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
+    """The extract as CSV or Parquet with its reports, manifest and README.txt, zipped."""
+    job, result, organization = _receiving(request, slug, pk)
+    if result.output_kind != Query.OutputKind.SYNTHETIC:
+        raise Http404("Only a synthetic extract is downloaded as an archive.")
+    manifest = runner.read_result(result, organization)
+    files = {f.name: extracts.read_file_for(f, organization) for f in result.files.all()}
+    response = HttpResponse(
+        extracts.archive(files, manifest, job.query.digest, fmt), content_type="application/zip"
+    )
+    response["Content-Disposition"] = f'attachment; filename="synthetic-job-{pk}-{fmt}.zip"'
     return response
 
 

@@ -102,6 +102,16 @@ class Query(models.Model):
 
     class OutputKind(models.TextChoices):
         AGGREGATE = "aggregate", "Differentially private aggregates"
+        SYNTHETIC = "synthetic", "Synthetic extract"
+
+    class SyntheticMethod(models.TextChoices):
+        # The values are jobs.synthesis.Method's.
+        DP_MARGINALS = "dp-marginals", "DP marginals (MST): differentially private"
+        SDV_GAUSSIAN_COPULA = (
+            "sdv-gaussian-copula",
+            "SDV Gaussian copula: not differentially private",
+        )
+        SDV_CTGAN = "sdv-ctgan", "SDV CTGAN: not differentially private"
 
     room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="queries")
     lineage = models.UUIDField(db_index=True)
@@ -123,6 +133,9 @@ class Query(models.Model):
     )
     epsilon = models.DecimalField(max_digits=8, decimal_places=4)
     delta = models.DecimalField(max_digits=12, decimal_places=12, default=0)
+    # Synthetic extracts only: the method and how many rows to sample.
+    synthetic_method = models.CharField(max_length=24, choices=SyntheticMethod.choices, blank=True)
+    synthetic_rows = models.PositiveIntegerField(null=True, blank=True)
     receivers = models.ManyToManyField(Organization, related_name="+")
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
@@ -269,9 +282,36 @@ class Result(models.Model):
     epsilon = models.DecimalField(max_digits=8, decimal_places=4)
     simulated_tee = models.BooleanField(default=False)
     released_at = models.DateTimeField(auto_now_add=True)
+    # A synthetic extract: the ciphertext holds its manifest and reports; its files are
+    # ResultFiles. `delta` and `differentially_private` say what guarantee it carries.
+    output_kind = models.CharField(
+        max_length=16, choices=Query.OutputKind.choices, default=Query.OutputKind.AGGREGATE
+    )
+    delta = models.DecimalField(max_digits=12, decimal_places=12, default=0)
+    differentially_private = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return f"result of {self.job}"
+
+
+class ResultFile(models.Model):
+    """A released file (a synthetic extract or one of its reports), encrypted under its
+    result's data key and stored outside the database, as extracts can be large."""
+
+    result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="files")
+    name = models.CharField(max_length=100)
+    sha256 = models.CharField(max_length=64)  # of the plaintext, as audited
+    size = models.PositiveBigIntegerField()
+    storage_path = models.CharField(max_length=500)  # under jobs.extracts.root()
+
+    class Meta:
+        ordering = ["result", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["result", "name"], name="one_file_name_per_result")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.result}"
 
 
 class ResultKey(models.Model):

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from cleanroom.residency import Decision, StepKind, decide
+from jobs import synthetic
 from jobs.models import Query, Room, RoomDataset
 from jobs.privacy.calibration import CONFIDENCE, measurements
 from jobs.privacy.ledger import balance
@@ -23,6 +24,7 @@ from jobs.sql.plan import (
     AggregateKind,
     ColumnInfo,
     DatasetInfo,
+    Output,
     ParsedQuery,
     QueryError,
     Shape,
@@ -60,6 +62,9 @@ class Plan:
     cells: list[dict[str, Any]] = field(default_factory=list)
     groups: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    output_kind: str = Output.AGGREGATE
+    # A synthetic extract's columns with their public domains or bins, method, cost, owners.
+    synthetic: dict[str, Any] | None = None
 
     @property
     def required_approvers(self) -> list[Organization]:
@@ -74,6 +79,8 @@ class Plan:
             "ok": self.ok,
             "error": self.error,
             "shape": self.parsed.shape.value if self.parsed else None,
+            "output_kind": self.output_kind,
+            "synthetic": self.synthetic,
             "mechanism": {"chosen": self.mechanism, "reason": self.mechanism_reason},
             "datasets": self.datasets,
             "required_approvers": [org.slug for org in self.required_approvers],
@@ -123,12 +130,17 @@ def plan_query(
     epsilon: Decimal,
     delta: Decimal = Decimal(0),
     receivers: list[Organization],
+    output_kind: str = Output.AGGREGATE,
+    synthetic_method: str = "",
+    synthetic_rows: int | None = None,
 ) -> Plan:
-    plan = Plan()
+    plan = Plan(output_kind=Output(output_kind))
     epsilon, delta = Decimal(epsilon), Decimal(delta)
     catalog = room_catalog(room)
     try:
-        parsed = parse_query(sql, {name: info for name, (_, info) in catalog.items()})
+        parsed = parse_query(
+            sql, {name: info for name, (_, info) in catalog.items()}, output=plan.output_kind
+        )
     except QueryError as exc:
         plan.error = {"reason": exc.reason, "line": exc.line, "column": exc.column}
         plan.checks.append(Check("language", False, str(exc)))
@@ -136,16 +148,31 @@ def plan_query(
     plan.parsed = parsed
     plan.checks.append(Check("language", True, "The query is in the joint query language."))
     plan.contributions = [catalog[name][0] for name in parsed.datasets]
-    _check_datasets(plan, room, epsilon, delta, mechanism, receivers)
+    private = True
+    if parsed.output is Output.SYNTHETIC:
+        # The ledger is charged what the method costs, which dp_cost says is within (ε, δ).
+        plan.synthetic, checks, charge = synthetic.plan_extract(
+            parsed=parsed,
+            catalog={name: info for name, (_, info) in catalog.items()},
+            contributions=plan.contributions,
+            method=synthetic_method,
+            rows=synthetic_rows,
+            epsilon=epsilon,
+            delta=delta,
+        )
+        plan.checks += [Check(*check) for check in checks]
+        epsilon, delta, private = charge.epsilon, charge.delta, charge.differentially_private
+    _check_datasets(plan, room, epsilon, delta, mechanism, receivers, private=private)
     _choose_mechanism(plan, mechanism)
     if plan.mechanism:
         _place_steps(plan, receivers)
-    _calibrate(plan, {name: info for name, (_, info) in catalog.items()}, epsilon)
+    if parsed.output is Output.AGGREGATE:
+        _calibrate(plan, {name: info for name, (_, info) in catalog.items()}, epsilon)
     plan.ok = not plan.failed()
     return plan
 
 
-def _check_datasets(plan, room, epsilon, delta, mechanism, receivers) -> None:
+def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private=True) -> None:
     uses: dict[str, dict[str, list[str]]] = {}
     for dataset, column, use in sorted(plan.parsed.uses):
         uses.setdefault(dataset, {}).setdefault(column, []).append(use.value)
@@ -174,7 +201,15 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers) -> None:
                 "min_group_size": policy.min_group_size,
             }
         )
-        if epsilon <= 0:
+        if not private:
+            plan.checks.append(
+                Check(
+                    "budget",
+                    True,
+                    f"{name}: nothing is charged, as the method is not differentially private.",
+                )
+            )
+        elif epsilon <= 0:
             plan.checks.append(Check("budget", False, "ε must be positive."))
         elif epsilon > policy.max_epsilon_per_query:
             plan.checks.append(
@@ -233,6 +268,8 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers) -> None:
 
 def _mpc_fits(plan: Plan) -> str | None:
     """Why the query cannot run under MPC, or None when it can."""
+    if plan.parsed.output is Output.SYNTHETIC:
+        return "a synthetic extract fits a model to rows, which runs in the TEE only"
     if plan.parsed.shape == Shape.JOIN:
         return (
             "it joins datasets on a key (the vertical case), which MPC does not do yet: "

@@ -30,7 +30,18 @@ from jobs.permissions import Permission, require
 from jobs.planner import Plan, plan_query
 from parties.models import Organization
 
-EDITABLE = ("title", "purpose", "sql", "requested_mechanism", "epsilon", "delta", "expires_at")
+EDITABLE = (
+    "title",
+    "purpose",
+    "sql",
+    "requested_mechanism",
+    "epsilon",
+    "delta",
+    "expires_at",
+    "output_kind",
+    "synthetic_method",
+    "synthetic_rows",
+)
 # Versions that a newer submitted version replaces.
 REPLACEABLE = (Query.Status.PENDING, Query.Status.APPROVED)
 
@@ -58,6 +69,9 @@ def plan_for(query: Query) -> Plan:
         epsilon=query.epsilon,
         delta=query.delta,
         receivers=list(query.receivers.order_by("slug")),
+        output_kind=query.output_kind,
+        synthetic_method=query.synthetic_method,
+        synthetic_rows=query.synthetic_rows,
     )
 
 
@@ -68,8 +82,17 @@ def _check_fields(values: dict[str, Any]) -> None:
         raise QueryRefused("State the purpose: every owner sees it before approving.")
     if values["expires_at"] <= timezone.now():
         raise QueryRefused("The expiry must be in the future.")
-    if Decimal(values["epsilon"]) <= 0:
+    synthetic = values.get("output_kind") == Query.OutputKind.SYNTHETIC
+    # SDV's methods spend no ε (they are not differentially private), so theirs may be 0.
+    if Decimal(values["epsilon"]) < 0 or (
+        Decimal(values["epsilon"]) == 0
+        and not (synthetic and values.get("synthetic_method") != Query.SyntheticMethod.DP_MARGINALS)
+    ):
         raise QueryRefused("ε must be positive.")
+    if synthetic and not values.get("synthetic_rows"):
+        raise QueryRefused("Say how many synthetic rows the extract should have.")
+    if not synthetic and (values.get("synthetic_method") or values.get("synthetic_rows")):
+        raise QueryRefused("A method and rows are given for synthetic extracts only.")
     if Decimal(values.get("delta") or 0) < 0:
         raise QueryRefused("δ cannot be negative.")
 
@@ -119,6 +142,7 @@ def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
         "sql": query.sql,
         "mechanism": plan.mechanism,
         "output_kind": query.output_kind,
+        **_synthetic_terms(query, plan),
         "epsilon": str(query.epsilon),
         "delta": str(query.delta),
         "receivers": sorted(f"org:{org.pk}" for org in query.receivers.all()),
@@ -136,6 +160,20 @@ def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
             ),
             key=lambda item: item["name"],
         ),
+    }
+
+
+def _synthetic_terms(query: Query, plan: Plan) -> dict[str, Any]:
+    """A synthetic extract's method, rows and the cost charged are part of what is approved."""
+    if query.output_kind != Query.OutputKind.SYNTHETIC:
+        return {}
+    return {
+        "synthetic": {
+            "method": query.synthetic_method,
+            "rows": query.synthetic_rows,
+            "differentially_private": plan.synthetic["differentially_private"],
+            "charge": plan.synthetic["charge"],
+        }
     }
 
 
@@ -210,6 +248,7 @@ def submit_query(*, query: Query, by: User) -> Query:
             delta=canonical["delta"],
             mechanism=plan.mechanism,
             output_kind=query.output_kind,
+            **({"synthetic": canonical["synthetic"]} if "synthetic" in canonical else {}),
             expires_at=canonical["expires_at"],
             residency=[d for step in query.plan["steps"] for d in step["decisions"]],
             sql_sha256=hashlib.sha256(query.sql.encode()).hexdigest(),

@@ -79,6 +79,9 @@ def _live_plan(room: Room, form: QueryForm) -> dict | None:
         epsilon=data.get("epsilon") or form.fields["epsilon"].initial,
         delta=data.get("delta") or Decimal(0),
         receivers=list(data.get("receivers") or []),
+        output_kind=data.get("output_kind") or Query.OutputKind.AGGREGATE,
+        synthetic_method=data.get("synthetic_method") or "",
+        synthetic_rows=data.get("synthetic_rows"),
     ).as_dict()
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -209,12 +210,8 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
         job.save()
         if first:
             try:
-                ledger.reserve(
-                    query=job.query,
-                    room=job.query.room,
-                    epsilon=job.query.epsilon,
-                    delta=job.query.delta,
-                )
+                epsilon, delta = charge_of(job.query)
+                ledger.reserve(query=job.query, room=job.query.room, epsilon=epsilon, delta=delta)
             except ledger.BudgetExceeded as exc:
                 _finish(job, Job.State.FAILED, str(exc))
                 return None
@@ -228,6 +225,15 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
                 )
         _record(job, "job.started", attempt=job.attempt, site=site.name)
     return job
+
+
+def charge_of(query: Query) -> tuple[Decimal, Decimal]:
+    """What the ledger reserves on each dataset: the query's ε and δ, or for a synthetic
+    extract the cost of its method as approved (part of the digest every owner signed)."""
+    if query.output_kind == Query.OutputKind.SYNTHETIC:
+        charge = query.canonical["synthetic"]["charge"]
+        return Decimal(charge["epsilon"]), Decimal(charge["delta"])
+    return query.epsilon, query.delta
 
 
 def report_progress(job_id: int, percent: int, message: str) -> bool:
@@ -373,12 +379,17 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
     _record(job, f"job.{state}", by, attempt=job.attempt, reason=reason)
 
 
-def read_result(result: Result, organization: Organization) -> dict[str, Any]:
-    """Decrypt a result for a receiver organisation (the caller checked membership)."""
+def result_data_key(result: Result, organization: Organization) -> bytes:
+    """A result's data key, unwrapped for a receiver organisation."""
     wrapped = result.keys.get(organization=organization).wrapped_key
-    data_key = key_service().unwrap(
+    return key_service().unwrap(
         organization.kek_id, bytes(wrapped), context=_result_context(result.job)
     )
+
+
+def read_result(result: Result, organization: Organization) -> dict[str, Any]:
+    """Decrypt a result for a receiver organisation (the caller checked membership)."""
+    data_key = result_data_key(result, organization)
     blob = bytes(result.ciphertext)
     context = f"cleanroom-result/v1:job:{result.job_id}".encode()
     return json.loads(AESGCM(data_key).decrypt(blob[:12], blob[12:], context))

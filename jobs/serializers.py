@@ -111,6 +111,8 @@ class QuerySerializer(serializers.ModelSerializer):
             "requested_mechanism",
             "mechanism",
             "output_kind",
+            "synthetic_method",
+            "synthetic_rows",
             "epsilon",
             "delta",
             "receivers",
@@ -138,7 +140,22 @@ class QueryInputSerializer(serializers.Serializer):
         many=True, slug_field="slug", queryset=Organization.objects.all()
     )
     expires_at = serializers.DateTimeField()
+    output_kind = serializers.ChoiceField(
+        choices=Query.OutputKind.choices, default=Query.OutputKind.AGGREGATE
+    )
+    synthetic_method = serializers.ChoiceField(
+        choices=Query.SyntheticMethod.choices,
+        required=False,
+        allow_blank=True,
+        help_text="For a synthetic extract; defaults to dp-marginals (differentially private).",
+    )
+    synthetic_rows = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="For a synthetic extract."
+    )
     submit = serializers.BooleanField(default=False, help_text="Submit for approval right away.")
+
+    def validate(self, data):
+        return _synthetic_fields(data)
 
 
 class QueryPatchSerializer(QueryInputSerializer):
@@ -146,6 +163,18 @@ class QueryPatchSerializer(QueryInputSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, partial=True, **kwargs)
+
+
+def _synthetic_fields(data: dict) -> dict:
+    """The method defaults to the DP one for an extract; aggregates take neither field."""
+    kind = data.get("output_kind")
+    if kind == Query.OutputKind.SYNTHETIC:
+        data["synthetic_method"] = data.get("synthetic_method") or (
+            Query.SyntheticMethod.DP_MARGINALS
+        )
+    elif kind == Query.OutputKind.AGGREGATE:
+        data["synthetic_method"], data["synthetic_rows"] = "", None
+    return data
 
 
 class PlanInputSerializer(serializers.Serializer):
@@ -158,6 +187,16 @@ class PlanInputSerializer(serializers.Serializer):
     receivers = serializers.SlugRelatedField(
         many=True, slug_field="slug", queryset=Organization.objects.all(), default=list
     )
+    output_kind = serializers.ChoiceField(
+        choices=Query.OutputKind.choices, default=Query.OutputKind.AGGREGATE
+    )
+    synthetic_method = serializers.ChoiceField(
+        choices=Query.SyntheticMethod.choices, required=False, allow_blank=True
+    )
+    synthetic_rows = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+    def validate(self, data):
+        return _synthetic_fields(data)
 
 
 class DecisionInputSerializer(serializers.Serializer):

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from jobs import queries, runner
+from jobs import extracts, queries, runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee.engine import TeeEngine
 
@@ -39,5 +39,8 @@ def run_tee_job(job_id: int, site: str) -> str:
         # running would hold its reservation forever, and the acked message is not redelivered.
         runner.fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
         raise
-    runner.release_result(job_id, table)
+    if "extract" in table:
+        extracts.release_extract(job_id, table["extract"], table["files"])
+    else:
+        runner.release_result(job_id, table)
     return "released"

@@ -41,5 +41,15 @@ urlpatterns = [
         job_views.result_download,
         name="result-download",
     ),
+    re_path(
+        r"^rooms/(?P<slug>[-\w]+)/jobs/(?P<pk>\d+)/result/files/(?P<name>[\w][\w.-]*)$",
+        job_views.result_file,
+        name="result-file",
+    ),
+    re_path(
+        r"^rooms/(?P<slug>[-\w]+)/jobs/(?P<pk>\d+)/result/extract-(?P<fmt>csv|parquet)\.zip$",
+        job_views.result_archive,
+        name="result-archive",
+    ),
     path("rooms/<slug:slug>/budget/", job_views.room_budget, name="room-budget"),
 ]

@@ -28,7 +28,9 @@ from jobs.sql.plan import (
     Filter,
     FilterOp,
     Join,
+    Output,
     ParsedQuery,
+    Projected,
     QueryError,
     Shape,
     Use,
@@ -43,6 +45,7 @@ _CONDITIONS = (
     "WHERE takes column IN (...), column = value and column BETWEEN low AND high, joined by AND"
 )
 _NO_STAR = "SELECT * is not allowed: name the dimensions and aggregates to release"
+_EXTRACT = "a synthetic extract is a projection: SELECT columns FROM datasets [WHERE ...]"
 _NO_COMMENTS = (
     "comments are not allowed: the approved text must be exactly what runs, "
     "and explanations belong in the purpose"
@@ -131,10 +134,14 @@ _NUMERIC = frozenset({"integer", "float"})
 _ORDERED = frozenset({"integer", "float", "date"})
 
 
-def parse_query(sql: str, datasets: Mapping[str, DatasetInfo]) -> ParsedQuery:
+def parse_query(
+    sql: str, datasets: Mapping[str, DatasetInfo], output: Output = Output.AGGREGATE
+) -> ParsedQuery:
     """The typed form of `sql` over the room's `datasets` (by `org_slug.dataset_slug`), or
-    QueryError for anything outside the language or not allowed by a dataset's policy."""
-    return _Parser(sql, datasets).parse()
+    QueryError for anything outside the language or not allowed by a dataset's policy.
+    For a synthetic extract (`output`), the query is a projection of columns instead of
+    aggregates per group."""
+    return _Parser(sql, datasets, Output(output)).parse()
 
 
 def _is_set(value: Any) -> bool:
@@ -180,12 +187,14 @@ class _Result:
     filters: list[Filter] = field(default_factory=list)
     joins: list[Join] = field(default_factory=list)
     union_columns: tuple[str, ...] = ()
+    projected: list[Projected] = field(default_factory=list)
 
 
 class _Parser:
-    def __init__(self, sql: str, datasets: Mapping[str, DatasetInfo]):
+    def __init__(self, sql: str, datasets: Mapping[str, DatasetInfo], output: Output):
         self.sql = sql
         self.catalog = datasets
+        self.output = output
         self.tokens: list[Token] = []
         self.read: list[DatasetInfo] = []  # in the order the query names them
         self.uses: set[tuple[str, str, Use]] = set()
@@ -375,9 +384,19 @@ class _Parser:
             for join in joins:
                 self.join(join, scope, result)
             shape = Shape.JOIN if joins else Shape.SINGLE
-        self.items(select, scope, result)
+        if self.output is Output.SYNTHETIC:
+            self.projection(select, scope, result)
+        else:
+            self.items(select, scope, result)
         self.where(select.args.get("where"), scope, result)
-        self.group(select.args.get("group"), scope, result)
+        if self.output is Output.SYNTHETIC:
+            if select.args.get("group") is not None:
+                self.refuse(
+                    f"GROUP BY is not allowed: {_EXTRACT}",
+                    self.keyword(select.args["group"], (TokenType.GROUP_BY,)),
+                )
+        else:
+            self.group(select.args.get("group"), scope, result)
         return ParsedQuery(
             shape=shape,
             datasets=tuple(info.qualified_name for info in self.read),
@@ -387,6 +406,8 @@ class _Parser:
             joins=tuple(result.joins),
             union_columns=result.union_columns,
             uses=frozenset(self.uses),
+            output=self.output,
+            projected=tuple(result.projected),
         )
 
     def name(self, node: Any, what: str) -> str:
@@ -628,6 +649,12 @@ class _Parser:
             source = sources[0]
         targets = source.columns[name]
         for target in targets:
+            if target.column.role == "unit" and self.output is Output.SYNTHETIC:
+                self.refuse(
+                    f"{name} is the privacy unit of {target.dataset.qualified_name}: it never "
+                    "appears in a synthetic extract, nor as a filter or join key",
+                    offset,
+                )
             if target.column.role == "unit":
                 self.refuse(
                     f"{name} is the privacy unit of {target.dataset.qualified_name}: it can never "
@@ -747,6 +774,76 @@ class _Parser:
         if isinstance(node, exp.Func):
             self.refuse(f"{self.function_name(node)} is not allowed: {_ITEMS}", offset)
         self.refuse(f"{self.written(node)} is not allowed: {_ITEMS}", offset)
+
+    # Synthetic extracts -------------------------------------------------------------------------
+
+    def projection(self, select: exp.Select, scope: list[_Source], result: _Result) -> None:
+        """The columns of a synthetic extract: each a dimension (synthesized within its public
+        domain) or a measure (within its public clamp bounds), allowed as such by its policy."""
+        aliases: set[str] = set()
+        for item in select.expressions:
+            node, alias = item, None
+            if isinstance(item, exp.Alias):
+                self.allow_only(item, {"this", "alias"})
+                node, alias = item.this, self.name(item.args["alias"], "an alias")
+            if type(node) in _AGGREGATES:
+                self.refuse(
+                    f"{self.function_name(node)} is not allowed: {_EXTRACT}; aggregates are "
+                    "released by an aggregate query",
+                    self.start(node),
+                )
+            if isinstance(node, exp.Star) or (
+                isinstance(node, exp.Column) and isinstance(node.this, exp.Star)
+            ):
+                self.refuse(
+                    "SELECT * is not allowed: name the columns the extract holds", self.start(node)
+                )
+            if not isinstance(node, exp.Column):
+                self.refuse(f"{self.written(node)} is not allowed: {_EXTRACT}", self.start(node))
+            resolved = self.resolve(node, scope)
+            ref = self.use(resolved, self.synthesized_use(resolved))
+            if any(ref == projected.column for projected in result.projected):
+                self.refuse(f"{resolved.written} is selected twice", resolved.offset)
+            projected = Projected(ref, alias or ref.column)
+            if projected.alias in aliases:
+                self.refuse(
+                    f"the output column name {projected.alias} is used twice", self.start(item)
+                )
+            aliases.add(projected.alias)
+            result.projected.append(projected)
+
+    def synthesized_use(self, resolved: _Resolved) -> Use:
+        """How a projected column is synthesized: a dimension over its public domain, or a
+        measure over its public bounds; join keys and other columns have neither."""
+        for target in resolved.targets:
+            column, dataset = target.column, target.dataset.qualified_name
+            if column.role == "join_key":
+                self.refuse(
+                    f"{column.name} is a join key of {dataset}: join keys pick out people, so "
+                    "they never appear in a synthetic extract",
+                    resolved.offset,
+                )
+            if column.role == "dimension" and not column.domain:
+                self.refuse(
+                    f"{column.name} in {dataset} has no public domain to synthesize it in",
+                    resolved.offset,
+                )
+            if column.role == "measure" and (
+                column.type not in _NUMERIC or column.lower is None or column.upper is None
+            ):
+                self.refuse(
+                    f"{column.name} in {dataset} is not a number with public clamp bounds, so "
+                    "it has no public bins to synthesize it in",
+                    resolved.offset,
+                )
+            if column.role not in ("dimension", "measure"):
+                self.refuse(
+                    f"{column.name} in {dataset} has the role {column.role}: an extract holds "
+                    "dimensions (with a public domain) and measures (with clamp bounds) only",
+                    resolved.offset,
+                )
+        role = resolved.targets[0].column.role
+        return Use.DIMENSION if role == "dimension" else Use.MEASURE
 
     # WHERE --------------------------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ class Shape(StrEnum):
     UNION = "union"  # UNION ALL of datasets with the same columns (the horizontal case)
 
 
+class Output(StrEnum):
+    AGGREGATE = "aggregate"  # noisy aggregates per public group
+    SYNTHETIC = "synthetic"  # a projection of rows, released only as a synthetic extract
+
+
 class AggregateKind(StrEnum):
     COUNT = "count"
     SUM = "sum"
@@ -80,10 +85,19 @@ class Dimension:
 
 
 @dataclass(frozen=True)
+class Projected:
+    """A column of a synthetic extract: a dimension or a measure, never a unit or join key."""
+
+    column: ColumnRef
+    alias: str
+
+
+@dataclass(frozen=True)
 class ParsedQuery:
-    """A query the language accepts. For a UNION, each dimension and aggregate names the first
-    dataset's column; each filter names the dataset it applies to (a filter on the UNION ALL
-    appears once per branch); `union_columns` holds the projected column names shared by all."""
+    """A query the language accepts. For a UNION, each dimension, aggregate and projected
+    column names the first dataset's column; each filter names the dataset it applies to (a
+    filter on the UNION ALL appears once per branch); `union_columns` holds the projected
+    column names shared by all."""
 
     shape: Shape
     datasets: tuple[str, ...]  # qualified names, in the order they appear
@@ -94,6 +108,9 @@ class ParsedQuery:
     union_columns: tuple[str, ...] = ()
     # Every (dataset, column, use) the query touches, UNION branches included.
     uses: frozenset[tuple[str, str, Use]] = field(default_factory=frozenset)
+    output: Output = Output.AGGREGATE
+    # A synthetic extract's columns, in the order selected (no dimensions or aggregates then).
+    projected: tuple[Projected, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,17 @@ output (JSON lines) it:
   4. decrypts, re-parses and re-calibrates the query itself (it trusts no plan from the host),
      computes the differentially private table, and prints it.
 Only the noised table leaves; the exact aggregates and the rows stay in this process.
+
+A synthetic extract instead re-parses the projection, prepares its rows (jobs.privacy.extract),
+checks that the method's cost is within what was approved, fits and samples with
+jobs.synthesis, and writes the extract and its reports to its working directory for the host
+to encrypt to the receivers; only those files leave.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import sys
@@ -30,9 +36,11 @@ from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs.engines.tee.attestation import binding
 from jobs.privacy.calibration import measurements
+from jobs.privacy.extract import changed_rows_per_unit, extract_rows, synth_columns
 from jobs.privacy.release import check_release, release_aggregates
 from jobs.sql.parser import parse_query
-from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Output, Use
+from jobs.synthesis import CODE as SYNTHESIS_CODE
 
 # The files whose code runs in here: their measurement is what the key service allows.
 CODE = [
@@ -44,7 +52,11 @@ CODE = [
     "jobs/privacy/release.py",
     "cleanroom/crypto/envelope.py",
     "cleanroom/crypto/sealing.py",
+    "jobs/privacy/extract.py",
+    *SYNTHESIS_CODE,
 ]
+# Where a synthetic extract's files are written, in the enclave's working directory.
+EXTRACT_DIRECTORY = "extract"
 
 
 def key_context(job_id: int, dataset: str) -> bytes:
@@ -119,6 +131,9 @@ def main() -> None:
         frames[name] = read_dataset(job["files"][name], data_key)
     _send({"progress": [60, "Decrypted inside the enclave"]})
     datasets, columns = _catalog(job["catalog"])
+    if job.get("output_kind") == Output.SYNTHETIC:
+        _synthesize(job, frames, datasets, columns)
+        return
     parsed = parse_query(job["sql"], datasets)
     released = measurements(
         parsed, columns, epsilon=Decimal(job["epsilon"]), rows_per_unit=job["rows_per_unit"]
@@ -137,6 +152,68 @@ def main() -> None:
         min_group_size=job["min_group_size"],
     )
     _send({"result": table.to_json()})
+
+
+def _synthesize(
+    job: dict[str, Any],
+    frames: dict[str, pl.LazyFrame],
+    datasets: dict[str, DatasetInfo],
+    columns: dict[tuple[str, str], ColumnInfo],
+) -> None:
+    from jobs.synthesis import Method, dp_cost, is_differentially_private, synthesize
+
+    request = job["synthetic"]
+    method = Method(request["method"])
+    parsed = parse_query(job["sql"], datasets, output=Output.SYNTHETIC)
+    synthesized = synth_columns(parsed, columns)
+    changed = changed_rows_per_unit(parsed, job["rows_per_unit"])
+    epsilon, delta = float(job["epsilon"]), float(job["delta"])
+    private = is_differentially_private(method)
+    # Recomputed here, as the host is not trusted: the run must cost no more than was approved
+    # and reserved. A refusal comes before any noise, so it is refunded.
+    if private:
+        cost = dp_cost(synthesized, epsilon=epsilon, delta=delta, rows_per_unit=changed)
+        charge = request["charge"]
+        if Decimal(repr(cost.epsilon)) > Decimal(charge["epsilon"]) or Decimal(
+            repr(cost.delta)
+        ) > Decimal(charge["delta"]):
+            raise SystemExit(f"the method costs {cost.as_dict()}, more than approved {charge}")
+    frame = extract_rows(frames, parsed, columns, job["units"], rows_per_unit=job["rows_per_unit"])
+    _send({"progress": [65, f"{len(frame)} rows prepared for the synthesizer"]})
+    # From here a model of the rows exists (noisy, for the DP method): a failure spends.
+    _send({"noise": True})
+    extract = synthesize(
+        frame,
+        synthesized,
+        method=method,
+        rows=int(request["rows"]),
+        epsilon=epsilon,
+        delta=delta,
+        rows_per_unit=changed,
+        time_limit=float(request["time_limit"]),
+    )
+    del frame
+    directory = Path(EXTRACT_DIRECTORY)
+    directory.mkdir()
+    files = {}
+    for name, content in extract.to_files().items():
+        (directory / name).write_bytes(content)
+        files[name] = hashlib.sha256(content).hexdigest()
+    _send(
+        {
+            "extract": {
+                "method": str(method),
+                "differentially_private": private,
+                "epsilon": None if extract.epsilon is None else repr(extract.epsilon),
+                "delta": None if extract.delta is None else repr(extract.delta),
+                "rows": int(request["rows"]),
+                "columns": [column.name for column in synthesized],
+                "quality": extract.quality,
+                "privacy": extract.privacy,
+                "files": files,
+            }
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -17,8 +19,9 @@ from django.conf import settings
 from jobs import runner
 from jobs.engines.base import EngineError, Progress
 from jobs.engines.tee import attestation
+from jobs.engines.tee.enclave import EXTRACT_DIRECTORY
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
-from jobs.models import Job, RoomDataset
+from jobs.models import Job, Query, RoomDataset
 from jobs.planner import room_catalog
 from parties.storage import stored_file
 
@@ -51,7 +54,7 @@ def _job_message(job: Job) -> dict[str, Any]:
         units[name] = next(c.name for c in info.columns.values() if c.role == "unit")
         rows_per_unit.append(contribution.policy.max_rows_per_unit)
         min_group.append(contribution.policy.min_group_size)
-    return {
+    message = {
         "job": job.pk,
         "digest": query.digest,
         "sql": query.sql,
@@ -62,6 +65,19 @@ def _job_message(job: Job) -> dict[str, Any]:
         "rows_per_unit": min(rows_per_unit),
         "min_group_size": max(min_group),
     }
+    if query.output_kind == Query.OutputKind.SYNTHETIC:
+        message.update(
+            output_kind=query.output_kind,
+            delta=str(query.delta),
+            synthetic={
+                "method": query.synthetic_method,
+                "rows": query.synthetic_rows,
+                # As approved: the enclave refuses a run that would cost more.
+                "charge": query.canonical["synthetic"]["charge"],
+                "time_limit": settings.SYNTHESIS_TIME_LIMIT,
+            },
+        )
+    return message
 
 
 def _minimal_environment(home: str) -> dict[str, str]:
@@ -100,7 +116,7 @@ class TeeEngine:
                 stderr=subprocess.PIPE,
             )
             try:
-                return self._converse(job, enclave, progress)
+                return self._converse(job, enclave, progress, Path(home))
             finally:
                 if enclave.poll() is None:
                     enclave.kill()
@@ -110,7 +126,9 @@ class TeeEngine:
                     with contextlib.suppress(BrokenPipeError):
                         stream.close()
 
-    def _converse(self, job: Job, enclave: subprocess.Popen, progress: Progress) -> dict:
+    def _converse(
+        self, job: Job, enclave: subprocess.Popen, progress: Progress, home: Path
+    ) -> dict:
         def stopped() -> EngineError:
             enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
             return EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
@@ -158,3 +176,19 @@ class TeeEngine:
                 report(80, "Noise added inside the enclave")
             elif "result" in message:
                 return message["result"]
+            elif "extract" in message:
+                return {"extract": message["extract"], "files": _extract_files(home, message)}
+
+
+def _extract_files(home: Path, message: dict) -> dict[str, bytes]:
+    """The files the enclave wrote, each checked against the digest it reported."""
+    files = {}
+    for name, sha256 in message["extract"]["files"].items():
+        path = home / EXTRACT_DIRECTORY / name
+        if Path(name).name != name or not path.is_file():
+            raise EngineError(f"The enclave reported a file it did not write: {name!r}.")
+        content = path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != sha256:
+            raise EngineError(f"The extract file {name} does not match its digest.")
+        files[name] = content
+    return files
