@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -138,11 +139,14 @@ class RunningParty:
             raise EngineError(f"{name} printed no readable output.") from None
 
 
-def start_party(spec: PartySpec, *, launcher: Sequence[str] = ()) -> RunningParty:
+def start_party(
+    spec: PartySpec, *, launcher: Sequence[str] = (), time_limit: float | None = None
+) -> RunningParty:
     """Start the party process and hand it its job document; `wait` collects the result.
 
     `launcher` prefixes the command, to place the process: `ip netns exec <namespace>`, a
-    sandbox or a container runner."""
+    sandbox or a container runner. The process ends itself a little after `time_limit`
+    seconds (default MPC_PARTY_TIMEOUT), should nobody wait for it."""
     _check(spec)
     tls = party_tls_files(spec.site)
     folder = tempfile.TemporaryDirectory(prefix=f"mpc-party-{spec.job}-{spec.index}-")
@@ -162,7 +166,7 @@ def start_party(spec: PartySpec, *, launcher: Sequence[str] = ()) -> RunningPart
         "inputs": [[int(v) for v in vector] for vector in spec.inputs],
         "layout": {"groups": spec.layout["groups"], "measures": list(spec.layout["measures"])},
         "noise": [{"measure": n["measure"], "scale": float(n["scale"])} for n in spec.noise],
-        "time_limit": settings.MPC_PARTY_TIMEOUT + 10,
+        "time_limit": math.ceil(time_limit or settings.MPC_PARTY_TIMEOUT) + 10,
     }
     arguments = [
         f"-M{len(spec.sites)}",
@@ -191,4 +195,4 @@ def start_party(spec: PartySpec, *, launcher: Sequence[str] = ()) -> RunningPart
 
 def run_party(spec: PartySpec, *, timeout: float) -> PartyOutput:
     """Run one party of a job to its end; raises EngineError if it fails or times out."""
-    return start_party(spec).wait(timeout)
+    return start_party(spec, time_limit=timeout).wait(timeout)
