@@ -241,7 +241,10 @@ class Job(models.Model):
     query = models.OneToOneField(Query, on_delete=models.PROTECT, related_name="job")
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     mechanism = models.CharField(max_length=8)
-    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="jobs")
+    # Where a TEE job's one step runs; an MPC job's sites are those of its steps.
+    site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, related_name="jobs", null=True, blank=True
+    )
     attempt = models.PositiveIntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
     progress_message = models.CharField(max_length=200, blank=True)
@@ -269,6 +272,54 @@ class Job(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELLED)
+
+
+class JobStep(models.Model):
+    """One step of an MPC job, at its own site: an owner's input step (pre-aggregate, share,
+    seal a share to each party), a compute party's step (run its MPyC party process), and the
+    delivery (recombine the noisy output shares, release). Each has its own state and attempt
+    count under the job's row lock; `output` references what the step left for the next ones
+    (sealed share files), never plaintext."""
+
+    class Kind(models.TextChoices):
+        INPUT = "input", "Input"
+        COMPUTE = "compute", "Compute party"
+        DELIVER = "deliver", "Delivery"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="steps")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # None for the delivery: it runs where the set of output shares is completed.
+    site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, related_name="job_steps", null=True, blank=True
+    )
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    party = models.PositiveSmallIntegerField(null=True, blank=True)  # 0-based, compute steps
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempt = models.PositiveIntegerField(default=0)
+    # Set once the step's task was handed to the broker; the dispatcher resends steps without it.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    output = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "name"], name="one_step_per_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of job {self.job_id}"
 
 
 class Result(models.Model):

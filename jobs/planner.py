@@ -15,6 +15,7 @@ from typing import Any
 
 from cleanroom.residency import Decision, StepKind, decide
 from jobs import synthetic
+from jobs.engines.mpc.noise import DEVIATION_LOG2
 from jobs.models import Query, Room, RoomDataset
 from jobs.privacy.calibration import CONFIDENCE, measurements
 from jobs.privacy.ledger import balance
@@ -33,6 +34,10 @@ from jobs.sql.plan import (
 from parties.models import Organization, Site
 
 MPC_PARTIES = 3  # Shamir sharing with an honest majority: fewer parties give no secrecy
+MPC_SAMPLING = (
+    "sampled inside MPC from secret random bits, within 2^-"
+    f"{DEVIATION_LOG2} total variation of the exact discrete Laplace per cell"
+)
 
 
 def number(value: Decimal) -> str:
@@ -282,8 +287,13 @@ def _mpc_fits(plan: Plan) -> str | None:
     ]
     if refusing:
         return f"the policy of {', '.join(refusing)} does not allow MPC"
-    if len(_compute_sites(plan)) < MPC_PARTIES:
-        return f"fewer than {MPC_PARTIES} MPC party sites may receive shares of every dataset"
+    parties = _compute_sites(plan)
+    if len(parties) < MPC_PARTIES:
+        return (
+            f"only {len(parties)} MPC party site{'' if len(parties) == 1 else 's'} may receive "
+            f"shares of every dataset, and MPC needs {MPC_PARTIES}: with 2 parties Shamir "
+            "sharing has threshold 0, so each share would be the secret itself"
+        )
     return None
 
 
@@ -376,9 +386,12 @@ def _input_site(contribution: RoomDataset) -> Site | None:
     return None
 
 
-def _step(name: str, site: Site | None, decisions: list[Decision], **extra) -> dict[str, Any]:
+def _step(
+    name: str, kind: str, site: Site | None, decisions: list[Decision], **extra
+) -> dict[str, Any]:
     return {
         "step": name,
+        "kind": kind,
         "site": site.name if site else None,
         "jurisdiction": site.jurisdiction.code if site else None,
         "decisions": [d.as_dict() for d in decisions],
@@ -392,6 +405,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
         site = _enclave_site(plan)
         plan.steps.append(
             _step(
+                "enclave",
                 "enclave",
                 site,
                 [decide(StepKind.PROCESS_ROWS, data=j, site=site) for _, j in data],
@@ -417,6 +431,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
             plan.steps.append(
                 _step(
                     f"input {name}",
+                    "input",
                     site,
                     [decide(StepKind.PROCESS_ROWS, data=jurisdiction, site=site)],
                     reads=[name],
@@ -426,14 +441,17 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
             plan.steps.append(
                 _step(
                     f"compute party {index}",
+                    "compute",
                     site,
                     [decide(StepKind.RECEIVE_SHARES, data=j, site=site) for _, j in data],
+                    party=index - 1,
                 )
             )
     for receiver in receivers:
         plan.steps.append(
             _step(
                 f"deliver to {receiver.name}",
+                "deliver",
                 None,
                 [decide(StepKind.DELIVER_OUTPUT, data=j, receiver=receiver) for _, j in data],
                 receiver=receiver.slug,
@@ -463,7 +481,13 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
     columns = {
         (name, col): info for name, ds in catalog.items() for col, info in ds.columns.items()
     }
-    released = measurements(parsed, columns, epsilon=epsilon, rows_per_unit=rows_per_unit)
+    released = measurements(
+        parsed,
+        columns,
+        epsilon=epsilon,
+        rows_per_unit=rows_per_unit,
+        mechanism="mpc" if plan.mechanism == "mpc" else "tee",
+    )
     for aggregate in parsed.aggregates:
         ref = aggregate.column
         total = released.get(f"sum({ref.dataset}.{ref.column})") if ref else None
@@ -487,6 +511,8 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
                 "accuracy95": (total.accuracy + bound * noisy_count.accuracy) / min_group,
                 "note": f"approximate, for a group of {min_group} rows",
             }
+        if plan.mechanism == "mpc":
+            cell["sampling"] = MPC_SAMPLING
         plan.cells.append({"alias": aggregate.alias, "kind": aggregate.kind.value, **cell})
     plan.groups.update(
         {

@@ -6,6 +6,12 @@ The worker at the step's site claims an attempt under the job's row lock, so a r
 or a retry after a killed worker never charges budget or releases a result twice. Budget is
 reserved in the transaction that starts the first attempt, spent when the result is released,
 and refunded when the job ends without any noisy value having been drawn.
+
+An MPC job runs as steps at several sites (`JobStep`): one input step per dataset at a worker
+site in its jurisdiction, one compute step per MPC party, and the delivery. Input steps are
+dispatched with the job; the compute steps together once every input step has succeeded; the
+compute step that stores the (t + 1)-th noisy output share claims the delivery. Each claim
+takes the job's row lock, so redelivered steps and concurrent parties change nothing twice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +34,7 @@ from cleanroom.audit.log import record_room_event
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
-from jobs.models import BudgetEntry, Job, Query, Result, ResultKey
+from jobs.models import BudgetEntry, Job, JobStep, Query, Result, ResultKey
 from jobs.permissions import Permission, has_permission
 from jobs.privacy import ledger
 from jobs.queries import QueryRefused, check_runnable
@@ -48,13 +55,21 @@ def _record(job: Job, type: str, by: User | None = None, **data: Any) -> None:
     )
 
 
-def _record_residency(job: Job, step: str, site: Site, checked_by: str) -> bool:
-    """Decide and audit residency for every dataset the job reads at `site`."""
+def _record_residency(
+    job: Job,
+    step: str,
+    site: Site,
+    checked_by: str,
+    kind: StepKind = StepKind.PROCESS_ROWS,
+    datasets: list[int] | None = None,
+) -> bool:
+    """Decide and audit residency for every dataset the step reads (or receives shares of) at
+    `site`: by default every dataset the job reads."""
     allowed = True
     for contribution in job.query.room.contributions.filter(
-        dataset_id__in=job.query.dataset_ids
+        dataset_id__in=job.query.dataset_ids if datasets is None else datasets
     ).select_related("dataset__jurisdiction"):
-        decision = decide(StepKind.PROCESS_ROWS, data=contribution.dataset.jurisdiction, site=site)
+        decision = decide(kind, data=contribution.dataset.jurisdiction, site=site)
         _record(
             job,
             "residency.decided",
@@ -94,13 +109,7 @@ def run_query(*, query: Query, by: User) -> Job:
                 conflict=True,
             )
         plan = check_runnable(query)
-        if plan.mechanism != "tee":
-            raise JobRefused(
-                "The MPC engine is not available yet: revise the query with the "
-                "TEE as its mechanism.",
-                code="engine_unavailable",
-            )
-        site = Site.objects.get(name=plan.steps[0]["site"])
+        site = Site.objects.get(name=plan.steps[0]["site"]) if plan.mechanism == "tee" else None
         try:
             job = Job.objects.create(
                 query=query, mechanism=plan.mechanism, site=site, created_by=by
@@ -123,10 +132,71 @@ def run_query(*, query: Query, by: User) -> Job:
                 if s["site"]
             ],
         )
-        if not _record_residency(job, "enclave", site, checked_by="dispatcher"):
+        if plan.mechanism == "mpc":
+            allowed = all(
+                _record_step_residency(job, step, checked_by="dispatcher")
+                for step in _create_steps(job, plan)
+                if step.site_id
+            )
+        else:
+            allowed = _record_residency(job, "enclave", site, checked_by="dispatcher")
+        if not allowed:
             raise JobRefused("Residency refuses this step at its site.", code="residency")
         transaction.on_commit(lambda: dispatch(job.pk))
     return job
+
+
+def _create_steps(job: Job, plan) -> list[JobStep]:
+    """An MPC job's steps, as the plan placed them, and its delivery (with the key the parties
+    seal their noisy output shares to)."""
+    from jobs.engines.mpc.engine import new_delivery_key
+
+    sites = {
+        s.name: s
+        for s in Site.objects.filter(
+            name__in=[s["site"] for s in plan.steps if s["site"]]
+        ).select_related("jurisdiction")
+    }
+    datasets = {c.dataset.qualified_name: c.dataset for c in plan.contributions}
+    steps = []
+    for planned in plan.steps:
+        if planned["kind"] == "input":
+            steps.append(
+                JobStep(
+                    job=job,
+                    name=planned["step"],
+                    kind=JobStep.Kind.INPUT,
+                    site=sites[planned["site"]],
+                    dataset=datasets[planned["reads"][0]],
+                )
+            )
+        elif planned["kind"] == "compute":
+            steps.append(
+                JobStep(
+                    job=job,
+                    name=planned["step"],
+                    kind=JobStep.Kind.COMPUTE,
+                    site=sites[planned["site"]],
+                    party=planned["party"],
+                )
+            )
+    steps.append(
+        JobStep(
+            job=job,
+            name="delivery",
+            kind=JobStep.Kind.DELIVER,
+            output=new_delivery_key(job.pk),
+        )
+    )
+    return JobStep.objects.bulk_create(steps)
+
+
+def _record_step_residency(job: Job, step: JobStep, checked_by: str) -> bool:
+    """An input step reads its own dataset's rows at its site; a compute step receives shares
+    of every dataset the job reads."""
+    if step.kind == JobStep.Kind.INPUT:
+        return _record_residency(job, step.name, step.site, checked_by, datasets=[step.dataset_id])
+    return _record_residency(job, step.name, step.site, checked_by, StepKind.RECEIVE_SHARES)
 
 
 def dispatch(job_id: int) -> bool:
@@ -134,6 +204,8 @@ def dispatch(job_id: int) -> bool:
     from jobs.tasks import run_tee_job
 
     job = Job.objects.select_related("site").get(pk=job_id)
+    if job.mechanism == "mpc":
+        return _dispatch_steps(job)
     if job.dispatched_at or job.finished:
         return False
     try:
@@ -145,19 +217,79 @@ def dispatch(job_id: int) -> bool:
     return True
 
 
+def _ready_steps(job: Job) -> list[JobStep]:
+    """The steps to send now: the input steps, then the compute steps together once every
+    input step has succeeded; only those the broker has not taken yet."""
+    steps = list(job.steps.select_related("site").exclude(kind=JobStep.Kind.DELIVER))
+    inputs = [s for s in steps if s.kind == JobStep.Kind.INPUT]
+    ready = [s for s in inputs if s.state == JobStep.State.QUEUED]
+    if all(s.state == JobStep.State.SUCCEEDED for s in inputs):
+        ready = [s for s in steps if s.kind == JobStep.Kind.COMPUTE]
+    return [s for s in ready if s.dispatched_at is None]
+
+
+def _dispatch_steps(job: Job) -> bool:
+    from jobs.tasks import run_mpc_step
+
+    if job.finished:
+        return False
+    sent = False
+    for step in _ready_steps(job):
+        try:
+            run_mpc_step.apply_async(
+                args=[step.pk, step.site.name], queue=step.site.queue, retry=False
+            )
+        except Exception:
+            log.warning(
+                "broker unavailable: step %s of job %s waits", step.name, job.pk, exc_info=True
+            )
+            return sent
+        JobStep.objects.filter(pk=step.pk, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        )
+        sent = True
+    if sent:
+        Job.objects.filter(pk=job.pk, dispatched_at__isnull=True).update(
+            dispatched_at=timezone.now()
+        )
+    return sent
+
+
 def dispatch_pending() -> int:
-    """The outbox: send every queued job the broker has not taken yet."""
+    """The outbox: send every queued job, and every ready step of an MPC job, that the broker
+    has not taken yet."""
+    tee = Job.objects.filter(state=Job.State.QUEUED, dispatched_at__isnull=True).exclude(
+        mechanism="mpc"
+    )
+    mpc = Job.objects.filter(
+        mechanism="mpc",
+        state__in=[Job.State.QUEUED, Job.State.RUNNING],
+        steps__dispatched_at__isnull=True,
+        steps__kind__in=[JobStep.Kind.INPUT, JobStep.Kind.COMPUTE],
+    ).distinct()
     return sum(
         dispatch(pk)
-        for pk in Job.objects.filter(
-            state=Job.State.QUEUED, dispatched_at__isnull=True
-        ).values_list("pk", flat=True)
+        for pk in [*tee.values_list("pk", flat=True), *mpc.values_list("pk", flat=True)]
     )
 
 
+_worker = threading.local()
+
+
+def set_worker_site(name: str) -> None:
+    """Name the site of the worker running in this thread. A production worker is a process
+    of one site (CLEANROOM_SITE); tests run several sites' workers as threads of one process,
+    each given its site through its Celery app's `cleanroom_site` setting."""
+    _worker.site = name
+
+
 def own_site() -> Site:
-    """The site this worker runs at, from its environment; a worker serves one site only."""
-    name = os.environ.get("CLEANROOM_SITE") or settings.CLEANROOM_SITE
+    """The site this worker runs at; a worker serves one site only."""
+    name = (
+        getattr(_worker, "site", None)
+        or os.environ.get("CLEANROOM_SITE")
+        or settings.CLEANROOM_SITE
+    )
     if not name:
         raise JobRefused("This worker does not know its site (set CLEANROOM_SITE).")
     return Site.objects.select_related("jurisdiction").get(name=name)
@@ -234,6 +366,279 @@ def charge_of(query: Query) -> tuple[Decimal, Decimal]:
         charge = query.canonical["synthetic"]["charge"]
         return Decimal(charge["epsilon"]), Decimal(charge["delta"])
     return query.epsilon, query.delta
+
+
+# --- The steps of an MPC job --------------------------------------------------------------------
+
+
+def _record_step(job: Job, type: str, step: JobStep, **data: Any) -> None:
+    _record(
+        job,
+        type,
+        step=step.name,
+        kind=step.kind,
+        site=step.site.name if step.site_id else None,
+        attempt=step.attempt,
+        **data,
+    )
+
+
+def _locked(job_id: int) -> Job:
+    return Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job_id)
+
+
+def _begin_job(job: Job) -> bool:
+    """The first step of an MPC job to start moves it to running and reserves its budget, in
+    the step's transaction. False (and the job failed) when the budget refuses."""
+    if job.state != Job.State.QUEUED:
+        return True
+    job.state = Job.State.RUNNING
+    job.attempt = 1
+    job.started_at = timezone.now()
+    job.progress, job.progress_message = 5, "Reading each owner's data at its own site"
+    job.save()
+    try:
+        ledger.reserve(
+            query=job.query, room=job.query.room, epsilon=job.query.epsilon, delta=job.query.delta
+        )
+    except ledger.BudgetExceeded as exc:
+        _finish(job, Job.State.FAILED, str(exc))
+        return False
+    for entry in BudgetEntry.objects.filter(query=job.query):
+        _record(
+            job,
+            "budget.reserved",
+            dataset=f"dataset:{entry.dataset_id}",
+            epsilon=str(entry.epsilon),
+            delta=str(entry.delta),
+        )
+    _record(job, "job.started", attempt=job.attempt, site=None)
+    return True
+
+
+def start_step(step_id: int, step_site: str) -> JobStep | None:
+    """Claim the next attempt of an MPC job's step at this worker's site; None when there is
+    nothing to do (the step is done, the job finished, or the claim was refused and the job
+    failed, with the reason)."""
+    site = own_site()
+    with transaction.atomic():
+        job = _locked(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
+        step = JobStep.objects.select_related("site", "dataset").get(pk=step_id)
+        if job.finished or step.state in (JobStep.State.SUCCEEDED, JobStep.State.FAILED):
+            return None
+        if site.name != step_site or site.pk != step.site_id:
+            intended = step.site.name if step.site_id else "no site"
+            _record(
+                job,
+                "access.refused",
+                what="step",
+                step=step.name,
+                site=site.name,
+                reason=f"worker at {site.name} received a step for {intended}",
+            )
+            _fail_step(
+                job,
+                step,
+                f"A worker at {site.name} received the step '{step.name}' for {intended}.",
+            )
+            return None
+        if job.cancel_requested:
+            _finish(job, Job.State.CANCELLED, "Cancelled while its steps were queued.")
+            return None
+        if not _record_step_residency(job, step, checked_by="worker"):
+            _fail_step(job, step, f"Residency refused the step '{step.name}' at the worker.")
+            return None
+        if step.kind == JobStep.Kind.COMPUTE and step.attempt > 0:
+            # The parties of an MPC round run together; a new process cannot join a round
+            # whose other parties have moved on or stopped.
+            _fail_step(
+                job,
+                step,
+                f"The compute party at {site.name} was lost mid-computation; an MPC round "
+                "cannot resume with a new party process.",
+            )
+            return None
+        if step.attempt >= MAX_ATTEMPTS:
+            _fail_step(job, step, f"Gave up after {step.attempt} attempts.")
+            return None
+        if (
+            step.kind == JobStep.Kind.COMPUTE
+            and job.steps.filter(kind=JobStep.Kind.INPUT)
+            .exclude(state=JobStep.State.SUCCEEDED)
+            .exists()
+        ):
+            _fail_step(job, step, "A compute step arrived before every input step succeeded.")
+            return None
+        try:
+            check_runnable(job.query, running=True)
+        except QueryRefused as exc:
+            _fail_step(job, step, str(exc))
+            return None
+        if not _begin_job(job):
+            return None
+        step.attempt += 1
+        step.state = JobStep.State.RUNNING
+        step.started_at = timezone.now()
+        step.save(update_fields=["attempt", "state", "started_at"])
+        _record_step(job, "job.step.started", step)
+    return step
+
+
+def compute_steps(job_id: int) -> list[JobStep]:
+    """The job's compute parties, in party order."""
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.COMPUTE)
+        .select_related("site__jurisdiction")
+        .order_by("party")
+    )
+
+
+def input_steps(job_id: int) -> list[JobStep]:
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.INPUT)
+        .select_related("site__jurisdiction", "dataset")
+        .order_by("dataset_id")
+    )
+
+
+def decide_share_transfer(step: JobStep, party: JobStep) -> bool:
+    """May the input step's secret shares go to this compute party's site? Decided and
+    audited (`receive_shares`) before the share is written."""
+    with transaction.atomic():
+        job = Job.objects.select_related("query__room").get(pk=step.job_id)
+        return _record_residency(
+            job,
+            step.name,
+            party.site,
+            checked_by=f"{step.name} sending shares",
+            kind=StepKind.RECEIVE_SHARES,
+            datasets=[step.dataset_id],
+        )
+
+
+def _progress(job: Job) -> None:
+    steps = list(job.steps.all())
+    done = sum(s.state == JobStep.State.SUCCEEDED for s in steps)
+    job.progress = max(job.progress, 5 + 85 * done // len(steps))
+
+
+def complete_step(step_id: int, output: dict[str, Any]) -> bool:
+    """Record a step's output. Once every input step has succeeded the compute steps are
+    dispatched, together, after this commits. Returns False when the job had finished."""
+    with transaction.atomic():
+        job = _locked(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
+        step = JobStep.objects.select_related("site").get(pk=step_id)
+        if job.finished or step.state != JobStep.State.RUNNING:
+            return False
+        step.state = JobStep.State.SUCCEEDED
+        step.output = output
+        step.finished_at = timezone.now()
+        step.save(update_fields=["state", "output", "finished_at"])
+        if step.kind == JobStep.Kind.INPUT:
+            shares = [
+                {"party": int(party), "site": ref["site"], "sha256": ref["sha256"]}
+                for party, ref in sorted(output["shares"].items())
+            ]
+            _record_step(job, "job.step.succeeded", step, shares=shares)
+        else:
+            _record_step(
+                job,
+                "job.step.succeeded",
+                step,
+                output_sha256=output["share"]["sha256"],
+                bytes_sent=output.get("bytes_sent"),
+                bytes_received=output.get("bytes_received"),
+            )
+        _progress(job)
+        pending = job.steps.filter(kind=JobStep.Kind.INPUT).exclude(state=JobStep.State.SUCCEEDED)
+        if step.kind == JobStep.Kind.INPUT and not pending.exists():
+            job.progress_message = "Shares sent; the compute parties start"
+            transaction.on_commit(lambda: dispatch(job.pk))
+        elif step.kind == JobStep.Kind.COMPUTE:
+            job.progress_message = f"Compute party {step.party + 1} stored its noisy share"
+        job.save(update_fields=["progress", "progress_message"])
+    return True
+
+
+def _recombination_threshold(job: Job) -> int:
+    """t + 1 output shares open a value, t = (parties - 1) // 2 (Shamir, honest majority)."""
+    return (job.steps.filter(kind=JobStep.Kind.COMPUTE).count() - 1) // 2 + 1
+
+
+def claim_delivery(job_id: int) -> list[JobStep] | None:
+    """When t + 1 compute steps stored their noisy output shares and the job is not finished,
+    claim the delivery: from now a noisy value can be opened, so a failure spends the budget.
+    Returns the compute steps whose shares to recombine, or None."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job.finished:
+            return None
+        outputs = list(
+            job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED).order_by(
+                "party"
+            )
+        )
+        if len(outputs) < _recombination_threshold(job):
+            return None
+        if job.cancel_requested and job.noise_drawn_at is None:
+            _finish(job, Job.State.CANCELLED, "Cancelled before the noisy result was opened.")
+            return None
+        delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
+        if delivery.attempt >= MAX_ATTEMPTS:
+            _fail_step(job, delivery, f"Gave up after {delivery.attempt} attempts.")
+            return None
+        delivery.attempt += 1
+        delivery.state = JobStep.State.RUNNING
+        delivery.started_at = delivery.started_at or timezone.now()
+        delivery.save(update_fields=["attempt", "state", "started_at"])
+        if job.noise_drawn_at is None:
+            job.noise_drawn_at = timezone.now()
+        job.progress_message = "Recombining the noisy output shares"
+        job.save(update_fields=["noise_drawn_at", "progress_message"])
+        _record_step(
+            job, "job.step.started", delivery, shares_from=[f"party:{s.party}" for s in outputs]
+        )
+    return outputs
+
+
+def fail_step(step_id: int, reason: str) -> None:
+    with transaction.atomic():
+        job = _locked(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
+        step = JobStep.objects.select_related("site").get(pk=step_id)
+        if step.state in (JobStep.State.SUCCEEDED, JobStep.State.FAILED):
+            return
+        _fail_step(job, step, reason)
+
+
+def _fail_step(job: Job, step: JobStep, reason: str) -> None:
+    """A failed step fails its job, unless enough noisy output shares are stored to deliver
+    without it (a compute party lost after its peers finished)."""
+    step.state = JobStep.State.FAILED
+    step.error = reason
+    step.finished_at = timezone.now()
+    step.save(update_fields=["state", "error", "finished_at"])
+    _record_step(job, "job.step.failed", step, reason=reason)
+    if job.finished:
+        return
+    if step.kind == JobStep.Kind.COMPUTE and (
+        job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED).count()
+        >= _recombination_threshold(job)
+    ):
+        return
+    state = Job.State.CANCELLED if job.cancel_requested else Job.State.FAILED
+    _finish(job, state, reason)
+
+
+def _complete_delivery(job: Job) -> None:
+    """The delivery step of an MPC job succeeds with its release (in release_result's
+    transaction)."""
+    delivery = job.steps.filter(kind=JobStep.Kind.DELIVER).first()
+    if delivery is None:
+        return
+    delivery.state = JobStep.State.SUCCEEDED
+    delivery.finished_at = timezone.now()
+    delivery.save(update_fields=["state", "finished_at"])
+    _record_step(job, "job.step.succeeded", delivery)
 
 
 def report_progress(job_id: int, percent: int, message: str) -> bool:
@@ -313,6 +718,7 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
             epsilon=str(query.epsilon),
             tee=(job.attestation or {}).get("kind"),
         )
+        _complete_delivery(job)
         _finish(job, Job.State.SUCCEEDED, "")
     return result
 

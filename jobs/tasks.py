@@ -4,7 +4,10 @@ from celery import shared_task
 
 from jobs import extracts, queries, runner
 from jobs.engines.base import EngineError
+from jobs.engines.mpc import engine as mpc
+from jobs.engines.mpc.inputs import run_input
 from jobs.engines.tee.engine import TeeEngine
+from jobs.models import JobStep
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
@@ -43,4 +46,44 @@ def run_tee_job(job_id: int, site: str) -> str:
         extracts.release_extract(job_id, table["extract"], table["files"])
     else:
         runner.release_result(job_id, table)
+    return "released"
+
+
+# One task per step of an MPC job, on its site's queue, with the TEE task's delivery guarantees:
+# each delivery claims the step's next attempt under the job's row lock (runner.start_step).
+@shared_task(name="jobs.run_mpc_step", acks_late=True, reject_on_worker_lost=True)
+def run_mpc_step(step_id: int, site: str) -> str:
+    step = runner.start_step(step_id, site)
+    if step is not None:
+        try:
+            if step.kind == JobStep.Kind.INPUT:
+                output = run_input(step)
+            else:
+                output = mpc.run_compute(
+                    step, runner.input_steps(step.job_id), runner.compute_steps(step.job_id)
+                )
+        except EngineError as exc:
+            runner.fail_step(step_id, str(exc))
+            return "failed"
+        except Exception as exc:
+            runner.fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
+            raise
+        runner.complete_step(step_id, output)
+        if step.kind == JobStep.Kind.INPUT:
+            return "shared"
+    job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
+    # A redelivered compute step whose share is stored may still have a delivery to finish.
+    outputs = runner.claim_delivery(job_id)
+    if outputs is None:
+        return "computed" if step is not None else "nothing to do"
+    delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)
+    try:
+        table = mpc.deliver(delivery.job, outputs)
+    except EngineError as exc:
+        runner.fail_step(delivery.pk, str(exc))
+        return "failed"
+    except Exception as exc:
+        runner.fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
+        raise
+    runner.release_result(job_id, table)
     return "released"

@@ -9,8 +9,10 @@ measurements together cost ε for each of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from functools import cache
 
 import opendp.prelude as dp
@@ -19,6 +21,8 @@ from jobs.sql.plan import AggregateKind, ColumnInfo, ParsedQuery
 
 dp.enable_features("contrib")
 CONFIDENCE = 0.95
+# A float measure x is summed as round(x·2^k), with max(|lower|, |upper|)·2^k ≤ 2^FIXED_POINT_BITS.
+FIXED_POINT_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,24 @@ class Measurement:
     epsilon: float
     scale: float
     accuracy: float  # half-width of the 95 % interval of the noise
+    # Under MPC a float measure is summed on the grid of 2^-shift and noised there with
+    # discrete Laplace; sensitivity, scale and accuracy above are in the measure's own units.
+    shift: int = 0
 
     @property
     def mechanism(self) -> str:
+        if self.shift:
+            return f"discrete Laplace on a 2^-{self.shift} grid"
         return "discrete Laplace" if self.discrete else "Laplace"
+
+    @property
+    def grid_scale(self) -> float:
+        """The scale on the integer grid the noise is sampled on."""
+        return math.ldexp(self.scale, self.shift)
+
+    @property
+    def grid_sensitivity(self) -> int:
+        return round(math.ldexp(self.sensitivity, self.shift))
 
     def as_dict(self) -> dict:
         return {
@@ -44,6 +62,7 @@ class Measurement:
             "epsilon": self.epsilon,
             "scale": self.scale,
             "accuracy95": self.accuracy,
+            **({"fixed_point_bits": self.shift} if self.shift else {}),
         }
 
 
@@ -67,14 +86,33 @@ def noise_accuracy(scale: float, discrete: bool) -> float:
     return float(dp.laplacian_scale_to_accuracy(scale, alpha))
 
 
+def fixed_point_shift(lower: Decimal, upper: Decimal) -> int:
+    """k such that a float measure x is summed as round(x·2^k), with max(|lower|, |upper|)·2^k
+    at most 2^FIXED_POINT_BITS: a grid finer than a millionth of the bound."""
+    largest = max(abs(Decimal(lower)), abs(Decimal(upper)))
+    return FIXED_POINT_BITS - math.frexp(float(largest))[1] if largest else 0
+
+
+def grid_bound(lower: Decimal, upper: Decimal, shift: int) -> int:
+    """The largest |value| one clamped row adds to a sum on the grid of 2^-shift."""
+    grid = Fraction(2) ** shift
+    low, high = math.ceil(Fraction(lower) * grid), math.floor(Fraction(upper) * grid)
+    return max(abs(low), abs(high))
+
+
 def measurements(
     parsed: ParsedQuery,
     columns: dict[tuple[str, str], ColumnInfo],
     *,
     epsilon: Decimal,
     rows_per_unit: int,
+    mechanism: str = "tee",
 ) -> dict[str, Measurement]:
-    """The measurements a query releases per group, keyed by name."""
+    """The measurements a query releases per group, keyed by name.
+
+    Under MPC every cell is discrete Laplace on an integer grid, since the noise is sampled
+    inside MPC from secret random bits: counts and integer sums as they are, float sums in
+    fixed point (2^-shift, as the enclave sums them), with the sensitivity on that grid."""
     # The count is always measured: groups whose noisy count is under the policy's minimum are
     # suppressed, also when the query releases only sums.
     needed: list[tuple[str, ColumnInfo | None]] = [("count", None)]
@@ -88,6 +126,20 @@ def measurements(
     for name, column in distinct.items():
         if column is None:
             sensitivity, discrete = float(rows_per_unit), True
+        elif mechanism == "mpc" and column.type != "integer":
+            shift = fixed_point_shift(column.lower, column.upper)
+            grid = rows_per_unit * grid_bound(column.lower, column.upper, shift)
+            scale = laplace_scale(float(grid), share, True)
+            result[name] = Measurement(
+                name=name,
+                discrete=True,
+                sensitivity=math.ldexp(grid, -shift),
+                epsilon=share,
+                scale=math.ldexp(scale, -shift),
+                accuracy=math.ldexp(noise_accuracy(scale, True), -shift),
+                shift=shift,
+            )
+            continue
         else:
             bound = max(abs(float(column.lower)), abs(float(column.upper)))
             sensitivity, discrete = rows_per_unit * bound, column.type == "integer"

@@ -57,15 +57,13 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from jobs.privacy.calibration import CONFIDENCE, Measurement
+from jobs.privacy.calibration import CONFIDENCE, Measurement, fixed_point_shift
 from jobs.sql.plan import AggregateKind, ColumnInfo, ColumnRef, FilterOp, ParsedQuery, Shape
 
 dp.enable_features("contrib")
 
 COUNT = "count"
 SUPPRESSED = "suppressed"
-# A float measure x is summed as round(x·2^k), with max(|lower|, |upper|)·2^k ≤ 2^FIXED_POINT_BITS.
-FIXED_POINT_BITS = 20
 _FLOAT_EXACT = 2**53  # a float sum must stay below this on the grid to convert exactly
 _INT64 = 2**63
 # Join keys are hashed as one type per catalog type, so that equal keys hash equally whatever
@@ -170,8 +168,7 @@ def _measure(ref: ColumnRef, info: ColumnInfo) -> _Measure:
     if info.type == "integer":
         shift = 0
     elif info.type == "float":
-        largest = max(abs(lower), abs(upper))
-        shift = FIXED_POINT_BITS - math.frexp(float(largest))[1] if largest else 0
+        shift = fixed_point_shift(lower, upper)
     else:
         raise ReleaseError(f"{ref.dataset}.{ref.column} is {info.type}, not a number")
     # Clamp inside the bounds (exactly, in rationals): grid values never exceed the policy's.
@@ -417,10 +414,14 @@ def _rows(
     plan: _Release,
     internal: Mapping[ColumnRef, str],
     seeds: _Seeds,
+    only: Sequence[str] | None = None,
 ) -> pl.LazyFrame:
-    """The bounded, clamped rows, with the dimensions and summands under internal names."""
+    """The bounded, clamped rows, with the dimensions and summands under internal names; of
+    the datasets `only` (an owner's own branches of a UNION ALL) when given."""
     parts: list[pl.DataFrame] = []
     for index, dataset in enumerate(parsed.datasets):
+        if only is not None and dataset not in only:
+            continue
         frame = frames.get(dataset)
         if frame is None:
             raise ReleaseError(f"no data for {dataset}")
@@ -500,18 +501,16 @@ def _groups(parsed: ParsedQuery, columns: Mapping[tuple[str, str], ColumnInfo]) 
 # The release -----------------------------------------------------------------------------------
 
 
-def release_aggregates(
+def _grid_vectors(
     frames: Mapping[str, pl.LazyFrame],
     parsed: ParsedQuery,
     columns: Mapping[tuple[str, str], ColumnInfo],
     units: Mapping[str, str],
-    measurements: Mapping[str, Measurement],
-    *,
-    rows_per_unit: int,
-    min_group_size: int,
-) -> ReleasedTable:
-    """The differentially private table of `parsed` over the decrypted `frames`."""
-    plan = _prepare(parsed, columns, units, measurements, rows_per_unit=rows_per_unit)
+    plan: _Release,
+    only: Sequence[str] | None = None,
+) -> tuple[list[tuple], dict[str, list[int]]]:
+    """The public groups and, per measurement, the exact vector over them on the integer
+    grid: the count, and each measure's clamped sum (float measures in fixed point)."""
     seeds = _Seeds.draw()
     internal: dict[ColumnRef, str] = {}
     for number, dimension in enumerate(parsed.dimensions):
@@ -521,7 +520,7 @@ def release_aggregates(
     dims = [internal[d.column] for d in parsed.dimensions]
     sums = {plan.measures[ref].name: internal[ref] for ref in plan.measures}
 
-    rows = _rows(frames, parsed, units, plan, internal, seeds)
+    rows = _rows(frames, parsed, units, plan, internal, seeds, only)
     aggregations = [pl.len().alias(COUNT), *(pl.col(c).sum().alias(n) for n, c in sums.items())]
     if dims:
         exact = rows.group_by(dims).agg(aggregations).collect()
@@ -555,12 +554,78 @@ def release_aggregates(
         )
     vectors: dict[str, list] = {COUNT: [int(v) for v in exact[COUNT].to_list()]}
     for measure in plan.measures.values():
-        grid_sums = [int(v) for v in exact[measure.name].to_list()]
-        vectors[measure.name] = (
-            grid_sums if measure.integer else [measure.to_float(v) for v in grid_sums]
-        )
-    del exact, rows
+        vectors[measure.name] = [int(v) for v in exact[measure.name].to_list()]
+    return groups, vectors
 
+
+def input_vectors(
+    frames: Mapping[str, pl.LazyFrame],
+    parsed: ParsedQuery,
+    columns: Mapping[tuple[str, str], ColumnInfo],
+    units: Mapping[str, str],
+    *,
+    rows_per_unit: int,
+) -> dict[str, list[int]]:
+    """An MPC input step's exact vectors, on the integer grid, over the public groups: the
+    owner's datasets in `frames` (one dataset, or its branches of a UNION ALL) with the same
+    filters, contribution bound and clamping as the enclave applies. They are secret-shared
+    at once and never stored or logged; the noise is added inside MPC."""
+    if parsed.shape is Shape.JOIN:
+        raise ReleaseError("a join cannot be pre-aggregated by each owner")
+    for name in frames:
+        if not units.get(name):
+            raise ReleaseError(f"{name} has no privacy unit column")
+    plan = _Release(rows_per_unit, _measures(parsed, columns), {}, {}, {})
+    return _grid_vectors(frames, parsed, columns, units, plan, only=list(frames))[1]
+
+
+def noisy_table(
+    parsed: ParsedQuery,
+    columns: Mapping[tuple[str, str], ColumnInfo],
+    measurements: Mapping[str, Measurement],
+    noisy: Mapping[str, list],
+    *,
+    rows_per_unit: int,
+    min_group_size: int,
+) -> ReleasedTable:
+    """The released table from noisy vectors computed elsewhere (the MPC engine's, opened from
+    the compute parties' output shares), post-processed exactly as the enclave's: AVG,
+    intervals, and suppression of groups under the minimum noisy count."""
+    plan = _Release(rows_per_unit, _measures(parsed, columns), {}, {}, {})
+    groups = _groups(parsed, columns)
+    return _table(parsed, plan, measurements, groups, noisy, rows_per_unit, min_group_size)
+
+
+def _measures(
+    parsed: ParsedQuery, columns: Mapping[tuple[str, str], ColumnInfo]
+) -> dict[ColumnRef, _Measure]:
+    measures: dict[ColumnRef, _Measure] = {}
+    for aggregate in parsed.aggregates:
+        if aggregate.kind in (AggregateKind.SUM, AggregateKind.AVG):
+            ref = aggregate.column
+            info = columns.get((ref.dataset, ref.column))
+            if info is None:
+                raise ReleaseError(f"{ref.dataset}.{ref.column} is not in the catalog")
+            measures[ref] = _measure(ref, info)
+    return measures
+
+
+def release_aggregates(
+    frames: Mapping[str, pl.LazyFrame],
+    parsed: ParsedQuery,
+    columns: Mapping[tuple[str, str], ColumnInfo],
+    units: Mapping[str, str],
+    measurements: Mapping[str, Measurement],
+    *,
+    rows_per_unit: int,
+    min_group_size: int,
+) -> ReleasedTable:
+    """The differentially private table of `parsed` over the decrypted `frames`."""
+    plan = _prepare(parsed, columns, units, measurements, rows_per_unit=rows_per_unit)
+    groups, vectors = _grid_vectors(frames, parsed, columns, units, plan)
+    for measure in plan.measures.values():
+        if not measure.integer:
+            vectors[measure.name] = [measure.to_float(v) for v in vectors[measure.name]]
     noisy = {name: plan.mechanisms[name](vector) for name, vector in vectors.items()}
     del vectors
     return _table(parsed, plan, measurements, groups, noisy, rows_per_unit, min_group_size)
@@ -635,7 +700,9 @@ def _cell(value: int | float, measurement: Measurement) -> dict[str, Any]:
 def _accuracy(measurement: Measurement, alpha: float) -> float:
     scale = float(measurement.scale)
     if measurement.discrete:
-        return _half_width(float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha)))
+        # On a fixed-point grid (MPC float sums) the noise is discrete on the grid's units.
+        grid = float(dp.discrete_laplacian_scale_to_accuracy(measurement.grid_scale, alpha))
+        return _half_width(math.ldexp(grid, -measurement.shift))
     return _half_width(float(dp.laplacian_scale_to_accuracy(scale, alpha)))
 
 

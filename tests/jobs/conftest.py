@@ -5,19 +5,36 @@ commit, consumed from the site's queue only."""
 from __future__ import annotations
 
 import os
+import queue
 import socket
-import threading
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
+from celery.contrib.testing.worker import TestWorkController, start_worker
 from celery.signals import task_postrun
 from django.db import connections
 
 from cleanroom.celery import app as project_app
-from jobs import tasks  # noqa: F401 - registers the shared tasks before the worker's app exists
+from jobs import (
+    runner,
+    tasks,  # noqa: F401 - registers the shared tasks before the worker's app exists
+)
 
 REDIS = ("127.0.0.1", 6379)
+
+
+class ThreadedSiteWorker(TestWorkController):
+    """A site's worker in a thread of the test process, knowing its site from its app's
+    `cleanroom_site` setting (runner.set_worker_site, for this thread). kombu's event loop
+    (hub) is one per process, so several workers in threads would poll each other's queues
+    through it: each drains its own connection instead."""
+
+    def should_use_eventloop(self) -> bool:
+        return False
+
+    def start(self):
+        runner.set_worker_site(self.app.conf.cleanroom_site)
+        return super().start()
 
 
 @pytest.fixture
@@ -27,13 +44,12 @@ def site_worker(monkeypatch):
         socket.create_connection(REDIS, timeout=1).close()
     except OSError:
         pytest.fail("the job tests need Redis at 127.0.0.1:6379, their broker")
-    finished = threading.Event()
-    outcomes: list = []
+    # Several sites' workers may finish tasks at once: a queue loses none of their outcomes.
+    outcomes: queue.Queue = queue.Queue()
 
     def on_finished(sender=None, retval=None, state=None, **kwargs) -> None:
-        outcomes.append((sender.name, state, retval))
         connections.close_all()  # the worker thread's own connection
-        finished.set()
+        outcomes.put((sender.name, state, retval))
 
     task_postrun.connect(on_finished, weak=False)
     started = []
@@ -47,18 +63,27 @@ def site_worker(monkeypatch):
             # Keys of their own per test process: concurrent test runs never share a queue.
             broker_transport_options={"global_keyprefix": f"cleanroom-test-{os.getpid()}:"},
             broker_connection_retry_on_startup=True,
+            # The worker's own site: several sites' workers share this process.
+            cleanroom_site=site,
         )
         app.set_current()
         with app.connection() as connection:
             connection.default_channel.queue_purge(f"site.{site}")
-        context = start_worker(app, pool="solo", perform_ping_check=False, queues=[f"site.{site}"])
+        context = start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=[f"site.{site}"],
+            WorkController=ThreadedSiteWorker,
+        )
         context.__enter__()
         started.append(context)
 
         def wait(timeout: float = 120):
-            assert finished.wait(timeout), f"the worker at {site} finished no task in {timeout} s"
-            finished.clear()
-            return outcomes.pop(0)
+            try:
+                return outcomes.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"no worker finished a task in {timeout} s (started at {site})")
 
         return wait
 

@@ -10,8 +10,8 @@ from kombu import Connection
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
 from jobs import queries, runner
-from jobs.models import BudgetEntry, Job, Query
-from tests.factories import JOIN_SQL, UNION_SQL, propose
+from jobs.models import BudgetEntry, Job
+from tests.factories import JOIN_SQL, propose
 
 pytestmark = pytest.mark.django_db
 
@@ -72,13 +72,6 @@ def test_a_query_runs_at_most_once(world, study, broker):
     with pytest.raises((runner.JobRefused, queries.QueryRefused)):
         runner.run_query(query=query, by=world.bob)
     assert Job.objects.filter(query=query).count() == 1
-
-
-def test_an_mpc_query_is_refused_until_the_mpc_engine_exists(world, study):
-    query = approved(world, study, sql=UNION_SQL)
-    with pytest.raises(runner.JobRefused, match="MPC engine is not available"):
-        runner.run_query(query=query, by=world.bob)
-    assert Query.objects.get(pk=query.pk).status == Query.Status.APPROVED
 
 
 def test_a_job_goes_to_its_sites_queue_only_after_commit(

@@ -1,0 +1,189 @@
+"""The MPC engine, host side: the steps of a job across sites.
+
+An MPC job has one input step per dataset (`inputs.py`, at a worker site in the dataset's
+jurisdiction), one compute step per MPC party (at an `mpc-party` site, at least three), and a
+delivery. The runner dispatches and claims the steps (jobs/runner.py); this module does their
+work:
+
+- `run_compute`: at a party's site, open the input shares sealed to this party, start its MPyC
+  party process (`parties.run_party`: a separate process with a minimal environment, TLS
+  certificates from the deployment's MPC CA, a timeout) with the noise scales OpenDP
+  calibrated, and seal the party's share of the *noisy* vector to the delivery key. No party
+  opens an un-noised or a noisy value.
+- `deliver`: once t + 1 output shares are stored, open and recombine them and post-process the
+  noisy vectors into the released table, exactly as the enclave's (`noisy_table`).
+
+Shares travel only as files sealed to their recipient (X25519), in the storage root of the
+recipient site's jurisdiction. The delivery key is made per job when the job is created; its
+private half is wrapped by the key service under a key of its own and unwrapped only by the
+step that delivers.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+import opendp.prelude as dp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
+from django.conf import settings
+
+from cleanroom.crypto.keys import key_service
+from cleanroom.crypto.sealing import public_bytes
+from jobs.engines.base import EngineError
+from jobs.engines.mpc import certificates, inputs, parties, sharing
+from jobs.models import Job, JobStep
+from jobs.privacy.release import COUNT, ReleaseError, noisy_table
+
+dp.enable_features("contrib")
+
+
+def output_context(job_id: int, party: int) -> bytes:
+    """What a party's sealed output share is bound to."""
+    return f"cleanroom-mpc-output/v1\njob:{job_id}\nparty:{party}\n".encode()
+
+
+# The delivery key -----------------------------------------------------------------------------
+
+
+def _delivery_key_context(job_id: int) -> dict[str, str]:
+    return {"mpc_delivery_of_job": str(job_id)}
+
+
+def new_delivery_key(job_id: int) -> dict[str, str]:
+    """A fresh X25519 key pair for the job's delivery: the public half is what the parties seal
+    their output shares to; the private half is kept only wrapped by the key service."""
+    private = X25519PrivateKey.generate()
+    kek_id = key_service().create_key()
+    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    wrapped = key_service().wrap(kek_id, raw, context=_delivery_key_context(job_id))
+    return {
+        "public_key": base64.b64encode(public_bytes(private)).decode(),
+        "kek_id": kek_id,
+        "wrapped_key": base64.b64encode(wrapped).decode(),
+    }
+
+
+def _delivery_private_key(delivery: JobStep) -> X25519PrivateKey:
+    raw = key_service().unwrap(
+        delivery.output["kek_id"],
+        base64.b64decode(delivery.output["wrapped_key"]),
+        context=_delivery_key_context(delivery.job_id),
+    )
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+# Compute and delivery -------------------------------------------------------------------------
+
+
+def _checked_noise(context: inputs.QueryContext) -> list[dict[str, Any]]:
+    """The noise each party samples, per measurement, on the integer grid. OpenDP's privacy map
+    of the discrete Laplace at that scale and the measurement's grid sensitivity must stay
+    within its share of ε, or no party starts (nothing is drawn, the budget is refunded)."""
+    noise = []
+    for name in context.layout:
+        measurement = context.measurements[name]
+        mechanism = dp.m.make_laplace(
+            dp.vector_domain(dp.atom_domain(T="i64")),
+            dp.l1_distance(T="i64"),
+            scale=measurement.grid_scale,
+        )
+        spent = mechanism.map(measurement.grid_sensitivity)
+        if not spent <= measurement.epsilon:
+            raise EngineError(
+                f"{name}: OpenDP's privacy map gives ε = {spent} at scale "
+                f"{measurement.grid_scale}, more than its share {measurement.epsilon}."
+            )
+        noise.append({"measure": name, "scale": measurement.grid_scale})
+    return noise
+
+
+def run_compute(step: JobStep, sources: list[JobStep], compute: list[JobStep]) -> dict[str, Any]:
+    """Run this party's MPyC process on its input shares; returns the step's output: its noisy
+    output share sealed to the delivery, and what the party reports (traffic, timings)."""
+    job = step.job
+    context = inputs.query_context(job)
+    noise = _checked_noise(context)
+    private_key = certificates.party_private_key(step.site.name)
+    vectors = []
+    for source in sources:
+        reference = source.output["shares"][str(step.party)]
+        if reference["site"] != step.site.name:
+            raise EngineError(f"The shares of {source.name} were sealed for another site.")
+        blob = inputs.read_share(reference)
+        try:
+            vectors.append(
+                sharing.open_for_party(
+                    blob, private_key, inputs.input_context(job.pk, source.dataset_id, step.party)
+                )
+            )
+        except (InvalidTag, ValueError) as exc:
+            raise EngineError(f"The shares of {source.name} do not open here: {exc}") from None
+    expected = context.groups * len(context.layout)
+    if any(len(vector) != expected for vector in vectors):
+        raise EngineError("An input share vector does not have the query's layout.")
+    sites = [party.site.name for party in compute]
+    spec = parties.PartySpec(
+        job=job.pk,
+        index=step.party,
+        sites=sites,
+        addresses=parties.party_addresses(job.pk, sites),
+        inputs=vectors,
+        layout={"groups": context.groups, "measures": context.layout},
+        noise=noise,
+    )
+    party_output = parties.run_party(spec, timeout=settings.MPC_PARTY_TIMEOUT)
+    delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
+    blob = sharing.seal_for_party(
+        party_output.output,
+        base64.b64decode(delivery.output["public_key"]),
+        output_context(job.pk, step.party),
+    )
+    return {
+        "share": inputs.write_share(job.pk, step.site, f"output-party{step.party}.sealed", blob),
+        "bytes_sent": party_output.bytes_sent,
+        "bytes_received": party_output.bytes_received,
+        "seconds": party_output.seconds,
+    }
+
+
+def deliver(job: Job, outputs: list[JobStep]) -> dict[str, Any]:
+    """Open and recombine the parties' noisy output shares (at least t + 1 of them) and build
+    the released table; only differentially private values exist here."""
+    context = inputs.query_context(job)
+    delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
+    private_key = _delivery_private_key(delivery)
+    shares = {
+        step.party: sharing.open_for_party(
+            inputs.read_share(step.output["share"]), private_key, output_context(job.pk, step.party)
+        )
+        for step in outputs
+    }
+    values = sharing.recombine(shares)
+    groups = context.groups
+    noisy: dict[str, list] = {}
+    for position, name in enumerate(context.layout):
+        vector = values[position * groups : (position + 1) * groups]
+        shift = context.measurements[name].shift
+        noisy[name] = [math.ldexp(v, -shift) for v in vector] if shift else vector
+    if COUNT not in noisy:
+        raise EngineError("No noisy count was computed, so no group can be suppressed.")
+    try:
+        table = noisy_table(
+            context.parsed,
+            context.columns,
+            context.measurements,
+            noisy,
+            rows_per_unit=context.rows_per_unit,
+            min_group_size=context.min_group_size,
+        )
+    except ReleaseError as exc:
+        raise EngineError(str(exc)) from None
+    return table.to_json()

@@ -1,0 +1,193 @@
+"""The MPC input step, at a worker site in the dataset's jurisdiction: the only place its rows
+are read.
+
+The owner's step asks the key service for its own dataset's data key (residency decides again
+there), decrypts the file, applies the policy's contribution bound and clamping and
+pre-aggregates into the public group domain with the enclave's own code
+(`jobs.privacy.release.input_vectors`), secret-shares the vector with Shamir sharing
+(`sharing.split`), and seals each compute party's shares to that party's X25519 key. Each share
+transfer is decided and audited by the residency function (`receive_shares`) before it is
+written. The exact vector exists only in this process's memory; rows never leave the site.
+
+Also here, what every step of a job shares: the query's context (parsed query, catalog, bounds,
+the MPC calibration, the layout of the shared vector) and the sealed share files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cleanroom.crypto.envelope import decrypt_stream
+from cleanroom.crypto.keys import key_service
+from cleanroom.residency import StepKind, decide
+from jobs import runner
+from jobs.engines.base import EngineError
+from jobs.engines.mpc import certificates, sharing
+from jobs.models import Job, JobStep
+from jobs.planner import room_catalog
+from jobs.privacy.calibration import Measurement, measurements
+from jobs.privacy.release import ReleaseError, input_vectors
+from jobs.sql.parser import parse_query
+from jobs.sql.plan import ColumnInfo, ParsedQuery
+from parties.models import DatasetVersion, Site
+from parties.storage import jurisdiction_root, stored_file
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """What every step of a job derives from the approved query, the same way at each site."""
+
+    parsed: ParsedQuery
+    columns: dict[tuple[str, str], ColumnInfo]
+    units: dict[str, str]
+    rows_per_unit: int
+    min_group_size: int
+    measurements: dict[str, Measurement]
+
+    @property
+    def layout(self) -> list[str]:
+        """The measurements in the order their vectors are concatenated for sharing."""
+        return list(self.measurements)
+
+    @property
+    def groups(self) -> int:
+        return math.prod(
+            len(dict.fromkeys(self.columns[(d.column.dataset, d.column.column)].domain))
+            for d in self.parsed.dimensions
+        )
+
+
+def query_context(job: Job) -> QueryContext:
+    query = job.query
+    names = {item["name"] for item in query.canonical["datasets"]}
+    datasets, columns, units, bounds, minimums = {}, {}, {}, [], []
+    for name, (contribution, info) in room_catalog(query.room).items():
+        datasets[name] = info
+        columns.update({(name, col): c for col, c in info.columns.items()})
+        if name in names:
+            units[name] = next(c.name for c in info.columns.values() if c.role == "unit")
+            bounds.append(contribution.policy.max_rows_per_unit)
+            minimums.append(contribution.policy.min_group_size)
+    parsed = parse_query(query.sql, datasets)
+    rows_per_unit = min(bounds)
+    return QueryContext(
+        parsed=parsed,
+        columns=columns,
+        units=units,
+        rows_per_unit=rows_per_unit,
+        min_group_size=max(minimums),
+        measurements=measurements(
+            parsed,
+            columns,
+            epsilon=Decimal(query.epsilon),
+            rows_per_unit=rows_per_unit,
+            mechanism="mpc",
+        ),
+    )
+
+
+# Sealed share files ---------------------------------------------------------------------------
+
+
+def write_share(job_id: int, site: Site, filename: str, blob: bytes) -> dict[str, str]:
+    """Store a sealed share for `site`, in its jurisdiction's storage root; returns the
+    reference a step keeps in its output."""
+    relative = f"mpc/job-{job_id}/{filename}"
+    path = jurisdiction_root(site.jurisdiction.code) / relative
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_bytes(blob)
+    return {"site": site.name, "file": relative, "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def read_share(reference: dict[str, str]) -> bytes:
+    site = Site.objects.select_related("jurisdiction").get(name=reference["site"])
+    path = jurisdiction_root(site.jurisdiction.code) / reference["file"]
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise EngineError(f"A sealed share for {site.name} is missing.") from None
+    if hashlib.sha256(blob).hexdigest() != reference["sha256"]:
+        raise EngineError(f"A sealed share for {site.name} does not match its digest.")
+    return blob
+
+
+def input_context(job_id: int, dataset_id: int, party: int) -> bytes:
+    """What a sealed input share is bound to: it opens only for this job, dataset and party."""
+    return f"cleanroom-mpc-input/v1\njob:{job_id}\ndataset:{dataset_id}\nparty:{party}\n".encode()
+
+
+def _decrypt(version: DatasetVersion, step: JobStep) -> pl.LazyFrame:
+    """The key service's own residency check comes first: it unwraps a data key only for a
+    site where the dataset's rows may be processed."""
+    decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=step.site)
+    if not decision.allowed:
+        raise EngineError(
+            f"Key service refuses {version.dataset.qualified_name}: {decision.reason}"
+        )
+    data_key = key_service().unwrap(
+        version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+    )
+    runner.record_key_release(
+        step.job_id, dataset=version.dataset_id, site=step.site.name, reason=decision.reason
+    )
+    plain = io.BytesIO()
+    with Path(stored_file(version)).open("rb") as source:
+        decrypt_stream(source, plain, data_key)
+    plain.seek(0)
+    return pl.read_parquet(plain).lazy()
+
+
+def run_input(step: JobStep) -> dict[str, Any]:
+    """Pre-aggregate, share and seal the step's dataset; returns the step's output reference:
+    per party, the sealed share file and its SHA-256."""
+    job = step.job
+    context = query_context(job)
+    dataset = step.dataset
+    name = dataset.qualified_name
+    item = next(i for i in job.query.canonical["datasets"] if i["name"] == name)
+    version = DatasetVersion.objects.select_related(
+        "dataset__jurisdiction", "dataset__organization"
+    ).get(dataset=dataset, number=item["version"])
+    frame = _decrypt(version, step)
+    try:
+        vectors = input_vectors(
+            {name: frame},
+            context.parsed,
+            context.columns,
+            context.units,
+            rows_per_unit=context.rows_per_unit,
+        )
+    except ReleaseError as exc:
+        raise EngineError(f"{name} cannot be pre-aggregated: {exc}") from None
+    del frame
+    flat = [value for measure in context.layout for value in vectors[measure]]
+    del vectors
+    parties = runner.compute_steps(job.pk)
+    try:
+        shares = sharing.split(flat, len(parties))
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
+    del flat
+    # Every transfer is decided before any share is written: one refusal sends none.
+    for party in parties:
+        if not runner.decide_share_transfer(step, party):
+            raise EngineError(f"Residency refuses shares of {name} at {party.site.name}.")
+    sent = {}
+    for party in parties:
+        blob = sharing.seal_for_party(
+            shares[party.party],
+            certificates.party_public_key(party.site.name),
+            input_context(job.pk, dataset.pk, party.party),
+        )
+        sent[str(party.party)] = write_share(
+            job.pk, party.site, f"input-{dataset.pk}-party{party.party}.sealed", blob
+        )
+    return {"length": len(shares[0]), "shares": sent}

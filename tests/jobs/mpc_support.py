@@ -1,0 +1,79 @@
+"""A study of three hospitals in three jurisdictions (EU, CH, UK) for the MPC job tests: each
+owner's dataset is read only at a worker site of its own jurisdiction, and the shares go to the
+MPC parties in Paris, Geneva and Manchester."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+from django.contrib.auth.models import User
+
+from jobs import queries
+from jobs import services as room_services
+from jobs.models import Query, Room
+from parties import services
+from parties.models import Organization
+from tests import factories
+from tests.factories import World, propose
+
+THREE_WAY_SQL = """SELECT u.age_band, COUNT(*) AS n, SUM(u.length_of_stay) AS stay,
+       AVG(u.cost) AS mean_cost
+FROM (SELECT age_band, length_of_stay, cost FROM charite.patients
+      UNION ALL SELECT age_band, length_of_stay, cost FROM usz.patients
+      UNION ALL SELECT age_band, length_of_stay, cost FROM barts.patients) AS u
+GROUP BY u.age_band"""
+
+INPUT_SITES = ["ch-zurich", "eu-frankfurt", "uk-london"]
+PARTY_SITES = ["ch-geneva-mpc", "eu-paris-mpc", "uk-manchester-mpc"]
+
+
+def three_hospitals(world: World, tmp_path: Path) -> Room:
+    """`world.study` (Berlin, Zurich) and a London hospital (owner uma) with its own dataset
+    pinned to the UK."""
+    room = world.study(tmp_path)
+    barts = factories.organization("barts", "Barts Health", "UK", uma="owner")
+    uma = User.objects.get(username="uma")
+    membership = room_services.invite_organization(
+        room=room, organization=barts, acting_for=world.pharma, by=world.bob
+    )
+    room_services.respond_to_invitation(membership=membership, accept=True, by=uma)
+    path = factories.patients_csv(tmp_path / "barts.csv", rows=200, seed=3, id_offset=10_000)
+    version = factories.dataset(barts, uma, path, jurisdiction="UK")
+    services.update_policy(
+        dataset=version.dataset,
+        by=uma,
+        allowed_dimensions=["age_band", "sex", "diagnosis"],
+        allowed_measures=["length_of_stay", "cost"],
+        allowed_filters=["age_band", "sex", "diagnosis"],
+        allowed_aggregates=["count", "sum", "avg"],
+        allowed_mechanisms=["mpc", "tee"],
+        allowed_receivers=[world.pharma, barts],
+        max_epsilon_per_query=Decimal("1"),
+        total_epsilon=Decimal("3"),
+    )
+    room_services.contribute_dataset(room=room, dataset=version.dataset, by=uma)
+    return room
+
+
+def approved_union(world: World, room: Room, **values) -> Query:
+    query = propose(room, world.bob, world.pharma, sql=THREE_WAY_SQL, **values)
+    barts = (Organization.objects.get(slug="barts"), User.objects.get(username="uma"))
+    for org, owner in ((world.charite, world.alice), (world.zurich, world.carol), barts):
+        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+    query.refresh_from_db()
+    return query
+
+
+def plain_answer(tmp_path: Path) -> dict[str, dict[str, float]]:
+    """The exact answer, from the test's own files: no bound or clamp binds on this data."""
+    rows = pl.concat(
+        [pl.read_csv(tmp_path / f"{name}.csv") for name in ("charite", "usz", "barts")]
+    )
+    totals = rows.group_by("age_band").agg(
+        pl.len().alias("n"),
+        pl.col("length_of_stay").sum().alias("stay"),
+        pl.col("cost").mean().alias("mean_cost"),
+    )
+    return {row["age_band"]: row for row in totals.iter_rows(named=True)}

@@ -1,0 +1,137 @@
+"""An approved UNION ALL across three hospitals (EU, CH, UK), run as production runs it: real
+Celery workers over Redis, one per site (three input sites, three MPC party sites), real MPyC
+party processes over TLS, the noise drawn inside MPC, one release and one charge; and a killed
+compute party failing the job cleanly (one refund, no release)."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from cleanroom.audit.log import events_of, room_log_name
+from jobs import runner, tasks
+from jobs.engines.mpc import parties
+from jobs.models import BudgetEntry, Job, JobStep, Result
+from tests.factories import api
+from tests.jobs.mpc_support import (
+    INPUT_SITES,
+    PARTY_SITES,
+    approved_union,
+    plain_answer,
+    three_hospitals,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def room(world, tmp_path):
+    return three_hospitals(world, tmp_path)
+
+
+@pytest.fixture
+def workers(site_worker):
+    """A worker per input site and per MPC party site; returns a function that waits for
+    `count` finished tasks and returns their outcomes."""
+    waits = [site_worker(site) for site in INPUT_SITES + PARTY_SITES]
+
+    def finished(count: int, timeout: float = 120) -> list[str]:
+        return [waits[0](timeout)[2] for _ in range(count)]
+
+    return finished
+
+
+def ledger(job: Job) -> list[str]:
+    return sorted(BudgetEntry.objects.filter(query=job.query).values_list("kind", flat=True))
+
+
+def types(job: Job) -> list[str]:
+    return [
+        e["type"]
+        for e in events_of(room_log_name(job.query.room_id))
+        if e["data"].get("job") == f"job:{job.pk}"
+    ]
+
+
+def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
+    world, room, workers, tmp_path
+):
+    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    outcomes = workers(6)
+    assert sorted(outcomes).count("shared") == 3
+    assert "released" in outcomes, outcomes
+
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.noise_drawn_at is not None
+    assert all(s.state == JobStep.State.SUCCEEDED for s in job.steps.all())
+    assert ledger(job) == ["reserve"] * 3 + ["spend"] * 3
+
+    body = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/").json()
+    table = body["table"]
+    assert body["simulated_tee"] is False
+    truth = plain_answer(tmp_path)
+    for row in table["rows"]:
+        exact = truth[row["age_band"]]
+        if row["suppressed"]:
+            continue
+        # ε 0.5 over three measurements: the count's discrete Laplace has scale 6, the stay
+        # sum's 360; 25 scales is exceeded with probability about e^-25 per cell.
+        assert abs(row["n"]["value"] - exact["n"]) <= 25 * 6
+        assert abs(row["stay"]["value"] - exact["stay"]) <= 25 * 360
+        assert row["n"]["mechanism"] == "discrete Laplace"
+        assert row["n"]["ci95_low"] < row["n"]["value"] < row["n"]["ci95_high"]
+        assert isinstance(row["n"]["value"], int)
+        assert 0 <= row["mean_cost"]["value"] <= 100_000
+        assert "2^-3 grid" in row["mean_cost"]["mechanism"]
+    assert sum(not row["suppressed"] for row in table["rows"]) >= 3
+
+    seen = types(job)
+    assert seen.count("result.released") == 1 and seen.count("budget.spent") == 3
+    assert seen.count("job.step.succeeded") == 7  # 3 inputs, 3 parties, the delivery
+    assert seen.count("key.released") == 3
+    shares_decided = [
+        e
+        for e in events_of(room_log_name(room.pk))
+        if e["type"] == "residency.decided"
+        and e["data"]["kind"] == "receive_shares"
+        and e["data"]["checked_by"].endswith("sending shares")
+    ]
+    assert len(shares_decided) == 9  # each owner's shares, to each of three parties
+
+    # A compute step delivered again after the release finds nothing to do.
+    party = job.steps.get(kind=JobStep.Kind.COMPUTE, party=0)
+    tasks.run_mpc_step.apply_async(args=[party.pk, party.site.name], queue=party.site.queue)
+    assert workers(1) == ["nothing to do"]
+    assert Result.objects.filter(job=job).count() == 1
+    assert ledger(job) == ["reserve"] * 3 + ["spend"] * 3
+
+
+def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
+    world, room, workers, monkeypatch, settings
+):
+    settings.MPC_PARTY_TIMEOUT = 10
+    started: queue.Queue = queue.Queue()
+    spawn = parties.subprocess.Popen
+
+    def observed(*args, **kwargs):
+        process = spawn(*args, **kwargs)
+        started.put(process)
+        return process
+
+    monkeypatch.setattr(parties.subprocess, "Popen", observed)
+    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    first = started.get(timeout=120)
+    first.kill()
+    outcomes = workers(6, timeout=settings.MPC_PARTY_TIMEOUT + 60)
+    assert outcomes.count("failed") >= 1 and "released" not in outcomes
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert job.noise_drawn_at is None
+    assert not Result.objects.filter(job=job).exists()
+    assert ledger(job) == ["refund"] * 3 + ["reserve"] * 3
+    seen = types(job)
+    assert seen.count("budget.refunded") == 3 and "result.released" not in seen
+    assert seen[-1] != "job.succeeded" and seen.count("job.failed") == 1
