@@ -36,7 +36,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -56,6 +56,7 @@ __all__ = [
     "Trust",
     "VerificationError",
     "Verifier",
+    "approval_message",
     "canonical_json",
     "check_domain_rules",
     "is_valid_key_name",
@@ -500,6 +501,9 @@ def _time(value: Any, where: str) -> datetime:
 class DomainRules:
     """The clean room's rules over a room log, fed one event at a time in log order.
 
+    - every ``query.approved`` and ``query.rejected`` carries the organisation's Ed25519
+      signature over the approval message (:func:`approval_message`), checked against the key
+      the trust file pins for that organisation, or else the key the event names;
     - every ``job.dispatched`` follows a ``query.submitted`` of its query with the same digest,
       whose ``required_approvers`` include every owner of the datasets it reads, and a
       ``query.approved`` of that digest by each of them, not rejected or revoked since, with
@@ -516,8 +520,16 @@ class DomainRules:
     a rule. The state kept is per query, job and dataset, not per event.
     """
 
-    def __init__(self, *, allow_simulated_tee: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        allow_simulated_tee: bool = False,
+        approver_keys: dict[str, list[bytes]] | None = None,
+    ) -> None:
         self.allow_simulated_tee = allow_simulated_tee
+        # Organisation -> the Ed25519 keys pinned for it, or None to take each approval's key
+        # from the event itself (the log, signed by the log key, then vouches for the key).
+        self.approver_keys = approver_keys
         self.submissions: dict[str, dict] = {}
         self.decisions: dict[str, dict[str, tuple[str, str, datetime, int]]] = {}
         self.closed: dict[str, tuple[str, int]] = {}
@@ -548,6 +560,10 @@ class DomainRules:
         elif kind in ("query.approved", "query.rejected", "query.approval_revoked"):
             query = _field(data, "query", where)
             organization = _field(data, "organization", where)
+            if kind != "query.approval_revoked":
+                _check_approval_signature(
+                    where, kind, data, query, organization, self.approver_keys
+                )
             self.decisions.setdefault(query, {})[organization] = (
                 kind,
                 data.get("digest", ""),
@@ -623,12 +639,51 @@ class DomainRules:
                         )
 
 
-def check_domain_rules(events: Iterable[dict], *, allow_simulated_tee: bool = False) -> None:
+def check_domain_rules(
+    events: Iterable[dict],
+    *,
+    allow_simulated_tee: bool = False,
+    approver_keys: dict[str, list[bytes]] | None = None,
+) -> None:
     """Check :class:`DomainRules` over a whole room log, in log order."""
-    rules = DomainRules(allow_simulated_tee=allow_simulated_tee)
+    rules = DomainRules(allow_simulated_tee=allow_simulated_tee, approver_keys=approver_keys)
     for i, event in enumerate(events):
         rules.feed(i, event)
     rules.finish()
+
+
+APPROVAL_FORMAT = "cleanroom-approval/v1"
+_DECISIONS = {"query.approved": "approve", "query.rejected": "reject"}
+
+
+def approval_message(query: str, digest: str, organization: str, decision: str) -> bytes:
+    """What an organisation's key signs when it decides on a query version: the format, the
+    query id, its digest, the organisation id and ``approve`` or ``reject``, one a line."""
+    return f"{APPROVAL_FORMAT}\n{query}\n{digest}\n{organization}\n{decision}\n".encode()
+
+
+def _check_approval_signature(where, kind, data, query, organization, pinned) -> None:
+    digest = _field(data, "digest", where)
+    signature = _b64decode(str(_field(data, "signature", where)), f"{where}: the signature")
+    public_key = _b64decode(str(_field(data, "public_key", where)), f"{where}: the public key")
+    if pinned is not None:
+        keys = pinned.get(organization)
+        if not keys:
+            raise VerificationError(f"{where}: the trust file pins no key for {organization}")
+        if public_key not in keys:
+            raise VerificationError(
+                f"{where}: {organization} decided on {query} with a key the trust file does "
+                "not pin for it"
+            )
+    if len(public_key) != 32:
+        raise VerificationError(f"{where}: the public key of {organization} is not Ed25519")
+    message = approval_message(query, digest, organization, _DECISIONS[kind])
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except InvalidSignature:
+        raise VerificationError(
+            f"{where}: the signature of {organization} on {query} does not verify"
+        ) from None
 
 
 def _check_dispatch(i, where, event, data, job, query, submissions, decisions, closed) -> None:
@@ -722,13 +777,18 @@ class Trust:
     log_keys: list[Verifier]
     witness_keys: list[Verifier]
     allow_simulated_tee: bool = False
+    # Organisation id -> its approval keys (raw Ed25519), from `organization` lines.
+    organization_keys: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 def parse_trust_file(text: str) -> Trust:
     """One item a line: a log vkey (as ``manage.py audit_keys`` prints it), ``witness <vkey>``,
-    or ``allow-simulated-tee``; ``#`` starts a comment."""
+    ``organization org:<id> <base64 Ed25519 key>`` (an organisation's approval key, as
+    ``audit_keys --organizations`` prints them), or ``allow-simulated-tee``; ``#`` starts a
+    comment. Once one organisation is pinned, every approval must be by a pinned key."""
     log_keys: list[Verifier] = []
     witness_keys: list[Verifier] = []
+    organization_keys: dict[str, list[bytes]] = {}
     allow = False
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -739,13 +799,26 @@ def parse_trust_file(text: str) -> Trust:
                 allow = True
             elif line.startswith("witness "):
                 witness_keys.append(parse_verifier_key(line[len("witness ") :].strip()))
+            elif line.startswith("organization "):
+                organization, key = _organization_key(line)
+                organization_keys.setdefault(organization, []).append(key)
             else:
                 log_keys.append(parse_verifier_key(line))
         except VerificationError as exc:
             raise VerificationError(f"trust file line {number}: {exc}") from exc
     if not log_keys:
         raise VerificationError("the trust file holds no log key")
-    return Trust(log_keys, witness_keys, allow)
+    return Trust(log_keys, witness_keys, allow, organization_keys)
+
+
+def _organization_key(line: str) -> tuple[str, bytes]:
+    parts = line.split()
+    if len(parts) != 3 or not re.fullmatch(r"org:[A-Za-z0-9_.\-]{1,80}", parts[1]):
+        raise VerificationError("an organization line is 'organization org:<id> <base64 key>'")
+    key = _b64decode(parts[2], f"the key of {parts[1]}")
+    if len(key) != 32:
+        raise VerificationError(f"the key of {parts[1]} is not a 32-byte Ed25519 key")
+    return parts[1], key
 
 
 @dataclass
@@ -758,6 +831,7 @@ class BundleReport:
     cosigned_by: list[str]
     attachments: int
     previous_size: int | None = None
+    approvals_pinned: bool = False
 
 
 def _sha256(data: bytes) -> str:
@@ -818,7 +892,10 @@ def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> 
         cosigned_by = _cosigners(checkpoint_note, trust)
         old = _previous_checkpoint(previous, trust, origin) if previous is not None else None
 
-        rules = DomainRules(allow_simulated_tee=trust.allow_simulated_tee)
+        rules = DomainRules(
+            allow_simulated_tee=trust.allow_simulated_tee,
+            approver_keys=trust.organization_keys or None,
+        )
         with archive.open("events.jsonl") as stream:
             read = _read_events(stream, manifest["log"], checkpoint.size, rules, old)
         if read.sha256 != files["events.jsonl"]:
@@ -856,6 +933,7 @@ def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> 
         cosigned_by,
         len(attachments),
         old.size if old is not None else None,
+        bool(trust.organization_keys),
     )
 
 
@@ -1060,6 +1138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  extends the previous checkpoint at size {report.previous_size}")
     print(f"  {report.attachments} attachments; approvals, residency, budgets, receivers and")
     print("  attestations satisfy the clean room's rules")
+    if report.approvals_pinned:
+        print("  approval signatures verify under the organisations' keys your trust file pins")
+    else:
+        print("  approval signatures verify under the keys the log names; pin the organisations'")
+        print("  keys with 'organization' lines (manage.py audit_keys --organizations) to check")
+        print("  them against keys you obtained yourself")
     return 0
 
 

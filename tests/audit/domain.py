@@ -7,18 +7,46 @@ are tested against logs written here, through the same `record_event`.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import transaction
 
 from cleanroom.audit.log import record_event
+from cleanroom.audit.verify import approval_message
 
 DIGEST = "d" * 64
 CHARITE, USZ, PHARMA, OUTSIDER = "org:1", "org:2", "org:3", "org:9"
 
 Run = list[tuple[str, dict]]
+
+
+def organization_key(organization: str) -> Ed25519PrivateKey:
+    """A fixed Ed25519 key per organisation id, so runs are reproducible."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(organization.encode()).digest())
+
+
+def public_key_of(organization: str) -> bytes:
+    return organization_key(organization).public_key().public_bytes_raw()
+
+
+def sign_decisions(run: Run) -> Run:
+    """Sign every approval and rejection of the run with its organisation's key, as
+    `jobs.queries.decide_query` does with the key in the key service."""
+    decisions = {"query.approved": "approve", "query.rejected": "reject"}
+    for kind, data in run:
+        if kind in decisions:
+            key = organization_key(data["organization"])
+            message = approval_message(
+                data["query"], data["digest"], data["organization"], decisions[kind]
+            )
+            data["signature"] = base64.b64encode(key.sign(message)).decode()
+            data["public_key"] = base64.b64encode(public_key_of(data["organization"])).decode()
+    return run
 
 
 def iso(moment: datetime) -> str:
@@ -28,6 +56,10 @@ def iso(moment: datetime) -> str:
 def happy_run(expires_at: datetime | None = None) -> Run:
     expires = iso(expires_at or datetime.now(UTC) + timedelta(days=7))
     job = {"job": "job:5"}
+    return sign_decisions(_run(expires, job))
+
+
+def _run(expires: str, job: dict) -> Run:
     return [
         (
             "room.dataset_contributed",
@@ -92,8 +124,6 @@ def happy_run(expires_at: datetime | None = None) -> Run:
                 "query": "query:7",
                 "digest": DIGEST,
                 "organization": CHARITE,
-                "signature": "c2ln",
-                "public_key": "a2V5",
             },
         ),
         (
@@ -102,8 +132,6 @@ def happy_run(expires_at: datetime | None = None) -> Run:
                 "query": "query:7",
                 "digest": DIGEST,
                 "organization": USZ,
-                "signature": "c2ln",
-                "public_key": "a2V5",
             },
         ),
         (
@@ -181,10 +209,12 @@ def index_of(run: Run, kind: str, nth: int = 0) -> int:
     return [i for i, (k, _) in enumerate(run) if k == kind][nth]
 
 
-def mutate(change: Callable[[Run], None], run: Run | None = None) -> Run:
+def mutate(change: Callable[[Run], None], run: Run | None = None, *, sign: bool = True) -> Run:
+    """A copy of the run changed by `change`; its decisions signed again (as an organisation
+    would sign what it decided), unless `sign` is False (a forgery)."""
     run = copy.deepcopy(run or happy_run())
     change(run)
-    return run
+    return sign_decisions(run) if sign else run
 
 
 def as_bodies(run: Run, *, log: str = "room/1", start: datetime | None = None) -> list[dict]:
