@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from cleanroom.errors import DomainError
 from jobs import extracts, runner, selectors
 from jobs.models import Job, Query, Result
+from jobs.planner import number
 from parties.models import Organization
 
 
@@ -142,6 +143,7 @@ def _extract_page(
                 {"column": column, "score": score, "width": round(300 * max(score, 0), 1)}
                 for column, score in (quality.get("per_column") or {}).items()
             ],
+            "charged": {"epsilon": number(result.epsilon), "delta": number(result.delta)},
             "files": result.files.all(),
             "formats": extracts.FORMATS,
             "charts": charts,

@@ -36,6 +36,11 @@ class Charge:
     differentially_private: bool
 
 
+def _plain(value: Decimal) -> str:
+    """As people write it: 1, not 1.0000; 0.000001, not 1E-6."""
+    return format(value.normalize(), "f")
+
+
 def _round_up(value: Decimal, step: Decimal) -> Decimal:
     return value.quantize(step, rounding=ROUND_CEILING)
 
@@ -162,5 +167,5 @@ def plan_extract(
         _round_up(Decimal(report["cost"]["delta"]), _DELTA_STEP),
         True,
     )
-    report["charge"] = {"epsilon": str(charge.epsilon), "delta": str(charge.delta)}
+    report["charge"] = {"epsilon": _plain(charge.epsilon), "delta": _plain(charge.delta)}
     return report, checks, charge
