@@ -33,7 +33,7 @@ from cleanroom.audit.log import record_event, room_log_name
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog
 from cleanroom.audit.verification import verify_log
 from cleanroom.audit.verify import canonical_json, leaf_hash
-from tests.audit.domain import happy_run
+from tests.audit.domain import happy_run, sign_decisions
 from tests.benchmarks.support import report, run_python, scratch_database, timed
 
 APPENDS = int(os.environ.get("BENCH_APPENDS", "2000"))
@@ -186,10 +186,12 @@ def synthetic_room_log(n: int):
     while produced < n:
         k += 1
         digest = hashlib.sha256(f"query {k}".encode()).hexdigest()
-        cycle = json.loads(
-            text.replace('"query:7"', f'"query:{k}"')
-            .replace('"job:5"', f'"job:{k}"')
-            .replace("d" * 64, digest)
+        cycle = sign_decisions(
+            json.loads(
+                text.replace('"query:7"', f'"query:{k}"')
+                .replace('"job:5"', f'"job:{k}"')
+                .replace("d" * 64, digest)
+            )
         )
         for kind, data in cycle:
             if produced == n:
