@@ -172,7 +172,10 @@ def test_a_worker_lost_mid_fit_is_redelivered_and_charged_once_what_opendp_gives
     job = runner.run_query(query=approved, by=world.bob)
     first = runner.start_attempt(job.pk, site)
 
+    messages = []
+
     def lost_while_fitting(percent: int, message: str) -> bool:
+        messages.append(message)
         runner.report_progress(job.pk, percent, message)
         if percent == 80:  # the enclave said noise exists: it is fitting now
             raise WorkerLost
@@ -181,6 +184,9 @@ def test_a_worker_lost_mid_fit_is_redelivered_and_charged_once_what_opendp_gives
     with pytest.raises(WorkerLost):
         TeeEngine().run(first, lost_while_fitting)
     assert not enclaves()
+    # Progress reaches the analyst's page: it states steps, never a count of real rows.
+    assert "Rows prepared for the synthesizer" in messages
+    assert not any(character.isdigit() for message in messages for character in message)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING and job.noise_drawn_at is not None
 

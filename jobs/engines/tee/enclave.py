@@ -179,7 +179,8 @@ def _synthesize(
         ) > Decimal(charge["delta"]):
             raise SystemExit(f"the method costs {cost.as_dict()}, more than approved {charge}")
     frame = extract_rows(frames, parsed, columns, job["units"], rows_per_unit=job["rows_per_unit"])
-    _send({"progress": [65, f"{len(frame)} rows prepared for the synthesizer"]})
+    # No count here: the number of real rows is not part of the release.
+    _send({"progress": [65, "Rows prepared for the synthesizer"]})
     # From here a model of the rows exists (noisy, for the DP method): a failure spends.
     _send({"noise": True})
     extract = synthesize(
