@@ -1,5 +1,8 @@
-"""The demo collaboration: two hospitals (EU, CH) and a pharmaceutical analyst (US), with an EU
-regulator, built through the same services a user would call."""
+"""The demo collaboration: hospitals in Berlin (EU), Zurich (CH) and London (UK) and a
+pharmaceutical analyst (US), with an EU regulator, built through the same services a user would
+call. Two approved queries run at once: a UNION ALL of Berlin and Zurich in the simulated TEE,
+and a UNION ALL of all three hospitals under MPC (input steps at each hospital's own site,
+three compute parties in Paris, Geneva and Manchester)."""
 
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ PEOPLE = [
     Person("alice", "Alice Becker", "owner", "charite"),
     Person("dave", "Dave Hoffmann", "auditor", "charite"),
     Person("carol", "Carol Meier", "owner", "usz"),
+    Person("uma", "Uma Patel", "owner", "barts"),
     Person("bob", "Bob Nguyen", "analyst", "novapharm"),
     Person("nina", "Nina Park", "owner", "novapharm"),
     Person("rita", "Rita Rossi", "regulator", None),
@@ -95,9 +99,9 @@ def logins() -> dict[str, str]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def seed(*, patients_per_hospital: int = 4000) -> Job:
-    """Create the collaboration and start its approved query (the job it returns).
-    Passwords are random per checkout, kept in var/."""
+def seed(*, patients_per_hospital: int = 4000) -> list[Job]:
+    """Create the collaboration and start its approved queries (the jobs it returns: the TEE's,
+    then the MPC's). Passwords are random per checkout, kept in var/."""
     passwords = {p.username: secrets.token_urlsafe(9) for p in PEOPLE}
     with transaction.atomic():
         orgs = {
@@ -106,6 +110,9 @@ def seed(*, patients_per_hospital: int = 4000) -> Job:
             ),
             "usz": services.create_organization(
                 slug="usz", name="University Hospital Zurich", jurisdiction="CH"
+            ),
+            "barts": services.create_organization(
+                slug="barts", name="Barts Health NHS Trust", jurisdiction="UK"
             ),
             "novapharm": services.create_organization(
                 slug="novapharm", name="NovaPharm Research", jurisdiction="US"
@@ -128,6 +135,7 @@ def seed(*, patients_per_hospital: int = 4000) -> Job:
         for slug, owner, jurisdiction, seed_, name in (
             ("charite", "alice", "EU", 11, "Inpatient stays 2025"),
             ("usz", "carol", "CH", 12, "Inpatient stays 2025"),
+            ("barts", "uma", "UK", 13, "Inpatient stays 2025"),
         ):
             csv = generate_patients(
                 Path(tmp) / f"{slug}.csv",
@@ -168,17 +176,17 @@ def seed(*, patients_per_hospital: int = 4000) -> Job:
         slug="cardio-outcomes",
         name="Cardiology outcomes study",
         purpose="Length of stay and cost of inpatient care by age band, sex and diagnosis, "
-        "across Berlin and Zurich.",
+        "across Berlin, Zurich and London.",
         by=users["bob"],
     )
-    for hospital, owner in (("charite", "alice"), ("usz", "carol")):
+    for hospital, owner in (("charite", "alice"), ("usz", "carol"), ("barts", "uma")):
         membership = rooms.invite_organization(
             room=study, organization=orgs[hospital], acting_for=orgs["novapharm"], by=users["bob"]
         )
         rooms.respond_to_invitation(membership=membership, accept=True, by=users[owner])
         rooms.contribute_dataset(room=study, dataset=datasets[hospital], by=users[owner])
 
-    approved = _propose_queries(study, users, orgs)
+    approved, across_three = _propose_queries(study, users, orgs)
 
     # A second room with an invitation left open, for a new user to accept.
     followup = rooms.create_room(
@@ -195,13 +203,25 @@ def seed(*, patients_per_hospital: int = 4000) -> Job:
     path = settings.VAR_DIR / LOGINS_FILE
     path.write_text(json.dumps(passwords, indent=2))
     path.chmod(0o600)
-    return runner.run_query(query=approved, by=users["bob"])
+    return [
+        runner.run_query(query=approved, by=users["bob"]),
+        runner.run_query(query=across_three, by=users["bob"]),
+    ]
 
 
 UNION_QUERY = """SELECT u.age_band, COUNT(*) AS stays, AVG(u.length_of_stay) AS mean_stay
 FROM (SELECT age_band, length_of_stay FROM charite.inpatients
       UNION ALL
       SELECT age_band, length_of_stay FROM usz.inpatients) AS u
+GROUP BY u.age_band"""
+
+THREE_COUNTRIES_QUERY = """SELECT u.age_band, COUNT(*) AS stays, AVG(u.length_of_stay) AS mean_stay,
+       AVG(u.cost) AS mean_cost
+FROM (SELECT age_band, length_of_stay, cost FROM charite.inpatients
+      UNION ALL
+      SELECT age_band, length_of_stay, cost FROM usz.inpatients
+      UNION ALL
+      SELECT age_band, length_of_stay, cost FROM barts.inpatients) AS u
 GROUP BY u.age_band"""
 
 JOIN_QUERY = """SELECT b.diagnosis, COUNT(*) AS patients, AVG(z.cost) AS mean_cost_in_zurich
@@ -211,8 +231,11 @@ WHERE b.age_band IN ('65-79', '80+')
 GROUP BY b.diagnosis"""
 
 
-def _propose_queries(room: Room, users: dict[str, User], orgs: dict[str, Organization]) -> Query:
-    """One query both owners approved, and one waiting in their approvals inboxes."""
+def _propose_queries(
+    room: Room, users: dict[str, User], orgs: dict[str, Organization]
+) -> tuple[Query, Query]:
+    """Two approved queries (the TEE's across two hospitals, the MPC's across three), and one
+    waiting in the Berlin and Zurich owners' approvals inboxes."""
     expiry = timezone.now() + timedelta(days=30)
     common = {
         "room": room,
@@ -248,4 +271,22 @@ def _propose_queries(room: Room, users: dict[str, User], orgs: dict[str, Organiz
         **common,
     )
     queries.submit_query(query=waiting, by=users["bob"])
-    return approved
+    across_three = queries.save_draft(
+        title="Length of stay and cost across three countries",
+        purpose="Compare inpatient length of stay and cost by age band across Berlin, Zurich "
+        "and London, where no hospital's data may leave its own country.",
+        sql=THREE_COUNTRIES_QUERY,
+        epsilon=Decimal("0.5"),
+        requested_mechanism=Query.Mechanism.MPC,
+        **common,
+    )
+    across_three = queries.submit_query(query=across_three, by=users["bob"])
+    for hospital, owner in (("charite", "alice"), ("usz", "carol"), ("barts", "uma")):
+        queries.decide_query(
+            query=across_three,
+            organization=orgs[hospital],
+            by=users[owner],
+            approve=True,
+            comment="Under MPC our rows stay here; aggregate only.",
+        )
+    return approved, across_three

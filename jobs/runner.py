@@ -528,7 +528,7 @@ def complete_step(step_id: int, output: dict[str, Any]) -> bool:
     with transaction.atomic():
         job = _locked(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
         step = JobStep.objects.select_related("site").get(pk=step_id)
-        if job.finished or step.state != JobStep.State.RUNNING:
+        if step.state != JobStep.State.RUNNING:
             return False
         step.state = JobStep.State.SUCCEEDED
         step.output = output
@@ -549,6 +549,9 @@ def complete_step(step_id: int, output: dict[str, Any]) -> bool:
                 bytes_sent=output.get("bytes_sent"),
                 bytes_received=output.get("bytes_received"),
             )
+        if job.finished:
+            # A party that finished after the job was released or failed: its share is unused.
+            return False
         _progress(job)
         pending = job.steps.filter(kind=JobStep.Kind.INPUT).exclude(state=JobStep.State.SUCCEEDED)
         if step.kind == JobStep.Kind.INPUT and not pending.exists():
@@ -565,10 +568,12 @@ def _recombination_threshold(job: Job) -> int:
     return (job.steps.filter(kind=JobStep.Kind.COMPUTE).count() - 1) // 2 + 1
 
 
-def claim_delivery(job_id: int) -> list[JobStep] | None:
+def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None:
     """When t + 1 compute steps stored their noisy output shares and the job is not finished,
     claim the delivery: from now a noisy value can be opened, so a failure spends the budget.
-    Returns the compute steps whose shares to recombine, or None."""
+    Returns the compute steps whose shares to recombine, or None. A delivery another step
+    claimed is taken over only on `retake`: by a compute step's redelivered task, whose first
+    delivery may have claimed it and been lost with its worker."""
     with transaction.atomic():
         job = _locked(job_id)
         if job.finished:
@@ -584,6 +589,8 @@ def claim_delivery(job_id: int) -> list[JobStep] | None:
             _finish(job, Job.State.CANCELLED, "Cancelled before the noisy result was opened.")
             return None
         delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
+        if delivery.state == JobStep.State.RUNNING and not retake:
+            return None
         if delivery.attempt >= MAX_ATTEMPTS:
             _fail_step(job, delivery, f"Gave up after {delivery.attempt} attempts.")
             return None

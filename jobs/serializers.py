@@ -2,7 +2,16 @@ import base64
 
 from rest_framework import serializers
 
-from jobs.models import Approval, Job, Query, Result, Room, RoomDataset, RoomMembership
+from jobs.models import (
+    Approval,
+    Job,
+    JobStep,
+    Query,
+    Result,
+    Room,
+    RoomDataset,
+    RoomMembership,
+)
 from jobs.queries import verify_approval
 from parties.models import Organization
 
@@ -206,9 +215,21 @@ class DecisionInputSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+class JobStepSerializer(serializers.ModelSerializer):
+    """An MPC job's step and the site it runs at (none for the delivery)."""
+
+    site = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    jurisdiction = serializers.CharField(source="site.jurisdiction.code", default=None)
+
+    class Meta:
+        model = JobStep
+        fields = ["name", "kind", "site", "jurisdiction", "party", "state", "attempt", "error"]
+
+
 class JobSerializer(serializers.ModelSerializer):
     query = serializers.PrimaryKeyRelatedField(read_only=True)
     site = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    steps = JobStepSerializer(many=True, read_only=True)
     simulated_tee = serializers.SerializerMethodField()
     has_result = serializers.SerializerMethodField()
 
@@ -220,6 +241,7 @@ class JobSerializer(serializers.ModelSerializer):
             "state",
             "mechanism",
             "site",
+            "steps",
             "attempt",
             "progress",
             "progress_message",

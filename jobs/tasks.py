@@ -73,7 +73,7 @@ def run_mpc_step(step_id: int, site: str) -> str:
             return "shared"
     job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
     # A redelivered compute step whose share is stored may still have a delivery to finish.
-    outputs = runner.claim_delivery(job_id)
+    outputs = runner.claim_delivery(job_id, retake=step is None)
     if outputs is None:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)

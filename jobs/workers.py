@@ -1,12 +1,13 @@
 """Local site workers for the embedded default: one Celery worker process per site, each
-consuming only its site's queue and knowing its own site (CLEANROOM_SITE)."""
+consuming only its site's queue and knowing its own site (CLEANROOM_SITE): worker sites run the
+owners' MPC input steps, MPC party sites their compute steps, TEE sites the enclave."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -23,6 +24,7 @@ def start_worker(site: Site) -> subprocess.Popen:
             "celery",
             "-A",
             "cleanroom",
+            "--quiet",  # no banner per worker: the demo starts one per site
             "worker",
             "-Q",
             site.queue,
@@ -30,6 +32,9 @@ def start_worker(site: Site) -> subprocess.Popen:
             "solo",
             "--hostname",
             f"{site.name}@%h",
+            # Each worker is a process of its own: no cluster chatter between them at start.
+            "--without-mingle",
+            "--without-gossip",
             "--loglevel",
             "WARNING",
         ],
@@ -39,8 +44,8 @@ def start_worker(site: Site) -> subprocess.Popen:
 
 
 @contextmanager
-def site_workers(kind: str = Site.Kind.TEE) -> Iterator[list[subprocess.Popen]]:
-    workers = [start_worker(site) for site in Site.objects.filter(kind=kind, active=True)]
+def site_workers(sites: Iterable[Site]) -> Iterator[list[subprocess.Popen]]:
+    workers = [start_worker(site) for site in sites]
     try:
         yield workers
     finally:

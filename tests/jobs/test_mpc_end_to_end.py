@@ -10,6 +10,7 @@ import queue
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
+from cleanroom.audit.verify import check_domain_rules
 from jobs import runner, tasks
 from jobs.engines.mpc import parties
 from jobs.models import BudgetEntry, Job, JobStep, Result
@@ -99,6 +100,8 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
         and e["data"]["checked_by"].endswith("sending shares")
     ]
     assert len(shares_decided) == 9  # each owner's shares, to each of three parties
+    # The room's log passes the offline verifier's domain rules with the MPC job's events.
+    check_domain_rules(events_of(room_log_name(room.pk)))
 
     # A compute step delivered again after the release finds nothing to do.
     party = job.steps.get(kind=JobStep.Kind.COMPUTE, party=0)

@@ -1,5 +1,6 @@
-"""`./manage.py demo`: migrate, set up the demo collaboration once, run its approved query on
-local site workers, print the logins, and serve the UI (the workers keep running with it)."""
+"""`./manage.py demo`: migrate, set up the demo collaboration once, run its approved queries on
+local site workers (the TEE's and the MPC's, at once), print the logins, and serve the UI (the
+workers keep running with it)."""
 
 import time
 
@@ -10,8 +11,11 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs import demo
 from jobs.models import Job
 from jobs.workers import site_workers
+from parties.models import Site
 
 JOB_TIMEOUT = 300
+# The demo's data lives in these jurisdictions: their workers, MPC parties and TEE hosts run.
+DEMO_JURISDICTIONS = ["EU", "CH", "UK"]
 
 
 class Command(BaseCommand):
@@ -25,24 +29,37 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, no_serve: bool, addrport: str, patients: int, **options):
+        started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
-        job = None
+        jobs = []
         if demo.is_seeded():
             self.stdout.write(
                 "The demo collaboration is already set up (delete var/ to start over)."
             )
         else:
             self.stdout.write("Setting up the demo collaboration…")
-            job = demo.seed(patients_per_hospital=patients)
-        with site_workers() as workers:
-            if job is not None:
+            jobs = demo.seed(patients_per_hospital=patients)
+        sites = Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
+        with site_workers(sites.order_by("name")) as workers:
+            for job in jobs:
+                self._announce(job)
+            for job in jobs:
                 self._wait_for(job, workers)
+            if jobs:
+                self.stdout.write(f"Set up and ran in {time.monotonic() - started:.0f} s.")
             self._report(addrport)
             if not no_serve:
                 call_command("runserver", addrport, use_reloader=False)
 
+    def _announce(self, job: Job) -> None:
+        if job.mechanism == "mpc":
+            steps = job.steps.exclude(site=None).select_related("site").order_by("pk")
+            where = ", ".join(f"{step.name} at {step.site.name}" for step in steps)
+            self.stdout.write(f"Running '{job.query.title}' under MPC: {where}…")
+        else:
+            self.stdout.write(f"Running '{job.query.title}' in the TEE at {job.site.name}…")
+
     def _wait_for(self, job: Job, workers) -> None:
-        self.stdout.write(f"Running '{job.query.title}' in the TEE at {job.site.name}…")
         deadline = time.monotonic() + JOB_TIMEOUT
         while not job.finished:
             if any(worker.poll() is not None for worker in workers):
@@ -53,6 +70,15 @@ class Command(BaseCommand):
             job.refresh_from_db()
         if job.state != Job.State.SUCCEEDED:
             raise CommandError(f"Job {job.pk} {job.state}: {job.error}")
+        if job.mechanism == "mpc":
+            parties = job.steps.filter(kind="compute").select_related("site").order_by("party")
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Released to NovaPharm: job {job.pk}, MPC across "
+                    f"{', '.join(step.site.name for step in parties)}; noise drawn inside MPC"
+                )
+            )
+            return
         kind = (job.attestation or {}).get("kind", "unknown")
         self.stdout.write(
             self.style.SUCCESS(
@@ -65,9 +91,10 @@ class Command(BaseCommand):
         out = self.stdout.write
         out("")
         out(self.style.SUCCESS("Clean room demo"))
-        out("  Two hospitals share inpatient data in one room without moving it:")
-        out("  Charité Berlin (EU) and University Hospital Zurich (CH), each dataset")
-        out("  encrypted under its own jurisdiction's storage root; NovaPharm (US) analyses.")
+        out("  Three hospitals share inpatient data in one room without moving it:")
+        out("  Charité Berlin (EU), University Hospital Zurich (CH) and Barts Health London")
+        out("  (UK), each dataset encrypted under its own jurisdiction's storage root;")
+        out("  NovaPharm (US) analyses.")
         out("  Datasets are stored under " + str(settings.STORAGE_ROOT))
         out("")
         out(f"  Open http://{addrport}/ and log in as:")
@@ -79,8 +106,10 @@ class Command(BaseCommand):
                 f"{person.role} at {where}"
             )
         out("  (passwords are random for this checkout and kept in var/demo-logins.json)")
-        out("  Try: bob sees the result of 'Length of stay by age band' (run in the simulated")
-        out("  TEE) and the budget it spent; alice and carol each have a query waiting in")
-        out("  Approvals; carol has an invitation in 'Readmissions follow-up'.")
+        out("  Try: bob sees the results of 'Length of stay by age band' (run in the simulated")
+        out("  TEE) and 'Length of stay and cost across three countries' (run under MPC: each")
+        out("  job's page lists the site of every party) and the budget they spent; alice and")
+        out("  carol each have a query waiting in Approvals; carol has an invitation in")
+        out("  'Readmissions follow-up'.")
         out(f"  API reference: http://{addrport}/api/docs/")
         out("")
