@@ -36,7 +36,7 @@ class TreeError(VerificationError):
 # (the second is the log's id). Appends never take it; they lock the head row, which an
 # extension only locks for its final UPDATE.
 _EXTEND_LOCK = 0x61756474  # "audt"
-_BATCH = 5000
+_BATCH = 20000
 
 
 def extend(log_name: str) -> AuditLog | None:
@@ -61,7 +61,7 @@ def extend(log_name: str) -> AuditLog | None:
             .order_by("seq")
             .values_list("seq", "canonical", "leaf_hash")
         )
-        nodes: list[AuditNode] = []
+        nodes: list[tuple[int, int, bytes]] = []
         for seq, canonical, stored in rows.iterator(chunk_size=2000):
             if seq != size:
                 raise TreeError(f"{log_name}: event {size} is missing")
@@ -69,13 +69,13 @@ def extend(log_name: str) -> AuditLog | None:
             if stored is None or bytes(stored) != leaf:
                 raise TreeError(f"{log_name}: event {seq} was changed after it was appended")
             frontier, new = merkle.frontier_append(frontier, size, leaf)
-            nodes += [AuditNode(log=head, level=lv, index=i, hash=h) for lv, i, h in new]
+            nodes += new
             size += 1
             if len(nodes) >= _BATCH:
-                AuditNode.objects.bulk_create(nodes)
+                _store_nodes(head.pk, nodes)
                 nodes.clear()
         if size > start:
-            AuditNode.objects.bulk_create(nodes)
+            _store_nodes(head.pk, nodes)
             AuditLog.objects.filter(pk=head.pk).update(
                 size=size, frontier=merkle.join_frontier(frontier)
             )
@@ -92,6 +92,22 @@ class _FetchedStore:
 
     def put(self, level: int, index: int, value: bytes) -> None:
         raise TypeError("persisted nodes are written by extend() only")
+
+
+def _store_nodes(log_id: int, nodes: list[tuple[int, int, bytes]]) -> None:
+    if connection.vendor == "postgresql":
+        # COPY: a million-event log gets its two million nodes in seconds, not minutes.
+        table = AuditNode._meta.db_table
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f'COPY {table} (log_id, level, "index", hash) FROM STDIN') as copy,
+        ):
+            for level, index, value in nodes:
+                copy.write_row((log_id, level, index, value))
+        return
+    AuditNode.objects.bulk_create(
+        [AuditNode(log_id=log_id, level=lv, index=i, hash=h) for lv, i, h in nodes]
+    )
 
 
 def fetch_nodes(log: AuditLog, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

@@ -3,6 +3,7 @@ tree is extended from the events by the checkpoint signer and read in O(log n) r
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cleanroom.audit import tree
-from cleanroom.audit.log import record_event
+from cleanroom.audit.log import record_event, record_events
 from cleanroom.audit.merkle import MerkleTree, frontier_append, frontier_root
 from cleanroom.audit.models import AuditEvent, AuditEventRef, AuditLog, AuditNode
 from cleanroom.audit.verify import (
@@ -230,3 +231,26 @@ def test_migrating_gives_logs_written_before_the_tree_their_nodes_range_and_inde
         record_event(log="room/8", type="room.joined", actor=None, subject="room:8")
     head = tree.extend("room/8")
     assert tree.root(head) == root_from_leaf_hashes(leaves_of("room/8"))
+
+
+@pytest.mark.django_db
+def test_a_bulk_append_numbers_on_from_the_log_and_its_tree_is_built_like_any_other() -> None:
+    append("room/9", 3)
+    with transaction.atomic():
+        first = record_events(
+            log="room/9",
+            events=[
+                {"type": "test.event", "actor": None, "subject": f"job:{i}", "data": {"n": i}}
+                for i in range(40)
+            ],
+        )
+    append("room/9", 2)
+    assert first == 3
+    bodies = [json.loads(bytes(c)) for c in AuditEvent.objects.filter(log__name="room/9")
+              .order_by("seq").values_list("canonical", flat=True)]  # fmt: skip
+    assert [b["seq"] for b in bodies] == list(range(45))
+    assert bodies[3]["data"] == {"n": 0} and bodies[3]["subject"] == "job:0"
+    head = tree.extend("room/9")
+    assert head.size == 45
+    assert tree.root(head) == tree_root_of("room/9")
+    assert AuditEventRef.objects.filter(event__log=head, ref="job:39").count() == 1

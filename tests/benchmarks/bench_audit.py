@@ -7,10 +7,14 @@
   all of it) and incremental signing, a root and an inclusion proof from the stored nodes,
   bundle export (in-process, against dumping the same bytes), the shipped verify.py (as a
   regulator runs it, against hashing the bundle in a bare interpreter), and the platform's own
-  verification; peak memory of export and verify.py.
+  verification; peak memory of export and verify.py;
+- a log of 10^6 events (PostgreSQL): appended in batches of 10^4 (`record_events`), its stored
+  tree built by the checkpoint signer's extension, then a root and an inclusion proof read from
+  the stored nodes (no event re-read).
 
 Targets (issue 6): at least 1,000 appends/s single writer; export and verify of 10^5 events
-under 10 s each. Sizes can be changed with BENCH_APPENDS and BENCH_LOG_EVENTS.
+under 10 s each. Sizes can be changed with BENCH_APPENDS, BENCH_LOG_EVENTS and
+BENCH_LARGE_LOG_EVENTS (0 skips the large log).
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ from django.utils import timezone
 
 from cleanroom.audit import checkpoints, tree
 from cleanroom.audit.bundles import export_bundle
-from cleanroom.audit.log import record_event, room_log_name
+from cleanroom.audit.log import record_event, record_events, room_log_name
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog
 from cleanroom.audit.verification import verify_log
-from cleanroom.audit.verify import canonical_json, leaf_hash
+from cleanroom.audit.verify import canonical_json, leaf_hash, verify_inclusion
 from tests.audit.domain import happy_run, sign_decisions
 from tests.benchmarks.support import report, run_python, scratch_database, timed
 
 APPENDS = int(os.environ.get("BENCH_APPENDS", "2000"))
 LOG_EVENTS = int(os.environ.get("BENCH_LOG_EVENTS", "100000"))
+LARGE_LOG_EVENTS = int(os.environ.get("BENCH_LARGE_LOG_EVENTS", "1000000"))
 WRITERS = 8
 MiB = 1024 * 1024
 
@@ -51,7 +56,10 @@ def run() -> None:
                 "append: skipped (append throughput is measured on PostgreSQL only; "
                 "set DATABASE_URL=postgres://...)"
             )
-        log_benchmarks(workdir)
+        if LOG_EVENTS:
+            log_benchmarks(workdir)
+        if LARGE_LOG_EVENTS and connection.vendor == "postgresql":
+            large_log_benchmarks(LARGE_LOG_EVENTS)
 
 
 # -- appends -----------------------------------------------------------------------------------
@@ -320,6 +328,47 @@ def log_benchmarks(workdir: Path) -> None:
 
     report(f"service_verify_log_{label}", timed(lambda: verify_log(log_name)), "s", 2)
     print(f"# {timezone.now():%Y-%m-%d %H:%M} on {connection.vendor}, {os.cpu_count()} CPUs")
+
+
+def large_log_benchmarks(n: int) -> None:
+    label = f"{n // 10**6}M" if n % 10**6 == 0 else str(n)
+    log_name, batch = "room/large", 10_000
+
+    def load() -> None:
+        for start in range(0, n, batch):
+            with transaction.atomic():
+                record_events(
+                    log=log_name,
+                    events=[
+                        {
+                            "type": "budget.reserved",
+                            "actor": "user:1",
+                            "subject": "room:1",
+                            "data": {**DATA, "job": f"job:{i}"},
+                        }
+                        for i in range(start, min(n, start + batch))
+                    ],
+                )
+
+    seconds = timed(load)
+    report(f"append_{label}_in_batches_of_10k", seconds, "s")
+    report(f"append_{label}_in_batches_of_10k_rate", n / seconds, "events/s", 0)
+    report(f"tree_build_{label}", timed(lambda: tree.extend(log_name)), "s")
+    head = AuditLog.objects.get(name=log_name)
+    assert head.size == n
+    root = tree.root(head)
+    report(f"root_from_stored_nodes_{label}", 1000 * timed(lambda: tree.root(head)), "ms", 2)
+    index = n // 3
+    proof: list[bytes] = []
+    report(
+        f"inclusion_proof_from_stored_nodes_{label}",
+        1000 * timed(lambda: proof.extend(tree.inclusion_proof(head, index, n))),
+        "ms",
+        2,
+    )
+    event = AuditEvent.objects.get(log=head, seq=index)
+    verify_inclusion(leaf_hash(bytes(event.canonical)), index, n, proof, root)
+    report(f"inclusion_proof_{label}_hashes", len(proof), "hashes", 0)
 
 
 HASH_BUNDLE = (
