@@ -37,7 +37,7 @@ NOT_DP = "NOT DIFFERENTIALLY PRIVATE"
 # The real-row samples the SDV privacy tests compare against (distance computations are
 # quadratic), and the rows SDMetrics' QualityReport reads at most.
 PRIVACY_SAMPLE_ROWS = 2000
-QUALITY_SAMPLE_ROWS = 20_000
+QUALITY_SAMPLE_ROWS = 10_000
 # A synthesizer copying rows matches far more training rows than unseen holdout rows.
 COPY_MARGIN = 0.1
 DCR_CLOSER_TO_TRAINING_LIMIT = 0.6

@@ -5,11 +5,14 @@ categorical, numeric ones as numerical (integers stay integers). Bounds: the row
 clamped to the policy bounds, SDV keeps samples within the observed range, and the sample is
 clamped again.
 
-CTGAN's epochs are bounded by the time limit: a first fit of one epoch is timed; its time t (an
-over-estimate of one epoch, as it includes fitting the data transformer) gives
-epochs = floor(SHARE · time_limit / t) - 1, at most CTGAN_MAX_EPOCHS. When that is under two, the
-one-epoch model is kept; otherwise CTGAN is fitted again with that many epochs, so training takes
-about SHARE of the time limit, the rest being left for sampling and the reports.
+CTGAN's training is bounded by the time limit. A pilot fit of one epoch on the first
+CTGAN_PILOT_ROWS training rows is timed: its time per row (an over-estimate of an epoch's cost per
+row, as it includes fitting the data transformer) prices the rest of SHARE of the time limit.
+If that pays for every training row, CTGAN is fitted again on all of them with as many epochs as
+it pays for (at least one, at most CTGAN_MAX_EPOCHS); if it pays for fewer, one epoch on a
+uniform sample of as many rows as it pays for; if not even for more than the pilot's rows, the
+pilot model is kept. Training thus takes about SHARE of the time limit (plus the pilot), leaving
+the rest for sampling and the reports.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import polars as pl
 from jobs.synthesis.columns import SynthColumn, SynthesisError, clamp
 
 CTGAN_MAX_EPOCHS = 300
+CTGAN_PILOT_ROWS = 1000
 SHARE = 0.6
 SAMPLE_ATTEMPTS = 10
 _TABLE = "extract"
@@ -72,24 +76,32 @@ def fit_ctgan(
 ):
     from sdv.single_table import CTGANSynthesizer
 
-    data = {_TABLE: training.to_pandas()}
-
-    def fit(epochs: int):
+    def fit(rows: pl.DataFrame, epochs: int):
         synthesizer = CTGANSynthesizer(metadata(columns), epochs=epochs, enable_gpu=False)
-        synthesizer.fit(data)
+        synthesizer.fit({_TABLE: rows.to_pandas()})
         return synthesizer
 
     with _quietly():
         _seed(seed)
+        pilot_rows = training.head(min(training.height, CTGAN_PILOT_ROWS))
         start = time.perf_counter()
-        synthesizer = fit(1)
-        first = time.perf_counter() - start
-        epochs = min(CTGAN_MAX_EPOCHS, int(SHARE * time_limit / max(first, 1e-3)) - 1)
-        if epochs >= 2:
-            synthesizer = fit(epochs)
+        synthesizer = fit(pilot_rows, 1)
+        pilot = time.perf_counter() - start
+        per_row_epoch = pilot / pilot_rows.height
+        left = SHARE * time_limit - pilot
+        rows = min(training.height, int(left / per_row_epoch))
+        epochs = min(CTGAN_MAX_EPOCHS, int(left / (per_row_epoch * training.height)))
+        if rows > pilot_rows.height or epochs > 1:
+            epochs = max(epochs, 1)
+            fitted = training if rows == training.height else training.sample(rows, seed=seed)
+            synthesizer = fit(fitted, epochs)
         else:
-            epochs = 1
-    return synthesizer, {"epochs": epochs, "first_epoch_seconds": round(first, 3)}
+            fitted, epochs = pilot_rows, 1
+    return synthesizer, {
+        "epochs": epochs,
+        "rows_fitted": fitted.height,
+        "pilot_seconds": round(pilot, 3),
+    }
 
 
 def sample(synthesizer, columns: Sequence[SynthColumn], rows: int) -> pl.DataFrame:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.synthesis import SynthColumn, SynthesisError, public_bins
-from jobs.synthesis.columns import clamp, code_labels, decode, encode
+from jobs.synthesis.columns import check_columns, clamp, code_labels, decode, encode
 
 
 def test_an_integer_range_of_at_most_16_values_gets_one_bin_per_value():
@@ -60,8 +60,6 @@ def test_a_float_range_gets_16_equal_bins_with_the_upper_bound_in_the_last():
     ],
 )
 def test_a_column_the_policy_does_not_describe_is_refused(column, message):
-    from jobs.synthesis.columns import check_columns
-
     with pytest.raises(SynthesisError, match=message):
         check_columns([column])
 

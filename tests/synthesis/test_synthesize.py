@@ -197,7 +197,9 @@ def test_ctgan_trains_on_the_cpu_within_the_time_limit(patients):
     assert extract.frame.height == 300
     assert_within_domains(extract.frame, DEMO_COLUMNS)
     assert not extract.differentially_private
+    # the one-epoch pilot on all 160 training rows already spent the time limit: it is kept
     assert extract.privacy["fit"]["epochs"] == 1
+    assert extract.privacy["fit"]["rows_fitted"] == 160
     assert "NOT DIFFERENTIALLY PRIVATE" in extract.to_files()["extract.csv"].decode()
 
 
