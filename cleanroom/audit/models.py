@@ -9,7 +9,7 @@ import base64
 from django.conf import settings
 from django.db import models
 
-from cleanroom.audit.verify import ED25519_ALGORITHM
+from cleanroom.audit.verify import COSIGNATURE_ALGORITHM, ED25519_ALGORITHM
 
 
 class AuditLog(models.Model):
@@ -165,7 +165,8 @@ class Witness(models.Model):
 
     @property
     def vkey(self) -> str:
-        return vkey(self.name, self.note_key_id, bytes(self.public_key))
+        """Its C2SP tlog-cosignature key: type 0x04 (cosignature/v1, Ed25519)."""
+        return vkey(self.name, self.note_key_id, bytes(self.public_key), COSIGNATURE_ALGORITHM)
 
 
 class Cosignature(models.Model):
@@ -214,7 +215,7 @@ class AuditBundle(models.Model):
         return f"{self.log} @ {self.tree_size}"
 
 
-def vkey(name: str, note_key_id: str, public_key: bytes) -> str:
-    """The signed-note verifier key string, `name+keyid+base64(0x01 || key)`."""
-    typed = bytes([ED25519_ALGORITHM]) + public_key
+def vkey(name: str, note_key_id: str, public_key: bytes, algorithm: int = ED25519_ALGORITHM) -> str:
+    """The signed-note verifier key string, `name+keyid+base64(algorithm || key)`."""
+    typed = bytes([algorithm]) + public_key
     return f"{name}+{note_key_id}+{base64.b64encode(typed).decode('ascii')}"

@@ -35,8 +35,8 @@ from cleanroom.audit.verify import (
     leaf_hash,
     parse_canonical_event,
     verify_checkpoint,
+    verify_cosignatures,
     verify_inclusion,
-    verify_note,
 )
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
@@ -78,10 +78,12 @@ def _evidence(log: AuditLog, trusted: Sequence[str]) -> _LogEvidence:
     cosigned_by = []
     for cosignature in checkpoint.cosignatures.select_related("witness"):
         try:
-            verify_note(checkpoint.note + cosignature.signature, [cosignature.witness.vkey])
+            found = verify_cosignatures(
+                checkpoint.note + cosignature.signature, [cosignature.witness.vkey]
+            )
         except VerificationError:
             continue
-        cosigned_by.append(cosignature.witness.name)
+        cosigned_by += list(found)
     return _LogEvidence(checkpoint, parsed, cosigned_by)
 
 

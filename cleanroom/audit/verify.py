@@ -9,7 +9,8 @@ It covers:
 - canonical JSON, the byte encoding of every log event;
 - RFC 9162 section 2.1 Merkle tree hashing, inclusion and consistency proof verification;
 - C2SP signed notes (https://c2sp.org/signed-note) with Ed25519 signatures;
-- C2SP transparency log checkpoints (https://c2sp.org/tlog-checkpoint);
+- C2SP transparency log checkpoints (https://c2sp.org/tlog-checkpoint) and their witnesses'
+  cosignatures (https://c2sp.org/tlog-cosignature, timestamped cosignature/v1);
 - the clean room's domain rules over a room log (approvals, residency, budgets, receivers,
   attestation);
 - audit bundles (cleanroom-bundle/v1), and a command line:
@@ -46,12 +47,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "COSIGNATURE_ALGORITHM",
     "ED25519_ALGORITHM",
     "EMPTY_ROOT",
     "HASH_SIZE",
     "BundleReport",
     "Checkpoint",
     "CompactRange",
+    "Cosigner",
     "DomainRules",
     "Trust",
     "VerificationError",
@@ -59,6 +62,7 @@ __all__ = [
     "approval_message",
     "canonical_json",
     "check_domain_rules",
+    "cosigned_message",
     "is_valid_key_name",
     "key_id",
     "leaf_hash",
@@ -66,6 +70,7 @@ __all__ = [
     "node_hash",
     "parse_canonical_event",
     "parse_checkpoint",
+    "parse_cosigner_key",
     "parse_trust_file",
     "parse_verifier_key",
     "root_from_leaf_hashes",
@@ -73,6 +78,7 @@ __all__ = [
     "verify_bundle",
     "verify_checkpoint",
     "verify_consistency",
+    "verify_cosignatures",
     "verify_inclusion",
     "verify_note",
 ]
@@ -319,6 +325,78 @@ class Verifier:
 
 def parse_verifier_key(vkey: str) -> Verifier:
     """Parse ``name+hexkeyid+base64(0x01 || 32-byte public key)``."""
+    name, kid, typed_key = _split_vkey(vkey)
+    if len(typed_key) != 33 or typed_key[0] != ED25519_ALGORITHM:
+        raise VerificationError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
+    if key_id(name, typed_key) != kid:
+        raise VerificationError(f"key ID {kid.hex()} does not match key {name}")
+    return Verifier(name, kid, Ed25519PublicKey.from_public_bytes(typed_key[1:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# C2SP tlog-cosignature, cosignature/v1 (Ed25519, timestamped): https://c2sp.org/tlog-cosignature
+# ---------------------------------------------------------------------------------------------
+
+COSIGNATURE_ALGORITHM = 0x04
+COSIGNATURE_HEADER = "cosignature/v1"
+
+
+def cosigned_message(checkpoint_text: str, timestamp: int) -> bytes:
+    """What a cosignature/v1 signs: the header line, ``time <timestamp>``, then the whole
+    checkpoint body (with its final newline, without signature lines)."""
+    return f"{COSIGNATURE_HEADER}\ntime {timestamp}\n{checkpoint_text}".encode()
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """A witness's cosignature/v1 key: name, key ID (with type byte 0x04), Ed25519 key."""
+
+    name: str
+    key_id: bytes
+    public_key: Ed25519PublicKey
+
+    def verify(self, checkpoint_text: str, signature: bytes) -> int:
+        """Check a ``timestamp (u64, big-endian) || Ed25519 signature`` over the checkpoint;
+        return the timestamp."""
+        if len(signature) != 8 + 64:
+            raise VerificationError(f"cosignature of {self.name} is not 72 bytes")
+        timestamp = int.from_bytes(signature[:8], "big")
+        if timestamp >= 1 << 63:
+            raise VerificationError(f"cosignature of {self.name} has an invalid timestamp")
+        try:
+            self.public_key.verify(signature[8:], cosigned_message(checkpoint_text, timestamp))
+        except InvalidSignature:
+            raise VerificationError(f"invalid cosignature by witness {self.name}") from None
+        return timestamp
+
+
+def parse_cosigner_key(vkey: str) -> Cosigner:
+    """Parse a witness vkey, ``name+hexkeyid+base64(0x04 || 32-byte Ed25519 public key)``."""
+    name, kid, typed_key = _split_vkey(vkey)
+    if len(typed_key) != 33 or typed_key[0] != COSIGNATURE_ALGORITHM:
+        raise VerificationError("a witness key must be a cosignature/v1 key (type 0x04, Ed25519)")
+    if key_id(name, typed_key) != kid:
+        raise VerificationError(f"key ID {kid.hex()} does not match key {name}")
+    return Cosigner(name, kid, Ed25519PublicKey.from_public_bytes(typed_key[1:]))
+
+
+def verify_cosignatures(note: str | bytes, cosigners: Iterable[Cosigner | str]) -> dict[str, int]:
+    """The trusted witnesses whose cosignature/v1 line on this checkpoint verifies, with each
+    one's timestamp. Lines by unknown keys are ignored; a bad line by a trusted key fails."""
+    table = {}
+    for c in cosigners:
+        cosigner = parse_cosigner_key(c) if isinstance(c, str) else c
+        table[(cosigner.name, cosigner.key_id)] = cosigner
+    text, sigs = split_note(note)
+    found: dict[str, int] = {}
+    for name, kid, signature in sigs:
+        cosigner = table.get((name, kid))
+        if cosigner is not None:
+            found[name] = cosigner.verify(text, signature)
+    return found
+
+
+def _split_vkey(vkey: str) -> tuple[str, bytes, bytes]:
     parts = vkey.strip().split("+", 2)  # base64 may itself contain "+"
     if len(parts) != 3:
         raise VerificationError("verifier key must look like name+keyid+base64key")
@@ -327,13 +405,7 @@ def parse_verifier_key(vkey: str) -> Verifier:
         raise VerificationError(f"invalid key name {name!r}")
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise VerificationError("key ID must be 8 lowercase hex digits")
-    typed_key = _b64decode(b64, "verifier key")
-    if len(typed_key) != 33 or typed_key[0] != ED25519_ALGORITHM:
-        raise VerificationError("only Ed25519 verifier keys (type 0x01, 32 bytes) are supported")
-    kid = bytes.fromhex(hex_id)
-    if key_id(name, typed_key) != kid:
-        raise VerificationError(f"key ID {hex_id} does not match key {name}")
-    return Verifier(name, kid, Ed25519PublicKey.from_public_bytes(typed_key[1:]))
+    return name, bytes.fromhex(hex_id), _b64decode(b64, "verifier key")
 
 
 def split_note(note: str | bytes) -> tuple[str, list[tuple[str, bytes, bytes]]]:
@@ -775,7 +847,7 @@ class Trust:
     """What a regulator trusts, from its trust file; never from the bundle."""
 
     log_keys: list[Verifier]
-    witness_keys: list[Verifier]
+    witness_keys: list[Cosigner]
     allow_simulated_tee: bool = False
     # Organisation id -> its approval keys (raw Ed25519), from `organization` lines.
     organization_keys: dict[str, list[bytes]] = field(default_factory=dict)
@@ -787,7 +859,7 @@ def parse_trust_file(text: str) -> Trust:
     ``audit_keys --organizations`` prints them), or ``allow-simulated-tee``; ``#`` starts a
     comment. Once one organisation is pinned, every approval must be by a pinned key."""
     log_keys: list[Verifier] = []
-    witness_keys: list[Verifier] = []
+    witness_keys: list[Cosigner] = []
     organization_keys: dict[str, list[bytes]] = {}
     allow = False
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -798,7 +870,7 @@ def parse_trust_file(text: str) -> Trust:
             if line == ALLOW_SIMULATED_TEE:
                 allow = True
             elif line.startswith("witness "):
-                witness_keys.append(parse_verifier_key(line[len("witness ") :].strip()))
+                witness_keys.append(parse_cosigner_key(line[len("witness ") :].strip()))
             elif line.startswith("organization "):
                 organization, key = _organization_key(line)
                 organization_keys.setdefault(organization, []).append(key)
@@ -986,14 +1058,10 @@ def _verify_bundle_checkpoint(note: str, trust: Trust, origin: str) -> tuple[Che
 def _cosigners(note: str, trust: Trust) -> list[str]:
     if not trust.witness_keys:
         return []
-    present = {(name, kid) for name, kid, _ in split_note(note)[1]}
-    witnesses = [w for w in trust.witness_keys if (w.name, w.key_id) in present]
-    if not witnesses:
-        return []
     try:
-        return verify_note(note, witnesses)[1]
+        return list(verify_cosignatures(note, trust.witness_keys))
     except VerificationError as exc:
-        raise VerificationError(f"checkpoint.txt: witness {exc}") from exc
+        raise VerificationError(f"checkpoint.txt: {exc}") from exc
 
 
 def _refuse_number(text: str) -> Any:

@@ -1,9 +1,11 @@
 """Witnesses: member organisations that check each new checkpoint extends the last one they
 cosigned, and cosign it, so the operator cannot show two parties two different histories.
 
-A witness keeps its own memory (the size and root of each checkpoint it cosigned, in its
-`Cosignature` rows) and pins the log keys it trusts when it is enrolled; it takes neither from
-the platform's word at cosigning time. Its key is an Ed25519 key in the key service.
+Cosignatures follow C2SP tlog-cosignature (https://c2sp.org/tlog-cosignature): timestamped
+`cosignature/v1` note signatures with Ed25519, key type 0x04. A witness keeps its own memory
+(the size and root of each checkpoint it cosigned, in its `Cosignature` rows) and pins the log
+keys it trusts when it is enrolled; it takes neither from the platform's word at cosigning
+time. Its key is an Ed25519 key in the key service.
 
 Cosigning writes no audit event: a cosignature is not a change of the clean room's state, and
 an event would grow the log the witness has just cosigned (each run would ask for the next).
@@ -11,23 +13,26 @@ an event would grow the log the witness has just cosigned (each run would ask fo
 
 from __future__ import annotations
 
+import base64
+import time
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
 from cleanroom.audit import tree
 from cleanroom.audit.checkpoints import (
-    KeyServiceSigner,
     current_log_key,
     latest_checkpoint,
     log_vkeys,
-    note_key_id,
     origin_of,
     origin_prefix,
 )
 from cleanroom.audit.models import Cosignature, Witness
 from cleanroom.audit.verify import (
+    COSIGNATURE_ALGORITHM,
     VerificationError,
+    cosigned_message,
+    key_id,
     split_note,
     verify_checkpoint,
     verify_consistency,
@@ -65,7 +70,7 @@ def witness_for(organization) -> Witness:
                 organization=organization,
                 name=name,
                 key_id=service_key_id,
-                note_key_id=note_key_id(name, public_key),
+                note_key_id=cosigner_key_id(name, public_key),
                 public_key=public_key,
                 trusted_log_keys="\n".join(log_vkeys()) + "\n",
             )
@@ -128,7 +133,6 @@ def witness_checkpoint(*, organization, log_name: str) -> WitnessResult:
                 f"this witness cosigned: {exc}."
             ) from exc
 
-    signer = KeyServiceSigner(witness.name, bytes.fromhex(witness.note_key_id), witness.key_id)
     text, _ = split_note(checkpoint.note)
     try:
         with transaction.atomic():
@@ -137,12 +141,25 @@ def witness_checkpoint(*, organization, log_name: str) -> WitnessResult:
                 witness=witness,
                 size=seen.size,
                 root_hash=seen.root_hash,
-                signature=signer.signature_line(text),
+                signature=cosignature_line(witness, text, int(time.time())),
             )
     except IntegrityError:
         cosignature = Cosignature.objects.get(checkpoint=checkpoint, witness=witness)
         return WitnessResult(cosignature, last.size if last else None, len(proof), new=False)
     return WitnessResult(cosignature, last.size if last else None, len(proof), new=True)
+
+
+def cosigner_key_id(name: str, public_key: bytes) -> str:
+    """A witness's key ID: C2SP tlog-cosignature's, with the cosignature/v1 type byte 0x04."""
+    return key_id(name, bytes([COSIGNATURE_ALGORITHM]) + public_key).hex()
+
+
+def cosignature_line(witness: Witness, checkpoint_text: str, timestamp: int) -> str:
+    """The witness's cosignature/v1 note signature line on a checkpoint, made in the key
+    service: ``— <name> base64(key ID || timestamp (u64, big-endian) || Ed25519 signature)``."""
+    signature = key_service().sign(witness.key_id, cosigned_message(checkpoint_text, timestamp))
+    raw = bytes.fromhex(witness.note_key_id) + timestamp.to_bytes(8, "big") + signature
+    return f"\u2014 {witness.name} {base64.b64encode(raw).decode('ascii')}\n"
 
 
 def witness_vkeys() -> list[str]:

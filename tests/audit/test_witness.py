@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -13,7 +14,7 @@ from cleanroom.audit import checkpoints
 from cleanroom.audit.log import record_event
 from cleanroom.audit.models import Checkpoint, Cosignature, LogKey, Witness
 from cleanroom.audit.notes import format_checkpoint
-from cleanroom.audit.verify import verify_checkpoint, verify_note
+from cleanroom.audit.verify import verify_checkpoint, verify_cosignatures, verify_note
 from tests.audit.tampering import tamper
 
 
@@ -49,10 +50,11 @@ def test_a_witness_cosigns_and_the_published_checkpoint_carries_both_signatures(
     [log_key, witness_line] = keys("--witnesses")
     assert witness_line.startswith("witness cleanroom.local/witness/charite+")
     witness_key = witness_line.removeprefix("witness ")
-    assert verify_note(note, [log_key, witness_key])[1] == [
-        "cleanroom.local",
-        "cleanroom.local/witness/charite",
-    ]
+    assert verify_note(note, [log_key])[1] == ["cleanroom.local"]
+    # A C2SP cosignature/v1, timestamped when the witness cosigned.
+    [(name, timestamp)] = verify_cosignatures(note, [witness_key]).items()
+    assert name == "cleanroom.local/witness/charite"
+    assert abs(timestamp - time.time()) < 600
     # Trusting only the log key, the witness's line is simply not counted.
     assert verify_checkpoint(note, [log_key])[0].size == 4
 
