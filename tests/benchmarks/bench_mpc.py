@@ -13,21 +13,34 @@ with this deployment's kind of credentials (a scratch MPC CA). Per size:
 - plain NumPy: the three owners' bincounts and their sum, in the clear, without noise; the
   ratio of the MPC part and of owner side + parties to it.
 
-Peak memory: the largest party process (its VmHWM) and this process (owners' data included). The
-end-to-end line (from running an approved query to its released result through the job
-runner) belongs to the runner's benchmark: call `measure_mpc_part` for the engine's own figures.
+Peak memory: the largest party process (its VmHWM) and this process (owners' data included).
+
+End to end, per size: the same query in the joint query language (a UNION ALL of the three
+owners' datasets, COUNT(*) and SUM(amount) by a dimension of 50 public values), uploaded as
+datasets, approved by the three owners and run through the whole product on a database and
+state folder of its own: `run_query`, dispatch after commit, real Celery worker processes at
+three input sites and three MPC party sites (embedded broker), the owners' input steps
+(decrypt, bound, pre-aggregate, share, seal), the party processes over TLS, the delivery, and
+the receiver reading the decrypted result through the API. The workers are started and
+answering before the clock starts; the job's end is noticed by polling its row every 20 ms.
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 from django.test.utils import override_settings
 
 from jobs.engines.mpc import sharing
@@ -41,6 +54,7 @@ GROUPS = 50
 UPPER = 1000
 EPSILON = 1.0
 SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
+INPUT_SITES = ["eu-frankfurt", "ch-zurich", "uk-london"]
 MEASURES = ["count", "sum(amount)"]
 TIMEOUT = 300
 
@@ -169,6 +183,193 @@ def report_mpc_part(rows: int, figures: MpcPartFigures) -> None:
         print(f"mpc {name} {label}: {value}", flush=True)
 
 
+E2E_OWNERS = (("charite", "alice", "EU"), ("usz", "carol", "CH"), ("barts", "uma", "UK"))
+
+
+def _visits_csv(path: Path, rows: int, seed: int) -> Path:
+    """`rows` visits: a unit id, one of 50 public clinics, an amount (some outside [0, 1000])."""
+    keys, amounts = owner_rows(rows, seed)
+    pl.DataFrame(
+        {
+            "visit_id": np.arange(rows, dtype=np.int64) + seed * rows,
+            "clinic": [f"clinic-{k:02d}" for k in keys],
+            "amount": amounts,
+        }
+    ).write_csv(path)
+    return path
+
+
+def _e2e_room(folder: Path, rows: int):
+    """A room of pharma (analyst bob) with each owner's `rows` visits, and the approved query."""
+    from django.contrib.auth.models import User
+
+    from jobs import queries
+    from jobs import services as room_services
+    from parties import services
+    from parties.models import Organization
+    from tests.factories import propose
+
+    label = f"visits{len(str(rows)) - 1}"
+    world = _e2e_world()
+    room = room_services.create_room(
+        organization=world["pharma"], slug=label, name=label, purpose="Benchmark", by=world["bob"]
+    )
+    schema = [
+        {"name": "visit_id", "type": "integer", "role": "unit"},
+        {
+            "name": "clinic",
+            "type": "string",
+            "role": "dimension",
+            "domain": [f"clinic-{k:02d}" for k in range(GROUPS)],
+        },
+        {"name": "amount", "type": "integer", "role": "measure", "lower": 0, "upper": UPPER},
+    ]
+    for seed, (slug, owner, jurisdiction) in enumerate(E2E_OWNERS):
+        org, user = Organization.objects.get(slug=slug), User.objects.get(username=owner)
+        membership = room_services.invite_organization(
+            room=room, organization=org, acting_for=world["pharma"], by=world["bob"]
+        )
+        room_services.respond_to_invitation(membership=membership, accept=True, by=user)
+        path = _visits_csv(folder / f"{slug}-{label}.csv", rows, seed)
+        version = services.register_dataset(
+            organization=org,
+            slug=label,
+            name=label,
+            jurisdiction=jurisdiction,
+            upload=path,
+            filename=path.name,
+            schema=schema,
+            by=user,
+        )
+        path.unlink()
+        services.update_policy(
+            dataset=version.dataset,
+            by=user,
+            allowed_dimensions=["clinic"],
+            allowed_measures=["amount"],
+            allowed_aggregates=["count", "sum"],
+            allowed_mechanisms=["mpc"],
+            allowed_receivers=[world["pharma"]],
+            max_epsilon_per_query=Decimal(str(EPSILON)),
+            total_epsilon=Decimal(str(EPSILON)),
+        )
+        room_services.contribute_dataset(room=room, dataset=version.dataset, by=user)
+    # The joint query language, planned and approved like any query; no database runs it.
+    branches = " UNION ALL ".join(
+        f"SELECT clinic, amount FROM {slug}.{label}"  # noqa: S608
+        for slug, _, _ in E2E_OWNERS
+    )
+    sql = f"SELECT u.clinic, COUNT(*) AS n, SUM(u.amount) AS total FROM ({branches}) AS u GROUP BY u.clinic"  # noqa: S608, E501
+    query = propose(room, world["bob"], world["pharma"], sql=sql, epsilon=Decimal(str(EPSILON)))
+    for slug, owner, _ in E2E_OWNERS:
+        queries.decide_query(
+            query=query,
+            organization=Organization.objects.get(slug=slug),
+            by=User.objects.get(username=owner),
+            approve=True,
+        )
+    return world, room, query
+
+
+def _e2e_world() -> dict:
+    from django.contrib.auth.models import User
+
+    from parties.models import Organization
+    from tests.factories import organization
+
+    if not Organization.objects.filter(slug="pharma").exists():
+        organization("charite", "Charité Berlin", "EU", alice="owner")
+        organization("usz", "University Hospital Zurich", "CH", carol="owner")
+        organization("barts", "Barts Health", "UK", uma="owner")
+        organization("pharma", "Pharma Research", "US", bob="analyst")
+    return {
+        "pharma": Organization.objects.get(slug="pharma"),
+        "bob": User.objects.get(username="bob"),
+    }
+
+
+# Django is set up before this module is imported: the engine's modules import models.
+E2E_CHILD = (
+    "import django; django.setup(); from tests.benchmarks import bench_mpc; bench_mpc.end_to_end()"
+)
+
+
+def end_to_end() -> None:
+    """Run in a child process whose environment points at a state folder of its own."""
+    from django.core.management import call_command
+    from django.test.utils import setup_test_environment
+
+    from cleanroom.celery import app
+    from jobs import runner
+    from jobs.models import Job, JobStep, Query
+    from jobs.workers import start_worker
+    from parties.models import Site
+    from tests.factories import api
+
+    setup_test_environment()  # the API client's host name
+    call_command("migrate", verbosity=0)
+    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
+    ensure_credentials(SITES)
+    sites = Site.objects.filter(name__in=[*INPUT_SITES, *SITES]).order_by("name")
+    workers = [start_worker(site) for site in sites]
+    try:
+        deadline = time.monotonic() + 180
+        for site in sites:
+            while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
+                assert time.monotonic() < deadline, f"the worker at {site.name} did not start"
+        for rows in SIZES:
+            start = time.perf_counter()
+            world, room, query = _e2e_room(folder, rows)
+            label = _label(rows)
+            print(f"mpc e2e setup {label}: {time.perf_counter() - start:.1f} s (three uploads)")
+            query = Query.objects.get(pk=query.pk)
+            start = time.perf_counter()
+            job = runner.run_query(query=query, by=world["bob"])
+            while not Job.objects.get(pk=job.pk).finished:
+                time.sleep(0.02)
+            job.refresh_from_db()
+            response = api(world["bob"]).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/")
+            seconds = time.perf_counter() - start
+            assert job.state == Job.State.SUCCEEDED, job.error
+            assert response.status_code == 200 and len(response.json()["table"]["rows"]) == GROUPS
+            print(f"mpc e2e run to visible result {label}: {seconds:.2f} s", flush=True)
+            # A party that finished after the release may still be writing its share.
+            for kind in (JobStep.Kind.INPUT, JobStep.Kind.COMPUTE):
+                slowest = max(
+                    (step.finished_at - step.started_at).total_seconds()
+                    for step in job.steps.filter(kind=kind, finished_at__isnull=False)
+                )
+                print(f"mpc e2e slowest {kind} step {label}: {slowest:.2f} s")
+            parties = job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED)
+            inside = max(step.output["seconds"]["mpc"] for step in parties)
+            print(f"mpc e2e part inside the parties {label}: {inside:.2f} s")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+
+
+def _end_to_end_in_child(folder: Path) -> None:
+    """The end-to-end runs on a state folder and the embedded SQLite database of their own, so
+    the site workers and this benchmark share nothing with a running deployment."""
+    env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
+    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "MPC_CREDENTIALS_DIR"):
+        env.pop(name, None)
+    env["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
+    done = subprocess.run(
+        [sys.executable, "-c", E2E_CHILD],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(done.stdout, end="", flush=True)
+    if done.returncode:
+        print(done.stderr[-3000:], file=sys.stderr)
+
+
 def run() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="bench-mpc-") as folder,
@@ -176,6 +377,8 @@ def run() -> None:
     ):
         for job, rows in enumerate(SIZES, start=1):
             report_mpc_part(rows, measure_mpc_part(rows, job=job))
+    with tempfile.TemporaryDirectory(prefix="bench-mpc-e2e-") as folder:
+        _end_to_end_in_child(Path(folder))
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"mpc benchmark process peak memory: {own_peak:.0f} MB")
 
