@@ -31,6 +31,7 @@ from django.utils import timezone
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app as project_app
 from jobs import queries, runner, tasks
+from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee.engine import TeeEngine
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
 from jobs.privacy import ledger as ledger_service
@@ -494,6 +495,41 @@ def test_a_job_refused_budget_on_one_dataset_reserves_nothing_on_the_other(world
     assert "usz.patients has ε 0.5" in job.error and "needs 1" in job.error
     assert ledger(query) == []
     assert not events(job, "budget.reserved", "budget.refunded")
+
+
+# --- A host that changes what the enclave runs -----------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param({"sql": JOIN_SQL.replace("SUM(v.cost)", "SUM(d.cost)")}, id="sql"),
+        pytest.param({"epsilon": "5"}, id="epsilon"),
+    ],
+)
+def test_a_host_that_edits_the_approved_query_on_its_way_to_the_enclave_gets_no_keys(
+    world, study, held, monkeypatch, edit
+):
+    """The enclave hashes the canonical form it receives into its attestation: a worker that
+    hands it anything but what the owners signed is refused every key, and nothing is spent."""
+    job = runner.run_query(query=approved(world, study), by=world.bob)
+    message = tee_engine._job_message
+
+    def tampered(job: Job) -> dict:
+        sent = message(job)
+        sent["query"] = {**sent["query"], **edit}
+        return sent
+
+    monkeypatch.setattr(tee_engine, "_job_message", tampered)
+    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert job.error.startswith("Attestation refused: the document is bound to other user data")
+    assert not Result.objects.filter(job=job).exists()
+    assert ledger(job.query) == ["refund", "refund", "reserve", "reserve"]
+    assert "key.released" not in types(job)
 
 
 # --- Approvals that went stale while the job waited ------------------------------------------

@@ -2,10 +2,12 @@
 
 It imports no Django and reads no settings, database or key files. Over its standard input and
 output (JSON lines) it:
-  1. receives the job: the approved SQL, the room's catalog, ε and the policy bounds, and the
-     paths of the encrypted dataset files;
+  1. receives the job: the approved query's canonical form (SQL, ε, δ, receivers, datasets
+     and, for an extract, method, rows and charge), the room's catalog and the policy bounds,
+     and the paths of the encrypted dataset files;
   2. makes an ephemeral X25519 key and asks to be attested with it, bound to the job and the
-     query digest;
+     digest it computes itself from that canonical form, so keys are released only to an
+     enclave running exactly what the owners signed;
   3. receives each dataset's data key sealed to that key (the key service releases them only
      after verifying the attestation);
   4. decrypts, re-parses and re-calibrates the query itself (it trusts no plan from the host),
@@ -32,6 +34,7 @@ from typing import Any
 import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs.engines.tee.attestation import binding
@@ -52,6 +55,7 @@ CODE = [
     "jobs/privacy/release.py",
     "cleanroom/crypto/envelope.py",
     "cleanroom/crypto/sealing.py",
+    "cleanroom/audit/verify.py",
     "jobs/privacy/extract.py",
     *SYNTHESIS_CODE,
 ]
@@ -109,14 +113,20 @@ def read_dataset(path: str, data_key: bytes) -> pl.LazyFrame:
     return pl.read_parquet(plain).lazy()
 
 
+def approved_digest(query: dict[str, Any]) -> str:
+    """The digest every owner signed, recomputed here from the canonical form received."""
+    return hashlib.sha256(canonical_json(query)).hexdigest()
+
+
 def main() -> None:
     job = _receive()
+    query = job["query"]
     private_key = X25519PrivateKey.generate()
     _send(
         {
             "attest": {
                 "public_key": base64.b64encode(public_bytes(private_key)).decode(),
-                "user_data": base64.b64encode(binding(job["job"], job["digest"])).decode(),
+                "user_data": base64.b64encode(binding(job["job"], approved_digest(query))).decode(),
             }
         }
     )
@@ -131,12 +141,12 @@ def main() -> None:
         frames[name] = read_dataset(job["files"][name], data_key)
     _send({"progress": [60, "Decrypted inside the enclave"]})
     datasets, columns = _catalog(job["catalog"])
-    if job.get("output_kind") == Output.SYNTHETIC:
+    if query["output_kind"] == Output.SYNTHETIC:
         _synthesize(job, frames, datasets, columns)
         return
-    parsed = parse_query(job["sql"], datasets)
+    parsed = parse_query(query["sql"], datasets)
     released = measurements(
-        parsed, columns, epsilon=Decimal(job["epsilon"]), rows_per_unit=job["rows_per_unit"]
+        parsed, columns, epsilon=Decimal(query["epsilon"]), rows_per_unit=job["rows_per_unit"]
     )
     # Every check that can refuse runs before any noise is drawn: a refusal is refunded.
     check_release(parsed, columns, job["units"], released, rows_per_unit=job["rows_per_unit"])
@@ -162,12 +172,13 @@ def _synthesize(
 ) -> None:
     from jobs.synthesis import Method, dp_cost, is_differentially_private, synthesize
 
-    request = job["synthetic"]
+    query = job["query"]
+    request = query["synthetic"]
     method = Method(request["method"])
-    parsed = parse_query(job["sql"], datasets, output=Output.SYNTHETIC)
+    parsed = parse_query(query["sql"], datasets, output=Output.SYNTHETIC)
     synthesized = synth_columns(parsed, columns)
     changed = changed_rows_per_unit(parsed, job["rows_per_unit"])
-    epsilon, delta = float(job["epsilon"]), float(job["delta"])
+    epsilon, delta = float(query["epsilon"]), float(query["delta"])
     private = is_differentially_private(method)
     # Recomputed here, as the host is not trusted: the run must cost no more than was approved
     # and reserved. A refusal comes before any noise, so it is refunded.
@@ -191,7 +202,7 @@ def _synthesize(
         epsilon=epsilon,
         delta=delta,
         rows_per_unit=changed,
-        time_limit=float(request["time_limit"]),
+        time_limit=float(job["time_limit"]),
     )
     del frame
     directory = Path(EXTRACT_DIRECTORY)

@@ -56,27 +56,18 @@ def _job_message(job: Job) -> dict[str, Any]:
         min_group.append(contribution.policy.min_group_size)
     message = {
         "job": job.pk,
-        "digest": query.digest,
-        "sql": query.sql,
+        # The approved canonical form itself: the enclave hashes it into the digest it is
+        # attested with and takes the SQL, ε, δ and extract terms from it, so a host that
+        # changes any of them gets no keys.
+        "query": query.canonical,
         "catalog": catalog,
         "files": files,
         "units": units,
-        "epsilon": str(query.epsilon),
         "rows_per_unit": min(rows_per_unit),
         "min_group_size": max(min_group),
     }
     if query.output_kind == Query.OutputKind.SYNTHETIC:
-        message.update(
-            output_kind=query.output_kind,
-            delta=str(query.delta),
-            synthetic={
-                "method": query.synthetic_method,
-                "rows": query.synthetic_rows,
-                # As approved: the enclave refuses a run that would cost more.
-                "charge": query.canonical["synthetic"]["charge"],
-                "time_limit": settings.SYNTHESIS_TIME_LIMIT,
-            },
-        )
+        message["time_limit"] = settings.SYNTHESIS_TIME_LIMIT
     return message
 
 
