@@ -110,6 +110,18 @@ def inserts(count: int, batch: int = 1, offset: int = 0) -> None:
                 plain_insert(cursor, i)
 
 
+def paired(ours, plain, n: int, rounds: int = 10) -> tuple[float, float]:
+    """Total times of `ours(k, m)` and `plain(k, m)` over n items, run in alternating rounds
+    of n/rounds: on a shared machine both then see the same load."""
+    chunk = max(1, n // rounds)
+    ours_time = plain_time = 0.0
+    for k in range(0, n, chunk):
+        m = min(chunk, n - k)
+        ours_time += timed(lambda: ours(k, m))  # noqa: B023 - called at once
+        plain_time += timed(lambda: plain(k, m))  # noqa: B023 - called at once
+    return ours_time, plain_time
+
+
 def concurrently(work) -> float:
     """Run work(k) in WRITERS threads, each with its own connection; return the wall time."""
     barrier = threading.Barrier(WRITERS + 1)
@@ -143,21 +155,30 @@ def append_benchmarks() -> None:
     inserts(50)
     n = APPENDS
 
-    ours = timed(lambda: appends("room/single", n))
-    plain = timed(lambda: inserts(n, offset=10**6))
+    ours, plain = paired(
+        lambda k, m: appends("room/single", m, offset=k),
+        lambda k, m: inserts(m, offset=10**6 + k),
+        n,
+    )
     report("append_single_writer", n / ours, "events/s", 0)
     report("append_single_writer_plain_insert", n / plain, "rows/s", 0)
     report("append_single_writer_vs_plain_insert", ours / plain, "x time")
 
-    ours = timed(lambda: appends("room/batched", n, batch=100))
-    plain = timed(lambda: inserts(n, batch=100, offset=2 * 10**6))
+    ours, plain = paired(
+        lambda k, m: appends("room/batched", m, batch=100, offset=k),
+        lambda k, m: inserts(m, batch=100, offset=2 * 10**6 + k),
+        n,
+    )
     report("append_single_writer_batches_of_100", n / ours, "events/s", 0)
     report("append_single_writer_batches_of_100_vs_plain_insert", ours / plain, "x time")
 
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
-    ours = timed(lambda: appends("room/async", n))
-    plain = timed(lambda: inserts(n, offset=3 * 10**6))
+    ours, plain = paired(
+        lambda k, m: appends("room/async", m, offset=k),
+        lambda k, m: inserts(m, offset=3 * 10**6 + k),
+        n,
+    )
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = on")
     report("append_single_writer_async_commit", n / ours, "events/s", 0)
