@@ -4,8 +4,7 @@ from celery import shared_task
 
 from jobs import extracts, queries, runner
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import engine as mpc
-from jobs.engines.mpc.inputs import run_input
+from jobs.engines.mpc.engine import MpcEngine
 from jobs.engines.tee.engine import TeeEngine
 from jobs.models import JobStep
 
@@ -56,12 +55,7 @@ def run_mpc_step(step_id: int, site: str) -> str:
     step = runner.start_step(step_id, site)
     if step is not None:
         try:
-            if step.kind == JobStep.Kind.INPUT:
-                output = run_input(step)
-            else:
-                output = mpc.run_compute(
-                    step, runner.input_steps(step.job_id), runner.compute_steps(step.job_id)
-                )
+            output = MpcEngine().run_step(step)
         except EngineError as exc:
             runner.fail_step(step_id, str(exc))
             return "failed"
@@ -78,7 +72,7 @@ def run_mpc_step(step_id: int, site: str) -> str:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)
     try:
-        table = mpc.deliver(delivery.job, outputs)
+        table = MpcEngine().deliver(delivery.job, outputs)
     except EngineError as exc:
         runner.fail_step(delivery.pk, str(exc))
         return "failed"

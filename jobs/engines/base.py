@@ -1,12 +1,15 @@
-"""The one interface the job runner knows: an engine takes a started job and returns the
-differentially private table it releases, reporting progress on the way."""
+"""The interface the job runner knows: an engine takes a started job and returns the
+differentially private table it releases, reporting progress on the way (the TEE: one step at
+one site). An engine whose job runs as steps at several sites (MPC) does each claimed step's
+work and returns what the step leaves for the next ones, and delivers the table once enough
+steps are done; the runner dispatches and claims the steps."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from jobs.models import Job
+from jobs.models import Job, JobStep
 
 # progress(percent, message) -> False when the job was cancelled meanwhile
 Progress = Callable[[int, str], bool]
@@ -20,3 +23,11 @@ class Engine(Protocol):
     name: str
 
     def run(self, job: Job, progress: Progress) -> dict[str, Any]: ...
+
+
+class StepEngine(Protocol):
+    name: str
+
+    def run_step(self, step: JobStep) -> dict[str, Any]: ...
+
+    def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]: ...

@@ -37,6 +37,7 @@ from django.conf import settings
 
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import public_bytes
+from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.mpc import certificates, inputs, parties, sharing
 from jobs.models import Job, JobStep
@@ -187,3 +188,17 @@ def deliver(job: Job, outputs: list[JobStep]) -> dict[str, Any]:
     except ReleaseError as exc:
         raise EngineError(str(exc)) from None
     return table.to_json()
+
+
+class MpcEngine:
+    """The MPC engine behind the step interface (jobs/engines/base.py)."""
+
+    name = "mpc"
+
+    def run_step(self, step: JobStep) -> dict[str, Any]:
+        if step.kind == JobStep.Kind.INPUT:
+            return inputs.run_input(step)
+        return run_compute(step, runner.input_steps(step.job_id), runner.compute_steps(step.job_id))
+
+    def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]:
+        return deliver(job, outputs)
