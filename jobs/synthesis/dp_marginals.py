@@ -205,6 +205,23 @@ def _sample_tree(model, noisy: NoisyMarginals, rows: int, rng) -> dict[str, np.n
     return data
 
 
+def _estimate(estimator, domain, loss, total: float):
+    """mbi's `Estimator.estimate` loop (no callback, no tolerance), with its start and finish
+    compiled as one program each: run eagerly, as `estimate` does, they compile well over a
+    hundred small programs, which took most of the run. `_init`, `_multi_step` and `_finalize`
+    are the hooks mbi's `Estimator` defines for its subclasses (mbi 2.0.0, pinned)."""
+    import jax
+    import jax.numpy as jnp
+    from mbi.estimation import CALLBACK_EVERY
+
+    state = jax.jit(lambda loss, total: estimator._init(domain, loss, total))(loss, total)
+    # `_multi_step` donates its state: start from a copy, as `estimate` does.
+    state = jax.tree.map(jnp.copy, state)
+    for _ in range(math.ceil(ESTIMATION_ITERATIONS / CALLBACK_EVERY)):
+        state = estimator._multi_step(state, loss, total, ())
+    return jax.jit(lambda state, total: estimator._finalize(state, total))(state, total)
+
+
 def sample(
     noisy: NoisyMarginals, budget: DpBudget, *, rows: int, seed: int | None
 ) -> dict[str, np.ndarray]:
@@ -214,7 +231,8 @@ def sample(
     Mirror descent runs at the fixed step its convergence theory gives (mbi's own initial step,
     2 / (Lipschitz constant x total)) for ESTIMATION_ITERATIONS steps, without mbi's line search:
     the enclave is a fresh process each time, so JAX compiles the estimator on every run, and
-    the line search doubles that compilation, which costs far more than the iterations. The
+    the line search doubles that compilation, which costs far more than the iterations (see
+    also `_estimate`). The
     model is a tree (the selected spanning tree, or one pair, or one column), so its rows are
     drawn directly from its fitted marginals."""
     _jax()
@@ -240,7 +258,7 @@ def sample(
     total = estimated_total(noisy)
     loss = marginal_loss.from_linear_measurements(measurements, domain)
     estimator = MirrorDescent(stepsize=2.0 / (loss.lipschitz * total))
-    model = estimator.estimate(domain, loss, known_total=total, iters=ESTIMATION_ITERATIONS)
+    model = _estimate(estimator, domain, loss, total)
     rng = np.random.default_rng(seed)
     data = _sample_tree(model, noisy, rows, rng)
     return {name: _expand(noisy, name, data[name], rng) for name in names}

@@ -86,7 +86,7 @@ def test_a_strong_dependency_survives_at_epsilon_one():
     """On 20,000 rows where `copy` repeats `source` 80 % of the time, the model must select
     and keep that pair. Measured over data and sampling seeds 1-5: the pair was always selected,
     and the synthetic 2-way table's similarity to the real one (1 - total variation distance)
-    was 0.986-0.989, where independent columns would give 0.33; the floor 0.95 leaves margin.
+    was 0.985-0.990, where independent columns would give 0.33; the floor 0.95 leaves margin.
     """
     frame, columns = dependent_pair(20_000, seed=1)
     codes = encode(clamp(frame, columns), columns)

@@ -152,7 +152,7 @@ def test_the_dp_reports_hold_only_the_guarantee_and_values_computed_from_release
 @pytest.mark.slow
 def test_dp_quality_on_the_demo_patients_at_epsilon_one(patients, dp_extract):
     """SDMetrics' QualityReport of the DP extract against the real rows (an evaluation only this
-    test may make). Measured on these 4,000 patients at ε = 1, over 8 runs: 0.868-0.927; the
+    test may make). Measured on these 4,000 patients at ε = 1, over 16 runs: 0.868-0.927; the
     floor 0.82 leaves margin for the unseedable noise."""
     with warnings.catch_warnings():
         # SDMetrics' internals raise pandas FutureWarnings; they are not ours to fix.
