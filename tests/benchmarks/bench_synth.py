@@ -150,6 +150,7 @@ def child(method: str, path: str, out: str) -> None:
         "quality": evaluation["overall"],
         "own_quality": extract.quality["overall"],
         "epochs": extract.privacy.get("fit", {}).get("epochs"),
+        "rows_fitted": extract.privacy.get("fit", {}).get("rows_fitted"),
     }
     Path(out).write_text(json.dumps(figures))
 
@@ -194,6 +195,7 @@ def run() -> None:
                     print(f"dp quality vs noisy marginals {label}: {figures['own_quality']:.3f}")
                 if figures["epochs"] is not None:
                     print(f"{name} epochs {label}: {figures['epochs']} epochs")
+                    print(f"{name} rows fitted {label}: {figures['rows_fitted']} rows")
                 print(f"{name} peak memory {label}: {figures['peak_mb']:.0f} MB", flush=True)
 
 
