@@ -29,6 +29,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from cleanroom.audit.log import record_room_event
 from cleanroom.crypto.keys import key_service
@@ -43,6 +44,7 @@ from parties.selectors import organizations_of
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+PROGRESS_MESSAGE_LENGTH = Job._meta.get_field("progress_message").max_length
 
 
 class JobRefused(DomainError):
@@ -636,6 +638,15 @@ def _fail_step(job: Job, step: JobStep, reason: str) -> None:
     _finish(job, state, reason)
 
 
+def _shred_delivery_key(job: Job) -> None:
+    """Once an MPC job has ended, the wrapped private half of its delivery key is deleted: no
+    noisy output share stored by a party that finishes later can ever be opened, so a refund
+    given when fewer than t + 1 shares existed stays sound."""
+    for delivery in job.steps.filter(kind=JobStep.Kind.DELIVER):
+        delivery.output = {"public_key": delivery.output.get("public_key"), "shredded": True}
+        delivery.save(update_fields=["output"])
+
+
 def _complete_delivery(job: Job) -> None:
     """The delivery step of an MPC job succeeds with its release (in release_result's
     transaction)."""
@@ -774,8 +785,11 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
     job.error = reason
     job.finished_at = timezone.now()
     job.progress = 100 if state == Job.State.SUCCEEDED else job.progress
-    job.progress_message = {Job.State.SUCCEEDED: "Released to the receivers"}.get(state, reason)
+    message = {Job.State.SUCCEEDED: "Released to the receivers"}.get(state, reason)
+    # The whole reason is in `error`; the progress line holds what fits.
+    job.progress_message = Truncator(message).chars(PROGRESS_MESSAGE_LENGTH)
     job.save()
+    _shred_delivery_key(job)
     query = job.query
     query.status = Query.Status.DONE if state == Job.State.SUCCEEDED else Query.Status.FAILED
     query.save(update_fields=["status"])

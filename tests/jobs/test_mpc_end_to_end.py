@@ -133,6 +133,8 @@ def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
     assert job.noise_drawn_at is None
+    # No output share a party stores later can be opened: the delivery key is gone.
+    assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
     assert not Result.objects.filter(job=job).exists()
     assert ledger(job) == ["refund"] * 3 + ["reserve"] * 3
     seen = types(job)

@@ -73,6 +73,8 @@ def new_delivery_key(job_id: int) -> dict[str, str]:
 
 
 def _delivery_private_key(delivery: JobStep) -> X25519PrivateKey:
+    if "wrapped_key" not in delivery.output:
+        raise EngineError("The job has ended; its delivery key was deleted.")
     raw = key_service().unwrap(
         delivery.output["kek_id"],
         base64.b64decode(delivery.output["wrapped_key"]),
