@@ -8,7 +8,7 @@ import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
 from jobs import runner, tasks
-from jobs.models import BudgetEntry, Job, JobStep
+from jobs.models import BudgetEntry, Job, JobStep, Result
 from jobs.queries import plan_for
 from parties.models import Site
 from tests.factories import propose
@@ -143,3 +143,42 @@ def test_a_worker_of_another_site_receiving_a_step_refuses_it_and_nothing_is_cha
     assert refused["data"]["site"] == "ch-zurich"
     assert step_events(job, "job.step.failed")
     assert not step_events(job, "key.released", "job.step.started")
+
+
+def run_inputs(job: Job, monkeypatch) -> None:
+    """Each owner's input step, run by its own site's worker code in this process."""
+    for step in job.steps.filter(kind=JobStep.Kind.INPUT).select_related("site"):
+        monkeypatch.setenv("CLEANROOM_SITE", step.site.name)
+        assert tasks.run_mpc_step(step.pk, step.site.name) == "shared"
+
+
+@pytest.mark.django_db
+def test_input_steps_share_sealed_vectors_and_a_redelivered_compute_step_fails_the_job_cleanly(
+    world, room, monkeypatch
+):
+    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
+    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    run_inputs(job, monkeypatch)
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+    assert ledger_kinds(job) == ["reserve"] * 3  # reserved once, by the first step
+    for step in job.steps.filter(kind=JobStep.Kind.INPUT):
+        assert step.state == JobStep.State.SUCCEEDED and step.attempt == 1
+        assert sorted(step.output["shares"]) == ["0", "1", "2"]
+    assert len(step_events(job, "key.released")) == 3
+
+    party = job.steps.select_related("site").get(kind=JobStep.Kind.COMPUTE, party=0)
+    monkeypatch.setenv("CLEANROOM_SITE", party.site.name)
+    assert runner.start_step(party.pk, party.site.name).attempt == 1
+    # The party's worker dies mid-round; the broker delivers its step again.
+    assert runner.start_step(party.pk, party.site.name) is None
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED and "lost mid-computation" in job.error
+    assert ledger_kinds(job) == ["refund"] * 3 + ["reserve"] * 3
+    assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
+    assert runner.claim_delivery(job.pk, retake=True) is None
+    assert not Result.objects.filter(job=job).exists()
+
+
+def ledger_kinds(job: Job) -> list[str]:
+    return sorted(BudgetEntry.objects.filter(query=job.query).values_list("kind", flat=True))
