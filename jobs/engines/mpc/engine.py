@@ -15,8 +15,9 @@ work:
 
 Shares travel only as files sealed to their recipient (X25519), in the storage root of the
 recipient site's jurisdiction. The delivery key is made per job when the job is created; its
-private half is wrapped by the key service under a key of its own and unwrapped only by the
-step that delivers.
+private half is wrapped by the key service under a key of its own, unwrapped only by the step
+that delivers, and deleted by the runner when the job ends. `MpcEngine` puts these behind the
+step interface of jobs/engines/base.py.
 """
 
 from __future__ import annotations
