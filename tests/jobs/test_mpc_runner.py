@@ -153,17 +153,22 @@ def run_inputs(job: Job, monkeypatch) -> None:
 
 
 @pytest.mark.django_db
-def test_input_steps_share_sealed_vectors_and_a_redelivered_compute_step_fails_the_job_cleanly(
+def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_fails_the_job(
     world, room, monkeypatch
 ):
     monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
     job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    # Berlin's worker claims its step and is lost; the broker delivers the step again.
+    berlin = job.steps.get(kind=JobStep.Kind.INPUT, site__name="eu-frankfurt")
+    monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt")
+    assert runner.start_step(berlin.pk, "eu-frankfurt").attempt == 1
     run_inputs(job, monkeypatch)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING
     assert ledger_kinds(job) == ["reserve"] * 3  # reserved once, by the first step
     for step in job.steps.filter(kind=JobStep.Kind.INPUT):
-        assert step.state == JobStep.State.SUCCEEDED and step.attempt == 1
+        assert step.state == JobStep.State.SUCCEEDED
+        assert step.attempt == (2 if step.pk == berlin.pk else 1)
         assert sorted(step.output["shares"]) == ["0", "1", "2"]
     assert len(step_events(job, "key.released")) == 3
 
