@@ -286,15 +286,30 @@ def test_a_party_of_this_ca_cannot_take_another_sites_place(credentials):
     outputs = run_all([impostor, *party_specs[1:]])
 
     assert all(isinstance(o, EngineError) for o in outputs)
-    for index in (1, 2):
-        assert str(outputs[index]) == (
+    refusals = [
+        index
+        for index in (1, 2)
+        if str(outputs[index])
+        == (
             f"MPC party {index} ({SITES[index]}) failed: A peer with a certificate for"
             " ['us-ohio-mpc'] claimed to be party 0."
         )
+    ]
+    # At least one honest party names the impostor; the other may first lose its connection to
+    # a party that already stopped for that reason.
+    assert refusals, outputs
+    for index in {1, 2} - set(refusals):
+        assert "Lost the connection to party" in str(outputs[index])
     assert "Lost the connection to party" in str(outputs[0])
 
 
 def test_a_party_listens_only_on_its_own_address_and_port():
+    # In a thread of its own: the browser tests' session keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(listen_only_on_own_address).result()
+
+
+def listen_only_on_own_address() -> None:
     ports = free_ports(3)
     hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     network = PartyNetwork(
