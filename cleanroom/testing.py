@@ -4,10 +4,20 @@ import sys
 
 
 class PytestRunner:
-    def __init__(self, verbosity: int = 1, failfast: bool = False, keepdb: bool = False, **kwargs):
+    def __init__(
+        self,
+        verbosity: int = 1,
+        failfast: bool = False,
+        keepdb: bool = False,
+        keyword: str | None = None,
+        markers: str | None = None,
+        **kwargs,
+    ):
         self.verbosity = verbosity
         self.failfast = failfast
         self.keepdb = keepdb
+        # Django's test command hands its options to the runner's constructor, not to run_tests.
+        self.selection = {"-k": keyword, "-m": markers}
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -27,8 +37,8 @@ class PytestRunner:
             argv.append("--exitfirst")
         if self.keepdb:
             argv.append("--reuse-db")
-        for flag, key in (("-k", "keyword"), ("-m", "markers")):
-            if kwargs.get(key):
-                argv += [flag, kwargs[key]]
+        for flag, value in self.selection.items():
+            if value:
+                argv += [flag, value]
         sys.stdout.flush()
         return pytest.main(argv)

@@ -76,14 +76,16 @@ def specs(
 
 
 def run_all(
-    party_specs: list[PartySpec], launchers: dict[int, list[str]] | None = None
+    party_specs: list[PartySpec],
+    launchers: dict[int, list[str]] | None = None,
+    timeout: float = TIMEOUT,
 ) -> list[PartyOutput | EngineError]:
     """Run every party at once, as the job's sites would, and collect outputs or errors."""
 
     def run(spec: PartySpec) -> PartyOutput | EngineError:
         launcher = (launchers or {}).get(spec.index, [])
         try:
-            return start_party(spec, launcher=launcher).wait(TIMEOUT)
+            return start_party(spec, launcher=launcher).wait(timeout)
         except EngineError as error:
             return error
 
@@ -283,7 +285,8 @@ def test_a_party_of_this_ca_cannot_take_another_sites_place(credentials):
     # Party 0's process holds the Ohio site's genuine certificate but claims Paris's index.
     impostor = replace(party_specs[0], sites=["us-ohio-mpc", *SITES[1:]])
 
-    outputs = run_all([impostor, *party_specs[1:]])
+    # A party still dialling one that already stopped waits for its time limit: keep it short.
+    outputs = run_all([impostor, *party_specs[1:]], timeout=20)
 
     assert all(isinstance(o, EngineError) for o in outputs)
     refusals = [
@@ -296,10 +299,11 @@ def test_a_party_of_this_ca_cannot_take_another_sites_place(credentials):
         )
     ]
     # At least one honest party names the impostor; the other may first lose its connection to
-    # a party that already stopped for that reason.
+    # a party that already stopped for that reason, or wait for it until its time limit.
     assert refusals, outputs
     for index in {1, 2} - set(refusals):
-        assert "Lost the connection to party" in str(outputs[index])
+        message = str(outputs[index])
+        assert "Lost the connection to party" in message or "did not finish within" in message
     assert "Lost the connection to party" in str(outputs[0])
 
 

@@ -34,13 +34,14 @@ THRESHOLD = 1e-6
 WRONG_SCALES = (1.5, 0.67)
 GROUPS = 500  # wards per release: each release gives 500 independent noise samples
 RELEASES = 10
-ROWS_PER_WARD = 40
+# Enough that a noisy count never falls below zero (and is suppressed): e^-26 at scale 3.
+ROWS_PER_WARD = 80
 FLOAT_SQL = "SELECT ward, SUM(cost) AS total FROM charite.stays GROUP BY ward"
 FLOAT_EPSILON = Decimal(4)  # half for the count, half for the sum: a scale of 500 on the sum
 
 
 def _wards() -> pl.DataFrame:
-    """40 patients in each of the first 500 wards; integer stays and float costs on the
+    """80 patients in each of the first 500 wards; integer stays and float costs on the
     fixed-point grid, so each exact sum is known exactly."""
     return stays(
         {"ward": ward, "stay": (ward + i) % 61, "cost": ((ward * 7 + i) % 4000) / 4}
@@ -109,7 +110,7 @@ def _ks_p(samples: list[float], scale: float, shift: float = 0.0) -> float:
             3,
         ),
         # A count and a sum: ε = 1 halved on sensitivity 60, a scale of 120 (and 2 on the
-        # count, so no ward of 40 patients is suppressed).
+        # count, so no ward of 80 patients is suppressed).
         (
             "SELECT ward, SUM(stay) AS days FROM charite.stays GROUP BY ward",
             "days",
