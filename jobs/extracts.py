@@ -21,9 +21,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import transaction
 
-from cleanroom.crypto.keys import key_service
 from jobs import runner
-from jobs.models import Job, Query, Result, ResultFile, ResultKey
+from jobs.models import Job, Query, Result, ResultFile
 from parties.models import Organization
 
 # The extract comes as extract.csv and extract.parquet, its reports as JSON.
@@ -63,38 +62,21 @@ def release_extract(
     once only (a redelivered step finds the job finished)."""
     plaintext = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
     with transaction.atomic():
-        job = (
-            Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job_id)
-        )
-        if job.finished or Result.objects.filter(job=job).exists():
+        job = runner.claim_release(job_id)
+        if job is None:
             return None
         query = job.query
         epsilon, delta = runner.charge_of(query)
         private = bool(manifest["differentially_private"])
-        data_key = AESGCM.generate_key(bit_length=256)
-        nonce = os.urandom(12)
-        context = f"cleanroom-result/v1:job:{job.pk}".encode()
-        result = Result.objects.create(
-            job=job,
-            ciphertext=nonce + AESGCM(data_key).encrypt(nonce, plaintext, context),
-            sha256=hashlib.sha256(plaintext).hexdigest(),
-            mechanism=job.mechanism,
+        result, data_key, receivers = runner.store_result(
+            job,
+            plaintext,
             epsilon=epsilon,
             delta=delta,
             output_kind=Query.OutputKind.SYNTHETIC,
             differentially_private=private,
-            simulated_tee=(job.attestation or {}).get("kind") == "simulated",
         )
         stored = [store_file(result, name, files[name], data_key) for name in sorted(files)]
-        receivers = list(query.receivers.all())
-        for org in receivers:
-            ResultKey.objects.create(
-                result=result,
-                organization=org,
-                wrapped_key=key_service().wrap(
-                    org.kek_id, data_key, context=runner._result_context(job)
-                ),
-            )
         runner._record(
             job,
             "result.released",

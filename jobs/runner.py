@@ -27,6 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import Truncator
@@ -36,11 +37,10 @@ from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
 from jobs.models import BudgetEntry, Job, JobStep, Query, Result, ResultKey
-from jobs.permissions import Permission, has_permission
+from jobs.permissions import Permission, acting_organization
 from jobs.privacy import ledger
 from jobs.queries import QueryRefused, check_runnable
 from parties.models import Organization, Site
-from parties.selectors import organizations_of
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -97,13 +97,8 @@ def run_query(*, query: Query, by: User) -> Job:
         query = (
             Query.objects.select_for_update(of=("self",)).select_related("room").get(pk=query.pk)
         )
-        if not any(
-            has_permission(by, Permission.PROPOSE_QUERY, room=query.room, organization=org)
-            for org in organizations_of(by)
-        ):
-            raise JobRefused(
-                "Only analysts of a member organisation run queries.", code="forbidden"
-            )
+        if acting_organization(by, query.room, Permission.PROPOSE_QUERY) is None:
+            raise PermissionDenied("Only analysts of a member organisation run queries.")
         if Job.objects.filter(query=query).exists():
             raise JobRefused(
                 "This version has already run; a new run needs a new version and new approvals.",
@@ -342,23 +337,30 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
         job.started_at = job.started_at or timezone.now()
         job.progress, job.progress_message = 5, "Starting the enclave"
         job.save()
-        if first:
-            try:
-                epsilon, delta = charge_of(job.query)
-                ledger.reserve(query=job.query, room=job.query.room, epsilon=epsilon, delta=delta)
-            except ledger.BudgetExceeded as exc:
-                _finish(job, Job.State.FAILED, str(exc))
-                return None
-            for entry in BudgetEntry.objects.filter(query=job.query):
-                _record(
-                    job,
-                    "budget.reserved",
-                    dataset=f"dataset:{entry.dataset_id}",
-                    epsilon=str(entry.epsilon),
-                    delta=str(entry.delta),
-                )
+        if first and not _reserve_budget(job):
+            return None
         _record(job, "job.started", attempt=job.attempt, site=site.name)
     return job
+
+
+def _reserve_budget(job: Job) -> bool:
+    """Reserve the job's charge on every dataset it reads, in the transaction that starts it;
+    False (and the job failed, nothing reserved) when a dataset's budget refuses."""
+    epsilon, delta = charge_of(job.query)
+    try:
+        ledger.reserve(query=job.query, room=job.query.room, epsilon=epsilon, delta=delta)
+    except ledger.BudgetExceeded as exc:
+        _finish(job, Job.State.FAILED, str(exc))
+        return False
+    for entry in BudgetEntry.objects.filter(query=job.query):
+        _record(
+            job,
+            "budget.reserved",
+            dataset=f"dataset:{entry.dataset_id}",
+            epsilon=str(entry.epsilon),
+            delta=str(entry.delta),
+        )
+    return True
 
 
 def charge_of(query: Query) -> tuple[Decimal, Decimal]:
@@ -399,21 +401,8 @@ def _begin_job(job: Job) -> bool:
     job.started_at = timezone.now()
     job.progress, job.progress_message = 5, "Reading each owner's data at its own site"
     job.save()
-    try:
-        ledger.reserve(
-            query=job.query, room=job.query.room, epsilon=job.query.epsilon, delta=job.query.delta
-        )
-    except ledger.BudgetExceeded as exc:
-        _finish(job, Job.State.FAILED, str(exc))
+    if not _reserve_budget(job):
         return False
-    for entry in BudgetEntry.objects.filter(query=job.query):
-        _record(
-            job,
-            "budget.reserved",
-            dataset=f"dataset:{entry.dataset_id}",
-            epsilon=str(entry.epsilon),
-            delta=str(entry.delta),
-        )
     _record(job, "job.started", attempt=job.attempt, site=None)
     return True
 
@@ -702,30 +691,11 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
     """Store the differentially private result for its receivers, spend the budget, finish."""
     plaintext = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
     with transaction.atomic():
-        job = (
-            Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job_id)
-        )
-        if job.finished or Result.objects.filter(job=job).exists():
+        job = claim_release(job_id)
+        if job is None:
             return None
         query = job.query
-        data_key = AESGCM.generate_key(bit_length=256)
-        nonce = os.urandom(12)
-        context = f"cleanroom-result/v1:job:{job.pk}".encode()
-        result = Result.objects.create(
-            job=job,
-            ciphertext=nonce + AESGCM(data_key).encrypt(nonce, plaintext, context),
-            sha256=hashlib.sha256(plaintext).hexdigest(),
-            mechanism=job.mechanism,
-            epsilon=query.epsilon,
-            simulated_tee=(job.attestation or {}).get("kind") == "simulated",
-        )
-        receivers = list(query.receivers.all())
-        for org in receivers:
-            ResultKey.objects.create(
-                result=result,
-                organization=org,
-                wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
-            )
+        result, _, receivers = store_result(job, plaintext, epsilon=query.epsilon)
         _record(
             job,
             "result.released",
@@ -739,6 +709,41 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
         _complete_delivery(job)
         _finish(job, Job.State.SUCCEEDED, "")
     return result
+
+
+def claim_release(job_id: int) -> Job | None:
+    """Lock the job for its release; None when it has ended or already released (a redelivered
+    step). Call inside the release's transaction."""
+    job = Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job_id)
+    if job.finished or Result.objects.filter(job=job).exists():
+        return None
+    return job
+
+
+def store_result(
+    job: Job, plaintext: bytes, **fields: Any
+) -> tuple[Result, bytes, list[Organization]]:
+    """Encrypt a result under a fresh data key wrapped for each receiver organisation; returns
+    the result, its data key (for files released with it) and the receivers."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    context = f"cleanroom-result/v1:job:{job.pk}".encode()
+    result = Result.objects.create(
+        job=job,
+        ciphertext=nonce + AESGCM(data_key).encrypt(nonce, plaintext, context),
+        sha256=hashlib.sha256(plaintext).hexdigest(),
+        mechanism=job.mechanism,
+        simulated_tee=(job.attestation or {}).get("kind") == "simulated",
+        **fields,
+    )
+    receivers = list(job.query.receivers.all())
+    for org in receivers:
+        ResultKey.objects.create(
+            result=result,
+            organization=org,
+            wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
+        )
+    return result, data_key, receivers
 
 
 def _result_context(job: Job) -> dict[str, str]:
@@ -761,13 +766,8 @@ def cancel_job(*, job: Job, by: User) -> Job:
         job = (
             Job.objects.select_for_update(of=("self",)).select_related("query__room").get(pk=job.pk)
         )
-        if not any(
-            has_permission(by, Permission.PROPOSE_QUERY, room=job.query.room, organization=org)
-            for org in organizations_of(by)
-        ):
-            raise JobRefused(
-                "Only analysts of a member organisation cancel jobs.", code="forbidden"
-            )
+        if acting_organization(by, job.query.room, Permission.PROPOSE_QUERY) is None:
+            raise PermissionDenied("Only analysts of a member organisation cancel jobs.")
         if job.finished:
             raise JobRefused(f"The job has already {job.get_state_display().lower()}.")
         if job.state == Job.State.QUEUED:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from django.conf import settings
+
 from jobs.models import Job, JobStep
 
 # progress(percent, message) -> False when the job was cancelled meanwhile
@@ -31,3 +33,15 @@ class StepEngine(Protocol):
     def run_step(self, step: JobStep) -> dict[str, Any]: ...
 
     def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]: ...
+
+
+def minimal_environment(home: str) -> dict[str, str]:
+    """What an engine's separate process (an enclave, an MPC party) gets of the worker's
+    environment: nothing, so no database URL, no secrets, no key directory."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(settings.BASE_DIR),
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "random",
+    }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import kombu.pools
 import pytest
 import redis
+from django.core.exceptions import PermissionDenied
 from kombu import Connection
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
 from jobs import queries, runner
 from jobs.models import BudgetEntry, Job
-from tests.factories import JOIN_SQL, propose
+from tests.factories import JOIN_SQL, api, propose
 
 pytestmark = pytest.mark.django_db
 
@@ -61,8 +62,15 @@ def test_a_query_that_is_not_approved_does_not_run(world, study):
 
 def test_an_owner_cannot_start_a_run(world, study):
     query = approved(world, study)
-    with pytest.raises(runner.JobRefused, match="Only analysts"):
+    with pytest.raises(PermissionDenied, match="Only analysts"):
         runner.run_query(query=query, by=world.alice)
+    # Through the API, with the owner's own token: forbidden, and no job exists.
+    response = api(world.alice).post(f"/api/rooms/{study.slug}/queries/{query.pk}/run/")
+    assert response.status_code == 403
+    assert response.json()["error"]["message"] == (
+        "Only analysts of a member organisation run queries."
+    )
+    assert not Job.objects.exists()
 
 
 def test_a_query_runs_at_most_once(world, study, broker):

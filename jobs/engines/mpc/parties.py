@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.engines.base import EngineError
+from jobs.engines.base import EngineError, minimal_environment
 from jobs.engines.mpc import sharing
 from jobs.engines.mpc.certificates import party_tls_files
 
@@ -85,17 +85,6 @@ def _check(spec: PartySpec) -> None:
         raise EngineError("Each MPC compute party must be at a site of its own.")
     if len(spec.addresses) != parties or not 0 <= spec.index < parties:
         raise EngineError("The MPC parties' sites, addresses and index do not agree.")
-
-
-def _environment(home: str) -> dict[str, str]:
-    """Nothing of the worker's: no database URL, no secrets, no key directory."""
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(settings.BASE_DIR),
-        "HOME": home,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "random",
-    }
 
 
 @dataclass
@@ -179,7 +168,7 @@ def start_party(
     process = subprocess.Popen(  # noqa: S603
         [*launcher, sys.executable, "-m", "jobs.engines.mpc.party", *arguments],
         cwd=folder.name,
-        env=_environment(folder.name),
+        env=minimal_environment(folder.name),
         text=True,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

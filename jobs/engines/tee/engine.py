@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs import runner
-from jobs.engines.base import EngineError, Progress
+from jobs.engines.base import EngineError, Progress, minimal_environment
 from jobs.engines.tee import attestation
 from jobs.engines.tee.enclave import EXTRACT_DIRECTORY
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
@@ -71,17 +71,6 @@ def _job_message(job: Job) -> dict[str, Any]:
     return message
 
 
-def _minimal_environment(home: str) -> dict[str, str]:
-    """Nothing of the worker's: no database URL, no secrets, no key directory."""
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(settings.BASE_DIR),
-        "HOME": home,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "random",
-    }
-
-
 def _simulated_nsm() -> attestation.SimulatedEnclave:
     """This machine has no enclave hardware: a simulated security module measures the enclave
     code and signs its document with the deployment's simulated root, which the verifier marks
@@ -100,7 +89,7 @@ class TeeEngine:
             enclave = subprocess.Popen(
                 [sys.executable, "-m", "jobs.engines.tee.enclave"],
                 cwd=home,
-                env=_minimal_environment(home),
+                env=minimal_environment(home),
                 text=True,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
