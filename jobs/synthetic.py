@@ -13,7 +13,8 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from jobs.models import Query, RoomDataset
-from jobs.privacy.extract import changed_rows_per_unit, synth_columns
+from jobs.privacy.calibration import changed_rows
+from jobs.privacy.extract import synth_columns
 from jobs.sql.plan import DatasetInfo, ParsedQuery
 
 Method = Query.SyntheticMethod
@@ -118,7 +119,7 @@ def plan_extract(
         parsed, {(name, c): info for name, ds in catalog.items() for c, info in ds.columns.items()}
     )
     rows_per_unit = min((c.policy.max_rows_per_unit for c in contributions), default=1)
-    changed = changed_rows_per_unit(parsed, rows_per_unit)
+    changed = changed_rows(parsed, rows_per_unit)
     try:
         bins = [None if c.categorical else public_bins(c) for c in columns]
     except SynthesisError as exc:

@@ -2,9 +2,9 @@
 
 The accountant (README, "Privacy accounting"): basic sequential composition of pure ε-DP. A
 query's ε is split evenly over its distinct measurements (one noisy count, one noisy sum per
-measure column); AVG is post-processing of a sum and the count. Every dataset the query reads is
-charged the query's whole ε, since each privacy unit appears in one dataset and the query's
-measurements together cost ε for each of them.
+measure column); AVG is post-processing of a sum and the count. Sensitivities are for a whole
+person, who may sit in every dataset the query reads (`changed_rows`), so the query costs each
+person at most ε, and every dataset it reads is charged ε.
 """
 
 from __future__ import annotations
@@ -100,6 +100,19 @@ def grid_bound(lower: Decimal, upper: Decimal, shift: int) -> int:
     return max(abs(low), abs(high))
 
 
+def changed_rows(parsed: ParsedQuery, rows_per_unit: int) -> int:
+    """How many rows of the table that is aggregated (or synthesized) one person can change.
+
+    A person may sit in every dataset the query reads: patients treated in several hospitals of
+    a UNION ALL, and the people a JOIN matches across its sides. In each dataset they keep at
+    most L rows (`rows_per_unit`); each such row changes at most one row of a UNION ALL, and at
+    most J rows of a JOIN, J being that dataset's join-key columns (with unique keys a new row
+    joins once, or pushes one other row out per key column it repeats). So L times the sum, over
+    the datasets read, of max(1, J)."""
+    keys = parsed.join_keys()
+    return rows_per_unit * sum(max(1, len(keys[name])) for name in parsed.datasets)
+
+
 def measurements(
     parsed: ParsedQuery,
     columns: dict[tuple[str, str], ColumnInfo],
@@ -113,6 +126,7 @@ def measurements(
     Under MPC every cell is discrete Laplace on an integer grid, since the noise is sampled
     inside MPC from secret random bits: counts and integer sums as they are, float sums in
     fixed point (2^-shift, as the enclave sums them), with the sensitivity on that grid."""
+    rows = changed_rows(parsed, rows_per_unit)
     # The count is always measured: groups whose noisy count is under the policy's minimum are
     # suppressed, also when the query releases only sums.
     needed: list[tuple[str, ColumnInfo | None]] = [("count", None)]
@@ -125,10 +139,10 @@ def measurements(
     result = {}
     for name, column in distinct.items():
         if column is None:
-            sensitivity, discrete = float(rows_per_unit), True
+            sensitivity, discrete = float(rows), True
         elif mechanism == "mpc" and column.type != "integer":
             shift = fixed_point_shift(column.lower, column.upper)
-            grid = rows_per_unit * grid_bound(column.lower, column.upper, shift)
+            grid = rows * grid_bound(column.lower, column.upper, shift)
             scale = laplace_scale(float(grid), share, True)
             result[name] = Measurement(
                 name=name,
@@ -142,7 +156,7 @@ def measurements(
             continue
         else:
             bound = max(abs(float(column.lower)), abs(float(column.upper)))
-            sensitivity, discrete = rows_per_unit * bound, column.type == "integer"
+            sensitivity, discrete = rows * bound, column.type == "integer"
         scale = laplace_scale(sensitivity, share, discrete)
         result[name] = Measurement(
             name=name,

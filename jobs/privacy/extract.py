@@ -4,12 +4,12 @@ the rows to jobs.synthesis. It runs inside the TEE only, on decrypted rows.
 The rows go through exactly the per-row work of an aggregate release (jobs.privacy.release):
 each dataset's filters, its contribution bound (at most L rows per privacy unit, chosen at
 random), in a JOIN unique join keys compared only as seeded 128-bit hashes, then the join or the
-UNION ALL. So one privacy unit changes at most L·J of the rows handed to the synthesizer (J the
-most join-key columns of one dataset), which is the sensitivity the DP method is calibrated for
-(`changed_rows_per_unit`). Then only the projected columns are kept, under their output names:
-measures clamped to their policy bounds (integers to whole numbers), and rows with a missing
-value, or a dimension value outside its public domain, left out (a per-row rule, so the bound
-holds). Neither the unit column nor any join key is ever among them.
+UNION ALL. So one person changes at most `calibration.changed_rows` of the rows handed to the
+synthesizer (L per dataset they may sit in, times its join-key columns), which is the
+sensitivity the DP method is calibrated for. Then only the projected columns are kept, under
+their output names: measures clamped to their policy bounds (integers to whole numbers), and
+rows with a missing value, or a dimension value outside its public domain, left out (a per-row
+rule, so the bound holds). Neither the unit column nor any join key is ever among them.
 """
 
 from __future__ import annotations
@@ -22,22 +22,11 @@ import polars as pl
 from jobs.privacy.release import (
     _KEY_TYPES,
     ReleaseError,
-    _join_keys,
     _Release,
     _rows,
     _Seeds,
 )
 from jobs.sql.plan import ColumnInfo, Dimension, Output, ParsedQuery, Shape
-
-
-def changed_rows_per_unit(parsed: ParsedQuery, rows_per_unit: int) -> int:
-    """How many of the synthesizer's input rows one privacy unit can change: L, times the
-    number of join-key columns of the most-joined dataset (each unique key a new row takes can
-    push one other row out; see jobs.privacy.release)."""
-    if parsed.shape is not Shape.JOIN:
-        return rows_per_unit
-    keys = _join_keys(parsed)
-    return rows_per_unit * max(len(columns) for columns in keys.values())
 
 
 def synth_columns(parsed: ParsedQuery, columns: Mapping[tuple[str, str], ColumnInfo]) -> list:
@@ -78,7 +67,7 @@ def extract_rows(
     for name in parsed.datasets:
         if not units.get(name):
             raise ReleaseError(f"{name} has no privacy unit column")
-    key_columns = _join_keys(parsed) if parsed.shape is Shape.JOIN else {}
+    key_columns = parsed.join_keys() if parsed.shape is Shape.JOIN else {}
     key_types = {}
     for dataset, keys in key_columns.items():
         for key in keys:

@@ -9,8 +9,9 @@ This module runs inside the TEE only, on decrypted rows; the web process never c
    both sides of every join, each row of each dataset appears in at most one joined row, so after
    the join a unit still has at most L rows, and adding or removing a unit changes at most L
    joined rows (each of its rows either joins once, or makes one other row's key repeated). A
-   dataset joined on J different key columns can lose J rows to one new row, so such a query
-   needs a calibration for J·L rows; `check_release` refuses it otherwise. Truncating *after* a
+   dataset joined on J different key columns can lose J rows to one new row, and a person may
+   sit in every dataset read, so a query is calibrated for L times the sum over its datasets of
+   max(1, J) (`calibration.changed_rows`); `check_release` refuses less. Truncating *after* a
    join would not give the bound L: rows of a new unit can push other units' rows out of their
    top L, so the output can change by far more than L rows.
    Join keys are read only as a seeded 128-bit hash (two seeded 64-bit hashes, secret per
@@ -57,7 +58,7 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from jobs.privacy.calibration import CONFIDENCE, Measurement, fixed_point_shift
+from jobs.privacy.calibration import CONFIDENCE, Measurement, changed_rows, fixed_point_shift
 from jobs.sql.plan import AggregateKind, ColumnInfo, ColumnRef, FilterOp, ParsedQuery, Shape
 
 dp.enable_features("contrib")
@@ -181,15 +182,6 @@ def _measure(ref: ColumnRef, info: ColumnInfo) -> _Measure:
     return _Measure(ref, name, info.type == "integer", lower, upper, shift, low, high)
 
 
-def _join_keys(parsed: ParsedQuery) -> dict[str, tuple[str, ...]]:
-    keys: dict[str, list[str]] = {name: [] for name in parsed.datasets}
-    for join in parsed.joins:
-        for ref in (join.left, join.right):
-            if ref.column not in keys[ref.dataset]:
-                keys[ref.dataset].append(ref.column)
-    return {name: tuple(columns) for name, columns in keys.items()}
-
-
 def _mechanism(measurement: Measurement, d_in: int | float) -> Any:
     """The vector Laplace mechanism of a measurement; refused unless its privacy map at the
     sensitivity stays within the measurement's ε."""
@@ -248,11 +240,9 @@ def _prepare(
             "no noisy count is measured, so groups under the minimum size cannot be suppressed"
         )
 
-    key_columns = _join_keys(parsed) if parsed.shape is Shape.JOIN else {}
-    # A row whose join keys are unique in its dataset joins at most once. A dataset joined on J
-    # different key columns can lose J rows (one per key) to one new row of a unit, hence J·L.
-    stability = max((len(keys) for keys in key_columns.values()), default=1) or 1
-    changed_rows = rows_per_unit * stability
+    key_columns = parsed.join_keys() if parsed.shape is Shape.JOIN else {}
+    # What one person can change, in every dataset they may sit in (calibration.changed_rows).
+    rows = changed_rows(parsed, rows_per_unit)
 
     measures: dict[ColumnRef, _Measure] = {}
     for aggregate in parsed.aggregates:
@@ -273,11 +263,11 @@ def _prepare(
         if measurement.discrete != discrete:
             raise ReleaseError(f"{name} was calibrated for the wrong kind of noise")
         if measure is None:
-            required: float = changed_rows
+            required: float = rows
         elif measure.integer:
-            required = changed_rows * measure.bound
+            required = rows * measure.bound
         else:
-            required = measure.to_float(changed_rows * measure.bound)
+            required = measure.to_float(rows * measure.bound)
         # Discrete mechanisms take a whole-number sensitivity; calibration uses the same one.
         declared = math.floor(measurement.sensitivity) if discrete else measurement.sensitivity
         if not required <= declared:

@@ -112,6 +112,16 @@ class ParsedQuery:
     # A synthetic extract's columns, in the order selected (no dimensions or aggregates then).
     projected: tuple[Projected, ...] = ()
 
+    def join_keys(self) -> dict[str, tuple[str, ...]]:
+        """Each dataset's join-key columns, in the order the joins name them (none outside a
+        JOIN)."""
+        keys: dict[str, list[str]] = {name: [] for name in self.datasets}
+        for join in self.joins:
+            for ref in (join.left, join.right):
+                if ref.column not in keys[ref.dataset]:
+                    keys[ref.dataset].append(ref.column)
+        return {name: tuple(columns) for name, columns in keys.items()}
+
 
 @dataclass(frozen=True)
 class ColumnInfo:

@@ -165,8 +165,8 @@ def test_the_dp_plan_shows_domains_bins_method_cost_and_who_allows_it(world, tmp
     assert list(columns) == ["age_band", "diagnosis", "stay"]
     assert columns["age_band"]["categories"] == ["0-17", "18-39", "40-64", "65+"]
     assert columns["stay"]["bins"][0] == 0 and columns["stay"]["bins"][-1] == 61
-    # One joined row per pair of unique keys: a unit changes one row, so L = 1.
-    assert synthetic["changed_rows_per_unit"] == 1
+    # One joined row per pair of unique keys, and a person may be on both sides: 2 L.
+    assert synthetic["changed_rows_per_unit"] == 2
     cost = synthetic["cost"]
     assert Decimal(cost["epsilon"]) <= 1 and Decimal(cost["delta"]) <= Decimal("1e-6")
     charge = synthetic["charge"]

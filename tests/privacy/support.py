@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 
+from jobs.privacy import terms
 from jobs.privacy.calibration import Measurement, measurements
 from jobs.privacy.release import ReleasedTable, release_aggregates
 from jobs.sql.parser import parse_query
@@ -56,6 +57,7 @@ DELIVERIES = {
 UNITS = {
     "charite.stays": "patient_id",
     "usz.stays": "patient_id",
+    "barts.stays": "patient_id",
     "pharma.prescriptions": "rx_id",
     "lab.samples": "sample_id",
     "courier.deliveries": "courier_id",
@@ -82,6 +84,7 @@ def _dataset(name: str, columns: dict[str, ColumnInfo]) -> DatasetInfo:
 CATALOG = {
     "charite.stays": _dataset("charite.stays", STAYS),
     "usz.stays": _dataset("usz.stays", STAYS),
+    "barts.stays": _dataset("barts.stays", STAYS),
     "pharma.prescriptions": _dataset("pharma.prescriptions", PRESCRIPTIONS),
     "lab.samples": _dataset("lab.samples", SAMPLES),
     "courier.deliveries": _dataset("courier.deliveries", DELIVERIES),
@@ -245,3 +248,23 @@ def ks_p_bound(distance: float, n: int) -> float:
     Dvoretzky-Kiefer-Wolfowitz inequality with Massart's constant: P[D ≥ d] ≤ 2 exp(-2 n d²)
     for any distribution. Rejecting below 1e-6 fails a correct mechanism at most that often."""
     return min(1.0, 2 * math.exp(-2 * n * distance**2))
+
+
+def recalibrated(canonical: dict) -> dict:
+    """A careful host keeps its edit consistent: the accountant's figures recomputed from the
+    edited terms, so that the enclave's own checks of the terms pass."""
+    edited = terms.read_terms(canonical)
+    parsed = parse_query(canonical["sql"], edited.datasets)
+    canonical["accountant"] = terms.accountant_terms(
+        parsed=parsed,
+        rows_per_unit=edited.rows_per_unit,
+        min_group_size=edited.min_group_size,
+        released=measurements(
+            parsed,
+            edited.columns,
+            epsilon=Decimal(canonical["epsilon"]),
+            rows_per_unit=edited.rows_per_unit,
+            mechanism=canonical["mechanism"],
+        ),
+    )
+    return canonical
