@@ -253,8 +253,10 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(default=False)
     # What the enclave proved about itself: kind (hardware or simulated), measurements, digest.
     attestation = models.JSONField(null=True, blank=True)
-    # Set when a noisy value exists: from then on a failure spends, never refunds.
-    noise_drawn_at = models.DateTimeField(null=True, blank=True)
+    # Set, once, when the job's keys leave the key service (the enclave's data keys, or the MPC
+    # delivery key): from then a noisy value may exist, so the job is charged whatever the
+    # host reports, and never runs again with fresh noise.
+    charged_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"

@@ -17,7 +17,7 @@ from cleanroom.residency import Decision, StepKind, decide
 from jobs import synthetic
 from jobs.engines.mpc.noise import DEVIATION_LOG2
 from jobs.models import Query, Room, RoomDataset
-from jobs.privacy.calibration import CONFIDENCE, measurements
+from jobs.privacy.calibration import CONFIDENCE, Measurement, measurements
 from jobs.privacy.ledger import balance
 from jobs.selectors import contributions_of
 from jobs.sql.parser import parse_query
@@ -70,6 +70,10 @@ class Plan:
     output_kind: str = Output.AGGREGATE
     # A synthetic extract's columns with their public domains or bins, method, cost, owners.
     synthetic: dict[str, Any] | None = None
+    # What the canonical form's terms are made of: the datasets read as the parser saw them,
+    # and the calibrated measurements of an aggregate query.
+    catalog: dict[str, DatasetInfo] = field(default_factory=dict)
+    measurements: dict[str, Measurement] = field(default_factory=dict)
 
     @property
     def required_approvers(self) -> list[Organization]:
@@ -153,6 +157,7 @@ def plan_query(
     plan.parsed = parsed
     plan.checks.append(Check("language", True, "The query is in the joint query language."))
     plan.contributions = [catalog[name][0] for name in parsed.datasets]
+    plan.catalog = {name: catalog[name][1] for name in parsed.datasets}
     private = True
     if parsed.output is Output.SYNTHETIC:
         # The ledger is charged what the method costs, which dp_cost says is within (ε, δ).
@@ -488,6 +493,7 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
         rows_per_unit=rows_per_unit,
         mechanism="mpc" if plan.mechanism == "mpc" else "tee",
     )
+    plan.measurements = released
     for aggregate in parsed.aggregates:
         ref = aggregate.column
         total = released.get(f"sum({ref.dataset}.{ref.column})") if ref else None

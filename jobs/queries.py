@@ -28,6 +28,7 @@ from cleanroom.errors import DomainError
 from jobs.models import Approval, Query, Room
 from jobs.permissions import Permission, require
 from jobs.planner import Plan, plan_query
+from jobs.privacy import terms
 from parties.models import Organization
 
 EDITABLE = (
@@ -131,9 +132,12 @@ def save_draft(
 
 
 def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
-    """Everything an approval binds. Any change to any of it is a new version."""
+    """Everything an approval binds, the terms that set the noise included (jobs.privacy.terms).
+    Any change to any of it is a new version."""
+    uses = terms.uses_by_dataset(plan.parsed)
+    policies = {c.dataset.qualified_name: c.policy for c in plan.contributions}
     return {
-        "format": "cleanroom-query/v1",
+        "format": terms.FORMAT,
         "room": f"room:{query.room_id}",
         "lineage": str(query.lineage),
         "version": query.version,
@@ -155,10 +159,22 @@ def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
                     "version": c.version.number,
                     "content_sha256": c.version.content_sha256,
                     "policy_version": c.policy.version,
+                    **terms.dataset_terms(
+                        plan.catalog[c.dataset.qualified_name],
+                        used=uses[c.dataset.qualified_name],
+                        rows_per_unit=c.policy.max_rows_per_unit,
+                        min_group_size=c.policy.min_group_size,
+                    ),
                 }
                 for c in plan.contributions
             ),
             key=lambda item: item["name"],
+        ),
+        "accountant": terms.accountant_terms(
+            parsed=plan.parsed,
+            rows_per_unit=min(p.max_rows_per_unit for p in policies.values()),
+            min_group_size=max(p.min_group_size for p in policies.values()),
+            released=plan.measurements,
         ),
     }
 

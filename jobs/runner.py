@@ -4,8 +4,11 @@ The web tier creates the job and hands its step to the broker after the transact
 a job the broker did not take (`dispatched_at` unset) is sent again by `dispatch_pending`.
 The worker at the step's site claims an attempt under the job's row lock, so a re-delivered task
 or a retry after a killed worker never charges budget or releases a result twice. Budget is
-reserved in the transaction that starts the first attempt, spent when the result is released,
-and refunded when the job ends without any noisy value having been drawn.
+reserved in the transaction that starts the first attempt. The job is charged when its keys
+leave the key service (`charge_at_key_release`: the enclave's data keys, or the MPC delivery
+key), not on anything a host reports: from then a noisy value may exist, so the reservation is
+spent however the job ends, and the job never runs again with fresh noise. A job that ends
+before that is refunded.
 
 An MPC job runs as steps at several sites (`JobStep`): one input step per dataset at a worker
 site in its jurisdiction, one compute step per MPC party, and the delivery. Input steps are
@@ -323,6 +326,16 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
         if not _record_residency(job, "enclave", site, checked_by="worker"):
             _finish(job, Job.State.FAILED, "Residency refused the step at the worker.")
             return None
+        if job.charged_at is not None:
+            # An earlier attempt's enclave got the keys and may have drawn noise: a new enclave
+            # would draw fresh noise for the same charge.
+            _finish(
+                job,
+                Job.State.FAILED,
+                "The keys were released to an enclave in an earlier attempt that did not "
+                "finish: the job is charged and does not run again with fresh noise.",
+            )
+            return None
         if job.attempt >= MAX_ATTEMPTS:
             _finish(job, Job.State.FAILED, f"Gave up after {job.attempt} attempts.")
             return None
@@ -576,7 +589,7 @@ def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None
         )
         if len(outputs) < _recombination_threshold(job):
             return None
-        if job.cancel_requested and job.noise_drawn_at is None:
+        if job.cancel_requested and job.charged_at is None:
             _finish(job, Job.State.CANCELLED, "Cancelled before the noisy result was opened.")
             return None
         delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
@@ -589,10 +602,12 @@ def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None
         delivery.state = JobStep.State.RUNNING
         delivery.started_at = delivery.started_at or timezone.now()
         delivery.save(update_fields=["attempt", "state", "started_at"])
-        if job.noise_drawn_at is None:
-            job.noise_drawn_at = timezone.now()
+        if job.charged_at is None:
+            # The delivery key is unwrapped next, and opens the noisy result: charged first.
+            job.charged_at = timezone.now()
+            _record(job, "job.charged", released="delivery key")
         job.progress_message = "Recombining the noisy output shares"
-        job.save(update_fields=["noise_drawn_at", "progress_message"])
+        job.save(update_fields=["charged_at", "progress_message"])
         _record_step(
             job, "job.step.started", delivery, shares_from=[f"party:{s.party}" for s in outputs]
         )
@@ -628,10 +643,15 @@ def _fail_step(job: Job, step: JobStep, reason: str) -> None:
 
 
 def _shred_delivery_key(job: Job) -> None:
-    """Once an MPC job has ended, the wrapped private half of its delivery key is deleted: no
-    noisy output share stored by a party that finishes later can ever be opened, so a refund
-    given when fewer than t + 1 shares existed stays sound."""
+    """Once an MPC job has ended, the wrapped private half of its delivery key and the KEK that
+    wrapped it are deleted: no noisy output share stored by a party that finishes later can
+    ever be opened, so a refund given when fewer than t + 1 shares existed stays sound."""
     for delivery in job.steps.filter(kind=JobStep.Kind.DELIVER):
+        if "kek_id" in delivery.output:
+            # The KEK is the delivery's own: destroying it also voids any copy of the row.
+            transaction.on_commit(
+                lambda kek=delivery.output["kek_id"]: key_service().destroy_key(kek)
+            )
         delivery.output = {"public_key": delivery.output.get("public_key"), "shredded": True}
         delivery.save(update_fields=["output"])
 
@@ -656,8 +676,30 @@ def report_progress(job_id: int, percent: int, message: str) -> bool:
     return not Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
 
-def mark_noise_drawn(job_id: int) -> None:
-    Job.objects.filter(pk=job_id, noise_drawn_at__isnull=True).update(noise_drawn_at=timezone.now())
+def charge_at_key_release(job_id: int) -> None:
+    """Charge the job as its data keys are about to leave the key service for an enclave,
+    committed before any key is unwrapped: from then a noisy value may exist, whatever the
+    host reports or hides. Once per job, across attempts: a second enclave (asked for by a
+    host that starts enclaves at will, or by a later attempt) is refused, and the refusal
+    audited, so one charge buys one noisy release."""
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job.state != Job.State.RUNNING:
+            reason = "The job is not running; no keys are released."
+        elif job.cancel_requested:
+            reason = "The job was cancelled; no keys are released."
+        elif job.charged_at is not None:
+            reason = (
+                "This job's keys were already released to an enclave: a second enclave would "
+                "draw a second noisy release for one charge."
+            )
+        else:
+            job.charged_at = timezone.now()
+            job.save(update_fields=["charged_at"])
+            _record(job, "job.charged", released="data keys")
+            return
+        _record(job, "key.refused", reason=reason)
+    raise JobRefused(reason, code="keys_refused")
 
 
 def record_attestation(
@@ -793,7 +835,7 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
     query = job.query
     query.status = Query.Status.DONE if state == Job.State.SUCCEEDED else Query.Status.FAILED
     query.save(update_fields=["status"])
-    spend = state == Job.State.SUCCEEDED or job.noise_drawn_at is not None
+    spend = state == Job.State.SUCCEEDED or job.charged_at is not None
     kind = BudgetEntry.Kind.SPEND if spend else BudgetEntry.Kind.REFUND
     for entry in ledger.settle(query=query, kind=kind):
         _record(

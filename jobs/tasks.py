@@ -37,7 +37,7 @@ def run_tee_job(job_id: int, site: str) -> str:
         runner.fail_job(job_id, str(exc))
         return "failed"
     except Exception as exc:
-        # Anything unforeseen still ends the job (refunded unless noise was drawn): a job left
+        # Anything unforeseen still ends the job (refunded unless it was charged): a job left
         # running would hold its reservation forever, and the acked message is not redelivered.
         runner.fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
         raise

@@ -31,6 +31,8 @@ class KeyServiceError(Exception):
 class KeyService(Protocol):
     def create_key(self) -> str: ...
 
+    def destroy_key(self, kek_id: str) -> None: ...
+
     def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes: ...
 
     def unwrap(self, kek_id: str, wrapped: bytes, *, context: dict[str, str]) -> bytes: ...
@@ -74,6 +76,11 @@ class LocalKeyService:
 
     def create_key(self) -> str:
         return self._create("kek-", AESGCM.generate_key(bit_length=256))
+
+    def destroy_key(self, kek_id: str) -> None:
+        """Delete a KEK: whatever it wrapped, wherever copies of the wrapped keys went, can
+        never be unwrapped again. Deleting twice is harmless."""
+        self._path(kek_id).unlink(missing_ok=True)
 
     def _kek(self, kek_id: str) -> AESGCM:
         return AESGCM(self._read(kek_id, "kek-"))

@@ -65,7 +65,7 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
 
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED, job.error
-    assert job.noise_drawn_at is not None
+    assert job.charged_at is not None
     assert all(s.state == JobStep.State.SUCCEEDED for s in job.steps.all())
     assert ledger(job) == ["reserve"] * 3 + ["spend"] * 3
 
@@ -132,7 +132,7 @@ def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
-    assert job.noise_drawn_at is None
+    assert job.charged_at is None
     # No output share a party stores later can be opened: the delivery key is gone.
     assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
     assert not Result.objects.filter(job=job).exists()

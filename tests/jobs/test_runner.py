@@ -151,7 +151,7 @@ def test_starting_an_attempt_reserves_once_and_a_failure_before_noise_refunds(
     assert kinds == ["refund", "refund", "reserve", "reserve"]
 
 
-def test_a_failure_after_noise_was_drawn_spends_instead_of_refunding(
+def test_a_failure_after_the_keys_were_released_spends_instead_of_refunding(
     world, study, monkeypatch, django_capture_on_commit_callbacks
 ):
     query = approved(world, study)
@@ -159,7 +159,7 @@ def test_a_failure_after_noise_was_drawn_spends_instead_of_refunding(
         job = runner.run_query(query=query, by=world.bob)
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt-tee")
     runner.start_attempt(job.pk, "eu-frankfurt-tee")
-    runner.mark_noise_drawn(job.pk)
-    runner.fail_job(job.pk, "lost after the noise")
+    runner.charge_at_key_release(job.pk)
+    runner.fail_job(job.pk, "lost after the keys left")
     kinds = sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
     assert kinds == ["reserve", "reserve", "spend", "spend"]

@@ -163,7 +163,7 @@ class WorkerLost(BaseException):
     """The worker process vanished: nothing after this point runs, no handler, no failure."""
 
 
-def test_a_worker_lost_mid_fit_is_redelivered_and_charged_once_what_opendp_gives(
+def test_a_worker_lost_mid_fit_is_charged_once_what_opendp_gives_and_never_fitted_again(
     world, approved, site_worker, monkeypatch
 ):
     site = "eu-frankfurt-tee"
@@ -177,7 +177,7 @@ def test_a_worker_lost_mid_fit_is_redelivered_and_charged_once_what_opendp_gives
     def lost_while_fitting(percent: int, message: str) -> bool:
         messages.append(message)
         runner.report_progress(job.pk, percent, message)
-        if percent == 80:  # the enclave said noise exists: it is fitting now
+        if percent == 65:  # the enclave has the keys and is fitting now
             raise WorkerLost
         return True
 
@@ -188,14 +188,15 @@ def test_a_worker_lost_mid_fit_is_redelivered_and_charged_once_what_opendp_gives
     assert "Rows prepared for the synthesizer" in messages
     assert not any(character.isdigit() for message in messages for character in message)
     job.refresh_from_db()
-    assert job.state == Job.State.RUNNING and job.noise_drawn_at is not None
+    assert job.state == Job.State.RUNNING and job.charged_at is not None
 
+    # Redelivered, it finds the job charged: a second fit would be a second noisy release.
     wait = site_worker(site)
     assert send_to_broker(job.pk)
-    assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
     job.refresh_from_db()
-    assert (job.state, job.attempt) == (Job.State.SUCCEEDED, 2)
-    assert Result.objects.filter(job=job).count() == 1
+    assert (job.state, job.attempt) == (Job.State.FAILED, 1)
+    assert not Result.objects.filter(job=job).exists()
 
     # OpenDP's map for this run, as the enclave calibrates it: what the ledger holds, once.
     # (The bounds are the schema's length_of_stay bounds, the extract's one measure.)

@@ -74,8 +74,12 @@ def new_delivery_key(job_id: int) -> dict[str, str]:
 
 
 def _delivery_private_key(delivery: JobStep) -> X25519PrivateKey:
+    """Unwrapped only for a delivery claimed by `runner.claim_delivery`, which charged the job
+    first: whoever opens the noisy result has paid for it."""
     if "wrapped_key" not in delivery.output:
         raise EngineError("The job has ended; its delivery key was deleted.")
+    if delivery.state != JobStep.State.RUNNING or delivery.job.charged_at is None:
+        raise EngineError("The delivery was not claimed and charged; its key stays wrapped.")
     raw = key_service().unwrap(
         delivery.output["kek_id"],
         base64.b64decode(delivery.output["wrapped_key"]),

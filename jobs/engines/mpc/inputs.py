@@ -10,7 +10,8 @@ transfer is decided and audited by the residency function (`receive_shares`) bef
 written. The exact vector exists only in this process's memory; rows never leave the site.
 
 Also here, what every step of a job shares: the query's context (parsed query, catalog, bounds,
-the MPC calibration, the layout of the shared vector) and the sealed share files.
+the MPC calibration, the layout of the shared vector), rebuilt from the approved canonical
+form's terms only, and the sealed share files.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.mpc import certificates, sharing
 from jobs.models import Job, JobStep
-from jobs.planner import room_catalog
-from jobs.privacy.calibration import Measurement, measurements
+from jobs.privacy.calibration import Measurement
 from jobs.privacy.release import ReleaseError, input_vectors
+from jobs.privacy.terms import TermsError, approved_measurements, read_terms
 from jobs.sql.parser import parse_query
-from jobs.sql.plan import ColumnInfo, ParsedQuery
+from jobs.sql.plan import ColumnInfo, ParsedQuery, QueryError
 from parties.models import DatasetVersion, Site
 from parties.storage import jurisdiction_root, stored_file
 
@@ -66,31 +66,23 @@ class QueryContext:
 
 
 def query_context(job: Job) -> QueryContext:
-    query = job.query
-    names = {item["name"] for item in query.canonical["datasets"]}
-    datasets, columns, units, bounds, minimums = {}, {}, {}, [], []
-    for name, (contribution, info) in room_catalog(query.room).items():
-        datasets[name] = info
-        columns.update({(name, col): c for col, c in info.columns.items()})
-        if name in names:
-            units[name] = next(c.name for c in info.columns.values() if c.role == "unit")
-            bounds.append(contribution.policy.max_rows_per_unit)
-            minimums.append(contribution.policy.min_group_size)
-    parsed = parse_query(query.sql, datasets)
-    rows_per_unit = min(bounds)
+    """The context from the approved canonical form's terms alone (jobs.privacy.terms): the
+    step's claim checked its digest and every owner's signature over it (`check_runnable`), so
+    nothing the platform's catalog or a host says sets the bounds, the unit or the noise."""
+    canonical = job.query.canonical
+    try:
+        approved = read_terms(canonical)
+        parsed = parse_query(canonical["sql"], approved.datasets)
+        released = approved_measurements(canonical, parsed, approved)
+    except (TermsError, QueryError) as exc:
+        raise EngineError(f"The approved terms do not hold: {exc}") from None
     return QueryContext(
         parsed=parsed,
-        columns=columns,
-        units=units,
-        rows_per_unit=rows_per_unit,
-        min_group_size=max(minimums),
-        measurements=measurements(
-            parsed,
-            columns,
-            epsilon=Decimal(query.epsilon),
-            rows_per_unit=rows_per_unit,
-            mechanism="mpc",
-        ),
+        columns=approved.columns,
+        units=approved.units,
+        rows_per_unit=approved.rows_per_unit,
+        min_group_size=approved.min_group_size,
+        measurements=released,
     )
 
 

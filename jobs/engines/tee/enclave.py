@@ -3,21 +3,23 @@
 It imports no Django and reads no settings, database or key files. Over its standard input and
 output (JSON lines) it:
   1. receives the job: the approved query's canonical form (SQL, ε, δ, receivers, datasets
-     and, for an extract, method, rows and charge), the room's catalog and the policy bounds,
-     and the paths of the encrypted dataset files;
-  2. makes an ephemeral X25519 key and asks to be attested with it, bound to the job and the
+     with every term that sets the noise (jobs.privacy.terms) and, for an extract, method, rows
+     and charge) and the paths of the encrypted dataset files;
+  2. re-parses and re-calibrates the query itself from the canonical form's terms (it takes
+     no catalog, bound or plan from the host) and runs every check that can refuse (`prepare`),
+     before it asks for any key: a refusal costs no budget;
+  3. makes an ephemeral X25519 key and asks to be attested with it, bound to the job and the
      digest it computes itself from that canonical form, so keys are released only to an
      enclave running exactly what the owners signed;
-  3. receives each dataset's data key sealed to that key (the key service releases them only
-     after verifying the attestation);
-  4. decrypts, re-parses and re-calibrates the query itself (it trusts no plan from the host),
-     computes the differentially private table, and prints it.
+  4. receives each dataset's data key sealed to that key (the key service releases them only
+     after verifying the attestation, once per job, charging the job first);
+  5. decrypts, computes the differentially private table, and prints it.
 Only the noised table leaves; the exact aggregates and the rows stay in this process.
 
-A synthetic extract instead re-parses the projection, prepares its rows (jobs.privacy.extract),
-checks that the method's cost is within what was approved, fits and samples with
-jobs.synthesis, and writes the extract and its reports to its working directory for the host
-to encrypt to the receivers; only those files leave.
+A synthetic extract instead re-parses the projection and checks that the method's cost is
+within what was approved (in `prepare`), prepares its rows (jobs.privacy.extract), fits and
+samples with jobs.synthesis, and writes the extract and its reports to its working directory
+for the host to encrypt to the receivers; only those files leave.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import hashlib
 import io
 import json
 import sys
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,11 +41,12 @@ from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs.engines.tee.attestation import binding
-from jobs.privacy.calibration import measurements
-from jobs.privacy.extract import changed_rows_per_unit, extract_rows, synth_columns
+from jobs.privacy.calibration import Measurement, changed_rows
+from jobs.privacy.extract import extract_rows, synth_columns
 from jobs.privacy.release import check_release, release_aggregates
+from jobs.privacy.terms import Terms, approved_measurements, read_terms
 from jobs.sql.parser import parse_query
-from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Output, Use
+from jobs.sql.plan import ColumnInfo, Output, ParsedQuery
 from jobs.synthesis import CODE as SYNTHESIS_CODE
 
 # The files whose code runs in here: their measurement is what the key service allows.
@@ -57,6 +61,7 @@ CODE = [
     "cleanroom/crypto/sealing.py",
     "cleanroom/audit/verify.py",
     "jobs/privacy/extract.py",
+    "jobs/privacy/terms.py",
     *SYNTHESIS_CODE,
 ]
 # Where a synthetic extract's files are written, in the enclave's working directory.
@@ -79,32 +84,6 @@ def _receive() -> dict[str, Any]:
     return json.loads(line)
 
 
-def _catalog(
-    raw: dict[str, Any],
-) -> tuple[dict[str, DatasetInfo], dict[tuple[str, str], ColumnInfo]]:
-    datasets, columns = {}, {}
-    for name, spec in raw.items():
-        infos = {
-            c["name"]: ColumnInfo(
-                name=c["name"],
-                type=c["type"],
-                role=c["role"],
-                domain=tuple(c["domain"]),
-                lower=None if c["lower"] is None else Decimal(c["lower"]),
-                upper=None if c["upper"] is None else Decimal(c["upper"]),
-            )
-            for c in spec["columns"]
-        }
-        datasets[name] = DatasetInfo(
-            qualified_name=name,
-            columns=infos,
-            allowed={Use(use): frozenset(cols) for use, cols in spec["allowed"].items()},
-            allowed_aggregates=frozenset(AggregateKind(a) for a in spec["allowed_aggregates"]),
-        )
-        columns.update({(name, col): info for col, info in infos.items()})
-    return datasets, columns
-
-
 def read_dataset(path: str, data_key: bytes) -> pl.LazyFrame:
     plain = io.BytesIO()
     with Path(path).open("rb") as source:
@@ -118,9 +97,58 @@ def approved_digest(query: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(query)).hexdigest()
 
 
+@dataclass(frozen=True)
+class Release:
+    """What the enclave will release, settled from the canonical form before it asks for keys:
+    every check that can refuse runs here, so a refusal leaves the budget unspent."""
+
+    terms: Terms
+    parsed: ParsedQuery
+    columns: dict[tuple[str, str], ColumnInfo]
+    measurements: dict[str, Measurement]  # aggregates
+    synthesized: list  # a synthetic extract's columns
+    changed: int  # rows one person can change: what an extract's method is calibrated for
+
+
+def prepare(query: dict[str, Any]) -> Release:
+    approved = read_terms(query)
+    columns = approved.columns
+    if query["output_kind"] != Output.SYNTHETIC:
+        parsed = parse_query(query["sql"], approved.datasets)
+        released = approved_measurements(query, parsed, approved)
+        check_release(
+            parsed, columns, approved.units, released, rows_per_unit=approved.rows_per_unit
+        )
+        return Release(approved, parsed, columns, released, [], 0)
+    from jobs.synthesis import Method, dp_cost, is_differentially_private
+
+    request = query["synthetic"]
+    parsed = parse_query(query["sql"], approved.datasets, output=Output.SYNTHETIC)
+    synthesized = synth_columns(parsed, columns)
+    changed = changed_rows(parsed, approved.rows_per_unit)
+    if changed != query["accountant"]["changed_rows_per_person"]:
+        raise SystemExit("the rows one person can change differ from the signed terms")
+    # Recomputed here, as the host is not trusted: the run must cost no more than was approved
+    # and reserved.
+    if is_differentially_private(Method(request["method"])):
+        cost = dp_cost(
+            synthesized,
+            epsilon=float(query["epsilon"]),
+            delta=float(query["delta"]),
+            rows_per_unit=changed,
+        )
+        charge = request["charge"]
+        if Decimal(repr(cost.epsilon)) > Decimal(charge["epsilon"]) or Decimal(
+            repr(cost.delta)
+        ) > Decimal(charge["delta"]):
+            raise SystemExit(f"the method costs {cost.as_dict()}, more than approved {charge}")
+    return Release(approved, parsed, columns, {}, synthesized, changed)
+
+
 def main() -> None:
     job = _receive()
     query = job["query"]
+    release = prepare(query)
     private_key = X25519PrivateKey.generate()
     _send(
         {
@@ -140,68 +168,45 @@ def main() -> None:
         )
         frames[name] = read_dataset(job["files"][name], data_key)
     _send({"progress": [60, "Decrypted inside the enclave"]})
-    datasets, columns = _catalog(job["catalog"])
     if query["output_kind"] == Output.SYNTHETIC:
-        _synthesize(job, frames, datasets, columns)
+        _synthesize(job, frames, release)
         return
-    parsed = parse_query(query["sql"], datasets)
-    released = measurements(
-        parsed, columns, epsilon=Decimal(query["epsilon"]), rows_per_unit=job["rows_per_unit"]
-    )
-    # Every check that can refuse runs before any noise is drawn: a refusal is refunded.
-    check_release(parsed, columns, job["units"], released, rows_per_unit=job["rows_per_unit"])
-    # From here a noisy value exists: a failure now spends the budget instead of refunding it.
-    _send({"noise": True})
     table = release_aggregates(
         frames,
-        parsed,
-        columns,
-        job["units"],
-        released,
-        rows_per_unit=job["rows_per_unit"],
-        min_group_size=job["min_group_size"],
+        release.parsed,
+        release.columns,
+        release.terms.units,
+        release.measurements,
+        rows_per_unit=release.terms.rows_per_unit,
+        min_group_size=release.terms.min_group_size,
     )
+    _send({"progress": [80, "Noise added inside the enclave"]})
     _send({"result": table.to_json()})
 
 
-def _synthesize(
-    job: dict[str, Any],
-    frames: dict[str, pl.LazyFrame],
-    datasets: dict[str, DatasetInfo],
-    columns: dict[tuple[str, str], ColumnInfo],
-) -> None:
-    from jobs.synthesis import Method, dp_cost, is_differentially_private, synthesize
+def _synthesize(job: dict[str, Any], frames: dict[str, pl.LazyFrame], release: Release) -> None:
+    from jobs.synthesis import Method, is_differentially_private, synthesize
 
     query = job["query"]
     request = query["synthetic"]
     method = Method(request["method"])
-    parsed = parse_query(query["sql"], datasets, output=Output.SYNTHETIC)
-    synthesized = synth_columns(parsed, columns)
-    changed = changed_rows_per_unit(parsed, job["rows_per_unit"])
-    epsilon, delta = float(query["epsilon"]), float(query["delta"])
-    private = is_differentially_private(method)
-    # Recomputed here, as the host is not trusted: the run must cost no more than was approved
-    # and reserved. A refusal comes before any noise, so it is refunded.
-    if private:
-        cost = dp_cost(synthesized, epsilon=epsilon, delta=delta, rows_per_unit=changed)
-        charge = request["charge"]
-        if Decimal(repr(cost.epsilon)) > Decimal(charge["epsilon"]) or Decimal(
-            repr(cost.delta)
-        ) > Decimal(charge["delta"]):
-            raise SystemExit(f"the method costs {cost.as_dict()}, more than approved {charge}")
-    frame = extract_rows(frames, parsed, columns, job["units"], rows_per_unit=job["rows_per_unit"])
+    frame = extract_rows(
+        frames,
+        release.parsed,
+        release.columns,
+        release.terms.units,
+        rows_per_unit=release.terms.rows_per_unit,
+    )
     # No count here: the number of real rows is not part of the release.
     _send({"progress": [65, "Rows prepared for the synthesizer"]})
-    # From here a model of the rows exists (noisy, for the DP method): a failure spends.
-    _send({"noise": True})
     extract = synthesize(
         frame,
-        synthesized,
+        release.synthesized,
         method=method,
         rows=int(request["rows"]),
-        epsilon=epsilon,
-        delta=delta,
-        rows_per_unit=changed,
+        epsilon=float(query["epsilon"]),
+        delta=float(query["delta"]),
+        rows_per_unit=release.changed,
         time_limit=float(job["time_limit"]),
     )
     del frame
@@ -215,11 +220,11 @@ def _synthesize(
         {
             "extract": {
                 "method": str(method),
-                "differentially_private": private,
+                "differentially_private": is_differentially_private(method),
                 "epsilon": None if extract.epsilon is None else repr(extract.epsilon),
                 "delta": None if extract.delta is None else repr(extract.delta),
                 "rows": int(request["rows"]),
-                "columns": [column.name for column in synthesized],
+                "columns": [column.name for column in release.synthesized],
                 "quality": extract.quality,
                 "privacy": extract.privacy,
                 "files": files,

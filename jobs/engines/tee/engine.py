@@ -16,55 +16,30 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs import runner
 from jobs.engines.base import EngineError, Progress, minimal_environment
 from jobs.engines.tee import attestation
 from jobs.engines.tee.enclave import EXTRACT_DIRECTORY
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
-from jobs.models import Job, Query, RoomDataset
-from jobs.planner import room_catalog
+from jobs.models import Job, Query
+from parties.models import DatasetVersion
 from parties.storage import stored_file
 
 
 def _job_message(job: Job) -> dict[str, Any]:
     query = job.query
-    names = [item["name"] for item in query.canonical["datasets"]]
-    catalog, files, units = {}, {}, {}
-    rows_per_unit, min_group = [], []
-    for name, (contribution, info) in room_catalog(query.room).items():
-        if name not in names:
-            continue
-        contribution: RoomDataset
-        catalog[name] = {
-            "columns": [
-                {
-                    "name": c.name,
-                    "type": c.type,
-                    "role": c.role,
-                    "domain": list(c.domain),
-                    "lower": None if c.lower is None else str(c.lower),
-                    "upper": None if c.upper is None else str(c.upper),
-                }
-                for c in info.columns.values()
-            ],
-            "allowed": {use.value: sorted(cols) for use, cols in info.allowed.items()},
-            "allowed_aggregates": sorted(a.value for a in info.allowed_aggregates),
-        }
-        files[name] = str(stored_file(contribution.version))
-        units[name] = next(c.name for c in info.columns.values() if c.role == "unit")
-        rows_per_unit.append(contribution.policy.max_rows_per_unit)
-        min_group.append(contribution.policy.min_group_size)
+    files = {}
+    for dataset_id, item in zip(query.dataset_ids, query.canonical["datasets"], strict=True):
+        version = DatasetVersion.objects.select_related("dataset__jurisdiction").get(
+            dataset_id=dataset_id, number=item["version"]
+        )
+        files[item["name"]] = str(stored_file(version))
     message = {
         "job": job.pk,
         # The approved canonical form itself: the enclave hashes it into the digest it is
-        # attested with and takes the SQL, ε, δ and extract terms from it, so a host that
-        # changes any of them gets no keys.
+        # attested with and takes the SQL, ε, δ, extract terms and every term that sets the
+        # noise from it, so a host that changes any of them gets no keys.
         "query": query.canonical,
-        "catalog": catalog,
         "files": files,
-        "units": units,
-        "rows_per_unit": min(rows_per_unit),
-        "min_group_size": max(min_group),
     }
     if query.output_kind == Query.OutputKind.SYNTHETIC:
         message["time_limit"] = settings.SYNTHESIS_TIME_LIMIT
@@ -151,9 +126,6 @@ class TeeEngine:
             message = receive()
             if "progress" in message:
                 report(*message["progress"])
-            elif message.get("noise"):
-                runner.mark_noise_drawn(job.pk)
-                report(80, "Noise added inside the enclave")
             elif "result" in message:
                 return message["result"]
             elif "extract" in message:

@@ -2,9 +2,12 @@
 
 A dataset's data key is unwrapped and sealed to the enclave's ephemeral key only when: the
 attestation document verifies against a trusted root, its measurements are on the allow-list,
-its user data binds this job and the approved query's digest, the job is running, and residency
-allows rows of the dataset's jurisdiction at the enclave's site. Each verdict and each release
-is an audit event; any failure refuses every key, with the reason.
+its user data binds this job and the approved query's digest, residency allows rows of the
+dataset's jurisdiction at the enclave's site, and the job is running and has never had its keys
+released before. The job is charged, and the charge committed, before the first key is
+unwrapped (`runner.charge_at_key_release`), so one charge buys one enclave's noisy release.
+Each verdict and each release is an audit event; any failure refuses every key, with the
+reason.
 """
 
 from __future__ import annotations
@@ -69,11 +72,6 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         accepted=True,
         evidence=document,
     )
-    job.refresh_from_db()
-    if job.state != Job.State.RUNNING:
-        raise EngineError("The job is not running; no keys are released.")
-    if job.cancel_requested:
-        raise EngineError("The job was cancelled; no keys are released.")
     # Every dataset is decided before any key is unwrapped: one refusal refuses them all.
     allowed = []
     for dataset_id, item in zip(
@@ -86,6 +84,10 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
         allowed.append((item, version, decision))
+    try:
+        runner.charge_at_key_release(job.pk)
+    except runner.JobRefused as exc:
+        raise EngineError(str(exc)) from None
     keys = {}
     for item, version, decision in allowed:
         data_key = key_service().unwrap(
