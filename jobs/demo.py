@@ -166,6 +166,10 @@ def seed(*, patients_per_hospital: int = 4000) -> list[Job]:
                 allowed_mechanisms=["mpc", "tee"],
                 allowed_receivers=[orgs["novapharm"], orgs[slug]],
                 min_group_size=10,
+                # L: each generated patient has exactly one stay (patient_id is one per row, a
+                # person_hash appears once per hospital), so 1 keeps every row; a larger bound
+                # would keep nothing more and only multiply the noise.
+                max_rows_per_unit=1,
                 max_epsilon_per_query=Decimal("1"),
                 total_epsilon=Decimal("5"),
                 # DP synthetic extracts are open (δ for them too); SDV's non-DP methods are not,

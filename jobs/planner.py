@@ -18,7 +18,7 @@ from jobs import synthetic
 from jobs.engines.mpc.noise import DEVIATION_LOG2
 from jobs.models import Query, Room, RoomDataset
 from jobs.privacy.calibration import CONFIDENCE, Measurement, measurements
-from jobs.privacy.ledger import balance
+from jobs.privacy.ledger import balance, budget_check
 from jobs.selectors import contributions_of
 from jobs.sql.parser import parse_query
 from jobs.sql.plan import (
@@ -192,7 +192,7 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
     for contribution in plan.contributions:
         dataset, policy = contribution.dataset, contribution.policy
         name = dataset.qualified_name
-        funds = balance(room, dataset, policy)
+        funds = balance(dataset)
         plan.datasets.append(
             {
                 "name": name,
@@ -203,7 +203,7 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
                 "uses": uses.get(name, {}),
                 "epsilon": number(epsilon),
                 "delta": number(delta),
-                "total_epsilon": number(policy.total_epsilon),
+                "total_epsilon": number(funds.total_epsilon),
                 "remaining_epsilon": number(funds.remaining_epsilon),
                 "remaining_delta": number(funds.remaining_delta),
                 "max_epsilon_per_query": number(policy.max_epsilon_per_query),
@@ -211,52 +211,15 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
                 "min_group_size": policy.min_group_size,
             }
         )
-        if not private:
-            plan.checks.append(
-                Check(
-                    "budget",
-                    True,
-                    f"{name}: nothing is charged, as the method is not differentially private.",
-                )
-            )
-        elif epsilon <= 0:
-            plan.checks.append(Check("budget", False, "ε must be positive."))
-        elif epsilon > policy.max_epsilon_per_query:
-            plan.checks.append(
-                Check(
-                    "budget",
-                    False,
-                    f"ε {number(epsilon)} is above {name}'s maximum of "
-                    f"{number(policy.max_epsilon_per_query)} per query.",
-                )
-            )
-        elif epsilon > funds.remaining_epsilon:
-            plan.checks.append(
-                Check(
-                    "budget",
-                    False,
-                    f"ε {number(epsilon)} is above {name}'s remaining budget of "
-                    f"{number(funds.remaining_epsilon)}.",
-                )
-            )
-        elif delta > funds.remaining_delta:
-            plan.checks.append(
-                Check(
-                    "budget",
-                    False,
-                    f"δ {number(delta)} is above {name}'s remaining δ of "
-                    f"{number(funds.remaining_delta)}.",
-                )
-            )
-        else:
-            plan.checks.append(
-                Check(
-                    "budget",
-                    True,
-                    f"{name}: ε {number(epsilon)} of {number(funds.remaining_epsilon)} remaining "
-                    f"(total {number(policy.total_epsilon)}).",
-                )
-            )
+        ok, message = budget_check(
+            name,
+            funds,
+            epsilon=epsilon,
+            delta=delta,
+            max_per_query=policy.max_epsilon_per_query,
+            private=private,
+        )
+        plan.checks.append(Check("budget", ok, message))
         allowed = set(policy.allowed_receivers.values_list("pk", flat=True))
         for receiver in receivers:
             if receiver.pk not in allowed:

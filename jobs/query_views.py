@@ -126,7 +126,7 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         {
             "room": room,
             "query": query,
-            "plan": query.plan,
+            "plan": selectors.plan_with_live_budget(query),
             "approvals": [(a, queries.verify_approval(a)) for a in approvals],
             "revocable": [
                 a
@@ -233,6 +233,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
             {
                 "query": query,
                 "organization": organization,
+                "plan": selectors.plan_with_live_budget(query),
                 "changes": selectors.changes_since(query, previous),
                 "previous": previous,
             }

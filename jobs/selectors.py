@@ -5,12 +5,12 @@ from __future__ import annotations
 import difflib
 from decimal import Decimal
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
 from jobs.models import BudgetEntry, Query, Result, Room, RoomDataset, RoomMembership
-from jobs.privacy.ledger import balance
-from parties.models import Organization
+from jobs.privacy.ledger import balance, budget_check, plain
+from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
 
 
@@ -135,16 +135,21 @@ def receiver_organization(user, result: Result) -> Organization | None:
 
 
 def budget_of(room: Room) -> list[dict]:
-    """Spent, reserved and remaining ε per dataset in the room, with its history."""
+    """Per dataset in the room: its one lifetime balance (spent, reserved and remaining ε over
+    every room), what this room used of it, and this room's history. Other rooms' queries are
+    not named: the room's members may not see them, only the ε they used."""
     rows = []
     for contribution in contributions_of(room):
-        funds = balance(room, contribution.dataset, contribution.policy)
+        dataset = contribution.dataset
+        funds = balance(dataset)
+        spent = BudgetEntry.objects.filter(dataset=dataset, kind=BudgetEntry.Kind.SPEND).aggregate(
+            total=Sum("epsilon")
+        )["total"] or Decimal(0)
         entries = list(
-            BudgetEntry.objects.filter(room=room, dataset=contribution.dataset)
+            BudgetEntry.objects.filter(room=room, dataset=dataset)
             .select_related("query")
             .order_by("created_at", "pk")
         )
-        spent = sum((e.epsilon for e in entries if e.kind == BudgetEntry.Kind.SPEND), Decimal(0))
         history, used = [], Decimal(0)
         for entry in entries:
             if entry.kind == BudgetEntry.Kind.RESERVE:
@@ -161,18 +166,73 @@ def budget_of(room: Room) -> list[dict]:
                 }
             )
         total = funds.total_epsilon
+        reserved = funds.used_epsilon - spent
         rows.append(
             {
                 "contribution": contribution,
                 "total": total,
                 "spent": spent,
-                "reserved": funds.used_epsilon - spent,
+                "reserved": reserved,
                 "remaining": funds.remaining_epsilon,
+                "used_in_room": used,
+                "used_elsewhere": funds.used_epsilon - used,
+                "total_delta": funds.total_delta,
+                "remaining_delta": funds.remaining_delta,
                 "spent_percent": float(spent / total * 100) if total else 0,
-                "reserved_percent": float((funds.used_epsilon - spent) / total * 100)
-                if total
-                else 0,
+                "reserved_percent": float(reserved / total * 100) if total else 0,
                 "history": history,
             }
         )
     return rows
+
+
+def plan_with_live_budget(query: Query) -> dict:
+    """A submitted query's plan with each dataset's balance and budget check as they stand now,
+    not as at submission: queries in this room or any other may have spent since. Only while
+    the query waits to run (afterwards its own charge is in the balance); the charge and the
+    per-query maximum stay as approved."""
+    plan = query.plan
+    waiting = query.status in (Query.Status.PENDING, Query.Status.APPROVED)
+    if not waiting or not plan or not plan.get("ok") or not plan.get("datasets"):
+        return plan
+    private = not plan.get("synthetic") or plan["synthetic"].get("differentially_private", True)
+    names = [d["name"] for d in plan["datasets"]]
+    found = {
+        dataset.qualified_name: dataset
+        for dataset in Dataset.objects.select_related("organization").filter(
+            organization__slug__in=[name.split(".")[0] for name in names],
+            slug__in=[name.split(".")[1] for name in names],
+        )
+    }
+    datasets, live = [], []
+    for entry in plan["datasets"]:
+        funds = balance(found[entry["name"]])
+        datasets.append(
+            {
+                **entry,
+                "total_epsilon": plain(funds.total_epsilon),
+                "remaining_epsilon": plain(funds.remaining_epsilon),
+                "remaining_delta": plain(funds.remaining_delta),
+            }
+        )
+        ok, message = budget_check(
+            entry["name"],
+            funds,
+            epsilon=Decimal(entry["epsilon"]),
+            delta=Decimal(entry["delta"]),
+            max_per_query=Decimal(entry["max_epsilon_per_query"]),
+            private=private,
+        )
+        live.append({"name": "budget", "ok": ok, "message": message})
+    # A plan that could be submitted has exactly one budget check per dataset, in their order.
+    replacements = iter(live)
+    checks = [
+        next(replacements) if check["name"] == "budget" else check for check in plan["checks"]
+    ]
+    return {
+        **plan,
+        "datasets": datasets,
+        "checks": checks,
+        "ok": all(check["ok"] for check in checks),
+        "budget_as_of_now": True,
+    }

@@ -262,8 +262,18 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class BudgetSerializer(serializers.Serializer):
+    """A dataset's one lifetime balance (over every room), and what this room used of it."""
+
     dataset = serializers.CharField(source="contribution.dataset.qualified_name")
     total_epsilon = serializers.DecimalField(source="total", max_digits=8, decimal_places=4)
     spent_epsilon = serializers.DecimalField(source="spent", max_digits=8, decimal_places=4)
     reserved_epsilon = serializers.DecimalField(source="reserved", max_digits=8, decimal_places=4)
     remaining_epsilon = serializers.DecimalField(source="remaining", max_digits=8, decimal_places=4)
+    used_epsilon_in_room = serializers.DecimalField(
+        source="used_in_room", max_digits=8, decimal_places=4
+    )
+    used_epsilon_elsewhere = serializers.DecimalField(
+        source="used_elsewhere", max_digits=8, decimal_places=4
+    )
+    total_delta = serializers.DecimalField(max_digits=13, decimal_places=12)
+    remaining_delta = serializers.DecimalField(max_digits=13, decimal_places=12)

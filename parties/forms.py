@@ -8,6 +8,7 @@ from django import forms
 from django.http import QueryDict
 
 from parties.models import AnalysisPolicy, Column, Jurisdiction, Organization
+from parties.services import POLICY_FIELDS
 
 
 class DatasetForm(forms.Form):
@@ -68,7 +69,10 @@ def _column_choices(columns, roles) -> list[tuple[str, str]]:
     return [(c.name, c.name) for c in columns if c.role in roles]
 
 
-class PolicyForm(forms.Form):
+class PolicyForm(forms.ModelForm):
+    """Every policy setting (services.POLICY_FIELDS, the one list of them), as model fields
+    unless declared here; the service checks the whole and writes the new version."""
+
     allowed_join_keys = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple
     )
@@ -96,6 +100,13 @@ class PolicyForm(forms.Form):
         help_text="Organisations that may receive results computed from this dataset.",
     )
     min_group_size = forms.IntegerField(min_value=1)
+    max_rows_per_unit = forms.IntegerField(
+        label="Rows per privacy unit (L)",
+        min_value=1,
+        help_text="The contribution bound: at most this many rows of one privacy unit (say, "
+        "one patient's stays) enter any aggregate, the rest are left out. Noise grows with it "
+        "(a count's sensitivity is L), so set it to what most units have.",
+    )
     max_epsilon_per_query = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
     total_epsilon = forms.DecimalField(min_value=0, max_digits=8, decimal_places=4)
     total_delta = forms.DecimalField(min_value=0, max_digits=13, decimal_places=12)
@@ -114,6 +125,10 @@ class PolicyForm(forms.Form):
         label="Largest synthetic extract (rows)", min_value=1, initial=100_000
     )
 
+    class Meta:
+        model = AnalysisPolicy
+        fields = [*POLICY_FIELDS, "allowed_receivers"]
+
     def __init__(self, *args, columns=(), **kwargs):
         super().__init__(*args, **kwargs)
         role = Column.Role
@@ -126,23 +141,6 @@ class PolicyForm(forms.Form):
 
     @staticmethod
     def initial_from(policy: AnalysisPolicy) -> dict[str, Any]:
-        initial = {
-            name: getattr(policy, name)
-            for name in (
-                "allowed_join_keys",
-                "allowed_dimensions",
-                "allowed_measures",
-                "allowed_filters",
-                "allowed_aggregates",
-                "allowed_mechanisms",
-                "min_group_size",
-                "max_epsilon_per_query",
-                "total_epsilon",
-                "total_delta",
-                "synthetic_allowed",
-                "non_dp_synthetic_allowed",
-                "max_synthetic_rows",
-            )
-        }
+        initial = {name: getattr(policy, name) for name in POLICY_FIELDS}
         initial["allowed_receivers"] = list(policy.allowed_receivers.all())
         return initial

@@ -15,6 +15,7 @@ from parties.models import (
     Organization,
     Site,
 )
+from parties.services import POLICY_FIELDS
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -76,24 +77,7 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AnalysisPolicy
-        fields = [
-            "version",
-            "allowed_join_keys",
-            "allowed_dimensions",
-            "allowed_measures",
-            "allowed_filters",
-            "allowed_aggregates",
-            "allowed_mechanisms",
-            "allowed_receivers",
-            "min_group_size",
-            "max_epsilon_per_query",
-            "total_epsilon",
-            "total_delta",
-            "synthetic_allowed",
-            "non_dp_synthetic_allowed",
-            "max_synthetic_rows",
-            "created_at",
-        ]
+        fields = ["version", *POLICY_FIELDS, "allowed_receivers", "created_at"]
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -165,7 +149,10 @@ class DatasetInputSerializer(DatasetVersionInputSerializer):
     jurisdiction = serializers.CharField(max_length=8)
 
 
-class PolicyInputSerializer(serializers.Serializer):
+class PolicyInputSerializer(serializers.ModelSerializer):
+    """Every policy setting (services.POLICY_FIELDS), each optional: a PUT changes what it
+    names. Declared here where the API's rules are stricter than the model field's."""
+
     allowed_join_keys = serializers.ListField(child=serializers.CharField(), required=False)
     allowed_dimensions = serializers.ListField(child=serializers.CharField(), required=False)
     allowed_measures = serializers.ListField(child=serializers.CharField(), required=False)
@@ -180,6 +167,12 @@ class PolicyInputSerializer(serializers.Serializer):
         many=True, slug_field="slug", queryset=Organization.objects.all(), required=False
     )
     min_group_size = serializers.IntegerField(min_value=1, required=False)
+    max_rows_per_unit = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="L, the contribution bound: at most this many rows per privacy unit enter "
+        "any aggregate.",
+    )
     max_epsilon_per_query = serializers.DecimalField(
         max_digits=8, decimal_places=4, min_value=0, required=False
     )
@@ -189,6 +182,8 @@ class PolicyInputSerializer(serializers.Serializer):
     total_delta = serializers.DecimalField(
         max_digits=13, decimal_places=12, min_value=0, required=False
     )
-    synthetic_allowed = serializers.BooleanField(required=False)
-    non_dp_synthetic_allowed = serializers.BooleanField(required=False)
-    max_synthetic_rows = serializers.IntegerField(min_value=1, required=False)
+
+    class Meta:
+        model = AnalysisPolicy
+        fields = [*POLICY_FIELDS, "allowed_receivers"]
+        extra_kwargs = {name: {"required": False} for name in POLICY_FIELDS}

@@ -1,8 +1,13 @@
-"""The budget ledger: a dataset's balance in a room is the sum of its entries.
+"""The budget ledger: a dataset's balance is the sum of its entries in every room.
+
+A dataset's total ε and δ are its budget for its whole life, across every room it is contributed
+to: a person in it loses privacy to each query that reads it, whichever room asked. The total is
+the one in the dataset's current policy version (the owner's latest word: lowering it stops
+further spending at once, in every room). Entries keep their room, for reporting per room.
 
 A job reserves its ε when it starts, turns the reservation into a spend when its result is
 released, and refunds it when it fails before any noisy value exists. Spent and reserved ε both
-count against the total, so concurrent jobs never overspend.
+count against the total, so concurrent jobs, in any rooms, never overspend.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from django.db.models import Case, DecimalField, F, Sum, Value, When
 
 from cleanroom.errors import DomainError
 from jobs.models import BudgetEntry, Query, Room, RoomDataset
-from parties.models import AnalysisPolicy, Dataset
+from parties.models import Dataset
+from parties.selectors import current_policy
+
+LIFETIME = "the dataset's lifetime budget, across every room"
 
 
 @dataclass(frozen=True)
 class Balance:
     total_epsilon: Decimal
     total_delta: Decimal
-    used_epsilon: Decimal  # reserved or spent, less refunds
+    used_epsilon: Decimal  # reserved or spent, less refunds, in every room
     used_delta: Decimal
 
     @property
@@ -46,17 +54,71 @@ def _signed(field: str):
     )
 
 
-def balance(room: Room, dataset: Dataset, policy: AnalysisPolicy) -> Balance:
-    """Spends convert reservations (the reservation entry stays), so only reserve and refund
-    entries move the balance."""
-    totals = BudgetEntry.objects.filter(room=room, dataset=dataset).aggregate(
-        epsilon=_signed("epsilon"), delta=_signed("delta")
-    )
+def used(entries) -> tuple[Decimal, Decimal]:
+    """ε and δ the entries use. Spends convert reservations (the reservation entry stays), so
+    only reserve and refund entries move the balance."""
+    totals = entries.aggregate(epsilon=_signed("epsilon"), delta=_signed("delta"))
+    return totals["epsilon"] or Decimal(0), totals["delta"] or Decimal(0)
+
+
+def balance(dataset: Dataset) -> Balance:
+    """The dataset's one balance: its current policy's totals less what every room used."""
+    policy = current_policy(dataset)
+    used_epsilon, used_delta = used(BudgetEntry.objects.filter(dataset=dataset))
     return Balance(
         total_epsilon=policy.total_epsilon,
         total_delta=policy.total_delta,
-        used_epsilon=totals["epsilon"] or Decimal(0),
-        used_delta=totals["delta"] or Decimal(0),
+        used_epsilon=used_epsilon,
+        used_delta=used_delta,
+    )
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as people write it: 0.5, not 0.5000."""
+    return format(Decimal(value).normalize(), "f")
+
+
+def refusal(name: str, funds: Balance, epsilon: Decimal, delta: Decimal) -> str | None:
+    """Why the balance cannot pay for a query, or None if it can."""
+    if epsilon > funds.remaining_epsilon:
+        return (
+            f"{name}: this query needs ε {plain(epsilon)}, but only "
+            f"{plain(funds.remaining_epsilon)} of {plain(funds.total_epsilon)} remains "
+            f"({LIFETIME})."
+        )
+    if delta > funds.remaining_delta:
+        return (
+            f"{name}: this query needs δ {plain(delta)}, but only "
+            f"{plain(funds.remaining_delta)} of {plain(funds.total_delta)} remains ({LIFETIME})."
+        )
+    return None
+
+
+def budget_check(
+    name: str,
+    funds: Balance,
+    *,
+    epsilon: Decimal,
+    delta: Decimal,
+    max_per_query: Decimal,
+    private: bool = True,
+) -> tuple[bool, str]:
+    """The planner's budget check of one dataset, worded so that the charge and the balance
+    cannot be mistaken for each other; also used to show a submitted plan's balance as of now."""
+    if not private:
+        return True, f"{name}: nothing is charged, as the method is not differentially private."
+    if epsilon <= 0:
+        return False, "ε must be positive."
+    if epsilon > max_per_query:
+        return False, (
+            f"ε {plain(epsilon)} is above {name}'s maximum of {plain(max_per_query)} per query."
+        )
+    reason = refusal(name, funds, epsilon, delta)
+    if reason:
+        return False, reason
+    return True, (
+        f"{name}: this query ε {plain(epsilon)} · remaining {plain(funds.remaining_epsilon)} "
+        f"of {plain(funds.total_epsilon)} ({LIFETIME})."
     )
 
 
@@ -66,13 +128,14 @@ class BudgetExceeded(DomainError):
 
 def reserve(*, query: Query, room: Room, epsilon: Decimal, delta: Decimal) -> None:
     """Reserve the query's cost on every dataset it reads, under a row lock on each dataset in
-    a fixed order, so concurrent jobs never overspend. Call inside the job's start transaction.
-    Idempotent: a retried attempt finds its reservation and takes no more."""
+    a fixed order: every job that charges a dataset, in any room, takes the same lock, so
+    concurrent jobs never overspend its lifetime budget. Call inside the job's start
+    transaction. Idempotent: a retried attempt finds its reservation and takes no more."""
     if BudgetEntry.objects.filter(query=query, kind=BudgetEntry.Kind.RESERVE).exists():
         return
     contributions = (
         RoomDataset.objects.filter(room=room, dataset_id__in=query.dataset_ids)
-        .select_related("dataset", "policy")
+        .select_related("dataset__organization")
         .order_by("dataset_id")
     )
     # All or nothing: a refusal on a later dataset takes back the earlier ones' reservations,
@@ -80,12 +143,10 @@ def reserve(*, query: Query, room: Room, epsilon: Decimal, delta: Decimal) -> No
     with transaction.atomic():
         for contribution in contributions:
             Dataset.objects.select_for_update().get(pk=contribution.dataset_id)
-            funds = balance(room, contribution.dataset, contribution.policy)
-            if epsilon > funds.remaining_epsilon or delta > funds.remaining_delta:
-                raise BudgetExceeded(
-                    f"{contribution.dataset.qualified_name} has ε {funds.remaining_epsilon} "
-                    f"left; this query needs {epsilon}."
-                )
+            name = contribution.dataset.qualified_name
+            reason = refusal(name, balance(contribution.dataset), epsilon, delta)
+            if reason:
+                raise BudgetExceeded(reason)
             BudgetEntry.objects.create(
                 room=room,
                 dataset=contribution.dataset,
