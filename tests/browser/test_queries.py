@@ -29,7 +29,7 @@ def test_the_plan_changes_as_the_analyst_types(world, study, page, log_in):
     expect(plan).to_contain_text("All checks pass")
     expect(plan).to_contain_text("The TEE, because it joins datasets on a key")
     expect(plan).to_contain_text("eu-frankfurt-tee")
-    expect(plan.get_by_role("row").filter(has_text="Laplace, scale 400000")).to_contain_text("±")
+    expect(plan.get_by_role("row").filter(has_text="Laplace, scale 800000")).to_contain_text("±")
 
     page.get_by_label("ε (epsilon)").fill("1.5")
     expect(plan).to_contain_text("above charite.patients's maximum of 1")
@@ -48,7 +48,7 @@ def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page
     item = page.get_by_role("article").filter(has_text=query.title)
     expect(item).to_contain_text("Plan bed capacity")
     expect(item).to_contain_text("charite.patients")
-    expect(item).to_contain_text("0.5 of 3 remaining")
+    expect(item).to_contain_text("this query ε 0.5 · remaining 3 of 3")
     item.get_by_label("Comment for Charité Berlin").fill("Aggregates only, fine.")
     item.get_by_role("button", name="Approve for Charité Berlin").click()
     expect(page.get_by_role("status")).to_contain_text("Charité Berlin approved version 1")
