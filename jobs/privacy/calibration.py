@@ -23,6 +23,10 @@ dp.enable_features("contrib")
 CONFIDENCE = 0.95
 # A float measure x is summed as round(x·2^k), with max(|lower|, |upper|)·2^k ≤ 2^FIXED_POINT_BITS.
 FIXED_POINT_BITS = 20
+# The largest discrete Laplace scale drawn exactly: OpenDP adds its noise in 64-bit integers
+# (the enclave) and the MPC field holds noise of 2^(K+1) beside the sums; at 2^56 the noise
+# passes 2^62 with probability e^-64.
+MAX_DISCRETE_SCALE = 2.0**56
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,19 @@ class Measurement:
 @cache
 def laplace_scale(sensitivity: float, epsilon: float, discrete: bool) -> float:
     """The smallest scale whose OpenDP privacy map gives at most `epsilon` at `sensitivity`."""
-    kind = int if discrete else float
+    kind = "i64" if discrete else float
     domain = dp.atom_domain(T=kind) if discrete else dp.atom_domain(T=float, nan=False)
 
     def make(scale: float):
         return dp.m.make_laplace(domain, dp.absolute_distance(T=kind), scale=scale)
 
     d_in = int(sensitivity) if discrete else float(sensitivity)
-    return float(dp.binary_search_param(make, d_in=d_in, d_out=epsilon))
+    # Searched around sensitivity / ε, where pure ε-DP Laplace puts it: OpenDP's own bracketing
+    # fails at the huge scales a tiny ε gives.
+    guess = float(sensitivity) / epsilon
+    return float(
+        dp.binary_search_param(make, d_in=d_in, d_out=epsilon, bounds=(guess / 2, guess * 2))
+    )
 
 
 def noise_accuracy(scale: float, discrete: bool) -> float:
@@ -84,6 +93,18 @@ def noise_accuracy(scale: float, discrete: bool) -> float:
     if discrete:
         return float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
     return float(dp.laplacian_scale_to_accuracy(scale, alpha))
+
+
+def inexact_draw(measurement: Measurement) -> str | None:
+    """Why a measurement's noise cannot be drawn exactly, or None: a discrete scale beyond
+    MAX_DISCRETE_SCALE (an ε too small for the bounds)."""
+    if measurement.discrete and not measurement.grid_scale <= MAX_DISCRETE_SCALE:
+        return (
+            f"{measurement.name}: a noise scale of {measurement.grid_scale:.3g} is beyond 2^56, "
+            "the largest discrete Laplace scale drawn exactly (in 64-bit integers and in the "
+            "MPC field); raise ε or narrow the bounds"
+        )
+    return None
 
 
 def fixed_point_shift(lower: Decimal, upper: Decimal) -> int:

@@ -58,7 +58,13 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from jobs.privacy.calibration import CONFIDENCE, Measurement, changed_rows, fixed_point_shift
+from jobs.privacy.calibration import (
+    CONFIDENCE,
+    Measurement,
+    changed_rows,
+    fixed_point_shift,
+    inexact_draw,
+)
 from jobs.sql.plan import AggregateKind, ColumnInfo, ColumnRef, FilterOp, ParsedQuery, Shape
 
 dp.enable_features("contrib")
@@ -275,6 +281,9 @@ def _prepare(
                 f"{name}: one privacy unit can change it by {required}, but it was calibrated "
                 f"for {measurement.sensitivity}"
             )
+        refusal = inexact_draw(measurement)
+        if refusal:
+            raise ReleaseError(refusal)
         mechanisms[name] = _mechanism(measurement, declared)
     key_types = {}
     for dataset, keys in key_columns.items():

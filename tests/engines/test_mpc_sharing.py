@@ -9,6 +9,7 @@ import io
 import math
 import stat
 import sys
+from decimal import localcontext
 
 import numpy as np
 import pytest
@@ -72,19 +73,21 @@ def test_a_sealed_share_vector_opens_only_with_the_partys_key_and_context():
         sharing.open_for_party(blob, X25519PrivateKey.generate(), b"job 1 party 2")
 
 
-@pytest.mark.parametrize("scale", [0.05, 1.0, 3.7, 2000.0, 1e9])
+@pytest.mark.parametrize("scale", [0.05, 1.0, 3.7, 2000.0, 1e9, 1e14, 1e16, 2.0**56])
 def test_the_sampler_deviates_from_the_exact_discrete_laplace_by_at_most_2_to_the_minus_40(
     scale,
 ):
     bits = noise.geometric_bits(scale)
-    precision = noise.precision_bits(bits)
+    precision = noise.precision_bits(scale, bits)
 
     assert noise.deviation_bound(scale) <= 2.0**-40
     # K is the fewest digits that keep G's tail under 2^-41.
     assert math.exp(-(2 ** (bits - 1)) / scale) > 2.0**-41 or bits == 1
     exact = noise.probabilities(scale, bits)
-    for threshold, p in zip(noise.thresholds(scale, bits, precision), exact, strict=True):
-        assert abs(threshold - p * 2**precision) <= 0.5
+    with localcontext() as context:
+        context.prec = 80  # up to 98 bits: beyond the default 28 digits
+        for threshold, p in zip(noise.thresholds(scale, bits, precision), exact, strict=True):
+            assert abs(threshold - p * 2**precision) <= 0.5
 
 
 def test_the_samplers_construction_has_the_discrete_laplace_distribution():
@@ -93,7 +96,7 @@ def test_the_samplers_construction_has_the_discrete_laplace_distribution():
     scale, draws = 2.5, 200_000
     rng = np.random.default_rng(11)
     bits = noise.geometric_bits(scale)
-    precision = noise.precision_bits(bits)
+    precision = noise.precision_bits(scale, bits)
     below = [
         rng.integers(0, 2**precision, size=draws, dtype=np.uint64) < np.uint64(t)
         for t in noise.thresholds(scale, bits, precision)

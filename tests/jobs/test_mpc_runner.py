@@ -51,7 +51,11 @@ def test_the_plan_calibrates_every_mpc_cell_on_an_integer_grid_and_names_every_p
     assert cells["stay"]["mechanism"] == "discrete Laplace"
     # A float measure is summed in fixed point and noised on that grid.
     assert "discrete Laplace on a 2^-3 grid sum" in cells["mean_cost"]["mechanism"]
-    assert all("2^-40 total variation" in c["sampling"] for c in cells.values())
+    assert all(
+        "total variation of the exact discrete Laplace" in c["sampling"] for c in cells.values()
+    )
+    sampling = plan["groups"]["mpc_sampling"]
+    assert 0 < sampling["deviation_per_cell"] <= 2**-40 and sampling["cells"] == 4 * 3
 
 
 @pytest.mark.django_db

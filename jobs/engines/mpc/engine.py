@@ -42,6 +42,7 @@ from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.mpc import certificates, inputs, parties, sharing
 from jobs.models import Job, JobStep
+from jobs.privacy.calibration import inexact_draw
 from jobs.privacy.release import COUNT, ReleaseError, noisy_table
 
 dp.enable_features("contrib")
@@ -98,6 +99,9 @@ def _checked_noise(context: inputs.QueryContext) -> list[dict[str, Any]]:
     noise = []
     for name in context.layout:
         measurement = context.measurements[name]
+        refusal = inexact_draw(measurement)
+        if refusal:
+            raise EngineError(refusal)
         mechanism = dp.m.make_laplace(
             dp.vector_domain(dp.atom_domain(T="i64")),
             dp.l1_distance(T="i64"),

@@ -12,10 +12,14 @@ per bit of r, vectorised across every Bernoulli bit of every cell; then two more
 Z * (1 + G) and the sign. Nothing is opened but what MPyC's random-bit protocol opens (squares
 of fresh random values, independent of everything else).
 
-Deviation from the exact discrete Laplace, per cell, in total variation (`deviation_bound`):
-each threshold is off by at most 2^-(L+1), so the K + 1 bits are off by at most (K + 1) 2^-(L+1)
-together; keeping K digits of G changes it only when G >= 2^K, probability q^(2^K). K and L are
-chosen so that q^(2^K) <= 2^-41 and (K + 1) 2^-(L+1) <= 2^-41: at most 2^-40 per cell.
+Deviation from the exact discrete Laplace, per cell, in total variation (`deviation_bound`,
+computed from the thresholds actually used, not assumed): the sum over the K + 1 bits of
+|p - T / 2^L|, plus G's tail beyond K digits, q^(2^K). K is the fewest digits with
+q^(2^K) <= 2^-41. L follows the scale (`precision_bits`): enough that the rounding adds at most
+2^-41 in all ((K + 1) 2^-(L+1) <= 2^-41), and that the smallest probability the bits must
+carry, P(X = 0) = (1 - q) / (1 + q) (about 1 / (2s) at a large scale s), keeps a relative
+precision of 2^-41, so no threshold rounds to 0 or to 2^L whatever the scale: 46 bits at
+s = 10, 89 at s = 10^14. The bound is at most 2^-40 per cell at every scale.
 """
 
 from __future__ import annotations
@@ -41,15 +45,38 @@ def geometric_bits(scale: float) -> int:
     return bits
 
 
-def precision_bits(bits: int) -> int:
-    """L: the bits of each uniform integer compared with a threshold, (K + 1) 2^-(L+1) <= 2^-41."""
-    return _PART_LOG2 - 1 + math.ceil(math.log2(bits + 1))
+def zero_probability(scale: float) -> float:
+    """P(X = 0) = (1 - q) / (1 + q) = tanh(1 / (2s))."""
+    return math.tanh(1 / (2 * scale))
+
+
+def precision_bits(scale: float, bits: int) -> int:
+    """L: the bits of each uniform integer compared with a threshold. The rounding of the K + 1
+    thresholds adds at most 2^-41 in total variation, (K + 1) 2^-(L+1) <= 2^-41, and P(X = 0),
+    the smallest complement of any bit's probability, keeps a relative precision of 2^-41:
+    2^-(L+1) <= 2^-42 P(X = 0). With L fixed, a large scale rounds P(Z = 1) up to 1, a
+    threshold of 2^L that the L-bit comparison reads as 0: no noise at all."""
+    rounding = _PART_LOG2 - 1 + math.ceil(math.log2(bits + 1))
+    relative = _PART_LOG2 + math.ceil(-math.log2(zero_probability(scale)))
+    return max(rounding, relative)
 
 
 def deviation_bound(scale: float) -> float:
-    """Total variation between one cell's sampled noise and the exact discrete Laplace."""
+    """Total variation between one cell's sampled noise and the exact discrete Laplace, from
+    the thresholds the sampler uses: each Bernoulli bit is off by |p - T / 2^L|, and G's digits
+    beyond K are dropped (probability q^(2^K))."""
     bits = geometric_bits(scale)
-    return math.exp(-(2**bits) / scale) + (bits + 1) * 2.0 ** -(precision_bits(bits) + 1)
+    precision = precision_bits(scale, bits)
+    exact = probabilities(scale, bits)
+    rounded = thresholds(scale, bits, precision)
+    with localcontext() as context:
+        context.prec = 80
+        rounding = sum(
+            abs(Decimal(t) / Decimal(2) ** precision - p)
+            for t, p in zip(rounded, exact, strict=True)
+        )
+        tail = (-(Decimal(2) ** bits) / Decimal(scale)).exp()
+        return float(rounding + tail)
 
 
 def probabilities(scale: float, bits: int) -> list[Decimal]:
@@ -84,7 +111,7 @@ async def sample(mpc: Any, secure_field: Any, blocks: Sequence[tuple[float, int]
     must call this with the same blocks (they are public: the plan's scales)."""
     field = secure_field.field
     layout = [(scale, cells, geometric_bits(scale)) for scale, cells in blocks]
-    precision = max(precision_bits(bits) for _, _, bits in layout)
+    precision = max(precision_bits(scale, bits) for scale, _, bits in layout)
     # One entry per Bernoulli bit: block by block, cell by cell, Z then G's K digits.
     entries = np.concatenate(
         [
