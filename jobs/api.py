@@ -329,7 +329,8 @@ class JobResult(APIView):
                 {
                     "job": job.pk,
                     "output_kind": result.output_kind,
-                    "sha256": result.sha256,
+                    "commitment": result.commitment,
+                    "opening": runner.result_opening(result, organization),
                     "mechanism": result.mechanism,
                     "differentially_private": result.differentially_private,
                     "label": None
@@ -342,7 +343,7 @@ class JobResult(APIView):
                     "files": [
                         {
                             "name": f.name,
-                            "sha256": f.sha256,
+                            "commitment": f.commitment,
                             "size": f.size,
                             "url": reverse("api-result-file", args=[slug, job.pk, f.name]),
                         }
@@ -353,7 +354,8 @@ class JobResult(APIView):
         return Response(
             {
                 "job": job.pk,
-                "sha256": result.sha256,
+                "commitment": result.commitment,
+                "opening": runner.result_opening(result, organization),
                 "mechanism": result.mechanism,
                 "epsilon": str(result.epsilon),
                 "simulated_tee": result.simulated_tee,

@@ -9,7 +9,6 @@ another's.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import transaction
 
+from cleanroom.audit.verify import result_commitment
 from jobs import runner
 from jobs.models import Job, Query, Result, ResultFile
 from parties.models import Organization
@@ -37,8 +37,10 @@ def _context(job_id: int, name: str) -> bytes:
     return f"cleanroom-result-file/v1:job:{job_id}:{name}".encode()
 
 
-def store_file(result: Result, name: str, content: bytes, data_key: bytes) -> ResultFile:
-    """Encrypt one released file to disk and record it; call inside the release transaction."""
+def store_file(stored: runner.StoredResult, name: str, content: bytes) -> ResultFile:
+    """Encrypt one released file to disk and record it, with its salted commitment; call
+    inside the release transaction."""
+    result, data_key = stored.result, stored.data_key
     relative = f"job-{result.job_id}/{name}.enc"
     path = root() / relative
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,7 @@ def store_file(result: Result, name: str, content: bytes, data_key: bytes) -> Re
     return ResultFile.objects.create(
         result=result,
         name=name,
-        sha256=hashlib.sha256(content).hexdigest(),
+        commitment=result_commitment(stored.salt, content, name),
         size=len(content),
         storage_path=relative,
     )
@@ -68,7 +70,7 @@ def release_extract(
         query = job.query
         epsilon, delta = runner.charge_of(query)
         private = bool(manifest["differentially_private"])
-        result, data_key, receivers = runner.store_result(
+        stored = runner.store_result(
             job,
             plaintext,
             epsilon=epsilon,
@@ -76,14 +78,14 @@ def release_extract(
             output_kind=Query.OutputKind.SYNTHETIC,
             differentially_private=private,
         )
-        stored = [store_file(result, name, files[name], data_key) for name in sorted(files)]
+        released = [store_file(stored, name, files[name]) for name in sorted(files)]
         runner._record(
             job,
             "result.released",
             query=f"query:{query.pk}",
-            receivers=sorted(f"org:{o.pk}" for o in receivers),
-            result_sha256=result.sha256,
-            files={f.name: f.sha256 for f in stored},
+            receivers=sorted(f"org:{o.pk}" for o in stored.receivers),
+            result_commitment=stored.result.commitment,
+            files={f.name: f.commitment for f in released},
             output_kind=Query.OutputKind.SYNTHETIC,
             method=manifest["method"],
             rows=manifest["rows"],
@@ -94,7 +96,7 @@ def release_extract(
             tee=(job.attestation or {}).get("kind"),
         )
         runner._finish(job, Job.State.SUCCEEDED, "")
-    return result
+    return stored.result
 
 
 def read_file_for(result_file: ResultFile, organization: Organization) -> bytes:
@@ -103,13 +105,14 @@ def read_file_for(result_file: ResultFile, organization: Organization) -> bytes:
 
 
 def read_file(result_file: ResultFile, data_key: bytes) -> bytes:
-    """The plaintext of a released file, checked against the digest the audit log holds."""
+    """The plaintext of a released file, checked against the commitment the audit log holds."""
     blob = (root() / result_file.storage_path).read_bytes()
     content = AESGCM(data_key).decrypt(
         blob[:12], blob[12:], _context(result_file.result.job_id, result_file.name)
     )
-    if hashlib.sha256(content).hexdigest() != result_file.sha256:
-        raise ValueError(f"{result_file.name} does not match its released digest")
+    salt = runner.result_salt(result_file.result, data_key)
+    if result_commitment(salt, content, result_file.name) != result_file.commitment:
+        raise ValueError(f"{result_file.name} does not match its released commitment")
     return content
 
 

@@ -216,6 +216,20 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
 
 @login_required
 @require_GET
+def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The result's exact bytes and salt, which open the commitment its release logged: what a
+    receiver hands a regulator for `verify.py --result`."""
+    job, result, organization = _receiving(request, slug, pk)
+    response = HttpResponse(
+        json.dumps(runner.result_opening(result, organization), indent=2),
+        content_type="application/json",
+    )
+    response["Content-Disposition"] = f'attachment; filename="result-job-{job.pk}-opening.json"'
+    return response
+
+
+@login_required
+@require_GET
 def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResponse:
     """One released file of a synthetic extract (the extract or a report), for receivers."""
     _, result, organization = _receiving(request, slug, pk)

@@ -330,7 +330,10 @@ class Result(models.Model):
 
     job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="result")
     ciphertext = models.BinaryField()
-    sha256 = models.CharField(max_length=64)  # of the plaintext JSON, as audited
+    # The salted commitment the audit log holds (cleanroom.audit.verify.result_commitment); the
+    # salt is kept only encrypted under the result's data key, for the receivers.
+    commitment = models.CharField(max_length=64)
+    sealed_salt = models.BinaryField(default=b"")
     mechanism = models.CharField(max_length=8)
     epsilon = models.DecimalField(max_digits=8, decimal_places=4)
     simulated_tee = models.BooleanField(default=False)
@@ -353,7 +356,7 @@ class ResultFile(models.Model):
 
     result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="files")
     name = models.CharField(max_length=100)
-    sha256 = models.CharField(max_length=64)  # of the plaintext, as audited
+    commitment = models.CharField(max_length=64)  # salted with its result's salt, as audited
     size = models.PositiveBigIntegerField()
     storage_path = models.CharField(max_length=500)  # under jobs.extracts.root()
 

@@ -19,11 +19,12 @@ takes the job's row lock, so redelivered steps and concurrent parties change not
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from cleanroom.audit.log import record_room_event
+from cleanroom.audit.verify import RESULT_OPENING, result_commitment
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
@@ -737,20 +739,20 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
         if job is None:
             return None
         query = job.query
-        result, _, receivers = store_result(job, plaintext, epsilon=query.epsilon)
+        stored = store_result(job, plaintext, epsilon=query.epsilon)
         _record(
             job,
             "result.released",
             query=f"query:{query.pk}",
-            receivers=sorted(f"org:{o.pk}" for o in receivers),
-            result_sha256=result.sha256,
+            receivers=sorted(f"org:{o.pk}" for o in stored.receivers),
+            result_commitment=stored.result.commitment,
             mechanism=job.mechanism,
             epsilon=str(query.epsilon),
             tee=(job.attestation or {}).get("kind"),
         )
         _complete_delivery(job)
         _finish(job, Job.State.SUCCEEDED, "")
-    return result
+    return stored.result
 
 
 def claim_release(job_id: int) -> Job | None:
@@ -762,18 +764,34 @@ def claim_release(job_id: int) -> Job | None:
     return job
 
 
-def store_result(
-    job: Job, plaintext: bytes, **fields: Any
-) -> tuple[Result, bytes, list[Organization]]:
-    """Encrypt a result under a fresh data key wrapped for each receiver organisation; returns
-    the result, its data key (for files released with it) and the receivers."""
-    data_key = AESGCM.generate_key(bit_length=256)
+@dataclass(frozen=True)
+class StoredResult:
+    result: Result
+    data_key: bytes  # for the files released with it
+    salt: bytes  # of the commitments to it and its files
+    receivers: list[Organization]
+
+
+def _result_aad(job_id: int, part: str = "") -> bytes:
+    return f"cleanroom-result/v1:job:{job_id}{part}".encode()
+
+
+def _seal(data_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(12)
-    context = f"cleanroom-result/v1:job:{job.pk}".encode()
+    return nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
+
+
+def store_result(job: Job, plaintext: bytes, **fields: Any) -> StoredResult:
+    """Encrypt a result under a fresh data key wrapped for each receiver organisation, with a
+    salted commitment to it for the log: the salt is stored only encrypted under the same key,
+    so the commitment reveals nothing to whoever reads the log without the result."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    salt = os.urandom(32)
     result = Result.objects.create(
         job=job,
-        ciphertext=nonce + AESGCM(data_key).encrypt(nonce, plaintext, context),
-        sha256=hashlib.sha256(plaintext).hexdigest(),
+        ciphertext=_seal(data_key, plaintext, _result_aad(job.pk)),
+        commitment=result_commitment(salt, plaintext),
+        sealed_salt=_seal(data_key, salt, _result_aad(job.pk, ":salt")),
         mechanism=job.mechanism,
         simulated_tee=(job.attestation or {}).get("kind") == "simulated",
         **fields,
@@ -785,7 +803,7 @@ def store_result(
             organization=org,
             wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
         )
-    return result, data_key, receivers
+    return StoredResult(result, data_key, salt, receivers)
 
 
 def _result_context(job: Job) -> dict[str, str]:
@@ -856,9 +874,30 @@ def result_data_key(result: Result, organization: Organization) -> bytes:
     )
 
 
+def _open(data_key: bytes, blob: bytes, aad: bytes) -> bytes:
+    return AESGCM(data_key).decrypt(blob[:12], blob[12:], aad)
+
+
 def read_result(result: Result, organization: Organization) -> dict[str, Any]:
     """Decrypt a result for a receiver organisation (the caller checked membership)."""
     data_key = result_data_key(result, organization)
-    blob = bytes(result.ciphertext)
-    context = f"cleanroom-result/v1:job:{result.job_id}".encode()
-    return json.loads(AESGCM(data_key).decrypt(blob[:12], blob[12:], context))
+    return json.loads(_open(data_key, bytes(result.ciphertext), _result_aad(result.job_id)))
+
+
+def result_salt(result: Result, data_key: bytes) -> bytes:
+    return _open(data_key, bytes(result.sealed_salt), _result_aad(result.job_id, ":salt"))
+
+
+def result_opening(result: Result, organization: Organization) -> dict[str, Any]:
+    """What a receiver gives a regulator to check its result against the log's commitment
+    (`verify.py --result`): the exact bytes released, and the salt. Files travel separately."""
+    data_key = result_data_key(result, organization)
+    return {
+        "format": RESULT_OPENING,
+        "job": f"job:{result.job_id}",
+        "commitment": result.commitment,
+        "salt": result_salt(result, data_key).hex(),
+        "result": base64.b64encode(
+            _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
+        ).decode(),
+    }

@@ -41,6 +41,11 @@ urlpatterns = [
         job_views.result_download,
         name="result-download",
     ),
+    path(
+        "rooms/<slug:slug>/jobs/<int:pk>/result/opening.json",
+        job_views.result_opening,
+        name="result-opening",
+    ),
     re_path(
         r"^rooms/(?P<slug>[-\w]+)/jobs/(?P<pk>\d+)/result/files/(?P<name>[\w][\w.-]*)$",
         job_views.result_file,

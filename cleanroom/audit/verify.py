@@ -611,6 +611,7 @@ class DomainRules:
         self.totals: dict[str, tuple[Decimal, Decimal]] = {}
         self.charged: dict[str, list[Decimal]] = {}
         self.reserved: dict[tuple[str, str], list[Decimal]] = {}
+        self.released: dict[str, dict] = {}  # job -> its result.released data
 
     def feed(self, i: int, event: dict) -> None:
         kind = event.get("type")
@@ -668,6 +669,7 @@ class DomainRules:
             query = _field(data, "query", where)
             if job not in self.dispatched:
                 raise VerificationError(f"{where}: a result of {job}, which was never dispatched")
+            self.released[job] = data
             allowed = set(_field(self.submissions[self.dispatched[job]], "receivers", where))
             for receiver in _field(data, "receivers", where):
                 if receiver not in allowed:
@@ -732,6 +734,50 @@ def approval_message(query: str, digest: str, organization: str, decision: str) 
     """What an organisation's key signs when it decides on a query version: the format, the
     query id, its digest, the organisation id and ``approve`` or ``reject``, one a line."""
     return f"{APPROVAL_FORMAT}\n{query}\n{digest}\n{organization}\n{decision}\n".encode()
+
+
+RESULT_COMMITMENT = "cleanroom-result-commitment/v1"
+RESULT_OPENING = "cleanroom-result-opening/v1"
+
+
+def result_commitment(salt: bytes, content: bytes, name: str = "") -> str:
+    """The commitment the log holds to a released result (`name` empty) or to one of its files:
+    SHA-256 over the format, a secret 256-bit salt, the name and the exact bytes released. The
+    salt travels only inside the encrypted result, so only its receivers can open it; without
+    the salt the commitment says nothing, even of a result small enough to enumerate."""
+    if len(salt) != 32:
+        raise VerificationError("a result commitment's salt is 32 bytes")
+    header = f"{RESULT_COMMITMENT}\n{name}\n".encode()
+    return hashlib.sha256(header + salt + content).hexdigest()
+
+
+def check_opening(opening: dict, released: dict[str, dict]) -> str:
+    """Check a receiver's opening of a result (the exact bytes released, the salt, and any
+    files) against the `result.released` event of its job; returns the job, or raises."""
+    if not isinstance(opening, dict) or opening.get("format") != RESULT_OPENING:
+        raise VerificationError(f"the opening is not {RESULT_OPENING}")
+    job = opening.get("job")
+    event = released.get(job)
+    if event is None:
+        raise VerificationError(f"the bundle holds no released result of {job}")
+    salt = _hex(opening.get("salt"), "the opening's salt")
+    content = _b64decode(str(opening.get("result", "")), "the opened result")
+    if result_commitment(salt, content) != event.get("result_commitment"):
+        raise VerificationError(f"the result of {job} does not match its commitment in the log")
+    committed = event.get("files") or {}
+    files = opening.get("files") or {}
+    for name, encoded in sorted(files.items()):
+        content = _b64decode(str(encoded), f"the opened file {name}")
+        if name not in committed or result_commitment(salt, content, name) != committed[name]:
+            raise VerificationError(f"file {name} of {job} does not match its commitment")
+    return job
+
+
+def _hex(value: Any, what: str) -> bytes:
+    try:
+        return bytes.fromhex(str(value))
+    except ValueError:
+        raise VerificationError(f"{what} is not hexadecimal") from None
 
 
 def _check_approval_signature(where, kind, data, query, organization, pinned) -> None:
@@ -904,6 +950,7 @@ class BundleReport:
     attachments: int
     previous_size: int | None = None
     approvals_pinned: bool = False
+    released: dict[str, dict] = field(default_factory=dict)  # job -> result.released data
 
 
 def _sha256(data: bytes) -> str:
@@ -1006,6 +1053,7 @@ def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> 
         len(attachments),
         old.size if old is not None else None,
         bool(trust.organization_keys),
+        rules.released,
     )
 
 
@@ -1184,6 +1232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--trust", required=True, help="trusted keys, one vkey a line (manage.py audit_keys)"
     )
     parser.add_argument("--previous", help="a checkpoint of this log you saved earlier")
+    parser.add_argument(
+        "--result",
+        action="append",
+        default=[],
+        help="a result's opening, as its receiver downloads it: checked against the log",
+    )
     args = parser.parse_args(argv)
     try:
         with open(args.trust, encoding="utf-8") as handle:
@@ -1193,6 +1247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.previous, encoding="utf-8") as handle:
                 previous = handle.read()
         report = verify_bundle(args.bundle, trust, previous=previous)
+        opened = []
+        for path in args.result:
+            with open(path, encoding="utf-8") as handle:
+                try:
+                    opening = json.load(handle)
+                except ValueError:
+                    raise VerificationError(f"{path} is not JSON") from None
+            opened.append(check_opening(opening, report.released))
     except VerificationError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
@@ -1206,6 +1268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  extends the previous checkpoint at size {report.previous_size}")
     print(f"  {report.attachments} attachments; approvals, residency, budgets, receivers and")
     print("  attestations satisfy the clean room's rules")
+    for job in opened:
+        print(f"  the result of {job} you hold matches the commitment its release logged")
     if report.approvals_pinned:
         print("  approval signatures verify under the organisations' keys your trust file pins")
     else:

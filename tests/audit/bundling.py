@@ -32,7 +32,9 @@ class Verdict:
         return self.returncode == 0
 
 
-def run_verify(bundle: Path, trust: Path, *, previous: Path | None = None) -> Verdict:
+def run_verify(
+    bundle: Path, trust: Path, *, previous: Path | None = None, results: tuple[Path, ...] = ()
+) -> Verdict:
     """Extract verify.py from the bundle into a folder of its own and run it in isolated mode
     (no project code, no environment variables, no site of the user): stdlib + cryptography."""
     workdir = bundle.parent / f"{bundle.stem}-verifier"
@@ -42,6 +44,8 @@ def run_verify(bundle: Path, trust: Path, *, previous: Path | None = None) -> Ve
     command = [sys.executable, "-I", "verify.py", str(bundle), "--trust", str(trust)]
     if previous is not None:
         command += ["--previous", str(previous)]
+    for opening in results:
+        command += ["--result", str(opening)]
     result = subprocess.run(
         command, cwd=workdir, capture_output=True, text=True, timeout=120, env={}, check=False
     )

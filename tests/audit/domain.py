@@ -196,7 +196,7 @@ def _run(expires: str, job: dict) -> Run:
                 **job,
                 "query": "query:7",
                 "receivers": [PHARMA],
-                "result_sha256": "f" * 64,
+                "result_commitment": "f" * 64,
                 "mechanism": "mpc",
                 "epsilon": "1",
             },

@@ -710,7 +710,8 @@ def test_only_members_of_a_receiving_organisation_read_the_result(world, study, 
 
     # The receiver: pharma, the analyst's organisation.
     table = api(world.bob).get(api_path).json()
-    assert table["sha256"] == result.sha256 and table["table"]["rows"]
+    assert table["commitment"] == result.commitment and table["table"]["rows"]
+    assert table["opening"]["commitment"] == result.commitment
     assert browse(world.bob) == [200, 200, 200]
 
     # A member organisation that receives nothing, its auditor: they see the room, not this.

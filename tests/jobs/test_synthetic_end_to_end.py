@@ -5,7 +5,6 @@ reports, charged once, recorded in the room's log, whose bundle verifies."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 from decimal import Decimal
 
@@ -14,6 +13,7 @@ import pytest
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
+from cleanroom.audit.verify import result_commitment
 from jobs import queries, runner
 from jobs.engines.tee.enclave import CODE
 from jobs.engines.tee.engine import TeeEngine
@@ -81,7 +81,8 @@ def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
         response = api(world.bob).get(described["url"])
         assert response.status_code == 200, name
         downloaded[name] = response.content
-        assert hashlib.sha256(response.content).hexdigest() == described["sha256"]
+        salt = bytes.fromhex(answer["opening"]["salt"])
+        assert result_commitment(salt, response.content, name) == described["commitment"]
     rows = pl.read_csv(io.BytesIO(downloaded["extract.csv"]), comment_prefix="#")
     # Only the projected columns, never the unit or the join key, each within its public domain.
     assert rows.columns == ["age_band", "diagnosis", "stay"]
@@ -114,7 +115,7 @@ def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
     assert len(released) == 1
     data = released[0]["data"]
     assert data["method"] == "dp-marginals" and data["differentially_private"] is True
-    assert data["files"] == {name: f["sha256"] for name, f in files.items()}
+    assert data["files"] == {name: f["commitment"] for name, f in files.items()}
     assert data["epsilon"] == charge["epsilon"]
     submitted = next(e for e in events if e["type"] == "query.submitted")
     assert submitted["data"]["synthetic"]["rows"] == 300
