@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from cleanroom.audit.log import PLATFORM_LOG, actor_ref, record_event
+from cleanroom.audit.log import record_platform_event
 from cleanroom.crypto.envelope import new_data_key
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
@@ -49,16 +49,13 @@ def create_organization(
         signing_key_id=signing_key_id,
         public_key=keys.public_key(signing_key_id),
     )
-    record_event(
-        log=PLATFORM_LOG,
-        type="organization.created",
-        actor=actor_ref(by),
+    record_platform_event(
+        "organization.created",
+        by=by,
         subject=f"org:{organization.pk}",
-        data={
-            "jurisdiction": organization.jurisdiction.code,
-            "kek_id": organization.kek_id,
-            "public_key": base64.b64encode(organization.public_key).decode(),
-        },
+        jurisdiction=organization.jurisdiction.code,
+        kek_id=organization.kek_id,
+        public_key=base64.b64encode(organization.public_key).decode(),
     )
     return organization
 
@@ -71,12 +68,12 @@ def add_membership(
         organization=organization, user=user, role=role
     )
     if created:
-        record_event(
-            log=PLATFORM_LOG,
-            type="membership.added",
-            actor=actor_ref(by),
+        record_platform_event(
+            "membership.added",
+            by=by,
             subject=f"org:{organization.pk}",
-            data={"user": f"user:{user.pk}", "role": role},
+            user=f"user:{user.pk}",
+            role=role,
         )
     return membership
 
@@ -167,20 +164,17 @@ def _record_version(
         )
         for position, spec in enumerate(specs)
     )
-    record_event(
-        log=PLATFORM_LOG,
-        type="dataset.registered" if number == 1 else "dataset.version_added",
-        actor=actor_ref(by),
+    record_platform_event(
+        "dataset.registered" if number == 1 else "dataset.version_added",
+        by=by,
         subject=f"dataset:{dataset.pk}",
-        data={
-            "organization": f"org:{dataset.organization_id}",
-            "jurisdiction": dataset.jurisdiction.code,
-            "version": number,
-            "content_sha256": version.content_sha256,
-            "ciphertext_sha256": version.ciphertext_sha256,
-            "row_count": version.row_count,
-            "columns": [{"name": s.name, "type": s.type, "role": s.role} for s in specs],
-        },
+        organization=f"org:{dataset.organization_id}",
+        jurisdiction=dataset.jurisdiction.code,
+        version=number,
+        content_sha256=version.content_sha256,
+        ciphertext_sha256=version.ciphertext_sha256,
+        row_count=version.row_count,
+        columns=[{"name": s.name, "type": s.type, "role": s.role} for s in specs],
     )
     return version
 
@@ -357,18 +351,15 @@ def update_policy(
         dataset=dataset, version=current.version + 1, created_by=by, **values
     )
     policy.allowed_receivers.set(receivers)
-    record_event(
-        log=PLATFORM_LOG,
-        type="policy.changed",
-        actor=actor_ref(by),
+    record_platform_event(
+        "policy.changed",
+        by=by,
         subject=f"dataset:{dataset.pk}",
-        data={
-            "version": policy.version,
-            **{
-                name: str(value) if isinstance(value, Decimal) else value
-                for name, value in values.items()
-            },
-            "allowed_receivers": sorted(f"org:{org.pk}" for org in receivers),
+        version=policy.version,
+        **{
+            name: str(value) if isinstance(value, Decimal) else value
+            for name, value in values.items()
         },
+        allowed_receivers=sorted(f"org:{org.pk}" for org in receivers),
     )
     return policy

@@ -41,7 +41,7 @@ from cleanroom.audit.checkpoints import (
     sign_checkpoint,
     sign_with_log_key,
 )
-from cleanroom.audit.log import actor_ref, record_event, room_log_name
+from cleanroom.audit.log import record_room_event, room_log_name
 from cleanroom.audit.models import AuditAttachment, AuditBundle, AuditEvent, AuditLog
 from cleanroom.audit.verify import BUNDLE_FORMAT, MANIFEST, MANIFEST_SIG, manifest_note_text
 from cleanroom.errors import DomainError
@@ -103,12 +103,13 @@ def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedB
         note = manifest_note_text(origin, hashlib.sha256(manifest_bytes).hexdigest())
         archive.writestr(MANIFEST_SIG, sign_with_log_key(note, current_log_key()))
     with transaction.atomic():
-        record_event(
-            log=log_name,
-            type="bundle.exported",
-            actor=actor_ref(by),
+        record_room_event(
+            room.pk,
+            "bundle.exported",
+            by=by,
             subject=f"room:{room.pk}",
-            data={"format": BUNDLE_FORMAT, "tree_size": size},
+            format=BUNDLE_FORMAT,
+            tree_size=size,
         )
     return ExportedBundle(log_name, origin, size, bytes(checkpoint.root_hash), len(files) + 2)
 

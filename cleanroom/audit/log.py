@@ -27,6 +27,7 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
+from cleanroom.audit.events import registered
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditEventRef, AuditLog
 from cleanroom.audit.verify import canonical_json, leaf_hash
 
@@ -319,7 +320,26 @@ def record_room_event(
     """Append to a room's log: the form every room, query and job event takes."""
     return record_event(
         log=room_log_name(room_id),
-        type=type,
+        type=registered(type),
+        actor=actor_ref(by),
+        subject=subject,
+        data=data,
+        attach=attach,
+    )
+
+
+def record_platform_event(
+    type: str,
+    *,
+    by,
+    subject: str,
+    attach: Mapping[str, bytes] | None = None,
+    **data: Any,
+) -> AuditEvent:
+    """Append to the platform's log: organisations, memberships, datasets and their policies."""
+    return record_event(
+        log=PLATFORM_LOG,
+        type=registered(type),
         actor=actor_ref(by),
         subject=subject,
         data=data,
