@@ -1,6 +1,4 @@
-"""The clean room project: settings, the Celery app and the shared kernel (audit, crypto)."""
+"""The clean room project: settings, the Celery app and the shared kernel (audit, crypto).
 
-# Load the Celery app with Django, so shared tasks publish to the configured broker.
-from cleanroom.celery import app as celery_app
-
-__all__ = ["celery_app"]
+Nothing is imported here: the enclave imports modules of this package, and runs this file.
+The Celery app is loaded with Django (jobs.apps) or by `celery -A cleanroom`."""

@@ -6,4 +6,7 @@ class JobsConfig(AppConfig):
     verbose_name = "Rooms, queries and jobs"
 
     def ready(self) -> None:
+        # The Celery app, which shared tasks publish through; loaded here rather than by the
+        # cleanroom package, whose __init__ also runs in the enclave.
+        import cleanroom.celery  # noqa: F401
         from jobs import checks  # noqa: F401 - registers the system checks

@@ -9,19 +9,7 @@ from jobs.synthesis.accounting import DpBudget, Stage, dp_cost
 from jobs.synthesis.columns import MAX_BINS, SynthColumn, SynthesisError, public_bins
 from jobs.synthesis.extract import Extract, Method, is_differentially_private, synthesize
 
-# The files whose code runs in the enclave for a synthetic extract (its measured CODE list).
-CODE = [
-    "jobs/synthesis/__init__.py",
-    "jobs/synthesis/accounting.py",
-    "jobs/synthesis/columns.py",
-    "jobs/synthesis/dp_marginals.py",
-    "jobs/synthesis/extract.py",
-    "jobs/synthesis/reports.py",
-    "jobs/synthesis/sdv_methods.py",
-]
-
 __all__ = [
-    "CODE",
     "MAX_BINS",
     "DpBudget",
     "Extract",

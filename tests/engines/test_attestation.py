@@ -28,12 +28,11 @@ from jobs.engines.tee.attestation import (
     SimulatedRoot,
     aws_nitro_root,
     binding,
-    configured_measurements,
     measure,
     parse_measurements,
-    trusted_roots,
     verify_attestation,
 )
+from jobs.engines.tee.trust import configured_measurements, trusted_roots
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "nitro" / "sample_doc.b64"
 GENUINE = base64.b64decode(SAMPLE.read_text())

@@ -16,7 +16,7 @@ from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs import queries, runner
 from jobs.engines.base import EngineError
-from jobs.engines.tee import attestation
+from jobs.engines.tee import attestation, trust
 from jobs.engines.tee.enclave import key_context
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import Job
@@ -66,7 +66,7 @@ def enclave_key():
 def document(job: Job, enclave_key, *, bound_to: Job | None = None, pcrs=None) -> bytes:
     """What the simulated security module signs for an enclave holding `enclave_key`."""
     bound_to = bound_to or job
-    return attestation.simulated_enclave().attest(
+    return trust.simulated_enclave().attest(
         pcrs=enclave_measurements() if pcrs is None else pcrs,
         public_key=public_bytes(enclave_key),
         user_data=attestation.binding(bound_to.pk, bound_to.query.digest),

@@ -15,7 +15,7 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
 from jobs import queries, runner, tasks
 from jobs.engines.base import EngineError
-from jobs.engines.tee import attestation
+from jobs.engines.tee import attestation, trust
 from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
@@ -63,7 +63,7 @@ def types(job: Job) -> list[str]:
 def document(job: Job) -> bytes:
     """An attestation document of a genuine enclave of this job, with a fresh key: what a host
     that starts another enclave for the same job would present."""
-    return attestation.simulated_enclave().attest(
+    return trust.simulated_enclave().attest(
         pcrs=enclave_measurements(),
         public_key=public_bytes(X25519PrivateKey.generate()),
         user_data=attestation.binding(job.pk, job.query.digest),

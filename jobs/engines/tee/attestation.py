@@ -31,7 +31,7 @@ and refuses with an `AttestationError` naming the first failure:
 Simulated TEE: `SimulatedRoot.load_or_create(directory)` keeps a per-deployment P-384 root CA
 named `SIMULATED TEE - NOT HARDWARE BACKED`; `SimulatedEnclave(root).attest(...)` issues a fresh
 three-hour leaf under it and signs a document in exactly the format above. Documents that chain to
-it come out of the verifier with kind "simulated"; `trusted_roots()` includes it only while
+it come out of the verifier with kind "simulated"; `trust.trusted_roots()` includes it only while
 settings.TEE_ALLOW_SIMULATED is true, and `check --deploy` refuses that setting (cleanroom.E001).
 
 Measurements of the simulated enclave (`measure(paths)`), mirroring Nitro's PCR0..2 roles:
@@ -82,13 +82,9 @@ __all__ = [
     "VerifiedAttestation",
     "aws_nitro_root",
     "binding",
-    "configured_measurements",
     "measure",
     "parse_measurements",
     "runtime_description",
-    "simulated_enclave",
-    "simulated_root_dir",
-    "trusted_roots",
     "verify_attestation",
 ]
 
@@ -705,14 +701,6 @@ def parse_measurements(items: str | Iterable[str]) -> list[dict[int, bytes]]:
     return entries
 
 
-def configured_measurements() -> list[dict[int, bytes]]:
-    """settings.TEE_MEASUREMENT_ALLOWLIST as entries for verify_attestation (see
-    parse_measurements); empty when none is configured."""
-    from django.conf import settings
-
-    return parse_measurements(getattr(settings, "TEE_MEASUREMENT_ALLOWLIST", None) or [])
-
-
 @cache
 def aws_nitro_root() -> x509.Certificate:
     """The pinned AWS Nitro Enclaves Root-G1 certificate."""
@@ -720,23 +708,6 @@ def aws_nitro_root() -> x509.Certificate:
     if _sha256_der(certificate) != AWS_NITRO_ROOT_G1_SHA256:  # pragma: no cover - tampering
         raise RuntimeError("the embedded AWS Nitro root does not match its pinned fingerprint")
     return certificate
-
-
-def trusted_roots() -> list[x509.Certificate]:
-    """The roots settings trust: AWS Nitro Root-G1, and this deployment's simulated root only
-    while settings.TEE_ALLOW_SIMULATED is true (production: false, see check --deploy)."""
-    from django.conf import settings
-
-    roots = [aws_nitro_root()]
-    if getattr(settings, "TEE_ALLOW_SIMULATED", False):
-        roots.append(SimulatedRoot.load_or_create(simulated_root_dir()).certificate)
-    return roots
-
-
-def simulated_root_dir() -> Path:
-    from django.conf import settings
-
-    return Path(settings.TEE_SIMULATED_ROOT_DIR)
 
 
 # --- The simulated TEE -------------------------------------------------------------------------
@@ -943,15 +914,3 @@ class SimulatedEnclave:
         r, s = decode_dss_signature(leaf_key.sign(sig_structure, ec.ECDSA(hashes.SHA384())))
         signature = r.to_bytes(PCR_LENGTH, "big") + s.to_bytes(PCR_LENGTH, "big")
         return cbor2.dumps([protected, {}, payload, signature])
-
-
-def simulated_enclave(*, module_id: str | None = None) -> SimulatedEnclave:
-    """This deployment's simulated attestor (settings.TEE_SIMULATED_ROOT_DIR); refused unless
-    settings.TEE_ALLOW_SIMULATED is true."""
-    from django.conf import settings
-
-    if not getattr(settings, "TEE_ALLOW_SIMULATED", False):
-        raise AttestationError(
-            "the simulated TEE is disabled (TEE_ALLOW_SIMULATED is false)", code="untrusted_root"
-        )
-    return SimulatedEnclave(SimulatedRoot.load_or_create(simulated_root_dir()), module_id=module_id)

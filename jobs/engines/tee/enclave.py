@@ -47,23 +47,7 @@ from jobs.privacy.release import check_release, release_aggregates
 from jobs.privacy.terms import Terms, approved_measurements, read_terms
 from jobs.sql.parser import parse_query
 from jobs.sql.plan import ColumnInfo, Output, ParsedQuery
-from jobs.synthesis import CODE as SYNTHESIS_CODE
 
-# The files whose code runs in here: their measurement is what the key service allows.
-CODE = [
-    "jobs/engines/tee/enclave.py",
-    "jobs/engines/tee/attestation.py",
-    "jobs/sql/parser.py",
-    "jobs/sql/plan.py",
-    "jobs/privacy/calibration.py",
-    "jobs/privacy/release.py",
-    "cleanroom/crypto/envelope.py",
-    "cleanroom/crypto/sealing.py",
-    "cleanroom/audit/verify.py",
-    "jobs/privacy/extract.py",
-    "jobs/privacy/terms.py",
-    *SYNTHESIS_CODE,
-]
 # Where a synthetic extract's files are written, in the enclave's working directory.
 EXTRACT_DIRECTORY = "extract"
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from jobs.engines.base import EngineError, Progress, minimal_environment
-from jobs.engines.tee import attestation
+from jobs.engines.tee import attestation, trust
 from jobs.engines.tee.enclave import EXTRACT_DIRECTORY
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import Job, Query
@@ -51,7 +51,7 @@ def _simulated_nsm() -> attestation.SimulatedEnclave:
     code and signs its document with the deployment's simulated root, which the verifier marks
     `simulated` and production settings refuse to trust."""
     try:
-        return attestation.simulated_enclave()
+        return trust.simulated_enclave()
     except attestation.AttestationError as exc:
         raise EngineError(f"No enclave hardware here, and {exc}.") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 from django.conf import settings
 
@@ -23,28 +24,29 @@ from cleanroom.crypto.sealing import seal
 from cleanroom.residency import StepKind, decide
 from jobs import runner
 from jobs.engines.base import EngineError
-from jobs.engines.tee import attestation
+from jobs.engines.tee import attestation, trust
 from jobs.engines.tee.attestation import binding
-from jobs.engines.tee.enclave import CODE, key_context
+from jobs.engines.tee.enclave import key_context
+from jobs.engines.tee.measured import measured_files
 from jobs.models import Job
 from parties.models import DatasetVersion
 
 
 def enclave_measurements() -> dict[int, bytes]:
-    return attestation.measure([settings.BASE_DIR / path for path in CODE])
+    return attestation.measure(measured_files(Path(settings.BASE_DIR)))
 
 
 def allowed_measurements() -> list[dict[int, bytes]]:
     """The configured allow-list (TEE_MEASUREMENT_ALLOWLIST); with none configured, the embedded
     default allows this checkout's own enclave code."""
-    return attestation.configured_measurements() or [{0: enclave_measurements()[0]}]
+    return trust.configured_measurements() or [{0: enclave_measurements()[0]}]
 
 
 def release_keys(job: Job, document: bytes) -> dict[str, str]:
     try:
         verified = attestation.verify_attestation(
             document,
-            trusted_roots=attestation.trusted_roots(),
+            trusted_roots=trust.trusted_roots(),
             at=datetime.now(UTC),
             allowed_measurements=allowed_measurements(),
             expected_user_data=binding(job.pk, job.query.digest),
