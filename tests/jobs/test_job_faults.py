@@ -162,9 +162,9 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     # The broker redelivers the unacknowledged task to the site's worker.
     wait = site_worker(SITE)
     assert send_to_broker(job.pk)
-    assert wait() == ("jobs.run_tee_job", "SUCCESS", "released")
-
+    outcome = wait()
     job.refresh_from_db()
+    assert outcome == ("jobs.run_tee_job", "SUCCESS", "released"), job.error
     assert (job.state, job.attempt) == (Job.State.SUCCEEDED, 2)
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
