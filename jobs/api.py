@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.errors import DomainError
-from jobs import extracts, queries, runner, selectors, services
+from jobs import queries, results, runner, selectors, services
 from jobs.models import Approval, Job, Query, Result, ResultFile, RoomMembership
 from jobs.permissions import Permission, require_acting_organization
 from jobs.planner import plan_query
@@ -330,7 +330,7 @@ class JobResult(APIView):
                     "job": job.pk,
                     "output_kind": result.output_kind,
                     "commitment": result.commitment,
-                    "opening": runner.result_opening(result, organization),
+                    "opening": results.result_opening(result, organization),
                     "mechanism": result.mechanism,
                     "differentially_private": result.differentially_private,
                     "label": None
@@ -339,7 +339,7 @@ class JobResult(APIView):
                     "epsilon": str(result.epsilon),
                     "delta": str(result.delta),
                     "simulated_tee": result.simulated_tee,
-                    "extract": runner.read_result(result, organization),
+                    "extract": results.read_result(result, organization),
                     "files": [
                         {
                             "name": f.name,
@@ -355,11 +355,11 @@ class JobResult(APIView):
             {
                 "job": job.pk,
                 "commitment": result.commitment,
-                "opening": runner.result_opening(result, organization),
+                "opening": results.result_opening(result, organization),
                 "mechanism": result.mechanism,
                 "epsilon": str(result.epsilon),
                 "simulated_tee": result.simulated_tee,
-                "table": runner.read_result(result, organization),
+                "table": results.read_result(result, organization),
             }
         )
 
@@ -380,7 +380,7 @@ class JobResultFile(APIView):
         result, organization = _received(request, _job(request, slug, pk))
         released = get_object_or_404(ResultFile, result=result, name=name)
         response = HttpResponse(
-            extracts.read_file_for(released, organization),
+            results.read_file_for(released, organization),
             content_type="application/json"
             if name.endswith(".json")
             else "application/octet-stream",

@@ -1,119 +1,16 @@
-"""Releasing a synthetic extract: its files encrypted at rest, outside the database.
-
-The manifest (method, cost, reports, file digests) is the result's ciphertext, like an
-aggregate's table. Each file (the extract and its reports) is encrypted with AES-256-GCM under
-the result's data key, which only the receivers' wrapped copies (ResultKey) give back, and is
-bound by its associated data to the job and the file's name, so a file cannot be passed off as
-another's.
-"""
+"""A released synthetic extract as its receivers see it: charts of its marginals against the
+noisy real ones, its README and the zip archive of its files. The files themselves are stored
+and read by jobs.results."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
-from pathlib import Path
 from typing import Any
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
-from django.db import transaction
-
-from cleanroom.audit.verify import result_commitment
-from jobs import runner
-from jobs.models import Job, Query, Result, ResultFile
-from parties.models import Organization
 
 # The extract comes as extract.csv and extract.parquet, its reports as JSON.
 FORMATS = ("csv", "parquet")
-
-
-def root() -> Path:
-    return Path(settings.STORAGE_ROOT) / "results"
-
-
-def _context(job_id: int, name: str) -> bytes:
-    return f"cleanroom-result-file/v1:job:{job_id}:{name}".encode()
-
-
-def store_file(stored: runner.StoredResult, name: str, content: bytes) -> ResultFile:
-    """Encrypt one released file to disk and record it, with its salted commitment; call
-    inside the release transaction."""
-    result, data_key = stored.result, stored.data_key
-    relative = f"job-{result.job_id}/{name}.enc"
-    path = root() / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nonce = os.urandom(12)
-    path.write_bytes(
-        nonce + AESGCM(data_key).encrypt(nonce, content, _context(result.job_id, name))
-    )
-    return ResultFile.objects.create(
-        result=result,
-        name=name,
-        commitment=result_commitment(stored.salt, content, name),
-        size=len(content),
-        storage_path=relative,
-    )
-
-
-def release_extract(
-    job_id: int, manifest: dict[str, Any], files: dict[str, bytes]
-) -> Result | None:
-    """Store a synthetic extract and its reports for the receivers, spend the budget, finish;
-    once only (a redelivered step finds the job finished)."""
-    plaintext = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    with transaction.atomic():
-        job = runner.claim_release(job_id)
-        if job is None:
-            return None
-        query = job.query
-        epsilon, delta = runner.charge_of(query)
-        private = bool(manifest["differentially_private"])
-        stored = runner.store_result(
-            job,
-            plaintext,
-            epsilon=epsilon,
-            delta=delta,
-            output_kind=Query.OutputKind.SYNTHETIC,
-            differentially_private=private,
-        )
-        released = [store_file(stored, name, files[name]) for name in sorted(files)]
-        runner._record(
-            job,
-            "result.released",
-            query=f"query:{query.pk}",
-            receivers=sorted(f"org:{o.pk}" for o in stored.receivers),
-            result_commitment=stored.result.commitment,
-            files={f.name: f.commitment for f in released},
-            output_kind=Query.OutputKind.SYNTHETIC,
-            method=manifest["method"],
-            rows=manifest["rows"],
-            differentially_private=private,
-            mechanism=job.mechanism,
-            epsilon=str(epsilon),
-            delta=str(delta),
-            tee=(job.attestation or {}).get("kind"),
-        )
-        runner._finish(job, Job.State.SUCCEEDED, "")
-    return stored.result
-
-
-def read_file_for(result_file: ResultFile, organization: Organization) -> bytes:
-    """Decrypt a released file for a receiver organisation (the caller checked membership)."""
-    return read_file(result_file, runner.result_data_key(result_file.result, organization))
-
-
-def read_file(result_file: ResultFile, data_key: bytes) -> bytes:
-    """The plaintext of a released file, checked against the commitment the audit log holds."""
-    blob = (root() / result_file.storage_path).read_bytes()
-    content = AESGCM(data_key).decrypt(
-        blob[:12], blob[12:], _context(result_file.result.job_id, result_file.name)
-    )
-    salt = runner.result_salt(result_file.result, data_key)
-    if result_commitment(salt, content, result_file.name) != result_file.commitment:
-        raise ValueError(f"{result_file.name} does not match its released commitment")
-    return content
 
 
 def marginal_charts(

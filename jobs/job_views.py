@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
-from jobs import extracts, runner, selectors
+from jobs import extracts, results, runner, selectors
 from jobs.models import Job, Query, Result
 from jobs.planner import number
 from parties.models import Organization
@@ -79,7 +79,7 @@ def _receiving(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, O
 
 def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
     job, result, organization = _receiving(request, slug, pk)
-    return job, result, runner.read_result(result, organization)
+    return job, result, results.read_result(result, organization)
 
 
 def _chart(table: dict) -> dict | None:
@@ -123,7 +123,7 @@ def _extract_page(
     extract_file = result.files.filter(name="extract.csv").first()
     if result.differentially_private and extract_file is not None:
         charts = extracts.marginal_charts(
-            extracts.read_file_for(extract_file, organization),
+            results.read_file_for(extract_file, organization),
             job.query.plan["synthetic"]["columns"],
             quality,
         )
@@ -155,7 +155,7 @@ def _extract_page(
 @require_GET
 def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     job, result, organization = _receiving(request, slug, pk)
-    table = runner.read_result(result, organization)
+    table = results.read_result(result, organization)
     if result.output_kind == Query.OutputKind.SYNTHETIC:
         return _extract_page(request, job, result, table, organization)
     return render(
@@ -221,7 +221,7 @@ def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     receiver hands a regulator for `verify.py --result`."""
     job, result, organization = _receiving(request, slug, pk)
     response = HttpResponse(
-        json.dumps(runner.result_opening(result, organization), indent=2),
+        json.dumps(results.result_opening(result, organization), indent=2),
         content_type="application/json",
     )
     response["Content-Disposition"] = f'attachment; filename="result-job-{job.pk}-opening.json"'
@@ -240,7 +240,7 @@ def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResp
     if name.endswith(".parquet"):
         content_type = "application/vnd.apache.parquet"
     response = HttpResponse(
-        extracts.read_file_for(released, organization), content_type=content_type
+        results.read_file_for(released, organization), content_type=content_type
     )
     response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
     return response
@@ -253,8 +253,8 @@ def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpRe
     job, result, organization = _receiving(request, slug, pk)
     if result.output_kind != Query.OutputKind.SYNTHETIC:
         raise Http404("Only a synthetic extract is downloaded as an archive.")
-    manifest = runner.read_result(result, organization)
-    files = {f.name: extracts.read_file_for(f, organization) for f in result.files.all()}
+    manifest = results.read_result(result, organization)
+    files = {f.name: results.read_file_for(f, organization) for f in result.files.all()}
     response = HttpResponse(
         extracts.archive(files, manifest, job.query.digest, fmt), content_type="application/zip"
     )

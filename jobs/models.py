@@ -358,7 +358,7 @@ class ResultFile(models.Model):
     name = models.CharField(max_length=100)
     commitment = models.CharField(max_length=64)  # salted with its result's salt, as audited
     size = models.PositiveBigIntegerField()
-    storage_path = models.CharField(max_length=500)  # under jobs.extracts.root()
+    storage_path = models.CharField(max_length=500)  # under jobs.results.root()
 
     class Meta:
         ordering = ["result", "name"]

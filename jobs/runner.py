@@ -19,16 +19,13 @@ takes the job's row lock, so redelivered steps and concurrent parties change not
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -37,15 +34,15 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from cleanroom.audit.log import record_room_event
-from cleanroom.audit.verify import RESULT_OPENING, result_commitment
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
-from jobs.models import BudgetEntry, Job, JobStep, Query, Result, ResultKey
+from jobs import results
+from jobs.models import BudgetEntry, Job, JobStep, Query, Result
 from jobs.permissions import Permission, acting_organization
 from jobs.privacy import ledger
 from jobs.queries import QueryRefused, check_runnable
-from parties.models import Organization, Site
+from parties.models import Site
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -739,7 +736,7 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
         if job is None:
             return None
         query = job.query
-        stored = store_result(job, plaintext, epsilon=query.epsilon)
+        stored = results.store_result(job, plaintext, epsilon=query.epsilon)
         _record(
             job,
             "result.released",
@@ -755,6 +752,48 @@ def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
     return stored.result
 
 
+def release_extract(
+    job_id: int, manifest: dict[str, Any], files: dict[str, bytes]
+) -> Result | None:
+    """Store a synthetic extract and its reports for the receivers, spend the budget, finish;
+    once only (a redelivered step finds the job finished)."""
+    plaintext = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    with transaction.atomic():
+        job = claim_release(job_id)
+        if job is None:
+            return None
+        query = job.query
+        epsilon, delta = charge_of(query)
+        private = bool(manifest["differentially_private"])
+        stored = results.store_result(
+            job,
+            plaintext,
+            epsilon=epsilon,
+            delta=delta,
+            output_kind=Query.OutputKind.SYNTHETIC,
+            differentially_private=private,
+        )
+        released = [results.store_file(stored, name, files[name]) for name in sorted(files)]
+        _record(
+            job,
+            "result.released",
+            query=f"query:{query.pk}",
+            receivers=sorted(f"org:{o.pk}" for o in stored.receivers),
+            result_commitment=stored.result.commitment,
+            files={f.name: f.commitment for f in released},
+            output_kind=Query.OutputKind.SYNTHETIC,
+            method=manifest["method"],
+            rows=manifest["rows"],
+            differentially_private=private,
+            mechanism=job.mechanism,
+            epsilon=str(epsilon),
+            delta=str(delta),
+            tee=(job.attestation or {}).get("kind"),
+        )
+        _finish(job, Job.State.SUCCEEDED, "")
+    return stored.result
+
+
 def claim_release(job_id: int) -> Job | None:
     """Lock the job for its release; None when it has ended or already released (a redelivered
     step). Call inside the release's transaction."""
@@ -762,52 +801,6 @@ def claim_release(job_id: int) -> Job | None:
     if job.finished or Result.objects.filter(job=job).exists():
         return None
     return job
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    result: Result
-    data_key: bytes  # for the files released with it
-    salt: bytes  # of the commitments to it and its files
-    receivers: list[Organization]
-
-
-def _result_aad(job_id: int, part: str = "") -> bytes:
-    return f"cleanroom-result/v1:job:{job_id}{part}".encode()
-
-
-def _seal(data_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
-
-
-def store_result(job: Job, plaintext: bytes, **fields: Any) -> StoredResult:
-    """Encrypt a result under a fresh data key wrapped for each receiver organisation, with a
-    salted commitment to it for the log: the salt is stored only encrypted under the same key,
-    so the commitment reveals nothing to whoever reads the log without the result."""
-    data_key = AESGCM.generate_key(bit_length=256)
-    salt = os.urandom(32)
-    result = Result.objects.create(
-        job=job,
-        ciphertext=_seal(data_key, plaintext, _result_aad(job.pk)),
-        commitment=result_commitment(salt, plaintext),
-        sealed_salt=_seal(data_key, salt, _result_aad(job.pk, ":salt")),
-        mechanism=job.mechanism,
-        simulated_tee=(job.attestation or {}).get("kind") == "simulated",
-        **fields,
-    )
-    receivers = list(job.query.receivers.all())
-    for org in receivers:
-        ResultKey.objects.create(
-            result=result,
-            organization=org,
-            wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
-        )
-    return StoredResult(result, data_key, salt, receivers)
-
-
-def _result_context(job: Job) -> dict[str, str]:
-    return {"result_of_job": str(job.pk)}
 
 
 def fail_job(job_id: int, reason: str) -> None:
@@ -864,40 +857,3 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
             delta=str(entry.delta),
         )
     _record(job, f"job.{state}", by, attempt=job.attempt, reason=reason)
-
-
-def result_data_key(result: Result, organization: Organization) -> bytes:
-    """A result's data key, unwrapped for a receiver organisation."""
-    wrapped = result.keys.get(organization=organization).wrapped_key
-    return key_service().unwrap(
-        organization.kek_id, bytes(wrapped), context=_result_context(result.job)
-    )
-
-
-def _open(data_key: bytes, blob: bytes, aad: bytes) -> bytes:
-    return AESGCM(data_key).decrypt(blob[:12], blob[12:], aad)
-
-
-def read_result(result: Result, organization: Organization) -> dict[str, Any]:
-    """Decrypt a result for a receiver organisation (the caller checked membership)."""
-    data_key = result_data_key(result, organization)
-    return json.loads(_open(data_key, bytes(result.ciphertext), _result_aad(result.job_id)))
-
-
-def result_salt(result: Result, data_key: bytes) -> bytes:
-    return _open(data_key, bytes(result.sealed_salt), _result_aad(result.job_id, ":salt"))
-
-
-def result_opening(result: Result, organization: Organization) -> dict[str, Any]:
-    """What a receiver gives a regulator to check its result against the log's commitment
-    (`verify.py --result`): the exact bytes released, and the salt. Files travel separately."""
-    data_key = result_data_key(result, organization)
-    return {
-        "format": RESULT_OPENING,
-        "job": f"job:{result.job_id}",
-        "commitment": result.commitment,
-        "salt": result_salt(result, data_key).hex(),
-        "result": base64.b64encode(
-            _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
-        ).decode(),
-    }

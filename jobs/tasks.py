@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from jobs import extracts, queries, runner
+from jobs import queries, runner
 from jobs.engines.base import EngineError
 from jobs.engines.mpc.engine import MpcEngine
 from jobs.engines.tee.engine import TeeEngine
@@ -42,7 +42,7 @@ def run_tee_job(job_id: int, site: str) -> str:
         runner.fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
         raise
     if "extract" in table:
-        extracts.release_extract(job_id, table["extract"], table["files"])
+        runner.release_extract(job_id, table["extract"], table["files"])
     else:
         runner.release_result(job_id, table)
     return "released"

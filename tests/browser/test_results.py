@@ -10,7 +10,7 @@ from celery import _state, current_app
 from playwright.sync_api import expect
 
 from cleanroom.celery import app as project_app
-from jobs import queries, runner
+from jobs import queries, results, runner
 from jobs.models import BudgetEntry, Job, Result
 from tests.factories import JOIN_SQL, propose
 from tests.jobs.conftest import site_worker  # noqa: F401 - the real worker, shared with tests/jobs
@@ -60,7 +60,7 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     page.reload()
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)  # a finished job
 
-    table = runner.read_result(Result.objects.get(job=job), world.pharma)
+    table = results.read_result(Result.objects.get(job=job), world.pharma)
     released = [row for row in table["rows"] if not row["suppressed"]]
     assert released, table
     progress.get_by_role("link", name="See the result").click()

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import io
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 import pytest
+from django.conf import settings
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verify import result_commitment
 from jobs import queries, runner
-from jobs.engines.tee.enclave import CODE
 from jobs.engines.tee.engine import TeeEngine
+from jobs.engines.tee.measured import measured_modules
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
 from jobs.synthesis import SynthColumn, dp_cost
@@ -54,7 +56,8 @@ def approved(world, tmp_path):
 def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
     world, approved, site_worker, tmp_path
 ):
-    assert "jobs/synthesis/dp_marginals.py" in CODE and "jobs/privacy/extract.py" in CODE
+    measured = measured_modules(Path(settings.BASE_DIR))
+    assert "jobs.synthesis.dp_marginals" in measured and "jobs.privacy.extract" in measured
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=approved, by=world.bob)
     assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "released")

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
-from jobs import queries, runner, tasks
+from jobs import queries, results, runner, tasks
 from jobs.engines.base import EngineError
 from jobs.engines.tee import attestation, trust
 from jobs.engines.tee import engine as tee_engine
@@ -169,7 +169,7 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
     assert tasks.run_tee_job(job.pk, SITE) == "released"
 
     [result] = Result.objects.filter(job=job)
-    table = runner.read_result(result, world.pharma)
+    table = results.read_result(result, world.pharma)
     signed = job.query.canonical["accountant"]
     assert table["rows_per_unit"] == signed["rows_per_unit"] == 1
     assert table["min_group_size"] == signed["min_group_size"]

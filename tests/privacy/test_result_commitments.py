@@ -15,7 +15,7 @@ from django.test import Client
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.verify import result_commitment
-from jobs import queries, runner, tasks
+from jobs import queries, results, runner, tasks
 from jobs.models import Result
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import api, propose
@@ -67,7 +67,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
     # What the attacker enumerates is sound: under a plain SHA-256, as the log used to hold,
     # the enumeration finds the released table.
-    table = runner.read_result(released, world.pharma)
+    table = results.read_result(released, world.pharma)
     plain = hashlib.sha256(_plaintext(table)).hexdigest()
     hashes = {hashlib.sha256(candidate).hexdigest() for candidate in _candidates(table)}
     assert plain in hashes
@@ -77,7 +77,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
 
 def test_the_salt_is_only_in_the_encrypted_result(world, released, tmp_path):
-    salt = bytes.fromhex(runner.result_opening(released, world.pharma)["salt"])
+    salt = bytes.fromhex(results.result_opening(released, world.pharma)["salt"])
     assert len(salt) == 32 and salt not in bytes(released.sealed_salt)
     bundle = tmp_path / "room.zip"
     export_bundle(room=released.job.query.room, output=bundle, by=None)

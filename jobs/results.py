@@ -1,0 +1,155 @@
+"""Released results at rest: each encrypted under its own data key, wrapped for every receiver
+organisation, with a salted commitment the audit log holds; and a synthetic extract's files,
+encrypted beside it outside the database.
+
+Only receivers get a result's data key back (`result_data_key`), and with it the result, the
+salt that opens its commitment (`result_opening`, for `verify.py --result`) and its files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+
+from cleanroom.audit.verify import RESULT_OPENING, result_commitment
+from cleanroom.crypto.keys import key_service
+from jobs.models import Job, Result, ResultFile, ResultKey
+from parties.models import Organization
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    result: Result
+    data_key: bytes  # for the files released with it
+    salt: bytes  # of the commitments to it and its files
+    receivers: list[Organization]
+
+
+def _result_aad(job_id: int, part: str = "") -> bytes:
+    return f"cleanroom-result/v1:job:{job_id}{part}".encode()
+
+
+def _seal(data_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
+
+
+def store_result(job: Job, plaintext: bytes, **fields: Any) -> StoredResult:
+    """Encrypt a result under a fresh data key wrapped for each receiver organisation, with a
+    salted commitment to it for the log: the salt is stored only encrypted under the same key,
+    so the commitment reveals nothing to whoever reads the log without the result."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    salt = os.urandom(32)
+    result = Result.objects.create(
+        job=job,
+        ciphertext=_seal(data_key, plaintext, _result_aad(job.pk)),
+        commitment=result_commitment(salt, plaintext),
+        sealed_salt=_seal(data_key, salt, _result_aad(job.pk, ":salt")),
+        mechanism=job.mechanism,
+        simulated_tee=(job.attestation or {}).get("kind") == "simulated",
+        **fields,
+    )
+    receivers = list(job.query.receivers.all())
+    for org in receivers:
+        ResultKey.objects.create(
+            result=result,
+            organization=org,
+            wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
+        )
+    return StoredResult(result, data_key, salt, receivers)
+
+
+def _result_context(job: Job) -> dict[str, str]:
+    return {"result_of_job": str(job.pk)}
+
+
+def result_data_key(result: Result, organization: Organization) -> bytes:
+    """A result's data key, unwrapped for a receiver organisation."""
+    wrapped = result.keys.get(organization=organization).wrapped_key
+    return key_service().unwrap(
+        organization.kek_id, bytes(wrapped), context=_result_context(result.job)
+    )
+
+
+def _open(data_key: bytes, blob: bytes, aad: bytes) -> bytes:
+    return AESGCM(data_key).decrypt(blob[:12], blob[12:], aad)
+
+
+def read_result(result: Result, organization: Organization) -> dict[str, Any]:
+    """Decrypt a result for a receiver organisation (the caller checked membership)."""
+    data_key = result_data_key(result, organization)
+    return json.loads(_open(data_key, bytes(result.ciphertext), _result_aad(result.job_id)))
+
+
+def result_salt(result: Result, data_key: bytes) -> bytes:
+    return _open(data_key, bytes(result.sealed_salt), _result_aad(result.job_id, ":salt"))
+
+
+def result_opening(result: Result, organization: Organization) -> dict[str, Any]:
+    """What a receiver gives a regulator to check its result against the log's commitment
+    (`verify.py --result`): the exact bytes released, and the salt. Files travel separately."""
+    data_key = result_data_key(result, organization)
+    return {
+        "format": RESULT_OPENING,
+        "job": f"job:{result.job_id}",
+        "commitment": result.commitment,
+        "salt": result_salt(result, data_key).hex(),
+        "result": base64.b64encode(
+            _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
+        ).decode(),
+    }
+
+
+# A synthetic extract's files -------------------------------------------------------------
+
+
+def root() -> Path:
+    return Path(settings.STORAGE_ROOT) / "results"
+
+
+def _context(job_id: int, name: str) -> bytes:
+    return f"cleanroom-result-file/v1:job:{job_id}:{name}".encode()
+
+
+def store_file(stored: StoredResult, name: str, content: bytes) -> ResultFile:
+    """Encrypt one released file to disk and record it, with its salted commitment; call
+    inside the release transaction."""
+    result, data_key = stored.result, stored.data_key
+    relative = f"job-{result.job_id}/{name}.enc"
+    path = root() / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nonce = os.urandom(12)
+    path.write_bytes(
+        nonce + AESGCM(data_key).encrypt(nonce, content, _context(result.job_id, name))
+    )
+    return ResultFile.objects.create(
+        result=result,
+        name=name,
+        commitment=result_commitment(stored.salt, content, name),
+        size=len(content),
+        storage_path=relative,
+    )
+
+
+def read_file_for(result_file: ResultFile, organization: Organization) -> bytes:
+    """Decrypt a released file for a receiver organisation (the caller checked membership)."""
+    return read_file(result_file, result_data_key(result_file.result, organization))
+
+
+def read_file(result_file: ResultFile, data_key: bytes) -> bytes:
+    """The plaintext of a released file, checked against the commitment the audit log holds."""
+    blob = (root() / result_file.storage_path).read_bytes()
+    content = AESGCM(data_key).decrypt(
+        blob[:12], blob[12:], _context(result_file.result.job_id, result_file.name)
+    )
+    salt = result_salt(result_file.result, data_key)
+    if result_commitment(salt, content, result_file.name) != result_file.commitment:
+        raise ValueError(f"{result_file.name} does not match its released commitment")
+    return content
