@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cleanroom.residency import Decision, StepKind, decide
+from cleanroom.residency import Decision, StepKind, TransferRules, decide
 from jobs import synthetic
 from jobs.engines.mpc.noise import deviation_bound
 from jobs.models import Query, Room, RoomDataset
@@ -308,12 +308,18 @@ def _sites(kind: str):
     return Site.objects.filter(kind=kind, active=True).select_related("jurisdiction")
 
 
+def _rules(plan: Plan) -> dict[int, TransferRules]:
+    """Each dataset's transfer rules, read once for every site the planner considers."""
+    return {c.dataset_id: c.dataset.jurisdiction.rules() for c in plan.contributions}
+
+
 def _enclave_site(plan: Plan) -> Site | None:
     home = plan.contributions[0].dataset.jurisdiction.code
     candidates = sorted(_sites(Site.Kind.TEE), key=lambda s: (s.jurisdiction.code != home, s.name))
+    rules = _rules(plan)
     for site in candidates:
         if all(
-            decide(StepKind.PROCESS_ROWS, data=c.dataset.jurisdiction, site=site).allowed
+            decide(StepKind.PROCESS_ROWS, data=rules[c.dataset_id], site=site.place()).allowed
             for c in plan.contributions
         ):
             return site
@@ -321,11 +327,12 @@ def _enclave_site(plan: Plan) -> Site | None:
 
 
 def _compute_sites(plan: Plan) -> list[Site]:
+    rules = _rules(plan)
     eligible = [
         site
         for site in _sites(Site.Kind.MPC_PARTY)
         if all(
-            decide(StepKind.RECEIVE_SHARES, data=c.dataset.jurisdiction, site=site).allowed
+            decide(StepKind.RECEIVE_SHARES, data=rules[c.dataset_id], site=site.place()).allowed
             for c in plan.contributions
         )
     ]
@@ -364,7 +371,7 @@ def _step(
 
 
 def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
-    data = [(c.dataset.qualified_name, c.dataset.jurisdiction) for c in plan.contributions]
+    data = [(c.dataset.qualified_name, c.dataset.jurisdiction.rules()) for c in plan.contributions]
     if plan.mechanism == "tee":
         site = _enclave_site(plan)
         plan.steps.append(
@@ -372,7 +379,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
                 "enclave",
                 "enclave",
                 site,
-                [decide(StepKind.PROCESS_ROWS, data=j, site=site) for _, j in data],
+                [decide(StepKind.PROCESS_ROWS, data=j, site=site.place()) for _, j in data],
                 reads=[name for name, _ in data],
             )
         )
@@ -397,7 +404,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
                     f"input {name}",
                     "input",
                     site,
-                    [decide(StepKind.PROCESS_ROWS, data=jurisdiction, site=site)],
+                    [decide(StepKind.PROCESS_ROWS, data=jurisdiction.rules(), site=site.place())],
                     reads=[name],
                 )
             )
@@ -407,7 +414,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
                     f"compute party {index}",
                     "compute",
                     site,
-                    [decide(StepKind.RECEIVE_SHARES, data=j, site=site) for _, j in data],
+                    [decide(StepKind.RECEIVE_SHARES, data=j, site=site.place()) for _, j in data],
                     party=index - 1,
                 )
             )
@@ -417,7 +424,10 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
                 f"deliver to {receiver.name}",
                 "deliver",
                 None,
-                [decide(StepKind.DELIVER_OUTPUT, data=j, receiver=receiver) for _, j in data],
+                [
+                    decide(StepKind.DELIVER_OUTPUT, data=j, receiver=receiver.receiver())
+                    for _, j in data
+                ],
                 receiver=receiver.slug,
             )
         )

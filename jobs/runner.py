@@ -73,7 +73,7 @@ def _record_residency(
     for contribution in job.query.room.contributions.filter(
         dataset_id__in=job.query.dataset_ids if datasets is None else datasets
     ).select_related("dataset__jurisdiction"):
-        decision = decide(kind, data=contribution.dataset.jurisdiction, site=site)
+        decision = decide(kind, data=contribution.dataset.jurisdiction.rules(), site=site.place())
         _record(
             job,
             "residency.decided",

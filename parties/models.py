@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from cleanroom.residency import Place, Receiver, SiteKind, TransferRules
+
 # Organisation and dataset names appear in queries as `org.dataset`: plain SQL identifiers.
 identifier = RegexValidator(
     r"^[a-z][a-z0-9_]{0,49}$",
@@ -45,14 +47,28 @@ class Jurisdiction(models.Model):
     def __str__(self) -> str:
         return self.code
 
+    def rules(self) -> TransferRules:
+        """The transfer rules as the residency decision reads them."""
+
+        def codes(related) -> frozenset[str]:
+            return frozenset(related.values_list("code", flat=True))
+
+        return TransferRules(
+            code=self.code,
+            raw_processing_in=codes(self.raw_processing_in),
+            enclave_processing_in=codes(self.enclave_processing_in),
+            shares_may_go_to=codes(self.shares_may_go_to),
+            outputs_may_go_to=codes(self.outputs_may_go_to),
+        )
+
 
 class Site(models.Model):
     """A place where data-plane work runs; its Celery queue is `site.<name>`."""
 
     class Kind(models.TextChoices):
-        WORKER = "worker", "Worker"
-        MPC_PARTY = "mpc-party", "MPC party"
-        TEE = "tee", "Trusted execution environment"
+        WORKER = SiteKind.WORKER.value, "Worker"
+        MPC_PARTY = SiteKind.MPC_PARTY.value, "MPC party"
+        TEE = SiteKind.TEE.value, "Trusted execution environment"
 
     name = models.SlugField(max_length=64, unique=True)
     jurisdiction = models.ForeignKey(Jurisdiction, on_delete=models.PROTECT, related_name="sites")
@@ -69,6 +85,9 @@ class Site(models.Model):
     @property
     def queue(self) -> str:
         return f"site.{self.name}"
+
+    def place(self) -> Place:
+        return Place(self.name, SiteKind(self.kind), self.jurisdiction.code, self.active)
 
 
 class Organization(models.Model):
@@ -90,6 +109,9 @@ class Organization(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def receiver(self) -> Receiver:
+        return Receiver(f"org:{self.pk}", self.name, self.jurisdiction.code)
 
 
 class Membership(models.Model):

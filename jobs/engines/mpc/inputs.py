@@ -119,7 +119,9 @@ def input_context(job_id: int, dataset_id: int, party: int) -> bytes:
 def _decrypt(version: DatasetVersion, step: JobStep) -> pl.LazyFrame:
     """The key service's own residency check comes first: it unwraps a data key only for a
     site where the dataset's rows may be processed."""
-    decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=step.site)
+    decision = decide(
+        StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=step.site.place()
+    )
     if not decision.allowed:
         raise EngineError(
             f"Key service refuses {version.dataset.qualified_name}: {decision.reason}"

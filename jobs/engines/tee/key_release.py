@@ -82,7 +82,9 @@ def release_keys(job: Job, document: bytes) -> dict[str, str]:
         version = DatasetVersion.objects.select_related(
             "dataset__organization", "dataset__jurisdiction"
         ).get(dataset_id=dataset_id, number=item["version"])
-        decision = decide(StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction, site=job.site)
+        decision = decide(
+            StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=job.site.place()
+        )
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
         allowed.append((item, version, decision))
