@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from cleanroom.audit import verify as verify_module
 from cleanroom.audit.checkpoints import (
+    audit_queue,
     current_log_key,
     latest_checkpoint,
     note_with_cosignatures,
@@ -135,10 +136,8 @@ def request_bundle(*, room, by=None) -> AuditBundle | None:
     default), else asked of the audit worker once the caller's transaction commits (None)."""
     if settings.AUDIT_LOG_KEY_HOLDER:
         return build_bundle(room=room, by=by)
-    from cleanroom.audit.tasks import export_bundle_task
-
     user_id = by.pk if by is not None else None
-    transaction.on_commit(lambda: export_bundle_task.delay(room.pk, user_id))
+    transaction.on_commit(lambda: audit_queue().export_bundle(room.pk, user_id))
     return None
 
 

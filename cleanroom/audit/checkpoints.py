@@ -23,6 +23,7 @@ import base64
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -224,6 +225,29 @@ def note_with_cosignatures(checkpoint: Checkpoint) -> str:
 # -- after commit -----------------------------------------------------------------------------
 
 
+class AuditQueue(Protocol):
+    """Where work for the audit worker goes: implemented by the Celery tasks (cleanroom/audit/
+    tasks.py) and plugged in when the audit app is ready, so this kernel never imports them."""
+
+    def sign_checkpoint(self, log_name: str) -> None: ...
+
+    def export_bundle(self, room_id: int, requested_by: int | None) -> None: ...
+
+
+_queue: AuditQueue | None = None
+
+
+def use_queue(queue: AuditQueue) -> None:
+    global _queue
+    _queue = queue
+
+
+def audit_queue() -> AuditQueue:
+    if _queue is None:
+        raise ImproperlyConfigured("no audit queue: the audit app plugs one in when ready")
+    return _queue
+
+
 class _SignAfterCommit:
     """The on-commit callback for one log; `audit_log` lets later appends see it is queued."""
 
@@ -233,9 +257,7 @@ class _SignAfterCommit:
 
     def __call__(self) -> None:
         if self.mode == "task":
-            from cleanroom.audit.tasks import sign_checkpoint_task
-
-            sign_checkpoint_task.delay(self.audit_log)
+            audit_queue().sign_checkpoint(self.audit_log)
         else:
             sign_checkpoint(self.audit_log)
 

@@ -27,6 +27,7 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
+from cleanroom.audit.checkpoints import schedule
 from cleanroom.audit.events import registered
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditEventRef, AuditLog
 from cleanroom.audit.verify import canonical_json, leaf_hash
@@ -110,9 +111,6 @@ def record_event(
     )
     created._state.adding = False
     created._state.db = connection.alias
-    # Imported here: checkpoints imports this module's helpers.
-    from cleanroom.audit.checkpoints import schedule
-
     schedule(log)
     return created
 
@@ -276,8 +274,6 @@ def record_events(*, log: str, events: Sequence[Mapping[str, Any]]) -> int:
             ],
             batch_size=5000,
         )
-    from cleanroom.audit.checkpoints import schedule
-
     schedule(log)
     return first
 

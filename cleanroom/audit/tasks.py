@@ -51,3 +51,13 @@ def export_bundle_task(self, room_id: int, requested_by: int | None = None) -> d
     except (OperationalError, KeyServiceError) as exc:
         raise self.retry(exc=exc) from exc
     return {"room": room.slug, "tree_size": bundle.tree_size, "sha256": bundle.sha256}
+
+
+class CeleryAuditQueue:
+    """The audit kernel's queue (checkpoints.AuditQueue), on the Celery queue `audit`."""
+
+    def sign_checkpoint(self, log_name: str) -> None:
+        sign_checkpoint_task.delay(log_name)
+
+    def export_bundle(self, room_id: int, requested_by: int | None) -> None:
+        export_bundle_task.delay(room_id, requested_by)
