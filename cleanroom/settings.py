@@ -2,7 +2,7 @@
 
 With nothing set: SQLite and local folders under var/, a broker that needs no server (kombu's
 filesystem transport), a simulated TEE. DATABASE_URL, CELERY_BROKER_URL and the storage roots
-move each part onto real infrastructure; the README's "Configuration" lists them all.
+move each part onto real infrastructure; cleanroom/docs/configuration.md lists them all.
 """
 
 import secrets

@@ -19,7 +19,7 @@ identifier = RegexValidator(
 
 
 class Jurisdiction(models.Model):
-    """A legal area data can be pinned to, with its transfer rules (see docs/residency.md)."""
+    """A legal area data can be pinned to, with its transfer rules (cleanroom/residency.py)."""
 
     code = models.CharField(max_length=8, unique=True)
     name = models.CharField(max_length=100)

@@ -1,4 +1,4 @@
-"""The four jurisdictions and their sites every deployment starts with (README, "Residency").
+"""The four jurisdictions and their sites every deployment starts with (cleanroom/residency.py).
 
 Operators change transfer rules and sites in the admin; these are conservative starting points.
 Used by the data migration, and by tests that empty the database between tests.

@@ -1,9 +1,9 @@
 """The audit vocabulary: every event type, the log it is written to and what its data holds.
 
 One definition. The apps write events only through `record_room_event` and
-`record_platform_event`, which refuse a type that is not listed here; the README's event table
-is this registry rendered (`event_table`), which a test holds the README to; and the offline
-verifier's domain rules read these types. A new event type is one entry here.
+`record_platform_event`, which refuse a type that is not listed here; the event table in
+cleanroom/audit/README.md is this registry rendered (`event_table`), which a test holds it to;
+and the offline verifier's domain rules read these types. A new event type is one entry here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class Events:
 
     types: tuple[str, ...]
     log: str  # room, platform, or room or platform
-    data: str  # what `data` holds, as the README's table says it
+    data: str  # what `data` holds, as the documented table says it
 
 
 VOCABULARY: tuple[Events, ...] = (
@@ -167,7 +167,7 @@ def registered(type: str) -> str:
 
 
 def event_table() -> str:
-    """The README's table of event types, rendered from the vocabulary."""
+    """The documented table of event types (cleanroom/audit/README.md), from the vocabulary."""
     lines = ["| type | log | data |", "|---|---|---|"]
     for events in VOCABULARY:
         names = ", ".join(f"`{name}`" for name in events.types)

@@ -34,7 +34,7 @@ from cleanroom.audit.verify import canonical_json, leaf_hash
 
 PLATFORM_LOG = "platform"
 
-# Stable ids events may name (README "Audit events"); the index records each one it finds.
+# Stable ids events may name (cleanroom/audit/README.md); the index records each one it finds.
 _REF = re.compile(r"(?:org|user|dataset|query|job|room|site):[A-Za-z0-9_.\-]{1,80}")
 
 

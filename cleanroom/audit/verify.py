@@ -535,7 +535,7 @@ def verify_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------
-# Domain rules of the clean room, read from the event vocabulary (README "Audit events")
+# Domain rules of the clean room, read from the event vocabulary (cleanroom/audit/events.py)
 # ---------------------------------------------------------------------------------------------
 
 

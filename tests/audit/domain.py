@@ -1,5 +1,5 @@
-"""A synthetic room log in the README's event vocabulary: one query run from submission to
-released result, and mutations of it that break one domain rule each.
+"""A synthetic room log in the event vocabulary (cleanroom/audit/events.py): one query run from
+submission to released result, and mutations of it that break one domain rule each.
 
 The query and job services emit these events as they are built; until then the verifier's rules
 are tested against logs written here, through the same `record_event`.
