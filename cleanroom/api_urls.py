@@ -5,5 +5,5 @@ urlpatterns = [
     path("token/", obtain_auth_token, name="api-token"),
     path("", include("parties.api_urls")),
     path("", include("jobs.api_urls")),
-    path("", include("cleanroom.audit.api_urls")),
+    path("", include("trails.api_urls")),
 ]

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "cleanroom.audit",
     "parties",
     "jobs",
+    "trails",
 ]
 
 MIDDLEWARE = [

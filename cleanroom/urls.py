@@ -12,7 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("parties.urls")),
     path("", include("jobs.urls")),
-    path("", include("cleanroom.audit.urls")),
+    path("", include("trails.urls")),
     path("api/", include("cleanroom.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -15,6 +15,9 @@ Building a bundle signs with the log key, so only a process holding it builds on
 (`checkpoints.require_log_key_holder`): in production the audit worker, on request
 (`request_bundle` enqueues `tasks.export_bundle_task`), keeping the zip as an `AuditBundle` the
 web tier then serves; in the embedded default the one process builds it at once.
+
+A room is what the caller passes (the rooms app's model, or a `RoomRef`): the kernel reads only
+its id, which names its log, and its slug.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import hashlib
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -52,6 +56,24 @@ class BundleError(DomainError):
     code = "bundle_refused"
 
 
+class AuditedRoom(Protocol):
+    """What the kernel reads of a room: its id (its log is `room/<id>`) and its slug."""
+
+    @property
+    def pk(self) -> int: ...
+
+    @property
+    def slug(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RoomRef:
+    """A room by its id and slug, for a process that has no room at hand (the audit worker)."""
+
+    pk: int
+    slug: str
+
+
 @dataclass(frozen=True)
 class ExportedBundle:
     log: str
@@ -61,11 +83,11 @@ class ExportedBundle:
     files: int
 
 
-def bundle_filename(room) -> str:
+def bundle_filename(room: AuditedRoom) -> str:
     return f"{room.slug}-audit-bundle.zip"
 
 
-def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedBundle:
+def export_bundle(*, room: AuditedRoom, output: str | Path | IO[bytes], by=None) -> ExportedBundle:
     """Write the bundle of `room`'s log to `output` (a path or a writable binary file) and
     record the export in the log."""
     require_log_key_holder()
@@ -115,7 +137,7 @@ def export_bundle(*, room, output: str | Path | IO[bytes], by=None) -> ExportedB
     return ExportedBundle(log_name, origin, size, bytes(checkpoint.root_hash), len(files) + 2)
 
 
-def build_bundle(*, room, by=None) -> AuditBundle:
+def build_bundle(*, room: AuditedRoom, by=None) -> AuditBundle:
     """Export the bundle of `room` now and keep it for download (needs the log key)."""
     with tempfile.TemporaryFile() as handle:
         exported = export_bundle(room=room, output=handle, by=by)
@@ -131,17 +153,17 @@ def build_bundle(*, room, by=None) -> AuditBundle:
     )
 
 
-def request_bundle(*, room, by=None) -> AuditBundle | None:
+def request_bundle(*, room: AuditedRoom, by=None) -> AuditBundle | None:
     """A fresh bundle of `room`: built now where this process holds the log key (the embedded
     default), else asked of the audit worker once the caller's transaction commits (None)."""
     if settings.AUDIT_LOG_KEY_HOLDER:
         return build_bundle(room=room, by=by)
     user_id = by.pk if by is not None else None
-    transaction.on_commit(lambda: audit_queue().export_bundle(room.pk, user_id))
+    transaction.on_commit(lambda: audit_queue().export_bundle(room.pk, room.slug, user_id))
     return None
 
 
-def latest_bundle(room) -> AuditBundle | None:
+def latest_bundle(room: AuditedRoom) -> AuditBundle | None:
     """The newest kept bundle of `room`, or None."""
     return (
         AuditBundle.objects.filter(log__name=room_log_name(room.pk))
@@ -150,7 +172,7 @@ def latest_bundle(room) -> AuditBundle | None:
     )
 
 
-def bundle_for_download(room, *, by=None) -> AuditBundle | None:
+def bundle_for_download(room: AuditedRoom, *, by=None) -> AuditBundle | None:
     """What a download serves: where this process holds the log key, a bundle of the log as it
     is now (built if the log grew since the last); elsewhere the newest the worker built."""
     latest = latest_bundle(room)
@@ -189,7 +211,7 @@ def _attachments_of(line: bytes) -> list[str]:
     return [sha for sha in found if isinstance(sha, str)]
 
 
-def bundle_summaries(rooms) -> list[dict[str, Any]]:
+def bundle_summaries(rooms: Iterable[AuditedRoom]) -> list[dict[str, Any]]:
     """What the bundle page shows per room: the log's size and its latest checkpoint."""
     rooms = list(rooms)
     heads = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.contrib.auth import get_user_model
 from django.db import OperationalError
 
 from cleanroom.audit import bundles, checkpoints
@@ -38,13 +39,9 @@ def sign_checkpoint_task(self, log_name: str) -> dict | None:
     soft_time_limit=600,
     time_limit=660,
 )
-def export_bundle_task(self, room_id: int, requested_by: int | None = None) -> dict:
+def export_bundle_task(self, room_id: int, room_slug: str, requested_by: int | None = None) -> dict:
     """Build, sign and keep the bundle of a room for the web tier to serve."""
-    from django.contrib.auth import get_user_model
-
-    from jobs.models import Room
-
-    room = Room.objects.get(pk=room_id)
+    room = bundles.RoomRef(pk=room_id, slug=room_slug)
     user = get_user_model().objects.filter(pk=requested_by).first() if requested_by else None
     try:
         bundle = bundles.build_bundle(room=room, by=user)
@@ -59,5 +56,5 @@ class CeleryAuditQueue:
     def sign_checkpoint(self, log_name: str) -> None:
         sign_checkpoint_task.delay(log_name)
 
-    def export_bundle(self, room_id: int, requested_by: int | None) -> None:
-        export_bundle_task.delay(room_id, requested_by)
+    def export_bundle(self, room_id: int, room_slug: str, requested_by: int | None) -> None:
+        export_bundle_task.delay(room_id, room_slug, requested_by)

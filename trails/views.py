@@ -16,10 +16,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.audit import bundles as bundle_service
-from cleanroom.audit import selectors
 from cleanroom.audit.checkpoints import origin_of
 from cleanroom.audit.log import PLATFORM_LOG
-from cleanroom.audit.permissions import (
+from cleanroom.audit.verification import FAILED, PENDING, VERIFIED, prove_events
+from trails import selectors
+from trails.permissions import (
     Permission,
     bundle_rooms,
     get_bundle_room,
@@ -27,7 +28,6 @@ from cleanroom.audit.permissions import (
     organizations_with,
     readable_rooms,
 )
-from cleanroom.audit.verification import FAILED, PENDING, VERIFIED, prove_events
 
 PAGE_SIZE = 50
 

@@ -17,10 +17,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.audit import bundles as bundle_service
-from cleanroom.audit import selectors, tree
+from cleanroom.audit import tree
 from cleanroom.audit.checkpoints import latest_checkpoint, note_with_cosignatures, origin_of
 from cleanroom.audit.models import AuditLog
-from cleanroom.audit.permissions import (
+from cleanroom.audit.verification import ProvenEvent, prove_events
+from cleanroom.audit.witness import witness_checkpoint
+from parties.selectors import organizations_of
+from trails import selectors
+from trails.permissions import (
     Permission,
     bundle_rooms,
     get_bundle_room,
@@ -29,10 +33,7 @@ from cleanroom.audit.permissions import (
     organizations_with,
     require_log,
 )
-from cleanroom.audit.verification import ProvenEvent, prove_events
-from cleanroom.audit.views import bundle_response
-from cleanroom.audit.witness import witness_checkpoint
-from parties.selectors import organizations_of
+from trails.views import bundle_response
 
 
 def b64(value: bytes) -> str:

@@ -8,13 +8,13 @@ from django.db.models import Q, QuerySet
 
 from cleanroom.audit.log import room_log_name
 from cleanroom.audit.models import AuditEvent, AuditEventRef
-from cleanroom.audit.permissions import (
+from jobs.models import Room
+from trails.permissions import (
     Permission,
     organizations_with,
     platform_event_filter,
     readable_rooms,
 )
-from jobs.models import Room
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from cleanroom.audit import api
+from trails import api
 
 urlpatterns = [
     path("audit/events/", api.TrailEvents.as_view(), name="api-audit-events"),

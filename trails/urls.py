@@ -1,6 +1,6 @@
 from django.urls import path
 
-from cleanroom.audit import views
+from trails import views
 
 urlpatterns = [
     path("audit/", views.trail, name="audit-trail"),
