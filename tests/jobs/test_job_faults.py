@@ -188,12 +188,20 @@ def test_an_enclave_killed_before_it_asks_for_keys_fails_the_job_and_refunds(
 ):
     job = runner.run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def start(*args, **kwargs) -> subprocess.Popen:
+        started.append(popen(*args, **kwargs))
+        return started[-1]
 
     def kill_the_enclave_first(job: Job) -> dict:
-        [enclave] = enclaves()
-        kill_and_reap(enclave)
+        [enclave] = started
+        kill_and_reap(enclave.pid)
         return message(job)
 
+    # The engine's own process handle: the enclave it started, whatever else runs.
+    monkeypatch.setattr(tee_engine.subprocess, "Popen", start)
     monkeypatch.setattr(tee_engine, "_job_message", kill_the_enclave_first)
     assert tasks.run_tee_job(job.pk, SITE) == "failed"
 
