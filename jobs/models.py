@@ -105,7 +105,7 @@ class Query(models.Model):
         SYNTHETIC = "synthetic", "Synthetic extract"
 
     class SyntheticMethod(models.TextChoices):
-        # The values are jobs.synthesis.Method's.
+        # The values are dataplane.synthesis.Method's.
         DP_MARGINALS = "dp-marginals", "DP marginals (MST): differentially private"
         SDV_GAUSSIAN_COPULA = (
             "sdv-gaussian-copula",

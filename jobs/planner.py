@@ -14,14 +14,10 @@ from decimal import Decimal
 from typing import Any
 
 from cleanroom.residency import Decision, StepKind, TransferRules, decide
-from jobs import synthetic
-from jobs.engines.mpc.noise import deviation_bound
-from jobs.models import Query, Room, RoomDataset
-from jobs.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
-from jobs.privacy.ledger import balance, budget_check
-from jobs.selectors import contributions_of
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import (
+from dataplane.mpc.noise import deviation_bound
+from dataplane.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import (
     AggregateKind,
     ColumnInfo,
     DatasetInfo,
@@ -31,6 +27,10 @@ from jobs.sql.plan import (
     Shape,
     Use,
 )
+from jobs import synthetic
+from jobs.ledger import balance, budget_check
+from jobs.models import Query, Room, RoomDataset
+from jobs.selectors import contributions_of
 from parties.models import Organization, Site
 
 MPC_PARTIES = 3  # Shamir sharing with an honest majority: fewer parties give no secrecy

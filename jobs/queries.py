@@ -25,10 +25,10 @@ from cleanroom.audit.log import record_room_event
 from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
+from dataplane.privacy import terms
 from jobs.models import Approval, Query, Room
 from jobs.permissions import Permission, require
 from jobs.planner import Plan, plan_query
-from jobs.privacy import terms
 from parties.models import Organization
 
 EDITABLE = (
@@ -132,8 +132,8 @@ def save_draft(
 
 
 def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
-    """Everything an approval binds, the terms that set the noise included (jobs.privacy.terms).
-    Any change to any of it is a new version."""
+    """Everything an approval binds, the terms that set the noise included
+    (dataplane.privacy.terms). Any change to any of it is a new version."""
     uses = terms.uses_by_dataset(plan.parsed)
     policies = {c.dataset.qualified_name: c.policy for c in plan.contributions}
     return {

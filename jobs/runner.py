@@ -37,10 +37,9 @@ from cleanroom.audit.log import record_room_event
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
-from jobs import results
+from jobs import ledger, results
 from jobs.models import BudgetEntry, Job, JobStep, Query, Result
 from jobs.permissions import Permission, acting_organization
-from jobs.privacy import ledger
 from jobs.queries import QueryRefused, check_runnable
 from parties.models import Site
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
+from jobs.ledger import balance, budget_check, plain
 from jobs.models import BudgetEntry, Query, Result, Room, RoomDataset, RoomMembership
-from jobs.privacy.ledger import balance, budget_check, plain
 from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
 

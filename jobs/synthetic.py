@@ -1,7 +1,7 @@
 """The planner's part for synthetic extracts: which columns are synthesized in which public
 domains or bins, what the method costs each dataset, and whether every owner allows it.
 
-The cost comes from jobs.synthesis.dp_cost (OpenDP's maps, zCDP converted to (ε, δ)); the
+The cost comes from dataplane.synthesis.dp_cost (OpenDP's maps, zCDP converted to (ε, δ)); the
 ledger is charged that (ε, δ), rounded up to its precision, on every dataset the query reads.
 The SDV methods charge nothing and are labelled not differentially private.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from dataplane.privacy.calibration import changed_rows
+from dataplane.privacy.extract import synth_columns
+from dataplane.sql.plan import DatasetInfo, ParsedQuery
 from jobs.models import Query, RoomDataset
-from jobs.privacy.calibration import changed_rows
-from jobs.privacy.extract import synth_columns
-from jobs.sql.plan import DatasetInfo, ParsedQuery
 
 Method = Query.SyntheticMethod
 DEFAULT_METHOD = Method.DP_MARGINALS
@@ -57,7 +57,7 @@ def plan_extract(
     delta: Decimal,
 ) -> tuple[dict[str, Any], list[tuple[str, bool, str]], Charge]:
     """The extract's part of the plan report, its checks (name, ok, message), and its charge."""
-    from jobs.synthesis import SynthesisError, dp_cost, public_bins
+    from dataplane.synthesis import SynthesisError, dp_cost, public_bins
 
     checks: list[tuple[str, bool, str]] = []
     method = method or DEFAULT_METHOD

@@ -2,7 +2,7 @@
 
 Three data owners with 10^4, 10^5 and then 10^6 rows each: a key out of 50 public groups and an
 integer amount in [0, 1000]. The query: per group, COUNT(*) and SUM(amount), ε = 1 split evenly,
-scales from OpenDP's calibration (jobs/privacy/calibration.py), three compute parties over TLS
+scales from OpenDP's calibration (dataplane/privacy/calibration.py), three compute parties over TLS
 with this deployment's kind of credentials (a scratch MPC CA). Per size:
 
 - owner side: each owner pre-aggregates its rows into the 50 groups (clamped amounts), splits
@@ -43,10 +43,10 @@ import numpy as np
 import polars as pl
 from django.test.utils import override_settings
 
-from jobs.engines.mpc import sharing
+from dataplane.mpc import sharing
+from dataplane.privacy.calibration import laplace_scale
 from jobs.engines.mpc.certificates import ensure_credentials, party_private_key, party_public_key
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, party_addresses, start_party
-from jobs.privacy.calibration import laplace_scale
 
 SIZES = (10**4, 10**5, 10**6)
 OWNERS = 3

@@ -44,7 +44,7 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def columns():
-    from jobs.synthesis import SynthColumn
+    from dataplane.synthesis import SynthColumn
 
     demo = [
         SynthColumn("age_band", "string", categories=("0-17", "18-39", "40-64", "65-79", "80+")),
@@ -96,7 +96,7 @@ def write_rows(folder: Path, rows: int) -> Path:
 
 def plain_marginals(frame: pl.DataFrame) -> float:
     """The exact 1-way and 2-way marginals of the binned columns, with Polars: seconds."""
-    from jobs.synthesis import public_bins
+    from dataplane.synthesis import public_bins
 
     start = time.perf_counter()
     binned = []
@@ -117,8 +117,8 @@ def plain_marginals(frame: pl.DataFrame) -> float:
 
 def child(method: str, path: str, out: str) -> None:
     """One run, in a fresh interpreter: synthesize, evaluate, write the figures as JSON."""
-    from jobs.synthesis import synthesize
-    from jobs.synthesis.reports import sdv_quality
+    from dataplane.synthesis import synthesize
+    from dataplane.synthesis.reports import sdv_quality
 
     frame = pl.read_parquet(path)
     start = time.perf_counter()

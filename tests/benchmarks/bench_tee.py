@@ -36,11 +36,11 @@ from pathlib import Path
 import polars as pl
 
 from cleanroom.crypto.envelope import encrypt_stream
-from jobs.engines.tee.enclave import read_dataset
-from jobs.privacy.calibration import measurements
-from jobs.privacy.release import release_aggregates
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+from dataplane.enclave import read_dataset
+from dataplane.privacy.calibration import measurements
+from dataplane.privacy.release import release_aggregates
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
 
 SIZES = (10**6, 10**7)
 RUNS = 3

@@ -20,6 +20,7 @@ from django.core.checks import Tags, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
+from dataplane.binding import binding
 from jobs.engines.tee.attestation import (
     AWS_NITRO_ROOT_G1_SHA256,
     SIMULATED_ROOT_CN,
@@ -27,7 +28,6 @@ from jobs.engines.tee.attestation import (
     SimulatedEnclave,
     SimulatedRoot,
     aws_nitro_root,
-    binding,
     measure,
     parse_measurements,
     verify_attestation,

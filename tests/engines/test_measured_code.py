@@ -1,6 +1,7 @@
 """The enclave's measurement covers every project file the enclave program can run, computed
-from its imports, and none of that code is Django, Celery or the database: the key service can
-only vouch for what it measures. The same for the MPC party program, which holds shares."""
+from the data plane package and what it imports, and none of that code is Django, Celery or the
+database: the key service can only vouch for what it measures. The same for the MPC party
+program, which holds shares."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from jobs.engines.tee.key_release import enclave_measurements
 
 ROOT = Path(settings.BASE_DIR)
 PLATFORM = {"django", "celery", "kombu", "rest_framework", "psycopg", "redis"}
-PROGRAMS = ["jobs.engines.tee.enclave", "jobs.engines.mpc.party"]
+PROGRAMS = ["dataplane.enclave", "dataplane.mpc.party"]
 
 
 def _loaded(entry: str, *more: str) -> set[str]:
@@ -43,22 +44,40 @@ def _loaded(entry: str, *more: str) -> set[str]:
 @pytest.mark.parametrize("entry", PROGRAMS)
 def test_every_project_module_the_program_loads_is_measured(entry):
     loaded = _loaded(entry)
-    project = {m for m in loaded if m.split(".")[0] in ("cleanroom", "jobs", "parties")}
-    assert project and project <= set(measured.measured_modules(ROOT, entry))
+    project = {
+        m for m in loaded if m.split(".")[0] in ("cleanroom", "dataplane", "jobs", "parties")
+    }
+    assert project and project <= set(measured.measured_modules(ROOT))
 
 
 def test_the_modules_an_extract_imports_when_it_runs_are_measured_too():
     # The synthesizer's modules are imported inside functions, only for an extract.
     modules = set(measured.measured_modules(ROOT))
-    assert {"jobs.synthesis.dp_marginals", "jobs.synthesis.sdv_methods"} <= modules
-    assert {"cleanroom", "jobs", "jobs.engines", "jobs.engines.tee"} <= modules  # package inits
+    assert {"dataplane.synthesis.dp_marginals", "dataplane.synthesis.sdv_methods"} <= modules
+    assert {"cleanroom", "cleanroom.crypto", "dataplane"} <= modules  # package inits
+    assert not {m for m in modules if m.split(".")[0] in ("jobs", "parties", "trails")}
+
+
+def test_a_data_plane_module_that_imports_an_app_is_refused_not_measured(tmp_path):
+    # An edit that reaches the job lifecycle from the data plane would put unmeasured code
+    # (and Django) in the enclave: the measurement refuses to be computed at all.
+    for name, text in {
+        "dataplane/__init__.py": "",
+        "dataplane/rows.py": "from jobs.models import Job\n",
+        "jobs/__init__.py": "",
+        "jobs/models.py": "",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(measured.UnmeasuredImport, match=r"dataplane\.rows imports jobs\.models"):
+        measured.measured_modules(tmp_path)
 
 
 @pytest.mark.parametrize("entry", PROGRAMS)
 def test_no_platform_code_runs_in_the_program(entry):
     loaded = _loaded(entry)
     assert not {m.split(".")[0] for m in loaded} & PLATFORM
-    for module in measured.measured_modules(ROOT, entry):
+    for module in measured.measured_modules(ROOT):
         path = measured._module_file(ROOT, module)
         imported = {name.split(".")[0] for name in measured._imported(path, module)}
         assert not imported & PLATFORM, (module, imported & PLATFORM)

@@ -2,7 +2,7 @@
 discrete Laplace noise drawn inside MPC, a party's view does not depend on the inputs, and a
 stranger, a dead party or a two-party configuration fails the run cleanly.
 
-Never imports mpyc.runtime here: each party is its own process (jobs/engines/mpc/party.py).
+Never imports mpyc.runtime here: each party is its own process (dataplane/mpc/party.py).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from dataplane.mpc import noise, sharing
+from dataplane.mpc.party import PartyFailure, PartyNetwork
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import noise, sharing
 from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, run_party, start_party
-from jobs.engines.mpc.party import PartyFailure, PartyNetwork
 
 SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
 TIMEOUT = 60
@@ -152,7 +152,7 @@ def test_the_party_program_itself_refuses_two_parties(credentials):
         ' "noise": [{"measure": "count", "scale": 1.0}], "time_limit": 30}\n'
     )
     party = subprocess.run(
-        [sys.executable, "-m", "jobs.engines.mpc.party", "--ssl"],
+        [sys.executable, "-m", "dataplane.mpc.party", "--ssl"],
         input=document,
         capture_output=True,
         text=True,

@@ -21,8 +21,8 @@ from django.core.management.base import CommandError
 from scipy import stats
 
 from cleanroom.crypto.sealing import public_bytes
+from dataplane.mpc import noise, sharing
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import noise, sharing
 from jobs.engines.mpc.certificates import (
     ensure_credentials,
     party_private_key,

@@ -30,11 +30,11 @@ from django.utils import timezone
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app as project_app
+from jobs import ledger as ledger_service
 from jobs import queries, runner, tasks
 from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee.engine import TeeEngine
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
-from jobs.privacy import ledger as ledger_service
 from jobs.runner import dispatch as send_to_broker
 from parties.models import Dataset
 from tests.factories import JOIN_SQL, api, propose
@@ -82,7 +82,7 @@ def enclaves() -> list[int]:
     found = []
     for pid in children(os.getpid()):
         with contextlib.suppress(FileNotFoundError):
-            if b"jobs.engines.tee.enclave" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"dataplane.enclave" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
     return found
 

@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
+from dataplane.binding import binding
+from dataplane.enclave import key_context
 from jobs import queries, runner
 from jobs.engines.base import EngineError
-from jobs.engines.tee import attestation, trust
-from jobs.engines.tee.enclave import key_context
+from jobs.engines.tee import trust
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import Job
 from parties.models import DatasetVersion, Jurisdiction, Site
@@ -69,7 +70,7 @@ def document(job: Job, enclave_key, *, bound_to: Job | None = None, pcrs=None) -
     return trust.simulated_enclave().attest(
         pcrs=enclave_measurements() if pcrs is None else pcrs,
         public_key=public_bytes(enclave_key),
-        user_data=attestation.binding(bound_to.pk, bound_to.query.digest),
+        user_data=binding(bound_to.pk, bound_to.query.digest),
         nonce=os.urandom(16),
     )
 
@@ -142,7 +143,7 @@ def test_a_document_with_one_byte_flipped_is_refused(job, enclave_key, where):
     position = {
         # An attacker swapping in a key of their own, or rebinding the document, or forging.
         "public key": evidence.find(public_bytes(enclave_key)),
-        "user data": evidence.find(attestation.binding(job.pk, job.query.digest)) + 20,
+        "user data": evidence.find(binding(job.pk, job.query.digest)) + 20,
         "signature": len(evidence) - 1,
     }[where]
     assert position > 0

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import (
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import (
     Aggregate,
     AggregateKind,
     ColumnInfo,

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import AggregateKind, DatasetInfo, ParsedQuery, QueryError, Shape, Use
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import AggregateKind, DatasetInfo, ParsedQuery, QueryError, Shape, Use
 from tests.jobs.test_sql_parser import AGE_BANDS, CHARITE, USZ, hospitals, patient_columns
 
 # Derandomized, so CI runs the same examples every time.

@@ -16,12 +16,12 @@ from django.conf import settings
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verify import result_commitment
+from dataplane.synthesis import SynthColumn, dp_cost
 from jobs import queries, runner
 from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.measured import measured_modules
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
-from jobs.synthesis import SynthColumn, dp_cost
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import api, propose
 from tests.jobs.test_job_faults import enclaves
@@ -56,8 +56,10 @@ def approved(world, tmp_path):
 def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
     world, approved, site_worker, tmp_path
 ):
-    measured = measured_modules(Path(settings.BASE_DIR))
-    assert "jobs.synthesis.dp_marginals" in measured and "jobs.privacy.extract" in measured
+    measured = set(measured_modules(Path(settings.BASE_DIR)))
+    assert (
+        "dataplane.synthesis.dp_marginals" in measured and "dataplane.privacy.extract" in measured
+    )
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=approved, by=world.bob)
     assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "released")

@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import Output, QueryError, Shape, Use
 from jobs import queries
 from jobs.models import Query
 from jobs.planner import plan_query
 from jobs.queries import QueryRefused, check_runnable
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import Output, QueryError, Shape, Use
 from parties import services
 from tests.factories import propose
 from tests.jobs.test_sql_parser import hospitals

@@ -11,11 +11,11 @@ from typing import Any
 
 import polars as pl
 
-from jobs.privacy import terms
-from jobs.privacy.calibration import Measurement, measurements
-from jobs.privacy.release import ReleasedTable, release_aggregates
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, ParsedQuery, Use
+from dataplane.privacy import terms
+from dataplane.privacy.calibration import Measurement, measurements
+from dataplane.privacy.release import ReleasedTable, release_aggregates
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, ParsedQuery, Use
 
 AGE_BANDS = ("0-39", "40-64", "65+")
 SEXES = ("F", "M")

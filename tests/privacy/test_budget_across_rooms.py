@@ -17,11 +17,10 @@ from django.db import connection, connections
 from django.test import Client
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import queries, runner
+from jobs import ledger, queries, runner
 from jobs import services as room_services
 from jobs.models import BudgetEntry, Job, Query, Room
 from jobs.planner import plan_query
-from jobs.privacy import ledger
 from parties.models import Dataset
 from tests.factories import JOIN_SQL, api, propose
 

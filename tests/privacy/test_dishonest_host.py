@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
+from dataplane.binding import binding
 from jobs import queries, results, runner, tasks
 from jobs.engines.base import EngineError
-from jobs.engines.tee import attestation, trust
 from jobs.engines.tee import engine as tee_engine
+from jobs.engines.tee import trust
 from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import BudgetEntry, Job, Query, Result
@@ -66,7 +67,7 @@ def document(job: Job) -> bytes:
     return trust.simulated_enclave().attest(
         pcrs=enclave_measurements(),
         public_key=public_bytes(X25519PrivateKey.generate()),
-        user_data=attestation.binding(job.pk, job.query.digest),
+        user_data=binding(job.pk, job.query.digest),
         nonce=os.urandom(16),
     )
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
+from dataplane.mpc import noise, sharing
+from dataplane.privacy.calibration import MAX_DISCRETE_SCALE
 from jobs import queries
 from jobs import services as room_services
-from jobs.engines.mpc import noise, sharing
 from jobs.engines.mpc.parties import PartyOutput
 from jobs.models import Room
-from jobs.privacy.calibration import MAX_DISCRETE_SCALE
 from parties import services
 from tests.engines.test_mpc_parties import credentials, run_all, specs  # noqa: F401
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from jobs.privacy.calibration import changed_rows
+from dataplane.privacy.calibration import changed_rows
 from tests.privacy.support import calibrate, cells, parse, release, stays
 from tests.privacy.test_neighbouring_datasets import EPSILON, WARDS, _violations
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from jobs.privacy.release import ReleaseError, _bound, check_release, release_aggregates
+from dataplane.privacy.release import ReleaseError, _bound, check_release, release_aggregates
 from tests.privacy.support import (
     COLUMNS,
     DELIVERIES,

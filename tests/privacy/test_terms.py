@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 
 from cleanroom.audit.verify import canonical_json
-from jobs.engines.tee.enclave import prepare
-from jobs.privacy import terms
-from jobs.privacy.release import release_aggregates
+from dataplane.enclave import prepare
+from dataplane.privacy import terms
+from dataplane.privacy.release import release_aggregates
 from tests.privacy.support import (
     CATALOG,
     DELIVERIES,

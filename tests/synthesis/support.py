@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dataplane.synthesis import SynthColumn
 from jobs.demo import SCHEMA, generate_patients
-from jobs.synthesis import SynthColumn
 
 DEMO_COLUMNS = [
     SynthColumn(

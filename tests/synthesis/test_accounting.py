@@ -9,8 +9,8 @@ import math
 import opendp.prelude as dp
 import pytest
 
-from jobs.synthesis import SynthColumn, SynthesisError, dp_cost
-from jobs.synthesis.accounting import gaussian, noisy_max
+from dataplane.synthesis import SynthColumn, SynthesisError, dp_cost
+from dataplane.synthesis.accounting import gaussian, noisy_max
 
 dp.enable_features("contrib")
 

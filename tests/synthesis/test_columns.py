@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.synthesis import SynthColumn, SynthesisError, public_bins
-from jobs.synthesis.columns import check_columns, clamp, code_labels, decode, encode
+from dataplane.synthesis import SynthColumn, SynthesisError, public_bins
+from dataplane.synthesis.columns import check_columns, clamp, code_labels, decode, encode
 
 
 def test_an_integer_range_of_at_most_16_values_gets_one_bin_per_value():

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jobs.synthesis import SynthColumn, dp_cost
-from jobs.synthesis.columns import clamp, encode
-from jobs.synthesis.dp_marginals import marginal, measure_marginals, sample
+from dataplane.synthesis import SynthColumn, dp_cost
+from dataplane.synthesis.columns import clamp, encode
+from dataplane.synthesis.dp_marginals import marginal, measure_marginals, sample
 from tests.synthesis.support import dependent_pair, total_variation_similarity
 
 # A correct mechanism fails the variance test with probability about 1e-6 (OpenDP's noise comes

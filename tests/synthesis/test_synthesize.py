@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jobs.synthesis import Method, SynthColumn, SynthesisError, is_differentially_private
-from jobs.synthesis import synthesize as run
-from jobs.synthesis.columns import clamp, code_labels, encode
-from jobs.synthesis.dp_marginals import marginal
-from jobs.synthesis.reports import sdv_privacy, sdv_quality
+from dataplane.synthesis import Method, SynthColumn, SynthesisError, is_differentially_private
+from dataplane.synthesis import synthesize as run
+from dataplane.synthesis.columns import clamp, code_labels, encode
+from dataplane.synthesis.dp_marginals import marginal
+from dataplane.synthesis.reports import sdv_privacy, sdv_quality
 from tests.synthesis.support import DEMO_COLUMNS, demo_patients, total_variation_similarity
 
 EPSILON, DELTA = 1.0, 1e-6

@@ -8,7 +8,7 @@ Under `settings.MPC_CREDENTIALS_DIR` (default var/mpc/):
     parties/<site>/share.key       the party's X25519 key: owners seal its input shares to it
 
 A party accepts a peer only if the peer's certificate chains to this CA and names the site the
-job placed at that party index (jobs/engines/mpc/party.py checks both directions), so a party
+job placed at that party index (dataplane/mpc/party.py checks both directions), so a party
 cannot claim another party's index. `manage.py mpc_credentials` makes them ahead of time; the
 first use makes whatever is missing, under a file lock, so concurrent workers agree on one CA.
 In a production deployment the CA key belongs offline: copy each site only its own folder and

@@ -38,12 +38,13 @@ from django.conf import settings
 
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import public_bytes
+from dataplane.mpc import sharing
+from dataplane.privacy.calibration import inexact_draw
+from dataplane.privacy.release import COUNT, ReleaseError, noisy_table
 from jobs import runner
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import certificates, inputs, parties, sharing
+from jobs.engines.mpc import certificates, inputs, parties
 from jobs.models import Job, JobStep
-from jobs.privacy.calibration import inexact_draw
-from jobs.privacy.release import COUNT, ReleaseError, noisy_table
 
 dp.enable_features("contrib")
 

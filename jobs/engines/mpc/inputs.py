@@ -4,7 +4,7 @@ are read.
 The owner's step asks the key service for its own dataset's data key (residency decides again
 there), decrypts the file, applies the policy's contribution bound and clamping and
 pre-aggregates into the public group domain with the enclave's own code
-(`jobs.privacy.release.input_vectors`), secret-shares the vector with Shamir sharing
+(`dataplane.privacy.release.input_vectors`), secret-shares the vector with Shamir sharing
 (`sharing.split`), and seals each compute party's shares to that party's X25519 key. Each share
 transfer is decided and audited by the residency function (`receive_shares`) before it is
 written. The exact vector exists only in this process's memory; rows never leave the site.
@@ -28,15 +28,16 @@ import polars as pl
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.keys import key_service
 from cleanroom.residency import StepKind, decide
+from dataplane.mpc import sharing
+from dataplane.privacy.calibration import Measurement
+from dataplane.privacy.release import ReleaseError, input_vectors
+from dataplane.privacy.terms import TermsError, approved_measurements, read_terms
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import ColumnInfo, ParsedQuery, QueryError
 from jobs import runner
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import certificates, sharing
+from jobs.engines.mpc import certificates
 from jobs.models import Job, JobStep
-from jobs.privacy.calibration import Measurement
-from jobs.privacy.release import ReleaseError, input_vectors
-from jobs.privacy.terms import TermsError, approved_measurements, read_terms
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import ColumnInfo, ParsedQuery, QueryError
 from parties.models import DatasetVersion, Site
 from parties.storage import jurisdiction_root, stored_file
 
@@ -66,7 +67,7 @@ class QueryContext:
 
 
 def query_context(job: Job) -> QueryContext:
-    """The context from the approved canonical form's terms alone (jobs.privacy.terms): the
+    """The context from the approved canonical form's terms alone (dataplane.privacy.terms): the
     step's claim checked its digest and every owner's signature over it (`check_runnable`), so
     nothing the platform's catalog or a host says sets the bounds, the unit or the noise."""
     canonical = job.query.canonical

@@ -1,6 +1,6 @@
 """Compute parties, host side: start a party process for a job and collect its output shares.
 
-Each party runs `python -m jobs.engines.mpc.party` (jobs/engines/mpc/party.py) in a temporary
+Each party runs `python -m dataplane.mpc.party` (dataplane/mpc/party.py) in a temporary
 folder holding only its own TLS key and certificate and the deployment's MPC CA, with a minimal
 environment (no database URL, no other secrets), and gets its job document on stdin: its own
 input shares, never another party's. A party that does not finish within the timeout is killed;
@@ -24,8 +24,8 @@ from typing import Any
 
 from django.conf import settings
 
+from dataplane.mpc import sharing
 from jobs.engines.base import EngineError, minimal_environment
-from jobs.engines.mpc import sharing
 from jobs.engines.mpc.certificates import party_tls_files
 
 PORTS_PER_JOB = 8  # parties per job at most
@@ -166,7 +166,7 @@ def start_party(
     ]
     # The launcher comes from the deployment's code or configuration, never from a request.
     process = subprocess.Popen(  # noqa: S603
-        [*launcher, sys.executable, "-m", "jobs.engines.mpc.party", *arguments],
+        [*launcher, sys.executable, "-m", "dataplane.mpc.party", *arguments],
         cwd=folder.name,
         env=minimal_environment(folder.name),
         text=True,

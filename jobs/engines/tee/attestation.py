@@ -73,6 +73,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from dataplane.binding import BINDING_PREFIX
+
 __all__ = [
     "AWS_NITRO_ROOT_G1_SHA256",
     "SIMULATED_ROOT_CN",
@@ -81,7 +83,6 @@ __all__ = [
     "SimulatedRoot",
     "VerifiedAttestation",
     "aws_nitro_root",
-    "binding",
     "measure",
     "parse_measurements",
     "runtime_description",
@@ -138,8 +139,6 @@ _SEMANTIC_TAGS += (261, 1004, 43000, 55799)
 _UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE})
 _CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BINDING_PREFIX = b"cleanroom-job/v1\n"
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class AttestationError(Exception):
@@ -618,7 +617,7 @@ def _check_measurements(
 def _show(value: bytes | None) -> str:
     if value is None:
         return "none"
-    if value.startswith(_BINDING_PREFIX):
+    if value.startswith(BINDING_PREFIX):
         try:
             return repr(value.decode("ascii"))
         except UnicodeDecodeError:
@@ -632,15 +631,6 @@ def _is_simulated_root(certificate: x509.Certificate) -> bool:
 
 
 # --- Bindings, measurements and the trusted roots ----------------------------------------------
-
-
-def binding(job_id: int, query_digest: str) -> bytes:
-    """The user_data that binds a document to one job and one approved query version."""
-    if type(job_id) is not int or job_id < 0:
-        raise ValueError("job_id must be a non-negative integer")
-    if not _DIGEST.fullmatch(query_digest):
-        raise ValueError("query_digest must be a lowercase SHA-256 hex digest")
-    return _BINDING_PREFIX + f"{job_id}\n{query_digest}\n".encode("ascii")
 
 
 def runtime_description() -> str:

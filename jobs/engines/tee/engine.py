@@ -16,9 +16,9 @@ from typing import Any
 
 from django.conf import settings
 
+from dataplane.enclave import EXTRACT_DIRECTORY
 from jobs.engines.base import EngineError, Progress, minimal_environment
 from jobs.engines.tee import attestation, trust
-from jobs.engines.tee.enclave import EXTRACT_DIRECTORY
 from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import Job, Query
 from parties.models import DatasetVersion
@@ -62,7 +62,7 @@ class TeeEngine:
     def run(self, job: Job, progress: Progress) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="enclave-") as home:
             enclave = subprocess.Popen(
-                [sys.executable, "-m", "jobs.engines.tee.enclave"],
+                [sys.executable, "-m", "dataplane.enclave"],
                 cwd=home,
                 env=minimal_environment(home),
                 text=True,

@@ -22,11 +22,11 @@ from django.conf import settings
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import seal
 from cleanroom.residency import StepKind, decide
+from dataplane.binding import binding
+from dataplane.enclave import key_context
 from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee import attestation, trust
-from jobs.engines.tee.attestation import binding
-from jobs.engines.tee.enclave import key_context
 from jobs.engines.tee.measured import measured_files
 from jobs.models import Job
 from parties.models import DatasetVersion

@@ -1,10 +1,12 @@
-"""The enclave's measured code, computed from its imports rather than kept by hand.
+"""The enclave's measured code: the data plane package, computed rather than kept by hand.
 
-Every project file the enclave program can execute is measured: the program itself, each
-project module it imports (at the top or inside a function, followed transitively), and the
-`__init__.py` of every package on the way, since importing a module runs them. Third-party
-libraries are not followed: they are part of the runtime the measurement's PCR1 describes.
-Standard library only, so the measurement can be recomputed anywhere from a checkout.
+Every file of `dataplane/` is measured (the enclave program and the MPC party program are in it),
+with each project module they import (at the top or inside a function, followed transitively)
+and the `__init__.py` of every package on the way, since importing a module runs them. The
+package may import only the kernel modules in KERNEL; anything else is refused, so the enclave
+never runs project code its measurement does not describe. Third-party libraries are not
+followed: they are part of the runtime the measurement's PCR1 describes. Standard library only,
+so the measurement can be recomputed anywhere from a checkout.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ import ast
 from functools import cache
 from pathlib import Path
 
-ENCLAVE = "jobs.engines.tee.enclave"
+PACKAGE = "dataplane"
+# The kernel modules the data plane may import: pure functions over bytes and JSON.
+KERNEL = ("cleanroom.crypto.envelope", "cleanroom.crypto.sealing", "cleanroom.audit.verify")
+
+
+class UnmeasuredImport(Exception):
+    """The data plane imports project code outside itself and the kernel modules it may use."""
 
 
 def _module_file(root: Path, module: str) -> Path | None:
@@ -44,13 +52,32 @@ def _imported(path: Path, module: str) -> set[str]:
     return names
 
 
+def _package_modules(root: Path, package: str) -> list[str]:
+    base = root.joinpath(*package.split("."))
+    return sorted(
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for path in base.rglob("*.py")
+    )
+
+
+def _allowed(module: str) -> bool:
+    """A module the data plane may import: its own, a kernel module named in KERNEL, or a
+    package whose `__init__.py` importing those runs."""
+    return (
+        module == PACKAGE
+        or module.startswith(f"{PACKAGE}.")
+        or any(k == module or k.startswith(f"{module}.") for k in KERNEL)
+    )
+
+
 @cache
-def measured_modules(root: Path, entry: str = ENCLAVE) -> tuple[str, ...]:
-    """Every project module that running `entry` can execute, sorted."""
+def measured_modules(root: Path) -> tuple[str, ...]:
+    """Every module of the data plane package and every project module it imports, sorted;
+    UnmeasuredImport when the package reaches a project module outside what it may use."""
     seen: dict[str, Path] = {}
-    pending = [entry]
+    pending = [(module, PACKAGE) for module in _package_modules(root, PACKAGE)]
     while pending:
-        module = pending.pop()
+        module, importer = pending.pop()
         parts = module.split(".")
         # Importing a.b.c runs a/__init__.py and a/b/__init__.py first.
         for depth in range(1, len(parts) + 1):
@@ -58,11 +85,15 @@ def measured_modules(root: Path, entry: str = ENCLAVE) -> tuple[str, ...]:
             path = _module_file(root, name)
             if path is None or name in seen:
                 continue
+            if not _allowed(name):
+                raise UnmeasuredImport(
+                    f"{importer} imports {module}, which the data plane may not use: the "
+                    "enclave would run code its measurement does not describe"
+                )
             seen[name] = path
-            pending.extend(_imported(path, name))
+            pending.extend((imported, name) for imported in _imported(path, name))
     return tuple(sorted(seen))
 
 
-def measured_files(root: Path, entry: str = ENCLAVE) -> list[Path]:
-    modules = measured_modules(root, entry)
-    return [_module_file(root, module) for module in modules]
+def measured_files(root: Path) -> list[Path]:
+    return [_module_file(root, module) for module in measured_modules(root)]

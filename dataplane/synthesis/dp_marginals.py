@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jobs.synthesis.accounting import DpBudget, gaussian, noisy_max
+from dataplane.synthesis.accounting import DpBudget, gaussian, noisy_max
 
 # Mirror descent steps at the theoretical step size: on the benchmark's 10 columns they reach a
 # lower loss than mbi's default (1,000 steps with line search), in about a second, whatever the

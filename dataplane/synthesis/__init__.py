@@ -5,9 +5,9 @@ Runs inside the TEE enclave: it imports neither Django nor the database, and imp
 libraries (JAX, mbi, SDV, SDMetrics, torch) only inside the functions that use them.
 """
 
-from jobs.synthesis.accounting import DpBudget, Stage, dp_cost
-from jobs.synthesis.columns import MAX_BINS, SynthColumn, SynthesisError, public_bins
-from jobs.synthesis.extract import Extract, Method, is_differentially_private, synthesize
+from dataplane.synthesis.accounting import DpBudget, Stage, dp_cost
+from dataplane.synthesis.columns import MAX_BINS, SynthColumn, SynthesisError, public_bins
+from dataplane.synthesis.extract import Extract, Method, is_differentially_private, synthesize
 
 __all__ = [
     "MAX_BINS",

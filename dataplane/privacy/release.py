@@ -58,14 +58,14 @@ from typing import Any
 import opendp.prelude as dp
 import polars as pl
 
-from jobs.privacy.calibration import (
+from dataplane.privacy.calibration import (
     CONFIDENCE,
     Measurement,
     changed_rows,
     fixed_point_shift,
     inexact_draw,
 )
-from jobs.sql.plan import AggregateKind, ColumnInfo, ColumnRef, FilterOp, ParsedQuery, Shape
+from dataplane.sql.plan import AggregateKind, ColumnInfo, ColumnRef, FilterOp, ParsedQuery, Shape
 
 dp.enable_features("contrib")
 

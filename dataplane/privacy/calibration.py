@@ -1,6 +1,6 @@
 """Noise for each released measurement, calibrated with OpenDP's own privacy maps.
 
-The accountant (jobs/privacy/README.md): basic sequential composition of pure ε-DP. A
+The accountant (dataplane/privacy/README.md): basic sequential composition of pure ε-DP. A
 query's ε is split evenly over its distinct measurements (one noisy count, one noisy sum per
 measure column); AVG is post-processing of a sum and the count. Sensitivities are for a whole
 person, who may sit in every dataset the query reads (`changed_rows`), so the query costs each
@@ -17,7 +17,7 @@ from functools import cache
 
 import opendp.prelude as dp
 
-from jobs.sql.plan import AggregateKind, ColumnInfo, ParsedQuery
+from dataplane.sql.plan import AggregateKind, ColumnInfo, ParsedQuery
 
 dp.enable_features("contrib")
 CONFIDENCE = 0.95

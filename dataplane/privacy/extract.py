@@ -1,7 +1,7 @@
 """The input rows of a synthetic extract: the data-plane work the enclave does before it hands
-the rows to jobs.synthesis. It runs inside the TEE only, on decrypted rows.
+the rows to dataplane.synthesis. It runs inside the TEE only, on decrypted rows.
 
-The rows go through exactly the per-row work of an aggregate release (jobs.privacy.release):
+The rows go through exactly the per-row work of an aggregate release (dataplane.privacy.release):
 each dataset's filters, its contribution bound (at most L rows per privacy unit, chosen at
 random), in a JOIN unique join keys compared only as seeded 128-bit hashes, then the join or the
 UNION ALL. So one person changes at most `calibration.changed_rows` of the rows handed to the
@@ -19,21 +19,21 @@ from dataclasses import replace
 
 import polars as pl
 
-from jobs.privacy.release import (
+from dataplane.privacy.release import (
     _KEY_TYPES,
     ReleaseError,
     _Release,
     _rows,
     _Seeds,
 )
-from jobs.sql.plan import ColumnInfo, Dimension, Output, ParsedQuery, Shape
+from dataplane.sql.plan import ColumnInfo, Dimension, Output, ParsedQuery, Shape
 
 
 def synth_columns(parsed: ParsedQuery, columns: Mapping[tuple[str, str], ColumnInfo]) -> list:
-    """The extract's columns as jobs.synthesis describes them: a dimension with its public
+    """The extract's columns as dataplane.synthesis describes them: a dimension with its public
     domain, a measure with its public clamp bounds. A UNION's column takes the first branch's
     domain and bounds (the parser checked that every branch allows the column)."""
-    from jobs.synthesis import SynthColumn
+    from dataplane.synthesis import SynthColumn
 
     synthesized = []
     for projected in parsed.projected:

@@ -27,7 +27,7 @@ from functools import cache
 
 import opendp.prelude as dp
 
-from jobs.synthesis.columns import SynthColumn, SynthesisError, check_columns
+from dataplane.synthesis.columns import SynthColumn, SynthesisError, check_columns
 
 dp.enable_features("contrib")
 

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from jobs.synthesis.accounting import DpBudget
-from jobs.synthesis.columns import SynthColumn, code_labels
-from jobs.synthesis.dp_marginals import NoisyMarginals, marginal
+from dataplane.synthesis.accounting import DpBudget
+from dataplane.synthesis.columns import SynthColumn, code_labels
+from dataplane.synthesis.dp_marginals import NoisyMarginals, marginal
 
 NOT_DP = "NOT DIFFERENTIALLY PRIVATE"
 # The real-row samples the SDV privacy tests compare against (distance computations are

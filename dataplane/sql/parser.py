@@ -18,7 +18,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
-from jobs.sql.plan import (
+from dataplane.sql.plan import (
     Aggregate,
     AggregateKind,
     ColumnInfo,

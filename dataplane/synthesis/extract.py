@@ -12,9 +12,16 @@ from enum import StrEnum
 import numpy as np
 import polars as pl
 
-from jobs.synthesis import dp_marginals, reports, sdv_methods
-from jobs.synthesis.accounting import DpBudget, dp_cost
-from jobs.synthesis.columns import SynthColumn, SynthesisError, check_columns, clamp, decode, encode
+from dataplane.synthesis import dp_marginals, reports, sdv_methods
+from dataplane.synthesis.accounting import DpBudget, dp_cost
+from dataplane.synthesis.columns import (
+    SynthColumn,
+    SynthesisError,
+    check_columns,
+    clamp,
+    decode,
+    encode,
+)
 
 # The SDV methods learn from this share of the rows; the rest is the privacy report's holdout.
 HOLDOUT_SHARE = 0.2

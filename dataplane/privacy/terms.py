@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from jobs.privacy.calibration import Measurement, changed_rows, measurements
-from jobs.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, ParsedQuery, Use
+from dataplane.privacy.calibration import Measurement, changed_rows, measurements
+from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, ParsedQuery, Use
 
 FORMAT = "cleanroom-query/v2"
 COMPOSITION = "basic sequential composition of pure ε-DP, ε split evenly over the measurements"

@@ -3,7 +3,7 @@
 It imports no Django and reads no settings, database or key files. Over its standard input and
 output (JSON lines) it:
   1. receives the job: the approved query's canonical form (SQL, ε, δ, receivers, datasets
-     with every term that sets the noise (jobs.privacy.terms) and, for an extract, method, rows
+     with every term that sets the noise (dataplane.privacy.terms) and, for an extract, method, rows
      and charge) and the paths of the encrypted dataset files;
   2. re-parses and re-calibrates the query itself from the canonical form's terms (it takes
      no catalog, bound or plan from the host) and runs every check that can refuse (`prepare`),
@@ -17,8 +17,8 @@ output (JSON lines) it:
 Only the noised table leaves; the exact aggregates and the rows stay in this process.
 
 A synthetic extract instead re-parses the projection and checks that the method's cost is
-within what was approved (in `prepare`), prepares its rows (jobs.privacy.extract), fits and
-samples with jobs.synthesis, and writes the extract and its reports to its working directory
+within what was approved (in `prepare`), prepares its rows (dataplane.privacy.extract), fits and
+samples with dataplane.synthesis, and writes the extract and its reports to its working directory
 for the host to encrypt to the receivers; only those files leave.
 """
 
@@ -40,13 +40,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
-from jobs.engines.tee.attestation import binding
-from jobs.privacy.calibration import Measurement, changed_rows
-from jobs.privacy.extract import extract_rows, synth_columns
-from jobs.privacy.release import check_release, release_aggregates
-from jobs.privacy.terms import Terms, approved_measurements, read_terms
-from jobs.sql.parser import parse_query
-from jobs.sql.plan import ColumnInfo, Output, ParsedQuery
+from dataplane.binding import binding
+from dataplane.privacy.calibration import Measurement, changed_rows
+from dataplane.privacy.extract import extract_rows, synth_columns
+from dataplane.privacy.release import check_release, release_aggregates
+from dataplane.privacy.terms import Terms, approved_measurements, read_terms
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import ColumnInfo, Output, ParsedQuery
 
 # Where a synthetic extract's files are written, in the enclave's working directory.
 EXTRACT_DIRECTORY = "extract"
@@ -104,7 +104,7 @@ def prepare(query: dict[str, Any]) -> Release:
             parsed, columns, approved.units, released, rows_per_unit=approved.rows_per_unit
         )
         return Release(approved, parsed, columns, released, [], 0)
-    from jobs.synthesis import Method, dp_cost, is_differentially_private
+    from dataplane.synthesis import Method, dp_cost, is_differentially_private
 
     request = query["synthetic"]
     parsed = parse_query(query["sql"], approved.datasets, output=Output.SYNTHETIC)
@@ -169,7 +169,7 @@ def main() -> None:
 
 
 def _synthesize(job: dict[str, Any], frames: dict[str, pl.LazyFrame], release: Release) -> None:
-    from jobs.synthesis import Method, is_differentially_private, synthesize
+    from dataplane.synthesis import Method, is_differentially_private, synthesize
 
     query = job["query"]
     request = query["synthetic"]

@@ -1,10 +1,10 @@
-"""One MPC compute party: `python -m jobs.engines.mpc.party -M m -I i -P host:port ... --ssl`.
+"""One MPC compute party: `python -m dataplane.mpc.party -M m -I i -P host:port ... --ssl`.
 
 Started per job by jobs/engines/mpc/parties.py in a folder of its own holding only its TLS key,
 certificate and the deployment's CA (.config/, where MPyC looks), with a minimal environment.
 It reads one JSON document on stdin (job, index, every party's host, port and site, its own
 shares of each owner's vector, the layout, the noise scales, its time limit), adds the owners'
-shares, adds discrete Laplace noise sampled inside MPC (jobs/engines/mpc/noise.py) and prints
+shares, adds discrete Laplace noise sampled inside MPC (dataplane/mpc/noise.py) and prints
 one JSON line: its Shamir share of each noisy cell (sharing.py's field and convention), bytes
 sent and received, timings and peak memory. It never opens a value, noisy or not: the delivery
 step recombines the shares.
@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from jobs.engines.mpc import noise, sharing
+from dataplane.mpc import noise, sharing
 
 MPYC_PEER_NAME = "MPyC party "  # MPyC's TLS server_hostname for party j: "MPyC party j"
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import numpy as np
 import polars as pl
 
-from jobs.synthesis.columns import SynthColumn, SynthesisError, clamp
+from dataplane.synthesis.columns import SynthColumn, SynthesisError, clamp
 
 CTGAN_MAX_EPOCHS = 300
 CTGAN_PILOT_ROWS = 1000
