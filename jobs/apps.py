@@ -9,4 +9,6 @@ class JobsConfig(AppConfig):
         # The Celery app, which shared tasks publish through; loaded here rather than by the
         # cleanroom package, whose __init__ also runs in the enclave.
         import cleanroom.celery  # noqa: F401
-        from jobs import checks  # noqa: F401 - registers the system checks
+        from jobs import checks, runner, tasks  # noqa: F401 - checks registers the system checks
+
+        runner.use_queue(tasks.CeleryJobQueue())

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from cleanroom.choices import text_choices
+from dataplane import mechanisms
 from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Organization, Site
 
 
@@ -95,10 +97,10 @@ class Query(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    class Mechanism(models.TextChoices):
-        AUTO = "auto", "Automatic"
-        MPC = "mpc", "MPC secret sharing"
-        TEE = "tee", "Trusted execution environment"
+    # Automatic (the planner chooses), or one of the engines' mechanisms.
+    Mechanism = text_choices(
+        "Mechanism", list(mechanisms.Mechanism), first=("AUTO", "auto", "Automatic")
+    )
 
     class OutputKind(models.TextChoices):
         AGGREGATE = "aggregate", "Differentially private aggregates"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cleanroom.residency import Decision, StepKind, TransferRules, decide
-from dataplane.mpc.noise import deviation_bound
+from cleanroom.residency import StepKind, decide
+from dataplane.mechanisms import Mechanism
 from dataplane.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import (
@@ -24,16 +24,15 @@ from dataplane.sql.plan import (
     Output,
     ParsedQuery,
     QueryError,
-    Shape,
     Use,
 )
 from jobs import synthetic
+from jobs.engines.base import planned_step
+from jobs.engines.registry import ENGINES, engine_of
 from jobs.ledger import balance, budget_check
 from jobs.models import Query, Room, RoomDataset
 from jobs.selectors import contributions_of
-from parties.models import Organization, Site
-
-MPC_PARTIES = 3  # Shamir sharing with an honest majority: fewer parties give no secrecy
+from parties.models import Organization
 
 
 def number(value: Decimal) -> str:
@@ -235,192 +234,56 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
             )
 
 
-def _mpc_fits(plan: Plan) -> str | None:
-    """Why the query cannot run under MPC, or None when it can."""
-    if plan.parsed.output is Output.SYNTHETIC:
-        return "a synthetic extract fits a model to rows, which runs in the TEE only"
-    if plan.parsed.shape == Shape.JOIN:
-        return (
-            "it joins datasets on a key (the vertical case), which MPC does not do yet: "
-            "joins run in the TEE"
-        )
-    refusing = [
-        c.dataset.qualified_name
-        for c in plan.contributions
-        if "mpc" not in c.policy.allowed_mechanisms
-    ]
-    if refusing:
-        return f"the policy of {', '.join(refusing)} does not allow MPC"
-    parties = _compute_sites(plan)
-    if len(parties) < MPC_PARTIES:
-        return (
-            f"only {len(parties)} MPC party site{'' if len(parties) == 1 else 's'} may receive "
-            f"shares of every dataset, and MPC needs {MPC_PARTIES}: with 2 parties Shamir "
-            "sharing has threshold 0, so each share would be the secret itself"
-        )
-    return None
-
-
-def _tee_fits(plan: Plan) -> str | None:
-    refusing = [
-        c.dataset.qualified_name
-        for c in plan.contributions
-        if "tee" not in c.policy.allowed_mechanisms
-    ]
-    if refusing:
-        return f"the policy of {', '.join(refusing)} does not allow the TEE"
-    if _enclave_site(plan) is None:
-        return "no TEE site may process rows of every dataset under their jurisdictions' rules"
-    return None
-
-
 def _choose_mechanism(plan: Plan, requested: str) -> None:
-    mpc_refusal, tee_refusal = _mpc_fits(plan), _tee_fits(plan)
-    if requested == Query.Mechanism.MPC:
+    """The requested engine if it can run the query; on automatic, the first in the registry's
+    order that can."""
+    refusals = {
+        mechanism: kind.refusal(plan.parsed, plan.contributions)
+        for mechanism, kind in ENGINES.items()
+    }
+    if requested != Query.Mechanism.AUTO:
+        mechanism = Mechanism(requested)
+        refusal = refusals[mechanism]
         chosen, reason = (
-            ("mpc", "MPC as requested.")
-            if mpc_refusal is None
-            else (None, f"MPC was requested but {mpc_refusal}.")
+            (mechanism, f"{_named(mechanism)} as requested.")
+            if refusal is None
+            else (None, f"{_named(mechanism)} was requested but {refusal}.")
         )
-    elif requested == Query.Mechanism.TEE:
-        chosen, reason = (
-            ("tee", "The TEE as requested.")
-            if tee_refusal is None
-            else (None, f"The TEE was requested but {tee_refusal}.")
-        )
-    elif mpc_refusal is None:
-        chosen, reason = (
-            "mpc",
-            (
-                "MPC: every policy allows it and the query combines per-party aggregates, so no "
-                "party's rows leave its site."
-            ),
-        )
-    elif tee_refusal is None:
-        chosen, reason = "tee", f"The TEE, because {mpc_refusal}."
     else:
-        chosen, reason = None, f"Neither mechanism can run it: {mpc_refusal}; {tee_refusal}."
+        fitting = [mechanism for mechanism, refusal in refusals.items() if refusal is None]
+        chosen = fitting[0] if fitting else None
+        passed_over = [refusals[m] for m in ENGINES if m != chosen and refusals[m]]
+        if chosen is None:
+            reason = f"No mechanism can run it: {'; '.join(passed_over)}."
+        elif chosen == next(iter(ENGINES)):
+            reason = AUTOMATIC_REASONS.get(chosen, f"{_named(chosen)}.")
+        else:
+            reason = f"{_named(chosen)}, because {'; '.join(passed_over)}."
     plan.mechanism, plan.mechanism_reason = chosen, reason
     plan.checks.append(Check("mechanism", chosen is not None, reason))
 
 
-def _sites(kind: str):
-    return Site.objects.filter(kind=kind, active=True).select_related("jurisdiction")
+# Why the planner's first preference is chosen when it fits.
+AUTOMATIC_REASONS = {
+    Mechanism.MPC: (
+        "MPC: every policy allows it and the query combines per-party aggregates, so no "
+        "party's rows leave its site."
+    ),
+}
 
 
-def _rules(plan: Plan) -> dict[int, TransferRules]:
-    """Each dataset's transfer rules, read once for every site the planner considers."""
-    return {c.dataset_id: c.dataset.jurisdiction.rules() for c in plan.contributions}
-
-
-def _enclave_site(plan: Plan) -> Site | None:
-    home = plan.contributions[0].dataset.jurisdiction.code
-    candidates = sorted(_sites(Site.Kind.TEE), key=lambda s: (s.jurisdiction.code != home, s.name))
-    rules = _rules(plan)
-    for site in candidates:
-        if all(
-            decide(StepKind.PROCESS_ROWS, data=rules[c.dataset_id], site=site.place()).allowed
-            for c in plan.contributions
-        ):
-            return site
-    return None
-
-
-def _compute_sites(plan: Plan) -> list[Site]:
-    rules = _rules(plan)
-    eligible = [
-        site
-        for site in _sites(Site.Kind.MPC_PARTY)
-        if all(
-            decide(StepKind.RECEIVE_SHARES, data=rules[c.dataset_id], site=site.place()).allowed
-            for c in plan.contributions
-        )
-    ]
-    # One party per jurisdiction first, so no single legal system holds a majority of shares.
-    chosen, seen = [], set()
-    for site in sorted(eligible, key=lambda s: s.name):
-        if site.jurisdiction.code not in seen:
-            chosen.append(site)
-            seen.add(site.jurisdiction.code)
-    for site in eligible:
-        if len(chosen) >= MPC_PARTIES:
-            break
-        if site not in chosen:
-            chosen.append(site)
-    return chosen[:MPC_PARTIES]
-
-
-def _input_site(contribution: RoomDataset) -> Site | None:
-    jurisdiction = contribution.dataset.jurisdiction
-    for site in _sites(Site.Kind.WORKER).filter(jurisdiction=jurisdiction):
-        return site
-    return None
-
-
-def _step(
-    name: str, kind: str, site: Site | None, decisions: list[Decision], **extra
-) -> dict[str, Any]:
-    return {
-        "step": name,
-        "kind": kind,
-        "site": site.name if site else None,
-        "jurisdiction": site.jurisdiction.code if site else None,
-        "decisions": [d.as_dict() for d in decisions],
-        **extra,
-    }
+def _named(mechanism: Mechanism) -> str:
+    return {Mechanism.MPC: "MPC", Mechanism.TEE: "The TEE"}.get(mechanism, mechanism.label)
 
 
 def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
     data = [(c.dataset.qualified_name, c.dataset.jurisdiction.rules()) for c in plan.contributions]
-    if plan.mechanism == "tee":
-        site = _enclave_site(plan)
-        plan.steps.append(
-            _step(
-                "enclave",
-                "enclave",
-                site,
-                [decide(StepKind.PROCESS_ROWS, data=j, site=site.place()) for _, j in data],
-                reads=[name for name, _ in data],
-            )
-        )
-    else:
-        for contribution in plan.contributions:
-            site = _input_site(contribution)
-            name, jurisdiction = (
-                contribution.dataset.qualified_name,
-                contribution.dataset.jurisdiction,
-            )
-            if site is None:
-                plan.checks.append(
-                    Check(
-                        "residency",
-                        False,
-                        f"No active worker site in {jurisdiction.code} for {name}.",
-                    )
-                )
-                continue
-            plan.steps.append(
-                _step(
-                    f"input {name}",
-                    "input",
-                    site,
-                    [decide(StepKind.PROCESS_ROWS, data=jurisdiction.rules(), site=site.place())],
-                    reads=[name],
-                )
-            )
-        for index, site in enumerate(_compute_sites(plan), start=1):
-            plan.steps.append(
-                _step(
-                    f"compute party {index}",
-                    "compute",
-                    site,
-                    [decide(StepKind.RECEIVE_SHARES, data=j, site=site.place()) for _, j in data],
-                    party=index - 1,
-                )
-            )
+    planned = engine_of(plan.mechanism).place(plan.parsed, plan.contributions)
+    plan.steps.extend(planned.steps)
+    plan.checks.extend(Check("residency", False, problem) for problem in planned.problems)
     for receiver in receivers:
         plan.steps.append(
-            _step(
+            planned_step(
                 f"deliver to {receiver.name}",
                 "deliver",
                 None,
@@ -460,7 +323,7 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
         columns,
         epsilon=epsilon,
         rows_per_unit=rows_per_unit,
-        mechanism="mpc" if plan.mechanism == "mpc" else "tee",
+        mechanism=plan.mechanism or Mechanism.TEE,
     )
     plan.measurements = released
     refusals = [refusal for m in released.values() if (refusal := inexact_draw(m))]
@@ -469,7 +332,11 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
         if refusals
         else Check("noise", True, "Every measurement's noise is drawn exactly.")
     )
-    sampling = _mpc_sampling(released, count) if plan.mechanism == "mpc" and not refusals else {}
+    sampling = (
+        engine_of(plan.mechanism).noise_statement(released, count)
+        if plan.mechanism and not refusals
+        else {}
+    )
     for aggregate in parsed.aggregates:
         ref = aggregate.column
         total = released.get(f"sum({ref.dataset}.{ref.column})") if ref else None
@@ -513,29 +380,6 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
     )
     for cell in plan.cells:
         cell["accuracy95"] = _round(cell["accuracy95"])
-
-
-def _mpc_sampling(released: dict[str, Measurement], groups: int) -> dict[str, Any]:
-    """How far noise sampled inside MPC may be from the exact discrete Laplace: per measurement
-    the total variation per cell, computed from the sampler's own thresholds, and the δ that
-    implies over every released cell, (1 + e^ε) · cells · deviation (stated, not charged)."""
-    deviation = {name: deviation_bound(m.grid_scale) for name, m in released.items()}
-    worst = max(deviation.values())
-    cells = groups * len(released)
-    delta = (1 + math.exp(sum(m.epsilon for m in released.values()))) * cells * worst
-    return {
-        "deviation": deviation,
-        "summary": {
-            "deviation_per_cell": worst,
-            "cells": cells,
-            "delta": delta,
-            "statement": (
-                f"Noise drawn inside MPC is within {worst:.2g} of the exact discrete Laplace per "
-                f"cell in total variation (computed from the sampler's thresholds): over the "
-                f"{cells} cells the release is ε-DP up to δ ≤ {delta:.2g}, stated, not charged."
-            ),
-        },
-    }
 
 
 def _round(value: float) -> float:

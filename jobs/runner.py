@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -38,6 +38,8 @@ from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
 from jobs import ledger, results
+from jobs.engines.base import EngineError
+from jobs.engines.registry import ENGINES, engine_of
 from jobs.models import BudgetEntry, Job, JobStep, Query, Result
 from jobs.permissions import Permission, acting_organization
 from jobs.queries import QueryRefused, check_runnable
@@ -107,7 +109,8 @@ def run_query(*, query: Query, by: User) -> Job:
                 conflict=True,
             )
         plan = check_runnable(query)
-        site = Site.objects.get(name=plan.steps[0]["site"]) if plan.mechanism == "tee" else None
+        engine = engine_of(plan.mechanism)
+        site = None if engine.in_steps else Site.objects.get(name=plan.steps[0]["site"])
         try:
             job = Job.objects.create(
                 query=query, mechanism=plan.mechanism, site=site, created_by=by
@@ -130,10 +133,10 @@ def run_query(*, query: Query, by: User) -> Job:
                 if s["site"]
             ],
         )
-        if plan.mechanism == "mpc":
+        if engine.in_steps:
             allowed = all(
                 _record_step_residency(job, step, checked_by="dispatcher")
-                for step in _create_steps(job, plan)
+                for step in engine.create_steps(job, plan.steps)
                 if step.site_id
             )
         else:
@@ -144,51 +147,6 @@ def run_query(*, query: Query, by: User) -> Job:
     return job
 
 
-def _create_steps(job: Job, plan) -> list[JobStep]:
-    """An MPC job's steps, as the plan placed them, and its delivery (with the key the parties
-    seal their noisy output shares to)."""
-    from jobs.engines.mpc.engine import new_delivery_key
-
-    sites = {
-        s.name: s
-        for s in Site.objects.filter(
-            name__in=[s["site"] for s in plan.steps if s["site"]]
-        ).select_related("jurisdiction")
-    }
-    datasets = {c.dataset.qualified_name: c.dataset for c in plan.contributions}
-    steps = []
-    for planned in plan.steps:
-        if planned["kind"] == "input":
-            steps.append(
-                JobStep(
-                    job=job,
-                    name=planned["step"],
-                    kind=JobStep.Kind.INPUT,
-                    site=sites[planned["site"]],
-                    dataset=datasets[planned["reads"][0]],
-                )
-            )
-        elif planned["kind"] == "compute":
-            steps.append(
-                JobStep(
-                    job=job,
-                    name=planned["step"],
-                    kind=JobStep.Kind.COMPUTE,
-                    site=sites[planned["site"]],
-                    party=planned["party"],
-                )
-            )
-    steps.append(
-        JobStep(
-            job=job,
-            name="delivery",
-            kind=JobStep.Kind.DELIVER,
-            output=new_delivery_key(job.pk),
-        )
-    )
-    return JobStep.objects.bulk_create(steps)
-
-
 def _record_step_residency(job: Job, step: JobStep, checked_by: str) -> bool:
     """An input step reads its own dataset's rows at its site; a compute step receives shares
     of every dataset the job reads."""
@@ -197,17 +155,31 @@ def _record_step_residency(job: Job, step: JobStep, checked_by: str) -> bool:
     return _record_residency(job, step.name, step.site, checked_by, StepKind.RECEIVE_SHARES)
 
 
+class JobQueue(Protocol):
+    """Where jobs and steps go to their sites' workers: the broker, plugged in by the task
+    module when the app is ready (`use_queue`), so the lifecycle imports no task."""
+
+    def send_job(self, job_id: int, site: Site) -> None: ...
+
+    def send_step(self, step_id: int, site: Site) -> None: ...
+
+
+_queue: list[JobQueue] = []
+
+
+def use_queue(queue: JobQueue) -> None:
+    _queue[:] = [queue]
+
+
 def dispatch(job_id: int) -> bool:
     """Hand the job's step to its site's queue; on a broker outage it stays for the next try."""
-    from jobs.tasks import run_tee_job
-
     job = Job.objects.select_related("site").get(pk=job_id)
-    if job.mechanism == "mpc":
+    if engine_of(job.mechanism).in_steps:
         return _dispatch_steps(job)
     if job.dispatched_at or job.finished:
         return False
     try:
-        run_tee_job.apply_async(args=[job.pk, job.site.name], queue=job.site.queue, retry=False)
+        _queue[0].send_job(job.pk, job.site)
     except Exception:
         log.warning("broker unavailable: job %s waits to be dispatched", job.pk, exc_info=True)
         return False
@@ -227,16 +199,12 @@ def _ready_steps(job: Job) -> list[JobStep]:
 
 
 def _dispatch_steps(job: Job) -> bool:
-    from jobs.tasks import run_mpc_step
-
     if job.finished:
         return False
     sent = False
     for step in _ready_steps(job):
         try:
-            run_mpc_step.apply_async(
-                args=[step.pk, step.site.name], queue=step.site.queue, retry=False
-            )
+            _queue[0].send_step(step.pk, step.site)
         except Exception:
             log.warning(
                 "broker unavailable: step %s of job %s waits", step.name, job.pk, exc_info=True
@@ -256,18 +224,19 @@ def _dispatch_steps(job: Job) -> bool:
 def dispatch_pending() -> int:
     """The outbox: send every queued job, and every ready step of an MPC job, that the broker
     has not taken yet."""
-    tee = Job.objects.filter(state=Job.State.QUEUED, dispatched_at__isnull=True).exclude(
-        mechanism="mpc"
+    in_steps = [mechanism for mechanism, engine in ENGINES.items() if engine.in_steps]
+    one_site = Job.objects.filter(state=Job.State.QUEUED, dispatched_at__isnull=True).exclude(
+        mechanism__in=in_steps
     )
-    mpc = Job.objects.filter(
-        mechanism="mpc",
+    steps = Job.objects.filter(
+        mechanism__in=in_steps,
         state__in=[Job.State.QUEUED, Job.State.RUNNING],
         steps__dispatched_at__isnull=True,
         steps__kind__in=[JobStep.Kind.INPUT, JobStep.Kind.COMPUTE],
     ).distinct()
     return sum(
         dispatch(pk)
-        for pk in [*tee.values_list("pk", flat=True), *mpc.values_list("pk", flat=True)]
+        for pk in [*one_site.values_list("pk", flat=True), *steps.values_list("pk", flat=True)]
     )
 
 
@@ -486,24 +455,7 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
     return step
 
 
-def compute_steps(job_id: int) -> list[JobStep]:
-    """The job's compute parties, in party order."""
-    return list(
-        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.COMPUTE)
-        .select_related("site__jurisdiction")
-        .order_by("party")
-    )
-
-
-def input_steps(job_id: int) -> list[JobStep]:
-    return list(
-        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.INPUT)
-        .select_related("site__jurisdiction", "dataset")
-        .order_by("dataset_id")
-    )
-
-
-def decide_share_transfer(step: JobStep, party: JobStep) -> bool:
+def _decide_share_transfer(step: JobStep, party: JobStep) -> bool:
     """May the input step's secret shares go to this compute party's site? Decided and
     audited (`receive_shares`) before the share is written."""
     with transaction.atomic():
@@ -566,8 +518,8 @@ def complete_step(step_id: int, output: dict[str, Any]) -> bool:
 
 
 def _recombination_threshold(job: Job) -> int:
-    """t + 1 output shares open a value, t = (parties - 1) // 2 (Shamir, honest majority)."""
-    return (job.steps.filter(kind=JobStep.Kind.COMPUTE).count() - 1) // 2 + 1
+    computing = job.steps.filter(kind=JobStep.Kind.COMPUTE).count()
+    return engine_of(job.mechanism).outputs_needed(computing)
 
 
 def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None:
@@ -856,3 +808,33 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
             delta=str(entry.delta),
         )
     _record(job, f"job.{state}", by, attempt=job.attempt, reason=reason)
+
+
+class JobRecorder:
+    """The job lifecycle's side of the engines' port (jobs.engines.base.Recorder)."""
+
+    def attestation(
+        self,
+        job_id: int,
+        attestation: dict[str, Any],
+        *,
+        accepted: bool,
+        reason: str = "",
+        evidence: bytes | None = None,
+    ) -> None:
+        record_attestation(job_id, attestation, accepted=accepted, reason=reason, evidence=evidence)
+
+    def charge_at_key_release(self, job_id: int) -> None:
+        try:
+            charge_at_key_release(job_id)
+        except JobRefused as exc:
+            raise EngineError(str(exc)) from None
+
+    def key_released(self, job_id: int, *, dataset: int, site: str, reason: str) -> None:
+        record_key_release(job_id, dataset=dataset, site=site, reason=reason)
+
+    def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
+        return _decide_share_transfer(step, party)
+
+    def progress(self, job_id: int, percent: int, message: str) -> bool:
+        return report_progress(job_id, percent, message)

@@ -9,7 +9,7 @@ from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
 from jobs.ledger import balance, budget_check, plain
-from jobs.models import BudgetEntry, Query, Result, Room, RoomDataset, RoomMembership
+from jobs.models import BudgetEntry, JobStep, Query, Result, Room, RoomDataset, RoomMembership
 from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
 
@@ -236,3 +236,21 @@ def plan_with_live_budget(query: Query) -> dict:
         "ok": all(check["ok"] for check in checks),
         "budget_as_of_now": True,
     }
+
+
+def compute_steps(job_id: int) -> list[JobStep]:
+    """An MPC job's compute parties, in party order."""
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.COMPUTE)
+        .select_related("site__jurisdiction")
+        .order_by("party")
+    )
+
+
+def input_steps(job_id: int) -> list[JobStep]:
+    """An MPC job's input steps, one per dataset."""
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.INPUT)
+        .select_related("site__jurisdiction", "dataset")
+        .order_by("dataset_id")
+    )

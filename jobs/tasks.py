@@ -1,12 +1,17 @@
 """Celery tasks: thin, idempotent, taking ids; the work is in the services."""
 
 from celery import shared_task
+from django.conf import settings
 
 from jobs import queries, runner
 from jobs.engines.base import EngineError
-from jobs.engines.mpc.engine import MpcEngine
-from jobs.engines.tee.engine import TeeEngine
+from jobs.engines.registry import configured
 from jobs.models import JobStep
+from parties.models import Site
+
+
+def _engine(mechanism: str):
+    return configured(mechanism, settings=settings, recorder=runner.JobRecorder())
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
@@ -24,13 +29,13 @@ def dispatch_pending() -> int:
 # Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
 # acks_late with reject_on_worker_lost: a worker killed mid-job leaves the task to be redelivered,
 # and the job's attempt counter and row lock make the redelivery harmless.
-@shared_task(name="jobs.run_tee_job", acks_late=True, reject_on_worker_lost=True)
-def run_tee_job(job_id: int, site: str) -> str:
+@shared_task(name="jobs.run_job", acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: int, site: str) -> str:
     job = runner.start_attempt(job_id, site)
     if job is None:
         return "nothing to do"
     try:
-        table = TeeEngine().run(
+        table = _engine(job.mechanism).run(
             job, lambda percent, message: runner.report_progress(job_id, percent, message)
         )
     except EngineError as exc:
@@ -48,14 +53,14 @@ def run_tee_job(job_id: int, site: str) -> str:
     return "released"
 
 
-# One task per step of an MPC job, on its site's queue, with the TEE task's delivery guarantees:
+# One task per step of a job of steps (MPC), on its site's queue, with run_job's guarantees:
 # each delivery claims the step's next attempt under the job's row lock (runner.start_step).
-@shared_task(name="jobs.run_mpc_step", acks_late=True, reject_on_worker_lost=True)
-def run_mpc_step(step_id: int, site: str) -> str:
+@shared_task(name="jobs.run_step", acks_late=True, reject_on_worker_lost=True)
+def run_step(step_id: int, site: str) -> str:
     step = runner.start_step(step_id, site)
     if step is not None:
         try:
-            output = MpcEngine().run_step(step)
+            output = _engine(step.job.mechanism).run_step(step)
         except EngineError as exc:
             runner.fail_step(step_id, str(exc))
             return "failed"
@@ -72,7 +77,7 @@ def run_mpc_step(step_id: int, site: str) -> str:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)
     try:
-        table = MpcEngine().deliver(delivery.job, outputs)
+        table = _engine(delivery.job.mechanism).deliver(delivery.job, outputs)
     except EngineError as exc:
         runner.fail_step(delivery.pk, str(exc))
         return "failed"
@@ -81,3 +86,14 @@ def run_mpc_step(step_id: int, site: str) -> str:
         raise
     runner.release_result(job_id, table)
     return "released"
+
+
+class CeleryJobQueue:
+    """The broker as the job lifecycle's queue (runner.use_queue): each job or step goes to its
+    site's queue only; nothing is retried here, the outbox sends it again."""
+
+    def send_job(self, job_id: int, site: Site) -> None:
+        run_job.apply_async(args=[job_id, site.name], queue=site.queue, retry=False)
+
+    def send_step(self, step_id: int, site: Site) -> None:
+        run_step.apply_async(args=[step_id, site.name], queue=site.queue, retry=False)

@@ -8,7 +8,10 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from cleanroom.choices import text_choices
 from cleanroom.residency import Place, Receiver, SiteKind, TransferRules
+from dataplane import mechanisms
+from dataplane.sql.plan import AggregateKind, ColumnRole
 
 # Organisation and dataset names appear in queries as `org.dataset`: plain SQL identifiers.
 identifier = RegexValidator(
@@ -238,12 +241,7 @@ class Column(models.Model):
         BOOLEAN = "boolean", "True/false"
         DATE = "date", "Date"
 
-    class Role(models.TextChoices):
-        UNIT = "unit", "Privacy unit id"
-        JOIN_KEY = "join_key", "Join key"
-        DIMENSION = "dimension", "Dimension"
-        MEASURE = "measure", "Measure"
-        OTHER = "other", "Other"
+    Role = text_choices("Role", list(ColumnRole))
 
     version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="columns")
     position = models.PositiveIntegerField()
@@ -269,14 +267,8 @@ class Column(models.Model):
 class AnalysisPolicy(models.Model):
     """What may be computed from a dataset. Never edited: each change is a new version."""
 
-    class Mechanism(models.TextChoices):
-        MPC = "mpc", "MPC secret sharing"
-        TEE = "tee", "Trusted execution environment"
-
-    class Aggregate(models.TextChoices):
-        COUNT = "count", "COUNT"
-        SUM = "sum", "SUM"
-        AVG = "avg", "AVG"
+    Mechanism = text_choices("Mechanism", list(mechanisms.Mechanism))
+    Aggregate = text_choices("Aggregate", list(AggregateKind))
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="policies")
     version = models.PositiveIntegerField()

@@ -23,6 +23,7 @@ from dataplane.sql.plan import (
     AggregateKind,
     ColumnInfo,
     ColumnRef,
+    ColumnRole,
     DatasetInfo,
     Dimension,
     Filter,
@@ -649,13 +650,13 @@ class _Parser:
             source = sources[0]
         targets = source.columns[name]
         for target in targets:
-            if target.column.role == "unit" and self.output is Output.SYNTHETIC:
+            if target.column.role == ColumnRole.UNIT and self.output is Output.SYNTHETIC:
                 self.refuse(
                     f"{name} is the privacy unit of {target.dataset.qualified_name}: it never "
                     "appears in a synthetic extract, nor as a filter or join key",
                     offset,
                 )
-            if target.column.role == "unit":
+            if target.column.role == ColumnRole.UNIT:
                 self.refuse(
                     f"{name} is the privacy unit of {target.dataset.qualified_name}: it can never "
                     "be a dimension, filter or join key in a query",
@@ -817,18 +818,18 @@ class _Parser:
         measure over its public bounds; join keys and other columns have neither."""
         for target in resolved.targets:
             column, dataset = target.column, target.dataset.qualified_name
-            if column.role == "join_key":
+            if column.role == ColumnRole.JOIN_KEY:
                 self.refuse(
                     f"{column.name} is a join key of {dataset}: join keys pick out people, so "
                     "they never appear in a synthetic extract",
                     resolved.offset,
                 )
-            if column.role == "dimension" and not column.domain:
+            if column.role == ColumnRole.DIMENSION and not column.domain:
                 self.refuse(
                     f"{column.name} in {dataset} has no public domain to synthesize it in",
                     resolved.offset,
                 )
-            if column.role == "measure" and (
+            if column.role == ColumnRole.MEASURE and (
                 column.type not in _NUMERIC or column.lower is None or column.upper is None
             ):
                 self.refuse(
@@ -836,14 +837,14 @@ class _Parser:
                     "it has no public bins to synthesize it in",
                     resolved.offset,
                 )
-            if column.role not in ("dimension", "measure"):
+            if column.role not in (ColumnRole.DIMENSION, ColumnRole.MEASURE):
                 self.refuse(
                     f"{column.name} in {dataset} has the role {column.role}: an extract holds "
                     "dimensions (with a public domain) and measures (with clamp bounds) only",
                     resolved.offset,
                 )
         role = resolved.targets[0].column.role
-        return Use.DIMENSION if role == "dimension" else Use.MEASURE
+        return Use.DIMENSION if role == ColumnRole.DIMENSION else Use.MEASURE
 
     # WHERE --------------------------------------------------------------------------------------
 
@@ -923,7 +924,7 @@ class _Parser:
         self.use(resolved, Use.FILTER)
         for target in resolved.targets:
             domain = target.column.domain
-            if op is FilterOp.BETWEEN or target.column.role != "dimension" or not domain:
+            if op is FilterOp.BETWEEN or target.column.role != ColumnRole.DIMENSION or not domain:
                 continue
             for node, value in zip(nodes, values, strict=True):
                 if value not in domain:

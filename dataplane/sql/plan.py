@@ -30,9 +30,38 @@ class Output(StrEnum):
 
 
 class AggregateKind(StrEnum):
+    """The aggregates of the language; a policy allows them by these values."""
+
     COUNT = "count"
     SUM = "sum"
     AVG = "avg"
+
+    @property
+    def label(self) -> str:
+        return self.value.upper()
+
+
+class ColumnRole(StrEnum):
+    """What a column of a dataset is for, declared by its owner at upload."""
+
+    UNIT = "unit"
+    JOIN_KEY = "join_key"
+    DIMENSION = "dimension"
+    MEASURE = "measure"
+    OTHER = "other"
+
+    @property
+    def label(self) -> str:
+        return _ROLE_LABELS[self]
+
+
+_ROLE_LABELS = {
+    ColumnRole.UNIT: "Privacy unit id",
+    ColumnRole.JOIN_KEY: "Join key",
+    ColumnRole.DIMENSION: "Dimension",
+    ColumnRole.MEASURE: "Measure",
+    ColumnRole.OTHER: "Other",
+}
 
 
 class FilterOp(StrEnum):
@@ -129,7 +158,7 @@ class ColumnInfo:
 
     name: str
     type: str  # integer | float | string | boolean | date
-    role: str  # unit | join_key | dimension | measure | other
+    role: ColumnRole
     domain: tuple[Any, ...] = ()
     lower: Decimal | None = None
     upper: Decimal | None = None

@@ -1,17 +1,29 @@
-"""The interface the job runner knows: an engine takes a started job and returns the
-differentially private table it releases, reporting progress on the way (the TEE: one step at
-one site). An engine whose job runs as steps at several sites (MPC) does each claimed step's
-work and returns what the step leaves for the next ones, and delivers the table once enough
-steps are done; the runner dispatches and claims the steps."""
+"""What the job lifecycle knows of an engine, and what an engine may ask of the lifecycle.
+
+An engine (one folder under jobs/engines/, one line in registry.py) says why it cannot run a
+planned query (`refusal`), where its steps run (`place`), which step rows a job of it has
+(`create_steps`), and runs them. There are two shapes: an engine whose job is one step at one
+site (the TEE: `run`), and one whose job is steps at several sites (MPC: `run_step` for each
+claimed step, `deliver` once `outputs_needed` of them are done); the lifecycle dispatches and
+claims the steps either way.
+
+What must be recorded on the way (attestation verdicts, the charge before keys leave, key
+releases, share transfers, progress) an engine asks of its `Recorder`, which the job lifecycle
+implements (`jobs.runner.JobRecorder`): no engine imports the lifecycle. Its settings come as a
+configuration object built by the registry (`from_settings`), so no engine reads Django's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from django.conf import settings
-
-from jobs.models import Job, JobStep
+from cleanroom.residency import Decision, StepKind, TransferRules, decide
+from dataplane.sql.plan import ParsedQuery
+from jobs.models import Job, JobStep, RoomDataset
+from parties.models import Site
 
 # progress(percent, message) -> False when the job was cancelled meanwhile
 Progress = Callable[[int, str], bool]
@@ -21,26 +33,119 @@ class EngineError(Exception):
     """The engine could not produce a result; the message says why, for the job and the audit."""
 
 
+class Recorder(Protocol):
+    """What an engine has the job lifecycle record, each in its own transaction and audited."""
+
+    def attestation(
+        self,
+        job_id: int,
+        attestation: dict[str, Any],
+        *,
+        accepted: bool,
+        reason: str = "",
+        evidence: bytes | None = None,
+    ) -> None: ...
+
+    def charge_at_key_release(self, job_id: int) -> None:
+        """Charge the job before a data key leaves the key service; EngineError when the job
+        may not have keys (not running, cancelled, or already charged)."""
+
+    def key_released(self, job_id: int, *, dataset: int, site: str, reason: str) -> None: ...
+
+    def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
+        """Decide and audit whether an input step's shares may go to a compute party's site."""
+
+    def progress(self, job_id: int, percent: int, message: str) -> bool:
+        """Record progress; False when the job was cancelled meanwhile."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """Where an engine places a query: its steps (as the plan reports them) and any reason a
+    step has no site."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
 class Engine(Protocol):
+    """Planning asks the engine's class (no configuration needed); running, an instance built
+    by the registry with its configuration and recorder."""
+
     name: str
+    in_steps: bool  # a job of steps at several sites (StepEngine), not one step at one site
+    Config: type
+
+    @classmethod
+    def refusal(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> str | None:
+        """Why this engine cannot run the query, or None when it can."""
+
+    @classmethod
+    def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned: ...
+
+    @classmethod
+    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
+        """The job's step rows, created as the plan placed them (none for a one-step engine)."""
+
+    @classmethod
+    def noise_statement(cls, measurements: dict[str, Any], groups: int) -> dict[str, Any]:
+        """What the plan states of how the engine draws noise, beyond the measurements."""
+
+
+class SiteEngine(Engine, Protocol):
+    """A job that is one step at one site (`Job.site`)."""
 
     def run(self, job: Job, progress: Progress) -> dict[str, Any]: ...
 
 
-class StepEngine(Protocol):
-    name: str
+class StepEngine(Engine, Protocol):
+    """A job of steps at several sites (`JobStep`)."""
+
+    @classmethod
+    def outputs_needed(cls, compute_steps: int) -> int:
+        """How many compute steps' outputs the delivery needs."""
 
     def run_step(self, step: JobStep) -> dict[str, Any]: ...
 
     def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]: ...
 
 
-def minimal_environment(home: str) -> dict[str, str]:
+def active_sites(kind: str) -> list[Site]:
+    return list(Site.objects.filter(kind=kind, active=True).select_related("jurisdiction"))
+
+
+def transfer_rules(contributions: list[RoomDataset]) -> dict[int, TransferRules]:
+    """Each dataset's transfer rules, read once for every site an engine considers."""
+    return {c.dataset_id: c.dataset.jurisdiction.rules() for c in contributions}
+
+
+def allowed_everywhere(
+    kind: StepKind, site: Site, contributions: list[RoomDataset], rules: dict[int, TransferRules]
+) -> bool:
+    return all(
+        decide(kind, data=rules[c.dataset_id], site=site.place()).allowed for c in contributions
+    )
+
+
+def planned_step(
+    name: str, kind: str, site: Site | None, decisions: list[Decision], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "step": name,
+        "kind": kind,
+        "site": site.name if site else None,
+        "jurisdiction": site.jurisdiction.code if site else None,
+        "decisions": [d.as_dict() for d in decisions],
+        **extra,
+    }
+
+
+def minimal_environment(home: str, code_root: Path) -> dict[str, str]:
     """What an engine's separate process (an enclave, an MPC party) gets of the worker's
     environment: nothing, so no database URL, no secrets, no key directory."""
     return {
         "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(settings.BASE_DIR),
+        "PYTHONPATH": str(code_root),
         "HOME": home,
         "LANG": "C.UTF-8",
         "PYTHONHASHSEED": "random",

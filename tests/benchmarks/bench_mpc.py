@@ -47,6 +47,7 @@ from dataplane.mpc import sharing
 from dataplane.privacy.calibration import laplace_scale
 from jobs.engines.mpc.certificates import ensure_credentials, party_private_key, party_public_key
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, party_addresses, start_party
+from tests.engines.support import mpc_config
 
 SIZES = (10**4, 10**5, 10**6)
 OWNERS = 3
@@ -97,7 +98,7 @@ def _plain(owners: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
 def measure_mpc_part(rows: int, *, job: int = 1) -> MpcPartFigures:
     """Owners' input side and the three compute parties for `rows` rows per owner; the MPC
     credentials come from settings.MPC_CREDENTIALS_DIR (made there if missing)."""
-    ensure_credentials(SITES)
+    ensure_credentials(mpc_config().credentials, SITES)
     owners = [owner_rows(rows, seed) for seed in range(OWNERS)]
     start = time.perf_counter()
     plain = _plain(owners)
@@ -110,7 +111,9 @@ def measure_mpc_part(rows: int, *, job: int = 1) -> MpcPartFigures:
         sealed.append(
             [
                 sharing.seal_for_party(
-                    shares[i], party_public_key(site), f"{job}/{number}/{i}".encode()
+                    shares[i],
+                    party_public_key(mpc_config().credentials, site),
+                    f"{job}/{number}/{i}".encode(),
                 )
                 for i, site in enumerate(SITES)
             ]
@@ -121,7 +124,7 @@ def measure_mpc_part(rows: int, *, job: int = 1) -> MpcPartFigures:
         laplace_scale(1, EPSILON / 2, discrete=True),
         laplace_scale(UPPER, EPSILON / 2, discrete=True),
     ]
-    addresses = party_addresses(job, SITES)
+    addresses = party_addresses(job, SITES, mpc_config())
     specs = [
         PartySpec(
             job=job,
@@ -130,7 +133,9 @@ def measure_mpc_part(rows: int, *, job: int = 1) -> MpcPartFigures:
             addresses=addresses,
             inputs=[
                 sharing.open_for_party(
-                    sealed[owner][i], party_private_key(site), f"{job}/{owner}/{i}".encode()
+                    sealed[owner][i],
+                    party_private_key(mpc_config().credentials, site),
+                    f"{job}/{owner}/{i}".encode(),
                 )
                 for owner in range(OWNERS)
             ],
@@ -140,7 +145,7 @@ def measure_mpc_part(rows: int, *, job: int = 1) -> MpcPartFigures:
         for i, site in enumerate(SITES)
     ]
     start = time.perf_counter()
-    running = [start_party(spec) for spec in specs]
+    running = [start_party(spec, mpc_config()) for spec in specs]
     with ThreadPoolExecutor(len(running)) as pool:
         outputs: list[PartyOutput] = list(pool.map(lambda party: party.wait(TIMEOUT), running))
     parties_wall = time.perf_counter() - start
@@ -309,7 +314,7 @@ def end_to_end() -> None:
     setup_test_environment()  # the API client's host name
     call_command("migrate", verbosity=0)
     folder = Path(os.environ["CLEANROOM_VAR_DIR"])
-    ensure_credentials(SITES)
+    ensure_credentials(mpc_config().credentials, SITES)
     sites = Site.objects.filter(name__in=[*INPUT_SITES, *SITES]).order_by("name")
     workers = [start_worker(site) for site in sites]
     try:

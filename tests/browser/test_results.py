@@ -53,7 +53,7 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     assert page.url.endswith(f"/rooms/{room.slug}/jobs/{job.pk}/")
     # The page polls (htmx) until the worker has released the result.
     expect(page.locator("#job-state")).to_have_text("Succeeded", timeout=60_000)
-    assert worker() == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert worker() == ("jobs.run_job", "SUCCESS", "released")
     progress = page.locator("#job-progress")
     expect(progress).to_contain_text("SIMULATED TEE - NOT HARDWARE BACKED")
     expect(progress).to_contain_text("Released to the receivers")
@@ -111,7 +111,7 @@ def test_a_member_who_does_not_receive_the_result_sees_the_job_but_not_the_table
     world, approved, worker, page, log_in
 ):
     job = runner.run_query(query=approved, by=world.bob)
-    assert worker() == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert worker() == ("jobs.run_job", "SUCCESS", "released")
 
     log_in(world.alice)
     page.goto(f"/rooms/{approved.room.slug}/jobs/{job.pk}/")

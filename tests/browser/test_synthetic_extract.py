@@ -74,7 +74,7 @@ def test_a_dp_extract_is_composed_approved_run_and_downloaded(
     page.get_by_role("button", name="Run").click()
     page.wait_for_url("**/jobs/*/")
     expect(page.locator("#job-state")).to_have_text("Succeeded", timeout=300_000)
-    assert worker() == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert worker() == ("jobs.run_job", "SUCCESS", "released")
     job = Job.objects.get(query=query)
 
     page.locator("#job-progress").get_by_role("link", name="See the result").click()

@@ -33,6 +33,7 @@ from jobs.engines.tee.attestation import (
     verify_attestation,
 )
 from jobs.engines.tee.trust import configured_measurements, trusted_roots
+from tests.engines.support import tee_config
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "nitro" / "sample_doc.b64"
 GENUINE = base64.b64decode(SAMPLE.read_text())
@@ -440,11 +441,11 @@ def test_trusted_roots_hold_the_simulated_root_only_while_settings_allow_it(sett
     settings.TEE_ALLOW_SIMULATED = True
     simulated = SimulatedRoot.load_or_create(tmp_path / "tee")
 
-    allowed = [cert.fingerprint(hashes.SHA256()).hex() for cert in trusted_roots()]
+    allowed = [cert.fingerprint(hashes.SHA256()).hex() for cert in trusted_roots(tee_config())]
     assert allowed == [AWS_NITRO_ROOT_G1_SHA256, simulated.sha256]
 
     settings.TEE_ALLOW_SIMULATED = False
-    production = trusted_roots()
+    production = trusted_roots(tee_config())
     assert [cert.fingerprint(hashes.SHA256()).hex() for cert in production] == [
         AWS_NITRO_ROOT_G1_SHA256
     ]
@@ -542,7 +543,7 @@ def test_the_allow_list_reads_bare_pcr0_values_and_named_registers(settings):
     pcr0, pcr1 = "ab" * 48, "cd" * 48
     settings.TEE_MEASUREMENT_ALLOWLIST = [pcr0, f"PCR0={pcr0}+PCR1={pcr1}"]
 
-    assert configured_measurements() == [
+    assert configured_measurements(tee_config()) == [
         {0: bytes.fromhex(pcr0)},
         {0: bytes.fromhex(pcr0), 1: bytes.fromhex(pcr1)},
     ]

@@ -14,7 +14,8 @@ import pytest
 from django.conf import settings
 
 from jobs.engines.tee import measured
-from jobs.engines.tee.key_release import enclave_measurements
+from jobs.engines.tee.trust import enclave_measurements
+from tests.engines.support import tee_config
 
 ROOT = Path(settings.BASE_DIR)
 PLATFORM = {"django", "celery", "kombu", "rest_framework", "psycopg", "redis"}
@@ -86,12 +87,12 @@ def test_no_platform_code_runs_in_the_program(entry):
 def test_the_measurement_changes_with_any_measured_file(tmp_path):
     files = measured.measured_files(ROOT)
     assert len(files) == len(set(files)) == len(measured.measured_modules(ROOT))
-    assert enclave_measurements() == measured_measurement(files)
+    assert enclave_measurements(tee_config()) == measured_measurement(files)
     copy = [tmp_path / f"{i}-{f.name}" for i, f in enumerate(files)]
     for source, target in zip(files, copy, strict=True):
         target.write_bytes(source.read_bytes())
     copy[0].write_bytes(copy[0].read_bytes() + b"\n")
-    assert measured_measurement(copy)[0] != enclave_measurements()[0]
+    assert measured_measurement(copy)[0] != enclave_measurements(tee_config())[0]
 
 
 def measured_measurement(files):

@@ -9,6 +9,7 @@ import io
 import math
 import stat
 import sys
+from dataclasses import replace
 from decimal import localcontext
 
 import numpy as np
@@ -30,6 +31,7 @@ from jobs.engines.mpc.certificates import (
     party_tls_files,
 )
 from jobs.engines.mpc.parties import PartySpec, party_addresses, run_party
+from tests.engines.support import mpc_config
 
 
 def test_no_module_of_the_engine_imports_the_mpyc_runtime():
@@ -122,10 +124,10 @@ def test_scales_must_be_positive_and_finite():
 
 def test_party_credentials_are_signed_by_the_deployments_ca_and_name_their_site(settings, tmp_path):
     settings.MPC_CREDENTIALS_DIR = tmp_path / "mpc"
-    assert ensure_credentials(["eu-paris-mpc"]) == ["eu-paris-mpc"]
-    assert ensure_credentials(["eu-paris-mpc"]) == []
+    assert ensure_credentials(settings.MPC_CREDENTIALS_DIR, ["eu-paris-mpc"]) == ["eu-paris-mpc"]
+    assert ensure_credentials(settings.MPC_CREDENTIALS_DIR, ["eu-paris-mpc"]) == []
 
-    tls = party_tls_files("eu-paris-mpc")
+    tls = party_tls_files(settings.MPC_CREDENTIALS_DIR, "eu-paris-mpc")
     ca = x509.load_pem_x509_certificate(tls.ca.read_bytes())
     certificate = x509.load_pem_x509_certificate(tls.certificate.read_bytes())
     certificate.verify_directly_issued_by(ca)
@@ -133,16 +135,18 @@ def test_party_credentials_are_signed_by_the_deployments_ca_and_name_their_site(
     assert names.get_values_for_type(x509.DNSName) == ["eu-paris-mpc"]
     for secret in (tls.key, tls.ca.parent / "ca.key", tls.key.parent / "share.key"):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert party_public_key("eu-paris-mpc") == public_bytes(party_private_key("eu-paris-mpc"))
+    assert party_public_key(settings.MPC_CREDENTIALS_DIR, "eu-paris-mpc") == public_bytes(
+        party_private_key(settings.MPC_CREDENTIALS_DIR, "eu-paris-mpc")
+    )
 
 
 def test_a_sites_credentials_are_made_on_first_use(settings, tmp_path):
     settings.MPC_CREDENTIALS_DIR = tmp_path / "mpc"
-    key = party_public_key("ch-geneva-mpc")
+    key = party_public_key(settings.MPC_CREDENTIALS_DIR, "ch-geneva-mpc")
 
     assert len(key) == 32
-    assert party_public_key("ch-geneva-mpc") == key
-    assert party_tls_files("ch-geneva-mpc").certificate.exists()
+    assert party_public_key(settings.MPC_CREDENTIALS_DIR, "ch-geneva-mpc") == key
+    assert party_tls_files(settings.MPC_CREDENTIALS_DIR, "ch-geneva-mpc").certificate.exists()
 
 
 @pytest.mark.django_db
@@ -163,7 +167,7 @@ def test_each_job_and_party_gets_its_own_port_at_its_sites_configured_address(se
     settings.MPC_PORT_BASE = 21000
     sites = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
 
-    first, second = party_addresses(1, sites), party_addresses(2, sites)
+    first, second = party_addresses(1, sites, mpc_config()), party_addresses(2, sites, mpc_config())
 
     assert [host for host, _ in first] == ["127.0.0.1", "10.0.2.7", "127.0.0.1"]
     ports = [port for _, port in first + second]
@@ -177,10 +181,10 @@ def test_parties_at_the_same_site_are_refused(settings, tmp_path):
         job=1,
         index=0,
         sites=sites,
-        addresses=party_addresses(1, sites),
+        addresses=party_addresses(1, sites, mpc_config()),
         inputs=[[0]],
         layout={"groups": 1, "measures": ["count"]},
         noise=[{"measure": "count", "scale": 1.0}],
     )
     with pytest.raises(EngineError, match="site of its own"):
-        run_party(spec, timeout=10)
+        run_party(spec, replace(mpc_config(), party_timeout=10))

@@ -33,10 +33,10 @@ from cleanroom.celery import app as project_app
 from jobs import ledger as ledger_service
 from jobs import queries, runner, tasks
 from jobs.engines.tee import engine as tee_engine
-from jobs.engines.tee.engine import TeeEngine
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
 from parties.models import Dataset
+from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, api, propose
 from tests.privacy.support import recalibrated
 
@@ -153,7 +153,7 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     # Lost before the keys were released: the next attempt may start a new enclave (lost
     # after that, it may not: tests/privacy/test_dishonest_host.py).
     with pytest.raises(WorkerLost):
-        TeeEngine().run(first, lost_once_attested)
+        tee_engine_of_worker().run(first, lost_once_attested)
     assert not enclaves()  # the engine's enclave died with its worker
     job.refresh_from_db()
     assert (job.state, job.attempt, job.progress) == (Job.State.RUNNING, 1, 25)
@@ -164,7 +164,7 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     assert send_to_broker(job.pk)
     outcome = wait()
     job.refresh_from_db()
-    assert outcome == ("jobs.run_tee_job", "SUCCESS", "released"), job.error
+    assert outcome == ("jobs.run_job", "SUCCESS", "released"), job.error
     assert (job.state, job.attempt) == (Job.State.SUCCEEDED, 2)
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
@@ -176,8 +176,8 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     assert seen.count("attestation.verified") == 1 and seen.count("key.released") == 2
 
     # A duplicate delivery after the release finds nothing to do.
-    tasks.run_tee_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
-    assert wait() == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
+    tasks.run_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
+    assert wait() == ("jobs.run_job", "SUCCESS", "nothing to do")
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
 
@@ -195,15 +195,15 @@ def test_an_enclave_killed_before_it_asks_for_keys_fails_the_job_and_refunds(
         started.append(popen(*args, **kwargs))
         return started[-1]
 
-    def kill_the_enclave_first(job: Job) -> dict:
+    def kill_the_enclave_first(job: Job, config) -> dict:
         [enclave] = started
         kill_and_reap(enclave.pid)
-        return message(job)
+        return message(job, config)
 
     # The engine's own process handle: the enclave it started, whatever else runs.
     monkeypatch.setattr(tee_engine.subprocess, "Popen", start)
     monkeypatch.setattr(tee_engine, "_job_message", kill_the_enclave_first)
-    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+    assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
@@ -229,7 +229,7 @@ def test_an_enclave_killed_while_waiting_for_its_keys_is_charged_as_its_keys_lef
         return report(job_id, percent, message)
 
     monkeypatch.setattr(runner, "report_progress", kill_the_enclave_once_attested)
-    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+    assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
@@ -556,13 +556,13 @@ def test_a_host_that_edits_the_approved_query_on_its_way_to_the_enclave_gets_no_
     job = runner.run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
-    def tampered(job: Job) -> dict:
-        sent = message(job)
+    def tampered(job: Job, config) -> dict:
+        sent = message(job, config)
         sent["query"] = recalibrated({**sent["query"], **edit})
         return sent
 
     monkeypatch.setattr(tee_engine, "_job_message", tampered)
-    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+    assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
@@ -655,8 +655,8 @@ def test_a_queued_job_cancelled_after_dispatch_is_dropped_by_the_worker(
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
 
     # The step was already on the broker when the analyst cancelled.
-    tasks.run_tee_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
-    assert wait() == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
+    tasks.run_job.apply_async(args=[job.pk, SITE], queue=QUEUE)
+    assert wait() == ("jobs.run_job", "SUCCESS", "nothing to do")
     job.refresh_from_db()
     assert (job.state, job.attempt) == (Job.State.CANCELLED, 0)
     assert ledger(job.query) == []
@@ -680,7 +680,7 @@ def test_a_running_job_cancelled_stops_at_its_next_progress_report(
     response = api(world.bob).post(f"/api/rooms/{study.slug}/jobs/{job.pk}/cancel/")
     assert response.status_code == 200 and response.json()["state"] == "running"
     go_on.set()
-    assert wait()[:2] == ("jobs.run_tee_job", "SUCCESS")
+    assert wait()[:2] == ("jobs.run_job", "SUCCESS")
 
     job.refresh_from_db()
     assert job.state == Job.State.CANCELLED, (note, job.error)
@@ -698,7 +698,7 @@ def test_a_running_job_cancelled_stops_at_its_next_progress_report(
 @pytest.mark.django_db
 def test_only_members_of_a_receiving_organisation_read_the_result(world, study, held):
     job = runner.run_query(query=approved(world, study), by=world.bob)
-    assert tasks.run_tee_job(job.pk, SITE) == "released"
+    assert tasks.run_job(job.pk, SITE) == "released"
     result = Result.objects.get(job=job)
     api_path = f"/api/rooms/{study.slug}/jobs/{job.pk}/result/"
     pages = [

@@ -19,9 +19,10 @@ from dataplane.enclave import key_context
 from jobs import queries, runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee import trust
-from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import Job
 from parties.models import DatasetVersion, Jurisdiction, Site
+from tests.engines.support import tee_config
+from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
 
 pytestmark = pytest.mark.django_db
@@ -67,8 +68,8 @@ def enclave_key():
 def document(job: Job, enclave_key, *, bound_to: Job | None = None, pcrs=None) -> bytes:
     """What the simulated security module signs for an enclave holding `enclave_key`."""
     bound_to = bound_to or job
-    return trust.simulated_enclave().attest(
-        pcrs=enclave_measurements() if pcrs is None else pcrs,
+    return trust.simulated_enclave(tee_config()).attest(
+        pcrs=trust.enclave_measurements(tee_config()) if pcrs is None else pcrs,
         public_key=public_bytes(enclave_key),
         user_data=binding(bound_to.pk, bound_to.query.digest),
         nonce=os.urandom(16),
@@ -86,7 +87,7 @@ def events(job: Job, *types: str) -> list[dict]:
 def refused(job: Job, enclave_key, evidence: bytes, match: str) -> dict:
     """Present `evidence`, expect a refusal naming `match`; return its audit event."""
     with pytest.raises(EngineError, match=match):
-        release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(job, evidence)
     assert not events(job, "key.released")
     [event] = events(job, "attestation.refused")
     job.refresh_from_db()
@@ -108,7 +109,7 @@ def data_keys(job: Job) -> dict[str, bytes]:
 
 
 def test_a_verified_enclave_gets_each_datasets_key_sealed_to_it_alone(job, enclave_key):
-    sealed = release_keys(job, document(job, enclave_key))
+    sealed = tee_engine_of_worker().release_keys(job, document(job, enclave_key))
 
     expected = data_keys(job)
     assert sorted(sealed) == sorted(expected) == ["charite.patients", "usz.patients"]
@@ -156,7 +157,7 @@ def test_a_document_with_one_byte_flipped_is_refused(job, enclave_key, where):
 def test_a_document_replayed_from_another_job_is_refused(start, enclave_key):
     job, other = start(), start()
     theirs = document(other, enclave_key)
-    assert release_keys(other, theirs)  # genuine for the job it was made for
+    assert tee_engine_of_worker().release_keys(other, theirs)  # genuine for the job it was made for
 
     event = refused(job, enclave_key, theirs, "bound to other user data")
     assert f"job/v1\\n{other.pk}\\n" in event["data"]["reason"]
@@ -171,7 +172,7 @@ def test_a_document_for_the_right_job_but_another_query_digest_is_refused(job, e
 
 def test_a_measurement_off_the_allow_list_is_refused_naming_it(job, enclave_key, settings):
     settings.TEE_MEASUREMENT_ALLOWLIST = ["ab" * 48]
-    measured = enclave_measurements()[0].hex()
+    measured = trust.enclave_measurements(tee_config())[0].hex()
 
     event = refused(job, enclave_key, document(job, enclave_key), measured)
     assert "not on the allow-list" in event["data"]["reason"]
@@ -179,14 +180,15 @@ def test_a_measurement_off_the_allow_list_is_refused_naming_it(job, enclave_key,
 
 
 def test_changed_enclave_code_is_refused_by_the_default_allow_list(job, enclave_key):
-    pcrs = enclave_measurements()
+    pcrs = trust.enclave_measurements(tee_config())
     pcrs[0] = bytes(48)
     refused(job, enclave_key, document(job, enclave_key, pcrs=pcrs), "not on the allow-list")
 
 
 def test_the_allow_list_admits_the_configured_measurement(job, enclave_key, settings):
-    settings.TEE_MEASUREMENT_ALLOWLIST = ["ab" * 48, enclave_measurements()[0].hex()]
-    assert len(release_keys(job, document(job, enclave_key))) == 2
+    measured = trust.enclave_measurements(tee_config())[0].hex()
+    settings.TEE_MEASUREMENT_ALLOWLIST = ["ab" * 48, measured]
+    assert len(tee_engine_of_worker().release_keys(job, document(job, enclave_key))) == 2
 
 
 def test_a_simulated_document_is_refused_when_the_simulated_root_is_not_trusted(
@@ -204,7 +206,7 @@ def test_a_job_that_is_not_running_gets_no_keys(job, enclave_key):
     runner.fail_job(job.pk, "stopped before the keys")
 
     with pytest.raises(EngineError, match="not running"):
-        release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(job, evidence)
     assert not events(job, "key.released")
 
 
@@ -214,7 +216,7 @@ def test_a_running_job_whose_cancellation_was_requested_gets_no_keys(job, enclav
     assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING  # the worker has not noticed
 
     with pytest.raises(EngineError, match="cancelled"):
-        release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(job, evidence)
     assert not events(job, "key.released")
 
 
@@ -225,7 +227,7 @@ def test_the_key_service_refuses_a_site_where_residency_forbids_the_rows(job, en
     job.refresh_from_db()
 
     with pytest.raises(EngineError, match="Key service refuses"):
-        release_keys(job, document(job, enclave_key))
+        tee_engine_of_worker().release_keys(job, document(job, enclave_key))
     assert not events(job, "key.released")
 
 
@@ -236,5 +238,5 @@ def test_a_rule_change_refusing_one_dataset_refuses_every_key(job, enclave_key):
     swiss.enclave_processing_in.remove(Jurisdiction.objects.get(code="EU"))
 
     with pytest.raises(EngineError, match=r"Key service refuses usz\.patients"):
-        release_keys(job, document(job, enclave_key))
+        tee_engine_of_worker().release_keys(job, document(job, enclave_key))
     assert not events(job, "key.released")

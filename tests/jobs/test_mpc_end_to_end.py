@@ -105,7 +105,7 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
 
     # A compute step delivered again after the release finds nothing to do.
     party = job.steps.get(kind=JobStep.Kind.COMPUTE, party=0)
-    tasks.run_mpc_step.apply_async(args=[party.pk, party.site.name], queue=party.site.queue)
+    tasks.run_step.apply_async(args=[party.pk, party.site.name], queue=party.site.queue)
     assert workers(1) == ["nothing to do"]
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job) == ["reserve"] * 3 + ["spend"] * 3

@@ -112,14 +112,14 @@ def test_only_the_input_steps_go_out_first_and_the_outbox_resends_what_the_broke
     def broker_down(*, args, queue, retry):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.run_mpc_step, "apply_async", broker_down)
+    monkeypatch.setattr(tasks.run_step, "apply_async", broker_down)
     job = runner.run_query(query=query, by=world.bob)
     assert not job.steps.exclude(dispatched_at=None).exists()
 
     def broker_up(*, args, queue, retry):
         sent.append((args[0], args[1], queue))
 
-    monkeypatch.setattr(tasks.run_mpc_step, "apply_async", broker_up)
+    monkeypatch.setattr(tasks.run_step, "apply_async", broker_up)
     assert runner.dispatch_pending() == 1
     assert sorted(queue for _, _, queue in sent) == [f"site.{s}" for s in INPUT_SITES]
     assert runner.dispatch_pending() == 0  # the compute steps wait for every input
@@ -135,8 +135,8 @@ def test_a_worker_of_another_site_receiving_a_step_refuses_it_and_nothing_is_cha
 
     # The Zurich worker gets Berlin's step, named as if it were its own.
     wait = site_worker("ch-zurich")
-    tasks.run_mpc_step.apply_async(args=[step.pk, "ch-zurich"], queue="site.ch-zurich")
-    assert wait() == ("jobs.run_mpc_step", "SUCCESS", "nothing to do")
+    tasks.run_step.apply_async(args=[step.pk, "ch-zurich"], queue="site.ch-zurich")
+    assert wait() == ("jobs.run_step", "SUCCESS", "nothing to do")
 
     job.refresh_from_db()
     step.refresh_from_db()
@@ -153,7 +153,7 @@ def run_inputs(job: Job, monkeypatch) -> None:
     """Each owner's input step, run by its own site's worker code in this process."""
     for step in job.steps.filter(kind=JobStep.Kind.INPUT).select_related("site"):
         monkeypatch.setenv("CLEANROOM_SITE", step.site.name)
-        assert tasks.run_mpc_step(step.pk, step.site.name) == "shared"
+        assert tasks.run_step(step.pk, step.site.name) == "shared"
 
 
 @pytest.mark.django_db

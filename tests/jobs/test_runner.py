@@ -114,7 +114,7 @@ def test_a_broker_outage_at_dispatch_loses_nothing(
     assert runner.dispatch_pending() == 0
     with Connection(REDIS) as connection:
         message = connection.SimpleQueue("site.eu-frankfurt-tee").get(timeout=5)
-        assert message.headers["task"] == "jobs.run_tee_job"
+        assert message.headers["task"] == "jobs.run_job"
         args, _kwargs, _embed = message.payload
         assert args == [job.pk, "eu-frankfurt-tee"]
 

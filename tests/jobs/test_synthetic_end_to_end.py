@@ -18,11 +18,11 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verify import result_commitment
 from dataplane.synthesis import SynthColumn, dp_cost
 from jobs import queries, runner
-from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.measured import measured_modules
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
 from tests.audit.bundling import run_verify, trust_file
+from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import api, propose
 from tests.jobs.test_job_faults import enclaves
 from tests.jobs.test_synthetic_plan import JOINED, UNIONED, allow_synthetic
@@ -62,7 +62,7 @@ def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
     )
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=approved, by=world.bob)
-    assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert wait(600) == ("jobs.run_job", "SUCCESS", "released")
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED, job.error
     assert job.attestation["kind"] == "simulated" and job.attestation["accepted"]
@@ -150,7 +150,7 @@ def test_an_sdv_extract_is_labelled_not_dp_everywhere_and_charges_nothing(
         queries.decide_query(query=query, organization=org, by=owner, approve=True)
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=Query.objects.get(pk=query.pk), by=world.bob)
-    assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert wait(600) == ("jobs.run_job", "SUCCESS", "released")
 
     answer = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/").json()
     assert answer["differentially_private"] is False
@@ -188,7 +188,7 @@ def test_a_worker_lost_mid_fit_is_charged_once_what_opendp_gives_and_never_fitte
         return True
 
     with pytest.raises(WorkerLost):
-        TeeEngine().run(first, lost_while_fitting)
+        tee_engine_of_worker().run(first, lost_while_fitting)
     assert not enclaves()
     # Progress reaches the analyst's page: it states steps, never a count of real rows.
     assert "Rows prepared for the synthesizer" in messages
@@ -199,7 +199,7 @@ def test_a_worker_lost_mid_fit_is_charged_once_what_opendp_gives_and_never_fitte
     # Redelivered, it finds the job charged: a second fit would be a second noisy release.
     wait = site_worker(site)
     assert send_to_broker(job.pk)
-    assert wait(600) == ("jobs.run_tee_job", "SUCCESS", "nothing to do")
+    assert wait(600) == ("jobs.run_job", "SUCCESS", "nothing to do")
     job.refresh_from_db()
     assert (job.state, job.attempt) == (Job.State.FAILED, 1)
     assert not Result.objects.filter(job=job).exists()

@@ -33,7 +33,7 @@ def test_an_approved_join_runs_in_the_attested_enclave_and_only_receivers_read_i
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=approved, by=world.bob)
     name, state, outcome = wait()
-    assert (name, state, outcome) == ("jobs.run_tee_job", "SUCCESS", "released")
+    assert (name, state, outcome) == ("jobs.run_job", "SUCCESS", "released")
 
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED and job.attempt == 1

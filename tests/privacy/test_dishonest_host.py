@@ -18,9 +18,9 @@ from jobs import queries, results, runner, tasks
 from jobs.engines.base import EngineError
 from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee import trust
-from jobs.engines.tee.engine import TeeEngine
-from jobs.engines.tee.key_release import enclave_measurements, release_keys
 from jobs.models import BudgetEntry, Job, Query, Result
+from tests.engines.support import tee_config
+from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
 from tests.privacy.support import recalibrated
 
@@ -64,8 +64,8 @@ def types(job: Job) -> list[str]:
 def document(job: Job) -> bytes:
     """An attestation document of a genuine enclave of this job, with a fresh key: what a host
     that starts another enclave for the same job would present."""
-    return trust.simulated_enclave().attest(
-        pcrs=enclave_measurements(),
+    return trust.simulated_enclave(tee_config()).attest(
+        pcrs=trust.enclave_measurements(tee_config()),
         public_key=public_bytes(X25519PrivateKey.generate()),
         user_data=binding(job.pk, job.query.digest),
         nonce=os.urandom(16),
@@ -132,15 +132,15 @@ def test_a_host_that_changes_a_noise_term_on_its_way_to_the_enclave_gets_no_keys
     job = runner.run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
-    def tampered(job: Job) -> dict:
-        sent = message(job)
+    def tampered(job: Job, config) -> dict:
+        sent = message(job, config)
         sent["query"] = copy.deepcopy(sent["query"])
         edit(sent["query"])
         recalibrated(sent["query"])
         return sent
 
     monkeypatch.setattr(tee_engine, "_job_message", tampered)
-    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+    assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
@@ -158,16 +158,16 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
     job = runner.run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
-    def with_a_catalog(job: Job) -> dict:
+    def with_a_catalog(job: Job, config) -> dict:
         return {
-            **message(job),
+            **message(job, config),
             "units": {"charite.patients": "diagnosis", "usz.patients": "diagnosis"},
             "rows_per_unit": 60,
             "min_group_size": 0,
         }
 
     monkeypatch.setattr(tee_engine, "_job_message", with_a_catalog)
-    assert tasks.run_tee_job(job.pk, SITE) == "released"
+    assert tasks.run_job(job.pk, SITE) == "released"
 
     [result] = Result.objects.filter(job=job)
     table = results.read_result(result, world.pharma)
@@ -183,11 +183,11 @@ def test_a_host_asking_twice_for_one_jobs_keys_gets_them_only_once(world, study,
     against one charge, is refused its keys, and the refusal is audited."""
     job = runner.run_query(query=approved(world, study), by=world.bob)
     job = runner.start_attempt(job.pk, SITE)
-    first = release_keys(job, document(job))
+    first = tee_engine_of_worker().release_keys(job, document(job))
     assert sorted(first) == ["charite.patients", "usz.patients"]
 
     with pytest.raises(EngineError, match="already released to an enclave"):
-        release_keys(job, document(job))
+        tee_engine_of_worker().release_keys(job, document(job))
 
     job.refresh_from_db()
     assert job.charged_at is not None
@@ -213,7 +213,7 @@ def test_a_host_that_hides_the_noise_and_reports_a_failure_is_charged(
         return report(job_id, percent, message)
 
     monkeypatch.setattr(runner, "report_progress", claims_a_crash_once_decrypted)
-    assert tasks.run_tee_job(job.pk, SITE) == "failed"
+    assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and job.charged_at is not None
@@ -239,8 +239,8 @@ def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
         return runner.report_progress(job.pk, percent, message)
 
     with pytest.raises(WorkerLost):
-        TeeEngine().run(first, lost_after_decrypting)
-    assert tasks.run_tee_job(job.pk, SITE) == "nothing to do"
+        tee_engine_of_worker().run(first, lost_after_decrypting)
+    assert tasks.run_job(job.pk, SITE) == "nothing to do"
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and job.attempt == 1

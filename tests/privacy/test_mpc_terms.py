@@ -31,7 +31,7 @@ def job(world, tmp_path, monkeypatch) -> Job:
 def _run_input(job: Job, monkeypatch, site: str = "eu-frankfurt") -> str:
     step = job.steps.get(kind=JobStep.Kind.INPUT, site__name=site)
     monkeypatch.setenv("CLEANROOM_SITE", site)
-    return tasks.run_mpc_step(step.pk, site)
+    return tasks.run_step(step.pk, site)
 
 
 def _events(job: Job, type: str) -> list[dict]:

@@ -37,7 +37,7 @@ def released(world, tmp_path, monkeypatch) -> Result:
     queries.decide_query(query=query, organization=world.charite, by=world.alice, approve=True)
     query.refresh_from_db()
     job = runner.run_query(query=query, by=world.bob)
-    assert tasks.run_tee_job(job.pk, SITE) == "released"
+    assert tasks.run_job(job.pk, SITE) == "released"
     return Result.objects.get(job=job)
 
 

@@ -1,6 +1,6 @@
 """The deployment's MPC certificate authority and each compute party's credentials.
 
-Under `settings.MPC_CREDENTIALS_DIR` (default var/mpc/):
+Under the credentials folder (MPC_CREDENTIALS_DIR, default var/mpc/; `MpcConfig.credentials`):
 
     ca.crt, ca.key                 the per-deployment MPC CA (P-256), signs party certificates
     parties/<site>/tls.crt, .key   the party's TLS certificate (CN and DNS name = the site name,
@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from django.conf import settings
 
 from cleanroom.crypto.sealing import public_bytes
 
@@ -47,10 +46,6 @@ class TlsFiles:
     ca: Path
     certificate: Path
     key: Path
-
-
-def _root(directory: Path | None) -> Path:
-    return Path(directory if directory is not None else settings.MPC_CREDENTIALS_DIR)
 
 
 def _site_folder(root: Path, site: str) -> Path:
@@ -158,9 +153,8 @@ def _make_party(root: Path, site: str) -> None:
     _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def ensure_credentials(sites: list[str], *, directory: Path | None = None) -> list[str]:
+def ensure_credentials(root: Path, sites: list[str]) -> list[str]:
     """Make the CA and the named sites' credentials where missing; return the sites made."""
-    root = _root(directory)
     made = []
     with _locked(root):
         if not (root / "ca.crt").exists():
@@ -172,24 +166,24 @@ def ensure_credentials(sites: list[str], *, directory: Path | None = None) -> li
     return made
 
 
-def _site_file(site: str, name: str) -> Path:
-    path = _site_folder(_root(None), site) / name
+def _site_file(root: Path, site: str, name: str) -> Path:
+    path = _site_folder(root, site) / name
     if not path.exists():
-        ensure_credentials([site])
+        ensure_credentials(root, [site])
     return path
 
 
-def party_private_key(site: str) -> X25519PrivateKey:
+def party_private_key(root: Path, site: str) -> X25519PrivateKey:
     """The key that opens input shares sealed to the party at `site`."""
-    return X25519PrivateKey.from_private_bytes(_site_file(site, "share.key").read_bytes())
+    return X25519PrivateKey.from_private_bytes(_site_file(root, site, "share.key").read_bytes())
 
 
-def party_public_key(site: str) -> bytes:
+def party_public_key(root: Path, site: str) -> bytes:
     """The raw X25519 public key owners seal the party's input shares to."""
-    return public_bytes(party_private_key(site))
+    return public_bytes(party_private_key(root, site))
 
 
-def party_tls_files(site: str) -> TlsFiles:
-    certificate = _site_file(site, "tls.crt")
+def party_tls_files(root: Path, site: str) -> TlsFiles:
+    certificate = _site_file(root, site, "tls.crt")
     folder = certificate.parent
-    return TlsFiles(ca=_root(None) / "ca.crt", certificate=certificate, key=folder / "tls.key")
+    return TlsFiles(ca=root / "ca.crt", certificate=certificate, key=folder / "tls.key")

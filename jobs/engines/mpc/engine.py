@@ -2,8 +2,9 @@
 
 An MPC job has one input step per dataset (`inputs.py`, at a worker site in the dataset's
 jurisdiction), one compute step per MPC party (at an `mpc-party` site, at least three), and a
-delivery. The runner dispatches and claims the steps (jobs/runner.py); this module does their
-work:
+delivery. This module places them (`MpcEngine.place`: input sites in each dataset's
+jurisdiction, compute parties one per jurisdiction first), creates their rows with the
+delivery key, and does their work; the job lifecycle dispatches and claims them:
 
 - `run_compute`: at a party's site, open the input shares sealed to this party, start its MPyC
   party process (`parties.run_party`: a separate process with a minimal environment, TLS
@@ -16,8 +17,8 @@ work:
 Shares travel only as files sealed to their recipient (X25519), in the storage root of the
 recipient site's jurisdiction. The delivery key is made per job when the job is created; its
 private half is wrapped by the key service under a key of its own, unwrapped only by the step
-that delivers, and deleted by the runner when the job ends. `MpcEngine` puts these behind the
-step interface of jobs/engines/base.py.
+that delivers, and deleted by the job lifecycle when the job ends. `MpcEngine` puts these behind
+the step interface of jobs/engines/base.py.
 """
 
 from __future__ import annotations
@@ -34,17 +35,30 @@ from cryptography.hazmat.primitives.serialization import (
     NoEncryption,
     PrivateFormat,
 )
-from django.conf import settings
 
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import public_bytes
+from cleanroom.residency import StepKind, decide
+from dataplane.mechanisms import Mechanism
 from dataplane.mpc import sharing
-from dataplane.privacy.calibration import inexact_draw
+from dataplane.mpc.noise import deviation_bound
+from dataplane.privacy.calibration import Measurement, inexact_draw
 from dataplane.privacy.release import COUNT, ReleaseError, noisy_table
-from jobs import runner
-from jobs.engines.base import EngineError
+from dataplane.sql.plan import Output, ParsedQuery, Shape
+from jobs import selectors
+from jobs.engines.base import (
+    EngineError,
+    Planned,
+    Recorder,
+    active_sites,
+    allowed_everywhere,
+    planned_step,
+    transfer_rules,
+)
 from jobs.engines.mpc import certificates, inputs, parties
-from jobs.models import Job, JobStep
+from jobs.engines.mpc.config import MpcConfig
+from jobs.models import Job, JobStep, RoomDataset
+from parties.models import Site
 
 dp.enable_features("contrib")
 
@@ -118,13 +132,15 @@ def _checked_noise(context: inputs.QueryContext) -> list[dict[str, Any]]:
     return noise
 
 
-def run_compute(step: JobStep, sources: list[JobStep], compute: list[JobStep]) -> dict[str, Any]:
+def run_compute(
+    step: JobStep, sources: list[JobStep], compute: list[JobStep], config: MpcConfig
+) -> dict[str, Any]:
     """Run this party's MPyC process on its input shares; returns the step's output: its noisy
     output share sealed to the delivery, and what the party reports (traffic, timings)."""
     job = step.job
     context = inputs.query_context(job)
     noise = _checked_noise(context)
-    private_key = certificates.party_private_key(step.site.name)
+    private_key = certificates.party_private_key(config.credentials, step.site.name)
     vectors = []
     for source in sources:
         reference = source.output["shares"][str(step.party)]
@@ -147,12 +163,12 @@ def run_compute(step: JobStep, sources: list[JobStep], compute: list[JobStep]) -
         job=job.pk,
         index=step.party,
         sites=sites,
-        addresses=parties.party_addresses(job.pk, sites),
+        addresses=parties.party_addresses(job.pk, sites, config),
         inputs=vectors,
         layout={"groups": context.groups, "measures": context.layout},
         noise=noise,
     )
-    party_output = parties.run_party(spec, timeout=settings.MPC_PARTY_TIMEOUT)
+    party_output = parties.run_party(spec, config)
     delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
     blob = sharing.seal_for_party(
         party_output.output,
@@ -202,15 +218,201 @@ def deliver(job: Job, outputs: list[JobStep]) -> dict[str, Any]:
     return table.to_json()
 
 
-class MpcEngine:
-    """The MPC engine behind the step interface (jobs/engines/base.py)."""
+# Placement -------------------------------------------------------------------------------------
 
-    name = "mpc"
+PARTIES = 3  # Shamir sharing with an honest majority: fewer parties give no secrecy
+
+
+def compute_sites(contributions: list[RoomDataset]) -> list[Site]:
+    """The MPC party sites that may receive shares of every dataset: one per jurisdiction
+    first, so no single legal system holds a majority of shares."""
+    rules = transfer_rules(contributions)
+    eligible = [
+        site
+        for site in active_sites(Site.Kind.MPC_PARTY)
+        if allowed_everywhere(StepKind.RECEIVE_SHARES, site, contributions, rules)
+    ]
+    chosen, seen = [], set()
+    for site in sorted(eligible, key=lambda s: s.name):
+        if site.jurisdiction.code not in seen:
+            chosen.append(site)
+            seen.add(site.jurisdiction.code)
+    for site in eligible:
+        if len(chosen) >= PARTIES:
+            break
+        if site not in chosen:
+            chosen.append(site)
+    return chosen[:PARTIES]
+
+
+def input_site(contribution: RoomDataset) -> Site | None:
+    """A worker site in the dataset's own jurisdiction, where its rows are read."""
+    jurisdiction = contribution.dataset.jurisdiction
+    for site in active_sites(Site.Kind.WORKER):
+        if site.jurisdiction_id == jurisdiction.pk:
+            return site
+    return None
+
+
+def sampling_statement(measurements: dict[str, Measurement], groups: int) -> dict[str, Any]:
+    """How far noise sampled inside MPC may be from the exact discrete Laplace: per measurement
+    the total variation per cell, computed from the sampler's own thresholds, and the δ that
+    implies over every released cell, (1 + e^ε) · cells · deviation (stated, not charged)."""
+    deviation = {name: deviation_bound(m.grid_scale) for name, m in measurements.items()}
+    worst = max(deviation.values())
+    cells = groups * len(measurements)
+    delta = (1 + math.exp(sum(m.epsilon for m in measurements.values()))) * cells * worst
+    return {
+        "deviation": deviation,
+        "summary": {
+            "deviation_per_cell": worst,
+            "cells": cells,
+            "delta": delta,
+            "statement": (
+                f"Noise drawn inside MPC is within {worst:.2g} of the exact discrete Laplace per "
+                f"cell in total variation (computed from the sampler's thresholds): over the "
+                f"{cells} cells the release is ε-DP up to δ ≤ {delta:.2g}, stated, not charged."
+            ),
+        },
+    }
+
+
+class MpcEngine:
+    """Runs a job as steps at several sites: input steps at each owner's site, compute parties
+    on secret shares, and the delivery that opens only noisy values."""
+
+    name = Mechanism.MPC
+
+    in_steps = True
+    Config = MpcConfig
+
+    def __init__(self, config: MpcConfig, recorder: Recorder):
+        self.config = config
+        self.recorder = recorder
+
+    @classmethod
+    def refusal(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> str | None:
+        if parsed.output is Output.SYNTHETIC:
+            return "a synthetic extract fits a model to rows, which runs in the TEE only"
+        if parsed.shape == Shape.JOIN:
+            return (
+                "it joins datasets on a key (the vertical case), which MPC does not do yet: "
+                "joins run in the TEE"
+            )
+        refusing = [
+            c.dataset.qualified_name
+            for c in contributions
+            if Mechanism.MPC not in c.policy.allowed_mechanisms
+        ]
+        if refusing:
+            return f"the policy of {', '.join(refusing)} does not allow MPC"
+        sites = compute_sites(contributions)
+        if len(sites) < PARTIES:
+            return (
+                f"only {len(sites)} MPC party site{'' if len(sites) == 1 else 's'} may receive "
+                f"shares of every dataset, and MPC needs {PARTIES}: with 2 parties Shamir "
+                "sharing has threshold 0, so each share would be the secret itself"
+            )
+        return None
+
+    @classmethod
+    def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned:
+        planned = Planned()
+        for contribution in contributions:
+            site = input_site(contribution)
+            name, jurisdiction = (
+                contribution.dataset.qualified_name,
+                contribution.dataset.jurisdiction,
+            )
+            if site is None:
+                planned.problems.append(f"No active worker site in {jurisdiction.code} for {name}.")
+                continue
+            planned.steps.append(
+                planned_step(
+                    f"input {name}",
+                    "input",
+                    site,
+                    [decide(StepKind.PROCESS_ROWS, data=jurisdiction.rules(), site=site.place())],
+                    reads=[name],
+                )
+            )
+        for index, site in enumerate(compute_sites(contributions), start=1):
+            planned.steps.append(
+                planned_step(
+                    f"compute party {index}",
+                    "compute",
+                    site,
+                    [
+                        decide(
+                            StepKind.RECEIVE_SHARES,
+                            data=c.dataset.jurisdiction.rules(),
+                            site=site.place(),
+                        )
+                        for c in contributions
+                    ],
+                    party=index - 1,
+                )
+            )
+        return planned
+
+    @classmethod
+    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
+        """The job's steps as the plan placed them, and its delivery (with the key the
+        parties seal their noisy output shares to)."""
+        sites = {
+            s.name: s
+            for s in Site.objects.filter(
+                name__in=[s["site"] for s in planned if s["site"]]
+            ).select_related("jurisdiction")
+        }
+        datasets = {c.dataset.qualified_name: c.dataset for c in job.query.room.contributions.all()}
+        steps = []
+        for step in planned:
+            if step["kind"] == "input":
+                steps.append(
+                    JobStep(
+                        job=job,
+                        name=step["step"],
+                        kind=JobStep.Kind.INPUT,
+                        site=sites[step["site"]],
+                        dataset=datasets[step["reads"][0]],
+                    )
+                )
+            elif step["kind"] == "compute":
+                steps.append(
+                    JobStep(
+                        job=job,
+                        name=step["step"],
+                        kind=JobStep.Kind.COMPUTE,
+                        site=sites[step["site"]],
+                        party=step["party"],
+                    )
+                )
+        steps.append(
+            JobStep(
+                job=job, name="delivery", kind=JobStep.Kind.DELIVER, output=new_delivery_key(job.pk)
+            )
+        )
+        return JobStep.objects.bulk_create(steps)
+
+    @classmethod
+    def noise_statement(cls, measurements: dict[str, Any], groups: int) -> dict[str, Any]:
+        return sampling_statement(measurements, groups)
+
+    @classmethod
+    def outputs_needed(cls, compute_steps: int) -> int:
+        """t + 1 output shares open a value, t = (parties - 1) // 2 (Shamir, honest majority)."""
+        return (compute_steps - 1) // 2 + 1
 
     def run_step(self, step: JobStep) -> dict[str, Any]:
         if step.kind == JobStep.Kind.INPUT:
-            return inputs.run_input(step)
-        return run_compute(step, runner.input_steps(step.job_id), runner.compute_steps(step.job_id))
+            return inputs.run_input(step, self.config, self.recorder)
+        return run_compute(
+            step,
+            selectors.input_steps(step.job_id),
+            selectors.compute_steps(step.job_id),
+            self.config,
+        )
 
     def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]:
         return deliver(job, outputs)

@@ -34,9 +34,10 @@ from dataplane.privacy.release import ReleaseError, input_vectors
 from dataplane.privacy.terms import TermsError, approved_measurements, read_terms
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import ColumnInfo, ParsedQuery, QueryError
-from jobs import runner
-from jobs.engines.base import EngineError
+from jobs import selectors
+from jobs.engines.base import EngineError, Recorder
 from jobs.engines.mpc import certificates
+from jobs.engines.mpc.config import MpcConfig
 from jobs.models import Job, JobStep
 from parties.models import DatasetVersion, Site
 from parties.storage import jurisdiction_root, stored_file
@@ -117,7 +118,7 @@ def input_context(job_id: int, dataset_id: int, party: int) -> bytes:
     return f"cleanroom-mpc-input/v1\njob:{job_id}\ndataset:{dataset_id}\nparty:{party}\n".encode()
 
 
-def _decrypt(version: DatasetVersion, step: JobStep) -> pl.LazyFrame:
+def _decrypt(version: DatasetVersion, step: JobStep, recorder: Recorder) -> pl.LazyFrame:
     """The key service's own residency check comes first: it unwraps a data key only for a
     site where the dataset's rows may be processed."""
     decision = decide(
@@ -130,7 +131,7 @@ def _decrypt(version: DatasetVersion, step: JobStep) -> pl.LazyFrame:
     data_key = key_service().unwrap(
         version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
     )
-    runner.record_key_release(
+    recorder.key_released(
         step.job_id, dataset=version.dataset_id, site=step.site.name, reason=decision.reason
     )
     plain = io.BytesIO()
@@ -140,7 +141,7 @@ def _decrypt(version: DatasetVersion, step: JobStep) -> pl.LazyFrame:
     return pl.read_parquet(plain).lazy()
 
 
-def run_input(step: JobStep) -> dict[str, Any]:
+def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str, Any]:
     """Pre-aggregate, share and seal the step's dataset; returns the step's output reference:
     per party, the sealed share file and its SHA-256."""
     job = step.job
@@ -151,7 +152,7 @@ def run_input(step: JobStep) -> dict[str, Any]:
     version = DatasetVersion.objects.select_related(
         "dataset__jurisdiction", "dataset__organization"
     ).get(dataset=dataset, number=item["version"])
-    frame = _decrypt(version, step)
+    frame = _decrypt(version, step, recorder)
     try:
         vectors = input_vectors(
             {name: frame},
@@ -165,7 +166,7 @@ def run_input(step: JobStep) -> dict[str, Any]:
     del frame
     flat = [value for measure in context.layout for value in vectors[measure]]
     del vectors
-    parties = runner.compute_steps(job.pk)
+    parties = selectors.compute_steps(job.pk)
     try:
         shares = sharing.split(flat, len(parties))
     except ValueError as exc:
@@ -173,13 +174,13 @@ def run_input(step: JobStep) -> dict[str, Any]:
     del flat
     # Every transfer is decided before any share is written: one refusal sends none.
     for party in parties:
-        if not runner.decide_share_transfer(step, party):
+        if not recorder.shares_may_move(step, party):
             raise EngineError(f"Residency refuses shares of {name} at {party.site.name}.")
     sent = {}
     for party in parties:
         blob = sharing.seal_for_party(
             shares[party.party],
-            certificates.party_public_key(party.site.name),
+            certificates.party_public_key(config.credentials, party.site.name),
             input_context(job.pk, dataset.pk, party.party),
         )
         sent[str(party.party)] = write_share(

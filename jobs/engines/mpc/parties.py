@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
 from dataplane.mpc import sharing
 from jobs.engines.base import EngineError, minimal_environment
 from jobs.engines.mpc.certificates import party_tls_files
+from jobs.engines.mpc.config import MpcConfig
 
 PORTS_PER_JOB = 8  # parties per job at most
 PORT_SPAN = 8192
@@ -58,16 +57,15 @@ class PartyOutput:
     peak_memory_bytes: int = 0  # the party process's peak resident memory
 
 
-def party_addresses(job_id: int, sites: list[str]) -> list[tuple[str, int]]:
+def party_addresses(job_id: int, sites: list[str], config: MpcConfig) -> list[tuple[str, int]]:
     """Where each party of a job listens: its site's configured host, and a port per job and
     party index, so concurrent jobs do not collide."""
     if len(sites) > PORTS_PER_JOB:
         raise EngineError(f"At most {PORTS_PER_JOB} MPC parties per job.")
-    hosts = settings.MPC_PARTY_ADDRESSES
     return [
         (
-            hosts.get(site, "127.0.0.1"),
-            settings.MPC_PORT_BASE + (job_id * PORTS_PER_JOB + index) % PORT_SPAN,
+            config.party_hosts.get(site, "127.0.0.1"),
+            config.port_base + (job_id * PORTS_PER_JOB + index) % PORT_SPAN,
         )
         for index, site in enumerate(sites)
     ]
@@ -129,22 +127,26 @@ class RunningParty:
 
 
 def start_party(
-    spec: PartySpec, *, launcher: Sequence[str] = (), time_limit: float | None = None
+    spec: PartySpec,
+    config: MpcConfig,
+    *,
+    launcher: Sequence[str] = (),
+    time_limit: float | None = None,
 ) -> RunningParty:
     """Start the party process and hand it its job document; `wait` collects the result.
 
     `launcher` prefixes the command, to place the process: `ip netns exec <namespace>`, a
     sandbox or a container runner. The process ends itself a little after `time_limit`
-    seconds (default MPC_PARTY_TIMEOUT), should nobody wait for it."""
+    seconds (default: the configured party timeout), should nobody wait for it."""
     _check(spec)
-    tls = party_tls_files(spec.site)
+    tls = party_tls_files(config.credentials, spec.site)
     folder = tempfile.TemporaryDirectory(prefix=f"mpc-party-{spec.job}-{spec.index}-")
-    config = Path(folder.name) / ".config"
-    config.mkdir(mode=0o700)
+    mpyc_files = Path(folder.name) / ".config"
+    mpyc_files.mkdir(mode=0o700)
     # The file names MPyC's --ssl reads, relative to the working directory.
-    shutil.copyfile(tls.ca, config / "mpyc_ca.crt")
-    shutil.copyfile(tls.certificate, config / f"party_{spec.index}.crt")
-    shutil.copyfile(tls.key, config / f"party_{spec.index}.key")
+    shutil.copyfile(tls.ca, mpyc_files / "mpyc_ca.crt")
+    shutil.copyfile(tls.certificate, mpyc_files / f"party_{spec.index}.crt")
+    shutil.copyfile(tls.key, mpyc_files / f"party_{spec.index}.key")
     document = {
         "job": spec.job,
         "index": spec.index,
@@ -155,7 +157,7 @@ def start_party(
         "inputs": [[int(v) for v in vector] for vector in spec.inputs],
         "layout": {"groups": spec.layout["groups"], "measures": list(spec.layout["measures"])},
         "noise": [{"measure": n["measure"], "scale": float(n["scale"])} for n in spec.noise],
-        "time_limit": math.ceil(time_limit or settings.MPC_PARTY_TIMEOUT) + 10,
+        "time_limit": math.ceil(time_limit or config.party_timeout) + 10,
     }
     arguments = [
         f"-M{len(spec.sites)}",
@@ -168,7 +170,7 @@ def start_party(
     process = subprocess.Popen(  # noqa: S603
         [*launcher, sys.executable, "-m", "dataplane.mpc.party", *arguments],
         cwd=folder.name,
-        env=minimal_environment(folder.name),
+        env=minimal_environment(folder.name, config.code_root),
         text=True,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -182,6 +184,6 @@ def start_party(
     return RunningParty(spec, process, folder, started)
 
 
-def run_party(spec: PartySpec, *, timeout: float) -> PartyOutput:
+def run_party(spec: PartySpec, config: MpcConfig) -> PartyOutput:
     """Run one party of a job to its end; raises EngineError if it fails or times out."""
-    return start_party(spec, time_limit=timeout).wait(timeout)
+    return start_party(spec, config, time_limit=config.party_timeout).wait(config.party_timeout)

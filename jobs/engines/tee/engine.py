@@ -1,5 +1,6 @@
-"""The TEE engine, host side: start the enclave process, have it attested, release the keys
-to it, and collect the noised table it prints."""
+"""The TEE engine, host side: where an enclave may run a query, and running it: start the
+enclave process, have it attested, release the keys to it, and collect the noised table (or
+the synthetic extract) it returns."""
 
 from __future__ import annotations
 
@@ -14,18 +15,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
+from cleanroom.residency import StepKind, decide
 from dataplane.enclave import EXTRACT_DIRECTORY
-from jobs.engines.base import EngineError, Progress, minimal_environment
+from dataplane.mechanisms import Mechanism
+from dataplane.sql.plan import ParsedQuery
+from jobs.engines.base import (
+    EngineError,
+    Planned,
+    Progress,
+    Recorder,
+    active_sites,
+    allowed_everywhere,
+    minimal_environment,
+    planned_step,
+    transfer_rules,
+)
 from jobs.engines.tee import attestation, trust
-from jobs.engines.tee.key_release import enclave_measurements, release_keys
-from jobs.models import Job, Query
-from parties.models import DatasetVersion
+from jobs.engines.tee.key_release import release_keys
+from jobs.models import Job, JobStep, Query, RoomDataset
+from parties.models import DatasetVersion, Site
 from parties.storage import stored_file
 
 
-def _job_message(job: Job) -> dict[str, Any]:
+def _job_message(job: Job, config: trust.TeeConfig) -> dict[str, Any]:
     query = job.query
     files = {}
     for dataset_id, item in zip(query.dataset_ids, query.canonical["datasets"], strict=True):
@@ -42,29 +54,93 @@ def _job_message(job: Job) -> dict[str, Any]:
         "files": files,
     }
     if query.output_kind == Query.OutputKind.SYNTHETIC:
-        message["time_limit"] = settings.SYNTHESIS_TIME_LIMIT
+        message["time_limit"] = config.synthesis_time_limit
     return message
 
 
-def _simulated_nsm() -> attestation.SimulatedEnclave:
-    """This machine has no enclave hardware: a simulated security module measures the enclave
-    code and signs its document with the deployment's simulated root, which the verifier marks
-    `simulated` and production settings refuse to trust."""
-    try:
-        return trust.simulated_enclave()
-    except attestation.AttestationError as exc:
-        raise EngineError(f"No enclave hardware here, and {exc}.") from None
+def enclave_site(contributions: list[RoomDataset]) -> Site | None:
+    """The TEE site that may process rows of every dataset, its home jurisdiction's first."""
+    home = contributions[0].dataset.jurisdiction.code
+    rules = transfer_rules(contributions)
+    candidates = sorted(
+        active_sites(Site.Kind.TEE), key=lambda s: (s.jurisdiction.code != home, s.name)
+    )
+    for site in candidates:
+        if allowed_everywhere(StepKind.PROCESS_ROWS, site, contributions, rules):
+            return site
+    return None
 
 
 class TeeEngine:
-    name = "tee"
+    """Runs a job as one step at one site: an attested enclave (simulated on this machine
+    unless a Nitro document comes from real hardware; the verifier labels which)."""
+
+    name = Mechanism.TEE
+
+    in_steps = False
+    Config = trust.TeeConfig
+
+    def __init__(self, config: trust.TeeConfig, recorder: Recorder):
+        self.config = config
+        self.recorder = recorder
+
+    @classmethod
+    def refusal(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> str | None:
+        refusing = [
+            c.dataset.qualified_name
+            for c in contributions
+            if Mechanism.TEE not in c.policy.allowed_mechanisms
+        ]
+        if refusing:
+            return f"the policy of {', '.join(refusing)} does not allow the TEE"
+        if enclave_site(contributions) is None:
+            return "no TEE site may process rows of every dataset under their jurisdictions' rules"
+        return None
+
+    @classmethod
+    def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned:
+        site = enclave_site(contributions)
+        step = planned_step(
+            "enclave",
+            "enclave",
+            site,
+            [
+                decide(StepKind.PROCESS_ROWS, data=rules, site=site.place())
+                for rules in transfer_rules(contributions).values()
+            ],
+            reads=[c.dataset.qualified_name for c in contributions],
+        )
+        return Planned(steps=[step])
+
+    @classmethod
+    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
+        return []
+
+    @classmethod
+    def noise_statement(cls, measurements: dict[str, Any], groups: int) -> dict[str, Any]:
+        return {}
+
+    def measurements(self) -> dict[int, bytes]:
+        return trust.enclave_measurements(self.config)
+
+    def release_keys(self, job: Job, document: bytes) -> dict[str, str]:
+        return release_keys(job, document, config=self.config, recorder=self.recorder)
+
+    def _simulated_nsm(self) -> attestation.SimulatedEnclave:
+        """This machine has no enclave hardware: a simulated security module measures the
+        enclave code and signs its document with the deployment's simulated root, which the
+        verifier marks `simulated` and production settings refuse to trust."""
+        try:
+            return trust.simulated_enclave(self.config)
+        except attestation.AttestationError as exc:
+            raise EngineError(f"No enclave hardware here, and {exc}.") from None
 
     def run(self, job: Job, progress: Progress) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="enclave-") as home:
             enclave = subprocess.Popen(
                 [sys.executable, "-m", "dataplane.enclave"],
                 cwd=home,
-                env=minimal_environment(home),
+                env=minimal_environment(home, self.config.code_root),
                 text=True,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -75,7 +151,7 @@ class TeeEngine:
             finally:
                 if enclave.poll() is None:
                     enclave.kill()
-                enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
+                enclave.wait(timeout=self.config.enclave_timeout)
                 for stream in (enclave.stdin, enclave.stdout, enclave.stderr):
                     # A dead enclave leaves unsent bytes behind; they must not mask the error.
                     with contextlib.suppress(BrokenPipeError):
@@ -85,7 +161,7 @@ class TeeEngine:
         self, job: Job, enclave: subprocess.Popen, progress: Progress, home: Path
     ) -> dict:
         def stopped() -> EngineError:
-            enclave.wait(timeout=settings.TEE_ENCLAVE_TIMEOUT)
+            enclave.wait(timeout=self.config.enclave_timeout)
             return EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
 
         def send(message: dict) -> None:
@@ -106,17 +182,17 @@ class TeeEngine:
             if not progress(percent, message):
                 raise EngineError("Cancelled while running.")
 
-        send(_job_message(job))
+        send(_job_message(job, self.config))
         request = receive()["attest"]
-        document = _simulated_nsm().attest(
-            pcrs=enclave_measurements(),
+        document = self._simulated_nsm().attest(
+            pcrs=self.measurements(),
             public_key=base64.b64decode(request["public_key"]),
             user_data=base64.b64decode(request["user_data"]),
             nonce=os.urandom(16),
         )
         report(25, "Enclave attested")
         try:
-            keys = release_keys(job, document)
+            keys = self.release_keys(job, document)
         except EngineError as exc:
             send({"abort": str(exc)})
             raise

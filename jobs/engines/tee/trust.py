@@ -1,50 +1,83 @@
-"""What this deployment trusts of enclaves, from its settings: the allow-listed measurements,
-the trusted roots, and the simulated attestor of the embedded default.
+"""What this deployment trusts of enclaves: the allow-listed measurements, the trusted roots,
+and the simulated attestor of the embedded default, all from the TEE engine's configuration.
 
 Host side only. The verifier itself (jobs/engines/tee/attestation.py) takes these as arguments
-and reads no settings, since the enclave runs its code too.
+and reads no configuration, since a key service runs its code too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from django.conf import settings
 
 from jobs.engines.tee.attestation import (
     AttestationError,
     SimulatedEnclave,
     SimulatedRoot,
     aws_nitro_root,
+    measure,
     parse_measurements,
 )
+from jobs.engines.tee.measured import measured_files
 
 
-def configured_measurements() -> list[dict[int, bytes]]:
-    """settings.TEE_MEASUREMENT_ALLOWLIST as entries for verify_attestation (see
-    parse_measurements); empty when none is configured."""
-    return parse_measurements(getattr(settings, "TEE_MEASUREMENT_ALLOWLIST", None) or [])
+@dataclass(frozen=True)
+class TeeConfig:
+    code_root: Path  # the checkout whose data plane the enclave runs
+    enclave_timeout: float
+    synthesis_time_limit: float
+    # The simulated attestor of the embedded default; production refuses it (check --deploy).
+    allow_simulated: bool
+    simulated_root_dir: Path
+    measurement_allowlist: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TeeConfig:
+        return cls(
+            code_root=Path(settings.BASE_DIR),
+            enclave_timeout=settings.TEE_ENCLAVE_TIMEOUT,
+            synthesis_time_limit=settings.SYNTHESIS_TIME_LIMIT,
+            allow_simulated=bool(getattr(settings, "TEE_ALLOW_SIMULATED", False)),
+            simulated_root_dir=Path(settings.TEE_SIMULATED_ROOT_DIR),
+            measurement_allowlist=tuple(getattr(settings, "TEE_MEASUREMENT_ALLOWLIST", None) or ()),
+        )
 
 
-def trusted_roots() -> list[x509.Certificate]:
-    """The roots settings trust: AWS Nitro Root-G1, and this deployment's simulated root only
-    while settings.TEE_ALLOW_SIMULATED is true (production: false, see check --deploy)."""
+def configured_measurements(config: TeeConfig) -> list[dict[int, bytes]]:
+    """The configured allow-list as entries for verify_attestation (see parse_measurements);
+    empty when none is configured."""
+    return parse_measurements(list(config.measurement_allowlist))
+
+
+def enclave_measurements(config: TeeConfig) -> dict[int, bytes]:
+    """The measurement of this checkout's enclave code (the data plane package)."""
+    return measure(measured_files(config.code_root))
+
+
+def allowed_measurements(config: TeeConfig) -> list[dict[int, bytes]]:
+    """The configured allow-list; with none configured, the embedded default allows this
+    checkout's own enclave code."""
+    return configured_measurements(config) or [{0: enclave_measurements(config)[0]}]
+
+
+def trusted_roots(config: TeeConfig) -> list[x509.Certificate]:
+    """The roots trusted: AWS Nitro Root-G1, and this deployment's simulated root only while
+    the simulated TEE is allowed (production: not, see check --deploy)."""
     roots = [aws_nitro_root()]
-    if getattr(settings, "TEE_ALLOW_SIMULATED", False):
-        roots.append(SimulatedRoot.load_or_create(simulated_root_dir()).certificate)
+    if config.allow_simulated:
+        roots.append(SimulatedRoot.load_or_create(config.simulated_root_dir).certificate)
     return roots
 
 
-def simulated_root_dir() -> Path:
-    return Path(settings.TEE_SIMULATED_ROOT_DIR)
-
-
-def simulated_enclave(*, module_id: str | None = None) -> SimulatedEnclave:
-    """This deployment's simulated attestor (settings.TEE_SIMULATED_ROOT_DIR); refused unless
-    settings.TEE_ALLOW_SIMULATED is true."""
-    if not getattr(settings, "TEE_ALLOW_SIMULATED", False):
+def simulated_enclave(config: TeeConfig, *, module_id: str | None = None) -> SimulatedEnclave:
+    """This deployment's simulated attestor; refused unless the simulated TEE is allowed."""
+    if not config.allow_simulated:
         raise AttestationError(
             "the simulated TEE is disabled (TEE_ALLOW_SIMULATED is false)", code="untrusted_root"
         )
-    return SimulatedEnclave(SimulatedRoot.load_or_create(simulated_root_dir()), module_id=module_id)
+    return SimulatedEnclave(
+        SimulatedRoot.load_or_create(config.simulated_root_dir), module_id=module_id
+    )

@@ -1,6 +1,8 @@
 """`manage.py mpc_credentials [SITE ...]`: make the deployment's MPC CA and the TLS and sealing
 keys of every MPC party site (or of the named sites) under MPC_CREDENTIALS_DIR, where missing."""
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -19,8 +21,8 @@ class Command(BaseCommand):
         unknown = sorted(set(sites) - known)
         if unknown:
             raise CommandError(f"Not MPC party sites: {', '.join(unknown)}.")
-        made = ensure_credentials(sorted(sites or known))
-        root = settings.MPC_CREDENTIALS_DIR
+        root = Path(settings.MPC_CREDENTIALS_DIR)
+        made = ensure_credentials(root, sorted(sites or known))
         self.stdout.write(f"MPC CA: {root / 'ca.crt'}")
         for site in made:
             self.stdout.write(f"Credentials made for {site}: {root / 'parties' / site}")

@@ -1,0 +1,28 @@
+"""The MPC engine's configuration, built from the deployment's settings by the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MpcConfig:
+    code_root: Path  # the checkout whose party program the parties run
+    credentials: Path  # the MPC CA and each party site's credentials (certificates.py)
+    party_timeout: float
+    port_base: int
+    # Where each party site listens, by site name; 127.0.0.1 when not named.
+    party_hosts: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MpcConfig:
+        return cls(
+            code_root=Path(settings.BASE_DIR),
+            credentials=Path(settings.MPC_CREDENTIALS_DIR),
+            party_timeout=settings.MPC_PARTY_TIMEOUT,
+            port_base=settings.MPC_PORT_BASE,
+            party_hosts=dict(settings.MPC_PARTY_ADDRESSES),
+        )

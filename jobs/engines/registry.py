@@ -1,0 +1,30 @@
+"""The engines, by mechanism. Adding an engine is a folder under jobs/engines/ and one line
+here (and its mechanism in dataplane/mechanisms.py); the order is the planner's preference
+when the analyst leaves the choice to it: MPC where it fits, since no party's rows then leave
+its site, else the TEE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataplane.mechanisms import Mechanism
+from jobs.engines.base import Engine, Recorder
+from jobs.engines.mpc.engine import MpcEngine
+from jobs.engines.tee.engine import TeeEngine
+
+ENGINES: dict[Mechanism, type[Engine]] = {
+    Mechanism.MPC: MpcEngine,
+    Mechanism.TEE: TeeEngine,
+}
+
+
+def engine_of(mechanism: str) -> type[Engine]:
+    """The engine class of `mechanism`: what planning and step creation ask."""
+    return ENGINES[Mechanism(mechanism)]
+
+
+def configured(mechanism: str, *, settings: Any, recorder: Recorder) -> Engine:
+    """The engine of `mechanism` ready to run: configured from `settings` (an object with the
+    deployment's settings as attributes), recording through `recorder`."""
+    kind = engine_of(mechanism)
+    return kind(kind.Config.from_settings(settings), recorder)

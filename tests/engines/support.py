@@ -1,0 +1,23 @@
+"""The engines as the workers build them: configured from this test run's settings, recording
+through the job lifecycle."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from jobs import runner
+from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.registry import configured
+from jobs.engines.tee.trust import TeeConfig
+
+
+def tee_config() -> TeeConfig:
+    return TeeConfig.from_settings(settings)
+
+
+def mpc_config() -> MpcConfig:
+    return MpcConfig.from_settings(settings)
+
+
+def tee_engine():
+    return configured("tee", settings=settings, recorder=runner.JobRecorder())
