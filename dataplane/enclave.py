@@ -37,10 +37,10 @@ from typing import Any
 import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from cleanroom.attestation.binding import binding
 from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
-from dataplane.binding import binding
 from dataplane.privacy.calibration import Measurement, changed_rows
 from dataplane.privacy.extract import extract_rows, synth_columns
 from dataplane.privacy.release import check_release, release_aggregates

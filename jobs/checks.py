@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from jobs.engines.tee.attestation import SIMULATED_ROOT_CN, parse_measurements
+from cleanroom.attestation.verify import SIMULATED_ROOT_CN, parse_measurements
 
 
 @register(Tags.security, deploy=True)

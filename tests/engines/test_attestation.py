@@ -20,8 +20,8 @@ from django.core.checks import Tags, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from dataplane.binding import binding
-from jobs.engines.tee.attestation import (
+from cleanroom.attestation.binding import binding
+from cleanroom.attestation.verify import (
     AWS_NITRO_ROOT_G1_SHA256,
     SIMULATED_ROOT_CN,
     AttestationError,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from jobs.engines.tee import measured
+from cleanroom.attestation import measured
 from jobs.engines.tee.trust import enclave_measurements
 from tests.engines.support import tee_config
 
@@ -96,6 +96,6 @@ def test_the_measurement_changes_with_any_measured_file(tmp_path):
 
 
 def measured_measurement(files):
-    from jobs.engines.tee import attestation
+    from cleanroom.attestation import verify as attestation
 
     return attestation.measure(files)

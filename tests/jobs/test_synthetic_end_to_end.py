@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 from django.conf import settings
 
+from cleanroom.attestation.measured import measured_modules
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verify import result_commitment
 from dataplane.synthesis import SynthColumn, dp_cost
 from jobs import queries, runner
-from jobs.engines.tee.measured import measured_modules
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
 from tests.audit.bundling import run_verify, trust_file

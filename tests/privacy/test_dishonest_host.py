@@ -11,9 +11,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from cleanroom.attestation.binding import binding
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
-from dataplane.binding import binding
 from jobs import queries, results, runner, tasks
 from jobs.engines.base import EngineError
 from jobs.engines.tee import engine as tee_engine

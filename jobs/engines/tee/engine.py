@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cleanroom.attestation import verify as attestation
 from cleanroom.residency import StepKind, decide
 from dataplane.enclave import EXTRACT_DIRECTORY
 from dataplane.mechanisms import Mechanism
@@ -30,7 +31,7 @@ from jobs.engines.base import (
     planned_step,
     transfer_rules,
 )
-from jobs.engines.tee import attestation, trust
+from jobs.engines.tee import trust
 from jobs.engines.tee.key_release import release_keys
 from jobs.models import Job, JobStep, Query, RoomDataset
 from parties.models import DatasetVersion, Site

@@ -16,13 +16,14 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 
+from cleanroom.attestation import verify as attestation
+from cleanroom.attestation.binding import binding
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import seal
 from cleanroom.residency import StepKind, decide
-from dataplane.binding import binding
 from dataplane.enclave import key_context
 from jobs.engines.base import EngineError, Recorder
-from jobs.engines.tee import attestation, trust
+from jobs.engines.tee import trust
 from jobs.models import Job
 from parties.models import DatasetVersion
 

@@ -1,7 +1,7 @@
 """What this deployment trusts of enclaves: the allow-listed measurements, the trusted roots,
 and the simulated attestor of the embedded default, all from the TEE engine's configuration.
 
-Host side only. The verifier itself (jobs/engines/tee/attestation.py) takes these as arguments
+Host side only. The verifier itself (cleanroom/attestation/verify.py) takes these as arguments
 and reads no configuration, since a key service runs its code too.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 from cryptography import x509
 
-from jobs.engines.tee.attestation import (
+from cleanroom.attestation.measured import measured_files
+from cleanroom.attestation.verify import (
     AttestationError,
     SimulatedEnclave,
     SimulatedRoot,
@@ -21,7 +22,6 @@ from jobs.engines.tee.attestation import (
     measure,
     parse_measurements,
 )
-from jobs.engines.tee.measured import measured_files
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from dataplane.binding import BINDING_PREFIX
+from cleanroom.attestation.binding import BINDING_PREFIX
 
 __all__ = [
     "AWS_NITRO_ROOT_G1_SHA256",

@@ -17,7 +17,12 @@ from pathlib import Path
 
 PACKAGE = "dataplane"
 # The kernel modules the data plane may import: pure functions over bytes and JSON.
-KERNEL = ("cleanroom.crypto.envelope", "cleanroom.crypto.sealing", "cleanroom.audit.verify")
+KERNEL = (
+    "cleanroom.attestation.binding",
+    "cleanroom.crypto.envelope",
+    "cleanroom.crypto.sealing",
+    "cleanroom.audit.verify",
+)
 
 
 class UnmeasuredImport(Exception):
