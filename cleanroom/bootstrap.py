@@ -46,12 +46,15 @@ def _install() -> None:
     STAMP.write_text(_requirements_digest())
 
 
-def _ensure_chromium() -> None:
-    """The browser tests drive Debian's Chromium; install it when we are allowed to."""
-    if shutil.which("chromium") or os.geteuid() != 0 or not shutil.which("apt-get"):
+def _ensure_debian_packages(programs: dict[str, str]) -> None:
+    """Debian packages by the program each provides, installed when missing and we are allowed
+    to: SoftHSM2 (the organisations' key services keep their keys in its tokens) and, for the
+    browser tests, Chromium."""
+    missing = [package for program, package in programs.items() if not shutil.which(program)]
+    if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
     _run(["apt-get", "update", "-qq"])
-    _run(["apt-get", "install", "-y", "-qq", "chromium"])
+    _run(["apt-get", "install", "-y", "-qq", *missing])
 
 
 def ensure_environment(argv: list[str]) -> None:
@@ -60,8 +63,10 @@ def ensure_environment(argv: list[str]) -> None:
     stale = not STAMP.exists() or STAMP.read_text() != _requirements_digest()
     if stale:
         _install()
+    packages = {"softhsm2-util": "softhsm2"}
     if len(argv) > 1 and argv[1] == "test":
-        _ensure_chromium()
+        packages["chromium"] = "chromium"
+    _ensure_debian_packages(packages)
     if Path(sys.prefix).resolve() != VENV.resolve():
         python = str(_venv_python())
         os.execv(python, [python, *argv])  # noqa: S606

@@ -138,6 +138,15 @@ STORAGE_ROOTS = {
 # The local key service keeps each organisation's key-encryption key here. A cloud KMS replaces it.
 KEY_SERVICE = env.str("CLEANROOM_KEY_SERVICE", default="cleanroom.crypto.keys.LocalKeyService")
 KEY_SERVICE_ROOT = Path(env.str("CLEANROOM_KEY_ROOT", default=str(VAR_DIR / "keys")))
+# Each owner organisation's own key service (python -m keyservice), by organisation slug, e.g.
+# "charite=https://keys.charite.example:8443"; organisations not named here have the embedded
+# one, which runs in the TEE host's process (refused by check --deploy). The host signs its
+# requests as KEY_SERVICE_CALLER with the raw Ed25519 key in KEY_SERVICE_CALLER_KEY.
+KEY_SERVICES = env.dict("CLEANROOM_KEY_SERVICES", default={})
+KEY_SERVICE_CALLER = env.str("CLEANROOM_KEY_SERVICE_CALLER", default="platform")
+KEY_SERVICE_CALLER_KEY = Path(
+    env.str("CLEANROOM_KEY_SERVICE_CALLER_KEY", default=str(VAR_DIR / "keyservice-caller.key"))
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from cleanroom.attestation.binding import binding
+from cleanroom.attestation.binding import binding, key_context
 from cleanroom.audit.verify import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
@@ -50,10 +50,6 @@ from dataplane.sql.plan import ColumnInfo, Output, ParsedQuery
 
 # Where a synthetic extract's files are written, in the enclave's working directory.
 EXTRACT_DIRECTORY = "extract"
-
-
-def key_context(job_id: int, dataset: str) -> bytes:
-    return f"cleanroom-key-release/v1\njob:{job_id}\n{dataset}\n".encode()
 
 
 def _send(message: dict[str, Any]) -> None:

@@ -36,3 +36,19 @@ def measurement_allowlist_is_well_formed(app_configs=None, **kwargs) -> list[Err
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def owners_run_their_key_services(app_configs=None, **kwargs) -> list[Error]:
+    if getattr(settings, "KEY_SERVICES", None):
+        return []
+    return [
+        Error(
+            "KEY_SERVICES names no organisation's key service: every key release would be "
+            "decided by the embedded key service, in the TEE host's own process, over the "
+            "platform's key folder, so the host would hold the keys it only relays.",
+            hint="Each owner runs `python -m keyservice serve` (deploy/README.md) and the "
+            "platform names it: CLEANROOM_KEY_SERVICES=<slug>=https://...",
+            id="cleanroom.E003",
+        )
+    ]

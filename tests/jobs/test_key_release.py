@@ -11,11 +11,10 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from cleanroom.attestation.binding import binding
+from cleanroom.attestation.binding import binding, key_context
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
-from dataplane.enclave import key_context
 from jobs import queries, runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee import trust

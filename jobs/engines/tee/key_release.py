@@ -1,13 +1,13 @@
-"""The key service's release of data keys to an attested enclave.
+"""The release of data keys to an attested enclave, decided by each owner's key service.
 
-A dataset's data key is unwrapped and sealed to the enclave's ephemeral key only when: the
-attestation document verifies against a trusted root, its measurements are on the allow-list,
-its user data binds this job and the approved query's digest, residency allows rows of the
-dataset's jurisdiction at the enclave's site, and the job is running and has never had its keys
-released before. The job is charged, and the charge committed, before the first key is
-unwrapped (the recorder's `charge_at_key_release`, which the job lifecycle implements), so one
-charge buys one enclave's noisy release. Each verdict and each release is an audit event (the
-recorder's); any failure refuses every key, with the reason.
+The host verifies the attestation document first (so a forged or unbound document is refused
+and audited before any owner is asked) and decides residency for every dataset; the job is
+then charged, committed before any key can leave (the recorder's `charge_at_key_release`, which
+the job lifecycle implements), so one charge buys one enclave's noisy release. Then each
+dataset's owner key service decides for itself (keyservice/release.py: its own trust roots,
+allow-list, approval keys, residency and release log) and answers with the data key sealed to
+the enclave's ephemeral key: the host relays ciphertext it cannot open. Any refusal refuses
+every key, with the reason; each verdict and each release is an audit event.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 
 from cleanroom.attestation import verify as attestation
 from cleanroom.attestation.binding import binding
-from cleanroom.crypto.keys import key_service
-from cleanroom.crypto.sealing import seal
 from cleanroom.residency import StepKind, decide
-from dataplane.enclave import key_context
 from jobs.engines.base import EngineError, Recorder
 from jobs.engines.tee import trust
-from jobs.models import Job
+from jobs.engines.tee.key_services import owner_key_service
+from jobs.models import Approval, Job
+from keyservice.client import KeyServiceUnavailable
+from keyservice.release import Refused, ReleaseRequest
 from parties.models import DatasetVersion
 
 
@@ -62,7 +62,7 @@ def release_keys(
         accepted=True,
         evidence=document,
     )
-    # Every dataset is decided before any key is unwrapped: one refusal refuses them all.
+    # Every dataset is decided before any key is asked for: one refusal refuses them all.
     allowed = []
     for dataset_id, item in zip(
         job.query.dataset_ids, job.query.canonical["datasets"], strict=True
@@ -75,18 +75,33 @@ def release_keys(
         )
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
-        allowed.append((item, version, decision))
+        allowed.append((item, version))
     recorder.charge_at_key_release(job.pk)
     keys = {}
-    for item, version, decision in allowed:
-        data_key = key_service().unwrap(
-            version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+    for item, version in allowed:
+        owner = version.dataset.organization
+        approval = Approval.objects.get(
+            query=job.query, organization=owner, decision=Approval.Decision.APPROVE
         )
-        keys[item["name"]] = base64.b64encode(
-            seal(verified.public_key, data_key, context=key_context(job.pk, item["name"]))
-        ).decode()
+        request = ReleaseRequest(
+            job=job.pk,
+            query=job.query_id,
+            dataset=version.dataset_id,
+            canonical=job.query.canonical,
+            approval_signature=bytes(approval.signature),
+            document=document,
+            site=job.site.name,
+            kek_id=version.kek_id,
+            wrapped_key=bytes(version.wrapped_data_key),
+            key_context=version.key_context,
+        )
+        try:
+            released = owner_key_service(owner, config).release(request)
+        except (Refused, KeyServiceUnavailable) as exc:
+            raise EngineError(f"{owner.name}'s key service refuses {item['name']}: {exc}") from None
+        keys[item["name"]] = base64.b64encode(released.sealed_key).decode()
         recorder.key_released(
-            job.pk, dataset=version.dataset_id, site=job.site.name, reason=decision.reason
+            job.pk, dataset=version.dataset_id, site=job.site.name, reason=released.reason
         )
     return keys
 

@@ -7,7 +7,8 @@ and reads no configuration, since a key service runs its code too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ class TeeConfig:
     allow_simulated: bool
     simulated_root_dir: Path
     measurement_allowlist: tuple[str, ...] = ()
+    # Each owner organisation's key service by slug (its API address); an organisation not
+    # named here has the embedded one, run in this process (not in production).
+    key_services: Mapping[str, str] = field(default_factory=dict)
+    caller: str = "platform"  # the name this host signs its key service requests with
+    caller_key: Path = Path()  # the raw Ed25519 private key it signs them with
+    release_log_dir: Path = Path()  # the embedded key services' release logs
 
     @classmethod
     def from_settings(cls, settings: Any) -> TeeConfig:
@@ -43,6 +50,10 @@ class TeeConfig:
             allow_simulated=bool(getattr(settings, "TEE_ALLOW_SIMULATED", False)),
             simulated_root_dir=Path(settings.TEE_SIMULATED_ROOT_DIR),
             measurement_allowlist=tuple(getattr(settings, "TEE_MEASUREMENT_ALLOWLIST", None) or ()),
+            key_services=dict(settings.KEY_SERVICES),
+            caller=settings.KEY_SERVICE_CALLER,
+            caller_key=Path(settings.KEY_SERVICE_CALLER_KEY),
+            release_log_dir=Path(settings.KEY_SERVICE_ROOT) / "releases",
         )
 
 

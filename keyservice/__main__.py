@@ -1,0 +1,41 @@
+"""`python -m keyservice init STATE --label LABEL`: a SoftHSM2 token of the service's own in
+STATE. `python -m keyservice serve STATE --label LABEL --port PORT`: answer the API, with the
+trust the organisation pinned in STATE/config.json. Prints `ready <port>` once listening."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from keyservice import config
+from keyservice.release import ReleaseLog
+from keyservice.server import KeyServiceServer
+from keyservice.service import OrganizationKeyService
+from keyservice.token import Token, init_softhsm
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="keyservice")
+    parser.add_argument("command", choices=["init", "serve"])
+    parser.add_argument("state", type=Path)
+    parser.add_argument("--label", required=True, help="the token's label")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        init_softhsm(args.state, args.label)
+        print(f"token {args.label} in {args.state}")
+        return
+    pinned, callers = config.load(args.state)
+    service = OrganizationKeyService(
+        pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl")
+    )
+    server = KeyServiceServer((args.host, args.port), service, callers, args.state)
+    print(f"ready {server.server_address[1]}", flush=True)
+    sys.stdout.flush()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

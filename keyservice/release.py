@@ -1,0 +1,175 @@
+"""The key service's own decision to release a data key to an enclave.
+
+Nothing the host says is taken on trust: the key service recomputes the query's digest from the
+approved canonical form, checks its own organisation's signature over that digest with the
+organisation's pinned public keys, verifies the attestation document against its own trust
+roots and measurement allow-list and expects it to bind this job and that digest, decides
+residency for the enclave's site from its own pinned places and its dataset's own transfer
+rules, and releases each (job, dataset) once. Then the data key is unwrapped inside the
+organisation's token and sealed to the enclave's ephemeral public key.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cleanroom.attestation.binding import binding, key_context
+from cleanroom.attestation.verify import AttestationError, verify_attestation
+from cleanroom.audit.verify import approval_message, canonical_json
+from cleanroom.crypto.sealing import seal
+from cleanroom.residency import Place, StepKind, TransferRules, decide
+
+
+class Refused(Exception):
+    """The key service refuses the release; the message says why, for the host and the audit."""
+
+
+class Unwrapper(Protocol):
+    def unwrap(self, kek_id: str, wrapped: bytes, *, context: dict[str, str]) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the organisation pins of one of its datasets."""
+
+    id: int
+    name: str  # qualified, as the canonical form names it
+    rules: TransferRules
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What the key service trusts, set by its organisation, not by the platform."""
+
+    organization: int
+    approval_keys: tuple[bytes, ...]  # the organisation's Ed25519 approval public keys
+    datasets: Mapping[int, Dataset]
+    sites: Mapping[str, Place]  # enclave sites by name, with where they are
+    trusted_roots: tuple[x509.Certificate, ...]
+    allowed_measurements: tuple[Mapping[int, bytes], ...]
+    suspended: frozenset[int] = field(default_factory=frozenset)  # dataset ids
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What the host relays for one dataset of a job."""
+
+    job: int
+    query: int
+    dataset: int
+    canonical: dict
+    approval_signature: bytes
+    document: bytes
+    site: str
+    kek_id: str
+    wrapped_key: bytes
+    key_context: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Released:
+    sealed_key: bytes
+    attestation_kind: str
+    evidence_sha256: str
+    reason: str
+
+
+class ReleaseLog:
+    """Which (job, dataset) keys this service released: one line each, appended under a file
+    lock, so a second request for the same job is refused even across processes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def claim(self, job: int, dataset: int) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self.path.open("a+") as log:
+            fcntl.flock(log, fcntl.LOCK_EX)
+            log.seek(0)
+            entry = json.dumps({"job": job, "dataset": dataset}, sort_keys=True)
+            if entry in log.read().splitlines():
+                return False
+            log.write(entry + "\n")
+            log.flush()
+            return True
+
+
+def _approved(request: ReleaseRequest, pinned: Pinned, digest: str) -> bool:
+    message = approval_message(
+        f"query:{request.query}", digest, f"org:{pinned.organization}", "approve"
+    )
+    for raw in pinned.approval_keys:
+        try:
+            Ed25519PublicKey.from_public_bytes(raw).verify(request.approval_signature, message)
+        except InvalidSignature:
+            continue
+        return True
+    return False
+
+
+def decide_release(
+    request: ReleaseRequest,
+    pinned: Pinned,
+    *,
+    keys: Unwrapper,
+    log: ReleaseLog,
+    at: datetime,
+) -> Released:
+    """Release the dataset's key sealed to the attested enclave, or raise Refused."""
+    dataset = pinned.datasets.get(request.dataset)
+    if dataset is None:
+        raise Refused(f"dataset:{request.dataset} is not a dataset of this organisation")
+    if request.dataset in pinned.suspended:
+        raise Refused(f"{dataset.name} is suspended by its owner")
+    digest = hashlib.sha256(canonical_json(request.canonical)).hexdigest()
+    item = next(
+        (d for d in request.canonical.get("datasets", []) if d.get("name") == dataset.name), None
+    )
+    if item is None:
+        raise Refused(f"the approved query does not read {dataset.name}")
+    # The wrapped key opens only under its own context: it must be this dataset's approved
+    # version, not another dataset's key relayed under this one's name.
+    if request.key_context.get("dataset") != str(dataset.id) or request.key_context.get(
+        "version"
+    ) != str(item.get("version")):
+        raise Refused(f"the wrapped key relayed is not {dataset.name}'s approved version")
+    if not _approved(request, pinned, digest):
+        raise Refused("this organisation did not approve the query's digest")
+    try:
+        verified = verify_attestation(
+            request.document,
+            trusted_roots=list(pinned.trusted_roots),
+            at=at,
+            allowed_measurements=list(pinned.allowed_measurements),
+            expected_user_data=binding(request.job, digest),
+        )
+    except AttestationError as exc:
+        raise Refused(f"attestation refused: {exc}") from None
+    place = pinned.sites.get(request.site)
+    if place is None:
+        raise Refused(f"{request.site} is not an enclave site this organisation knows")
+    decision = decide(StepKind.PROCESS_ROWS, data=dataset.rules, site=place)
+    if not decision.allowed:
+        raise Refused(f"residency: {decision.reason}")
+    if not log.claim(request.job, request.dataset):
+        raise Refused(f"the key of {dataset.name} was already released for job {request.job}")
+    data_key = keys.unwrap(request.kek_id, request.wrapped_key, context=request.key_context)
+    return Released(
+        sealed_key=seal(
+            verified.public_key, data_key, context=key_context(request.job, dataset.name)
+        ),
+        attestation_kind=verified.kind,
+        evidence_sha256=verified.evidence_sha256,
+        reason=decision.reason,
+    )

@@ -1,0 +1,135 @@
+"""The key service's HTTP API: `POST /keys` (a new KEK in the token), `POST /wrap` (wrap a new
+data key), `POST /release` (the attested release). There is no plain unwrap. Every request is
+signed by a pinned caller (`signing.py`); every release decision, yes or no, is appended to the
+service's own log (`decisions.jsonl`) with its reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from keyservice.release import Refused, ReleaseRequest
+from keyservice.service import OrganizationKeyService
+from keyservice.signing import HEADER, Unauthenticated, check_request
+from keyservice.token import TokenError
+
+MAX_BODY = 1 << 20
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def release_request(body: dict[str, Any]) -> ReleaseRequest:
+    return ReleaseRequest(
+        job=int(body["job"]),
+        query=int(body["query"]),
+        dataset=int(body["dataset"]),
+        canonical=body["canonical"],
+        approval_signature=base64.b64decode(body["approval_signature"]),
+        document=base64.b64decode(body["document"]),
+        site=str(body["site"]),
+        kek_id=str(body["kek_id"]),
+        wrapped_key=base64.b64decode(body["wrapped_key"]),
+        key_context={str(k): str(v) for k, v in body["key_context"].items()},
+    )
+
+
+class KeyServiceServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, service: OrganizationKeyService, callers, state: Path):
+        super().__init__(address, _Handler)
+        self.service = service
+        self.callers = callers
+        self.decisions = state / "decisions.jsonl"
+        self.lock = threading.Lock()
+
+    def record(self, **entry: Any) -> None:
+        entry = {"at": datetime.now(UTC).isoformat(), **entry}
+        with self.lock, self.decisions.open("a") as log:
+            log.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: KeyServiceServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            return self._answer(413, {"error": "request too large"})
+        raw = self.rfile.read(length)
+        try:
+            caller = check_request(
+                self.headers.get(HEADER), self.server.callers, "POST", self.path, raw
+            )
+        except Unauthenticated as exc:
+            return self._answer(401, {"error": str(exc)})
+        try:
+            body = json.loads(raw or b"{}")
+            answer = self._route(caller, body)
+        except Refused as exc:
+            return self._answer(403, {"refused": str(exc)})
+        except TokenError as exc:
+            return self._answer(422, {"error": str(exc)})
+        except (KeyError, ValueError, TypeError) as exc:
+            return self._answer(400, {"error": f"malformed request: {exc}"})
+        if answer is None:
+            return self._answer(404, {"error": f"no such operation: {self.path}"})
+        return self._answer(200, answer)
+
+    def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        service = self.server.service
+        if self.path == "/keys":
+            return {"kek_id": service.create_key()}
+        if self.path == "/wrap":
+            wrapped = service.wrap(
+                str(body["kek_id"]),
+                base64.b64decode(body["data_key"]),
+                context={str(k): str(v) for k, v in body["context"].items()},
+            )
+            return {"wrapped": _b64(wrapped)}
+        if self.path == "/release":
+            request = release_request(body)
+            try:
+                released = service.release(request)
+            except Refused as exc:
+                self.server.record(
+                    caller=caller,
+                    job=request.job,
+                    dataset=request.dataset,
+                    released=False,
+                    reason=str(exc),
+                )
+                raise
+            self.server.record(
+                caller=caller,
+                job=request.job,
+                dataset=request.dataset,
+                released=True,
+                reason=released.reason,
+                evidence_sha256=released.evidence_sha256,
+            )
+            return {
+                "sealed_key": _b64(released.sealed_key),
+                "attestation_kind": released.attestation_kind,
+                "evidence_sha256": released.evidence_sha256,
+                "reason": released.reason,
+            }
+        return None

@@ -1,0 +1,129 @@
+"""Key-encryption keys in a PKCS#11 token: AES-256, generated inside the token, never
+extractable. A data key is wrapped with AES-GCM inside the token, its context (dataset,
+version, content digest) as associated data, so a wrapped key opens only for what it was made
+for; destroying a KEK makes everything it wrapped unreadable, wherever copies went."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.mechanisms import GCMParams
+
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+_NONCE = 12
+
+
+class TokenError(Exception):
+    """The token refused: unknown key, or a wrapped key that does not match its key or context."""
+
+
+def _aad(context: dict[str, str]) -> bytes:
+    return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
+
+
+def init_softhsm(state: Path, label: str) -> str:
+    """A SoftHSM2 token of its own in `state` (its configuration and token folder there);
+    returns the user PIN, which only the key service's state folder holds."""
+    tokens = state / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = state / "softhsm2.conf"
+    config.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+        "slots.removable = false\n"
+    )
+    pin = secrets.token_hex(16)
+    # A fixed program, arguments of our own making.
+    subprocess.run(  # noqa: S603
+        [  # noqa: S607
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            pin,
+            "--so-pin",
+            secrets.token_hex(16),
+        ],
+        env={**os.environ, "SOFTHSM2_CONF": str(config)},
+        check=True,
+        capture_output=True,
+    )
+    pin_file = state / "token.pin"
+    pin_file.write_text(pin)
+    pin_file.chmod(0o600)
+    return pin
+
+
+class Token:
+    """One organisation's token. SOFTHSM2_CONF must name the token's configuration before the
+    library loads, so a process holds one organisation's token (the key service's own)."""
+
+    def __init__(self, state: Path, label: str, library: str = SOFTHSM):
+        os.environ["SOFTHSM2_CONF"] = str(state / "softhsm2.conf")
+        self._token = pkcs11.lib(library).get_token(token_label=label)
+        self._pin = (state / "token.pin").read_text()
+
+    def _session(self):
+        return self._token.open(user_pin=self._pin, rw=True)
+
+    def create_key(self) -> str:
+        kek_id = f"kek-{secrets.token_hex(16)}"
+        with self._session() as session:
+            session.generate_key(
+                KeyType.AES,
+                256,
+                label=kek_id,
+                store=True,
+                template={Attribute.EXTRACTABLE: False, Attribute.SENSITIVE: True},
+            )
+        return kek_id
+
+    def _key(self, session, kek_id: str):
+        try:
+            return session.get_key(object_class=ObjectClass.SECRET_KEY, label=kek_id)
+        except pkcs11.NoSuchKey:
+            raise TokenError(f"unknown key {kek_id}") from None
+
+    def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes:
+        nonce = os.urandom(_NONCE)
+        with self._session() as session:
+            sealed = self._key(session, kek_id).encrypt(
+                data_key,
+                mechanism=Mechanism.AES_GCM,
+                mechanism_param=GCMParams(nonce, _aad(context)),
+            )
+        return nonce + sealed
+
+    def unwrap(self, kek_id: str, wrapped: bytes, *, context: dict[str, str]) -> bytes:
+        with self._session() as session:
+            key = self._key(session, kek_id)
+            try:
+                return key.decrypt(
+                    wrapped[_NONCE:],
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(wrapped[:_NONCE], _aad(context)),
+                )
+            except pkcs11.PKCS11Error:
+                raise TokenError("wrapped key does not match its key or context") from None
+
+    def destroy_key(self, kek_id: str) -> None:
+        """Delete the KEK from the token; deleting twice is harmless."""
+        with self._session() as session, contextlib.suppress(TokenError):
+            self._key(session, kek_id).destroy()
+
+    def key_value_readable(self, kek_id: str) -> bool:
+        """Whether anyone with the token's PIN can read the KEK's value (never)."""
+        with self._session() as session:
+            try:
+                self._key(session, kek_id)[Attribute.VALUE]
+            except (pkcs11.AttributeSensitive, pkcs11.AttributeTypeInvalid):
+                return False
+            return True

@@ -1,0 +1,151 @@
+"""An owner's key service as its own process (python -m keyservice) with its own SoftHSM2
+token: the TEE host relays a release and gets only ciphertext sealed to the enclave; the
+platform's key folder cannot open what the token wrapped; unsigned, unpinned or stale callers
+are refused; there is no plain unwrap; and each decision is in the service's own log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from django.conf import settings as django_settings
+
+from cleanroom.attestation.binding import key_context
+from cleanroom.crypto.keys import KeyServiceError, key_service
+from cleanroom.crypto.sealing import open_sealed
+from jobs.engines.tee.key_services import embedded_pinned
+from keyservice import config
+from keyservice.client import KeyServiceUnavailable, RemoteKeyService
+from keyservice.release import Refused
+from keyservice.signing import HEADER, sign_request
+from parties.models import DatasetVersion
+from tests.engines.support import tee_config
+from tests.engines.support import tee_engine as tee_engine_of_worker
+from tests.jobs.test_key_release import document
+from tests.keyservice.support import release_request
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def charite_service(world, tmp_path, settings):
+    """Charité's key service: its token initialised, what it pins written by its own admin
+    (here from the platform's records), serving on a free port."""
+    state = tmp_path / "charite-keyservice"
+    environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(django_settings.BASE_DIR)}
+    run = [sys.executable, "-m", "keyservice"]
+    subprocess.run(
+        [*run, "init", str(state), "--label", "charite"],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+    caller = Ed25519PrivateKey.generate()
+    settings.KEY_SERVICE_CALLER_KEY = tmp_path / "caller.key"
+    settings.KEY_SERVICE_CALLER_KEY.write_bytes(caller.private_bytes_raw())
+    pinned = embedded_pinned(world.charite, tee_config())
+    callers = {"platform": caller.public_key().public_bytes_raw()}
+    (state / "config.json").write_text(json.dumps(config.pinned_json(pinned, callers)))
+    process = subprocess.Popen(
+        [*run, "serve", str(state), "--label", "charite"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = process.stdout.readline().split()
+        assert ready[0] == "ready", ready
+        url = f"http://127.0.0.1:{ready[1]}"
+        settings.KEY_SERVICES = {"charite": url}
+        yield url, caller, state
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def uploaded_through(url: str, caller: Ed25519PrivateKey, world) -> tuple[DatasetVersion, bytes]:
+    """Charité's dataset as its upload through its own key service leaves it: the data key
+    wrapped under a KEK in Charité's token (the platform's folder key is gone)."""
+    version = DatasetVersion.objects.get(dataset__organization=world.charite)
+    data_key = key_service().unwrap(
+        version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+    )
+    remote = RemoteKeyService(url, "platform", caller)
+    version.kek_id = remote.create_key()
+    version.wrapped_data_key = remote.wrap(version.kek_id, data_key, context=version.key_context)
+    version.save()
+    return version, data_key
+
+
+def post(url: str, path: str, body: bytes, header: str | None) -> int:
+    request = urllib.request.Request(url + path, data=body, method="POST")  # noqa: S310
+    if header:
+        request.add_header(HEADER, header)
+    try:
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - a test's own URL
+            return 200
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_host_relays_a_key_it_cannot_open_and_the_platform_folder_cannot_unwrap_it(
+    world, job, enclave_key, charite_service
+):
+    url, caller, state = charite_service
+    version, data_key = uploaded_through(url, caller, world)
+    with pytest.raises(KeyServiceError):
+        key_service().unwrap(
+            version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+        )
+    sealed = tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+    blob = base64.b64decode(sealed["charite.patients"])
+    assert data_key not in blob
+    context = key_context(job.pk, "charite.patients")
+    assert open_sealed(enclave_key, blob, context=context) == data_key
+    # The service's own log: yes, with the reason; and a replay is a no, with its reason.
+    remote = RemoteKeyService(url, "platform", caller)
+    with pytest.raises(Refused, match="already released"):
+        remote.release(release_request(job, document(job, X25519PrivateKey.generate())))
+    decisions = [json.loads(line) for line in (state / "decisions.jsonl").read_text().splitlines()]
+    assert [(d["job"], d["released"]) for d in decisions] == [(job.pk, True), (job.pk, False)]
+    assert "already released" in decisions[1]["reason"]
+
+
+def test_callers_it_does_not_know_are_refused_and_there_is_no_plain_unwrap(
+    world, job, charite_service
+):
+    url, caller, _ = charite_service
+    body = b"{}"
+    assert post(url, "/keys", body, None) == 401
+    stranger = Ed25519PrivateKey.generate()
+    assert (
+        post(url, "/keys", body, sign_request("platform", stranger, "POST", "/keys", body)) == 401
+    )
+    assert post(url, "/keys", body, sign_request("intruder", caller, "POST", "/keys", body)) == 401
+    stale = sign_request("platform", caller, "POST", "/keys", body, at=1_000_000_000)
+    assert post(url, "/keys", body, stale) == 401
+    # Signed for another operation: the signature covers the path.
+    assert post(url, "/wrap", body, sign_request("platform", caller, "POST", "/keys", body)) == 401
+    for path in ("/unwrap", "/keys/export", "/decrypt"):
+        assert post(url, path, body, sign_request("platform", caller, "POST", path, body)) == 404
+    with pytest.raises(KeyServiceUnavailable):
+        RemoteKeyService("http://127.0.0.1:9", "platform", caller, timeout=2).create_key()
+
+
+def test_the_token_files_hold_no_key_in_the_clear(world, job, charite_service):
+    url, caller, state = charite_service
+    _, data_key = uploaded_through(url, caller, world)
+    for path in Path(state).rglob("*"):
+        if path.is_file():
+            assert data_key not in path.read_bytes(), path
+    assert os.stat(state / "token.pin").st_mode & 0o077 == 0

@@ -1,0 +1,123 @@
+"""An owner's key service decides each release itself, against a host that skips its own
+checks and relays whatever it likes: each attack is refused by the key service, and nothing
+is released."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from cleanroom.attestation.binding import binding, key_context
+from cleanroom.crypto.keys import key_service
+from cleanroom.crypto.sealing import open_sealed, public_bytes
+from cleanroom.residency import Place, SiteKind
+from jobs.engines.tee import trust
+from jobs.engines.tee.key_services import embedded_pinned
+from jobs.queries import digest_of
+from keyservice.release import Refused, ReleaseLog
+from keyservice.service import OrganizationKeyService
+from tests.engines.support import tee_config
+from tests.jobs.test_key_release import document
+from tests.keyservice.support import release_request
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def charite_keys(world, tmp_path):
+    def service(**pinned_changes) -> OrganizationKeyService:
+        pinned = dataclasses.replace(embedded_pinned(world.charite, tee_config()), **pinned_changes)
+        return OrganizationKeyService(pinned, key_service(), ReleaseLog(tmp_path / "releases"))
+
+    return service
+
+
+def test_an_attested_enclave_of_an_approved_job_gets_the_key_sealed_to_it(
+    job, enclave_key, charite_keys
+):
+    released = charite_keys().release(release_request(job, document(job, enclave_key)))
+    key = open_sealed(
+        enclave_key, released.sealed_key, context=key_context(job.pk, "charite.patients")
+    )
+    assert len(key) == 32 and released.attestation_kind == "simulated"
+
+
+def test_a_host_with_its_own_key_for_a_job_the_owner_did_not_approve_is_refused(
+    job, enclave_key, charite_keys
+):
+    # The host edits the approved form (a wider epsilon) and has a genuine simulated enclave
+    # attest the new digest with the host's own key: the owner never signed that digest.
+    canonical = copy.deepcopy(job.query.canonical)
+    canonical["epsilon"] = "5"
+    host_key = X25519PrivateKey.generate()
+    evidence = trust.simulated_enclave(tee_config()).attest(
+        pcrs=trust.enclave_measurements(tee_config()),
+        public_key=public_bytes(host_key),
+        user_data=binding(job.pk, digest_of(canonical)),
+        nonce=os.urandom(16),
+    )
+    with pytest.raises(Refused, match="did not approve"):
+        charite_keys().release(release_request(job, evidence, canonical=canonical))
+
+
+def test_a_forged_approval_signature_is_refused(job, enclave_key, charite_keys):
+    forged = Ed25519PrivateKey.generate().sign(b"anything")
+    with pytest.raises(Refused, match="did not approve"):
+        charite_keys().release(
+            release_request(job, document(job, enclave_key), approval_signature=forged)
+        )
+
+
+def test_a_document_bound_to_another_job_is_refused(job, start, enclave_key, charite_keys):
+    other = start()
+    with pytest.raises(Refused, match="attestation refused"):
+        charite_keys().release(release_request(job, document(job, enclave_key, bound_to=other)))
+
+
+def test_a_second_release_for_the_same_job_is_refused(job, enclave_key, charite_keys):
+    service = charite_keys()
+    service.release(release_request(job, document(job, enclave_key)))
+    again = X25519PrivateKey.generate()
+    with pytest.raises(Refused, match="already released"):
+        service.release(release_request(job, document(job, again)))
+
+
+def test_an_enclave_site_residency_forbids_is_refused(job, enclave_key, charite_keys):
+    # The owner pins where each enclave site is: the host cannot move the job to a US host.
+    us = {job.site.name: Place(name=job.site.name, kind=SiteKind.TEE, jurisdiction="US")}
+    with pytest.raises(Refused, match="residency"):
+        charite_keys(sites=us).release(release_request(job, document(job, enclave_key)))
+    unknown = {}
+    with pytest.raises(Refused, match="not an enclave site"):
+        charite_keys(sites=unknown).release(release_request(job, document(job, enclave_key)))
+
+
+def test_a_suspended_dataset_is_refused(job, enclave_key, charite_keys, world):
+    dataset = world.charite.datasets.get()
+    with pytest.raises(Refused, match="suspended"):
+        charite_keys(suspended=frozenset({dataset.pk})).release(
+            release_request(job, document(job, enclave_key))
+        )
+
+
+def test_another_datasets_key_relayed_under_this_ones_name_is_refused(
+    job, enclave_key, charite_keys
+):
+    theirs = release_request(job, document(job, enclave_key), dataset="usz.patients")
+    mixed = release_request(
+        job,
+        document(job, enclave_key),
+        kek_id=theirs.kek_id,
+        wrapped_key=theirs.wrapped_key,
+        key_context=theirs.key_context,
+    )
+    with pytest.raises(Refused, match=r"not charite\.patients.s approved version"):
+        charite_keys().release(mixed)
+    # And another organisation's dataset is not this key service's to release at all.
+    with pytest.raises(Refused, match="not a dataset of this organisation"):
+        charite_keys().release(theirs)

@@ -1,0 +1,50 @@
+"""Key-encryption keys live in a PKCS#11 token (SoftHSM2) and never leave it: their value
+cannot be read, a wrapped key opens only under its own context, and a destroyed key opens
+nothing again."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from keyservice.token import Token, TokenError, init_softhsm
+
+CONTEXT = {"dataset": "7", "version": "1", "content_sha256": "ab" * 32}
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory):
+    # The PKCS#11 library reads its configuration once per process, as a key service (one
+    # organisation's token per process) does: one token for this module's tests.
+    state = tmp_path_factory.mktemp("keyservice")
+    init_softhsm(state, "org-test")
+    before = os.environ.get("SOFTHSM2_CONF")
+    yield Token(state, "org-test")
+    if before is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = before
+
+
+def test_a_data_key_wrapped_in_the_token_unwraps_under_its_context_only(token):
+    kek = token.create_key()
+    data_key = os.urandom(32)
+    wrapped = token.wrap(kek, data_key, context=CONTEXT)
+    assert data_key not in wrapped
+    assert token.unwrap(kek, wrapped, context=CONTEXT) == data_key
+    with pytest.raises(TokenError, match="does not match"):
+        token.unwrap(kek, wrapped, context={**CONTEXT, "dataset": "8"})
+
+
+def test_nobody_with_the_tokens_pin_can_read_a_keks_value(token):
+    assert token.key_value_readable(token.create_key()) is False
+
+
+def test_a_destroyed_kek_opens_nothing_it_wrapped(token):
+    kek = token.create_key()
+    wrapped = token.wrap(kek, os.urandom(32), context=CONTEXT)
+    token.destroy_key(kek)
+    with pytest.raises(TokenError, match="unknown key"):
+        token.unwrap(kek, wrapped, context=CONTEXT)
+    token.destroy_key(kek)  # twice is harmless
