@@ -11,6 +11,7 @@ import json
 import random
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -94,14 +95,25 @@ def is_seeded() -> bool:
     return Organization.objects.filter(slug="charite").exists()
 
 
+def owners() -> list[Organization]:
+    """The organisations that hold data: each runs its own key service."""
+    return list(Organization.objects.filter(datasets__isnull=False).distinct().order_by("slug"))
+
+
 def logins() -> dict[str, str]:
     path = settings.VAR_DIR / LOGINS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def seed(*, patients_per_hospital: int = 4000) -> list[Job]:
+def seed(
+    *,
+    patients_per_hospital: int = 4000,
+    start_key_services: Callable[[list[Organization]], object] = lambda owners: None,
+) -> list[Job]:
     """Create the collaboration and start its approved queries (the jobs it returns: the TEE's,
-    then the MPC's). Passwords are random per checkout, kept in var/."""
+    then the MPC's). Passwords are random per checkout, kept in var/. Once the organisations
+    exist, `start_key_services` starts the hospitals' own key services, which wrap their
+    datasets' keys."""
     passwords = {p.username: secrets.token_urlsafe(9) for p in PEOPLE}
     with transaction.atomic():
         orgs = {
@@ -130,6 +142,7 @@ def seed(*, patients_per_hospital: int = 4000) -> list[Job]:
         regulator.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
         regulator.members.add(users["rita"])
 
+    start_key_services([orgs["charite"], orgs["usz"], orgs["barts"]])
     datasets = {}
     with tempfile.TemporaryDirectory() as tmp:
         for slug, owner, jurisdiction, seed_, name in (

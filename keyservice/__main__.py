@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> None:
         init_softhsm(args.state, args.label)
         print(f"token {args.label} in {args.state}")
         return
-    pinned, callers = config.load(args.state)
+    pinned, book, callers = config.load(args.state)
     service = OrganizationKeyService(
-        pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl")
+        pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book
     )
     server = KeyServiceServer((args.host, args.port), service, callers, args.state)
     print(f"ready {server.server_address[1]}", flush=True)

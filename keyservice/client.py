@@ -1,5 +1,7 @@
 """How the platform calls an organisation's key service over its API: create and wrap for new
-datasets, and the attested release relayed by a TEE host. It cannot unwrap."""
+dataset versions (the web tier), the attested release a TEE host relays, and the key for the
+owner's own worker site (an MPC input step). Each caller may ask only what the organisation
+allowed it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from keyservice.release import Refused, Released, ReleaseRequest
+from keyservice.release import Refused, Released, ReleaseRequest, SiteKeyRequest
 from keyservice.signing import HEADER, sign_request
 
 
@@ -57,11 +59,37 @@ class RemoteKeyService:
     def create_key(self) -> str:
         return self._post("/keys", {})["kek_id"]
 
-    def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes:
+    def wrap_dataset_key(
+        self,
+        kek_id: str,
+        data_key: bytes,
+        *,
+        context: dict[str, str],
+        name: str,
+        jurisdiction: str,
+    ) -> bytes:
+        body = {
+            "kek_id": kek_id,
+            "data_key": _b64(data_key),
+            "context": context,
+            "name": name,
+            "jurisdiction": jurisdiction,
+        }
+        return base64.b64decode(self._post("/wrap", body)["wrapped"])
+
+    def site_key(self, request: SiteKeyRequest) -> tuple[bytes, str]:
         answer = self._post(
-            "/wrap", {"kek_id": kek_id, "data_key": _b64(data_key), "context": context}
+            "/site-key",
+            {
+                "job": request.job,
+                "dataset": request.dataset,
+                "site": request.site,
+                "kek_id": request.kek_id,
+                "wrapped_key": _b64(request.wrapped_key),
+                "key_context": request.key_context,
+            },
         )
-        return base64.b64decode(answer["wrapped"])
+        return base64.b64decode(answer["data_key"]), answer["reason"]
 
     def release(self, request: ReleaseRequest) -> Released:
         answer = self._post(

@@ -1,12 +1,18 @@
-"""What an organisation pins in its key service's state folder (`config.json`), as JSON: its
-own id and approval public keys, its datasets with their transfer rules, the enclave sites it
-knows with their jurisdictions, the trust roots and measurements it accepts, the callers it
-answers, and the datasets it has suspended."""
+"""What an organisation pins in its key service's state folder, `config.json`: its own id and
+approval public keys, the transfer rules of the jurisdictions its datasets live in, the sites
+it knows with their kinds and jurisdictions, the attestation roots and measurements it
+accepts, the datasets it has suspended, and the callers it answers with what each may ask.
+
+Its datasets are learned as their keys are wrapped (`datasets.json`, `DatasetBook`): a dataset
+is registered once, in a jurisdiction the organisation pinned, and never moved."""
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cleanroom.residency import Place, SiteKind, TransferRules
-from keyservice.release import Dataset, Pinned
+from keyservice.release import Dataset, Pinned, Refused
+
+OPERATIONS = ("keys", "wrap", "release", "site-key")
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: bytes  # raw Ed25519 public key
+    may: frozenset[str]  # of OPERATIONS
 
 
 def rules_json(rules: TransferRules) -> dict[str, Any]:
@@ -37,37 +51,84 @@ def _rules(data: dict[str, Any]) -> TransferRules:
     )
 
 
-def pinned_json(pinned: Pinned, callers: dict[str, bytes]) -> dict[str, Any]:
+class DatasetBook(Mapping[int, Dataset]):
+    """The organisation's datasets, registered as their keys are wrapped, each in a pinned
+    jurisdiction; the file is locked while it is read or changed."""
+
+    def __init__(self, path: Path, jurisdictions: Mapping[str, TransferRules]):
+        self.path = path
+        self.jurisdictions = jurisdictions
+
+    def _entries(self) -> dict[str, dict[str, str]]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def register(self, dataset: int, name: str, jurisdiction: str) -> None:
+        if jurisdiction not in self.jurisdictions:
+            raise Refused(f"{jurisdiction} is not a jurisdiction this organisation keeps data in")
+        entry = {"name": name, "jurisdiction": jurisdiction}
+        with self.path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = self._entries()
+            if entries.setdefault(str(dataset), entry) != entry:
+                raise Refused(f"dataset:{dataset} is registered as {entries[str(dataset)]}")
+            self.path.write_text(json.dumps(entries, sort_keys=True))
+
+    def __getitem__(self, dataset: int) -> Dataset:
+        entry = self._entries()[str(dataset)]
+        return Dataset(
+            id=dataset, name=entry["name"], rules=self.jurisdictions[entry["jurisdiction"]]
+        )
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(int(i) for i in self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+def config_json(
+    *,
+    organization: int,
+    approval_keys: list[bytes],
+    jurisdictions: list[TransferRules],
+    sites: Mapping[str, Place],
+    trusted_roots: list[x509.Certificate],
+    allowed_measurements: list[Mapping[int, bytes]],
+    callers: Mapping[str, Caller],
+    suspended: list[int] = (),
+) -> dict[str, Any]:
     return {
-        "organization": pinned.organization,
-        "approval_keys": [base64.b64encode(k).decode() for k in pinned.approval_keys],
-        "datasets": {
-            str(d.id): {"name": d.name, "rules": rules_json(d.rules)}
-            for d in pinned.datasets.values()
-        },
+        "organization": organization,
+        "approval_keys": [base64.b64encode(k).decode() for k in approval_keys],
+        "jurisdictions": {rules.code: rules_json(rules) for rules in jurisdictions},
         "sites": {
             name: {"kind": p.kind.value, "jurisdiction": p.jurisdiction, "active": p.active}
-            for name, p in pinned.sites.items()
+            for name, p in sites.items()
         },
-        "trusted_roots": [c.public_bytes(Encoding.PEM).decode() for c in pinned.trusted_roots],
+        "trusted_roots": [c.public_bytes(Encoding.PEM).decode() for c in trusted_roots],
         "allowed_measurements": [
-            {str(i): pcr.hex() for i, pcr in entry.items()} for entry in pinned.allowed_measurements
+            {str(i): pcr.hex() for i, pcr in entry.items()} for entry in allowed_measurements
         ],
-        "suspended": sorted(pinned.suspended),
-        "callers": {name: base64.b64encode(key).decode() for name, key in callers.items()},
+        "suspended": sorted(suspended),
+        "callers": {
+            name: {"key": base64.b64encode(c.key).decode(), "may": sorted(c.may)}
+            for name, c in callers.items()
+        },
     }
 
 
-def load(state: Path) -> tuple[Pinned, dict[str, bytes]]:
-    """The pinned trust and the callers' Ed25519 public keys, from `state/config.json`."""
+def load(state: Path) -> tuple[Pinned, DatasetBook, dict[str, Caller]]:
+    """What the organisation pinned in `state/config.json`, its dataset book, and its callers."""
     data = json.loads((state / "config.json").read_text())
+    jurisdictions = {code: _rules(rules) for code, rules in data["jurisdictions"].items()}
+    book = DatasetBook(state / "datasets.json", jurisdictions)
     pinned = Pinned(
         organization=int(data["organization"]),
         approval_keys=tuple(base64.b64decode(k) for k in data["approval_keys"]),
-        datasets={
-            int(i): Dataset(id=int(i), name=d["name"], rules=_rules(d["rules"]))
-            for i, d in data["datasets"].items()
-        },
+        datasets=book,
         sites={
             name: Place(
                 name=name,
@@ -86,5 +147,8 @@ def load(state: Path) -> tuple[Pinned, dict[str, bytes]]:
         ),
         suspended=frozenset(int(i) for i in data.get("suspended", [])),
     )
-    callers = {name: base64.b64decode(key) for name, key in data.get("callers", {}).items()}
-    return pinned, callers
+    callers = {
+        name: Caller(key=base64.b64decode(c["key"]), may=frozenset(c["may"]) & set(OPERATIONS))
+        for name, c in data.get("callers", {}).items()
+    }
+    return pinned, book, callers

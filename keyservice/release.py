@@ -28,7 +28,7 @@ from cleanroom.attestation.binding import binding, key_context
 from cleanroom.attestation.verify import AttestationError, verify_attestation
 from cleanroom.audit.verify import approval_message, canonical_json
 from cleanroom.crypto.sealing import seal
-from cleanroom.residency import Place, StepKind, TransferRules, decide
+from cleanroom.residency import Place, SiteKind, StepKind, TransferRules, decide
 
 
 class Refused(Exception):
@@ -55,7 +55,7 @@ class Pinned:
     organization: int
     approval_keys: tuple[bytes, ...]  # the organisation's Ed25519 approval public keys
     datasets: Mapping[int, Dataset]
-    sites: Mapping[str, Place]  # enclave sites by name, with where they are
+    sites: Mapping[str, Place]  # enclave and worker sites by name, with where they are
     trusted_roots: tuple[x509.Certificate, ...]
     allowed_measurements: tuple[Mapping[int, bytes], ...]
     suspended: frozenset[int] = field(default_factory=frozenset)  # dataset ids
@@ -83,6 +83,19 @@ class Released:
     attestation_kind: str
     evidence_sha256: str
     reason: str
+
+
+@dataclass(frozen=True)
+class SiteKeyRequest:
+    """An owner's own worker site asking for its dataset's key, to read its rows there (an
+    MPC input step)."""
+
+    job: int
+    dataset: int
+    site: str
+    kek_id: str
+    wrapped_key: bytes
+    key_context: dict[str, str]
 
 
 class ReleaseLog:
@@ -118,6 +131,40 @@ def _approved(request: ReleaseRequest, pinned: Pinned, digest: str) -> bool:
     return False
 
 
+def _dataset(pinned: Pinned, dataset_id: int) -> Dataset:
+    dataset = pinned.datasets.get(dataset_id)
+    if dataset is None:
+        raise Refused(f"dataset:{dataset_id} is not a dataset of this organisation")
+    if dataset_id in pinned.suspended:
+        raise Refused(f"{dataset.name} is suspended by its owner")
+    return dataset
+
+
+def _place(pinned: Pinned, site: str) -> Place:
+    place = pinned.sites.get(site)
+    if place is None:
+        raise Refused(f"{site} is not a site this organisation knows")
+    return place
+
+
+def decide_site_key(
+    request: SiteKeyRequest, pinned: Pinned, *, keys: Unwrapper
+) -> tuple[bytes, str]:
+    """The data key for the owner's own worker site, where residency allows its rows in
+    plaintext; with the reason. Never for an enclave or an MPC party site."""
+    dataset = _dataset(pinned, request.dataset)
+    if request.key_context.get("dataset") != str(dataset.id):
+        raise Refused(f"the wrapped key relayed is not {dataset.name}'s")
+    place = _place(pinned, request.site)
+    if place.kind != SiteKind.WORKER:
+        raise Refused(f"{request.site} is not a worker site: keys go there only attested")
+    decision = decide(StepKind.PROCESS_ROWS, data=dataset.rules, site=place)
+    if not decision.allowed:
+        raise Refused(f"residency: {decision.reason}")
+    data_key = keys.unwrap(request.kek_id, request.wrapped_key, context=request.key_context)
+    return data_key, decision.reason
+
+
 def decide_release(
     request: ReleaseRequest,
     pinned: Pinned,
@@ -127,11 +174,7 @@ def decide_release(
     at: datetime,
 ) -> Released:
     """Release the dataset's key sealed to the attested enclave, or raise Refused."""
-    dataset = pinned.datasets.get(request.dataset)
-    if dataset is None:
-        raise Refused(f"dataset:{request.dataset} is not a dataset of this organisation")
-    if request.dataset in pinned.suspended:
-        raise Refused(f"{dataset.name} is suspended by its owner")
+    dataset = _dataset(pinned, request.dataset)
     digest = hashlib.sha256(canonical_json(request.canonical)).hexdigest()
     item = next(
         (d for d in request.canonical.get("datasets", []) if d.get("name") == dataset.name), None
@@ -156,9 +199,9 @@ def decide_release(
         )
     except AttestationError as exc:
         raise Refused(f"attestation refused: {exc}") from None
-    place = pinned.sites.get(request.site)
-    if place is None:
-        raise Refused(f"{request.site} is not an enclave site this organisation knows")
+    place = _place(pinned, request.site)
+    if place.kind != SiteKind.TEE:
+        raise Refused(f"{request.site} is not an enclave site")
     decision = decide(StepKind.PROCESS_ROWS, data=dataset.rules, site=place)
     if not decision.allowed:
         raise Refused(f"residency: {decision.reason}")

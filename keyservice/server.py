@@ -1,6 +1,8 @@
 """The key service's HTTP API: `POST /keys` (a new KEK in the token), `POST /wrap` (wrap a new
-data key), `POST /release` (the attested release). There is no plain unwrap. Every request is
-signed by a pinned caller (`signing.py`); every release decision, yes or no, is appended to the
+version's data key, registering its dataset), `POST /release` (the attested release to an
+enclave), `POST /site-key` (the key for the owner's own worker site). There is no plain unwrap
+for anyone else. Every request is signed by a pinned caller (`signing.py`) and each caller may
+ask only what the organisation allowed it; every key decision, yes or no, is appended to the
 service's own log (`decisions.jsonl`) with its reason."""
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from keyservice.release import Refused, ReleaseRequest
+from keyservice.config import OPERATIONS, Caller
+from keyservice.release import Refused, ReleaseRequest, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from keyservice.signing import HEADER, Unauthenticated, check_request
 from keyservice.token import TokenError
@@ -43,7 +46,9 @@ def release_request(body: dict[str, Any]) -> ReleaseRequest:
 class KeyServiceServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, service: OrganizationKeyService, callers, state: Path):
+    def __init__(
+        self, address, service: OrganizationKeyService, callers: dict[str, Caller], state: Path
+    ):
         super().__init__(address, _Handler)
         self.service = service
         self.callers = callers
@@ -76,12 +81,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(413, {"error": "request too large"})
         raw = self.rfile.read(length)
         try:
-            caller = check_request(
-                self.headers.get(HEADER), self.server.callers, "POST", self.path, raw
-            )
+            keys = {name: c.key for name, c in self.server.callers.items()}
+            caller = check_request(self.headers.get(HEADER), keys, "POST", self.path, raw)
         except Unauthenticated as exc:
             return self._answer(401, {"error": str(exc)})
+        operation = self.path.removeprefix("/")
+        if operation not in OPERATIONS:
+            return self._answer(404, {"error": f"no such operation: {self.path}"})
         try:
+            if operation not in self.server.callers[caller].may:
+                raise Refused(f"{caller} may not ask for {operation}")
             body = json.loads(raw or b"{}")
             answer = self._route(caller, body)
         except Refused as exc:
@@ -90,21 +99,51 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(422, {"error": str(exc)})
         except (KeyError, ValueError, TypeError) as exc:
             return self._answer(400, {"error": f"malformed request: {exc}"})
-        if answer is None:
-            return self._answer(404, {"error": f"no such operation: {self.path}"})
         return self._answer(200, answer)
 
-    def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any]:
         service = self.server.service
         if self.path == "/keys":
             return {"kek_id": service.create_key()}
         if self.path == "/wrap":
-            wrapped = service.wrap(
+            wrapped = service.wrap_dataset_key(
                 str(body["kek_id"]),
                 base64.b64decode(body["data_key"]),
                 context={str(k): str(v) for k, v in body["context"].items()},
+                name=str(body["name"]),
+                jurisdiction=str(body["jurisdiction"]),
             )
             return {"wrapped": _b64(wrapped)}
+        if self.path == "/site-key":
+            request = SiteKeyRequest(
+                job=int(body["job"]),
+                dataset=int(body["dataset"]),
+                site=str(body["site"]),
+                kek_id=str(body["kek_id"]),
+                wrapped_key=base64.b64decode(body["wrapped_key"]),
+                key_context={str(k): str(v) for k, v in body["key_context"].items()},
+            )
+            try:
+                data_key, reason = service.site_key(request)
+            except Refused as exc:
+                self.server.record(
+                    caller=caller,
+                    job=request.job,
+                    dataset=request.dataset,
+                    site=request.site,
+                    released=False,
+                    reason=str(exc),
+                )
+                raise
+            self.server.record(
+                caller=caller,
+                job=request.job,
+                dataset=request.dataset,
+                site=request.site,
+                released=True,
+                reason=reason,
+            )
+            return {"data_key": _b64(data_key), "reason": reason}
         if self.path == "/release":
             request = release_request(body)
             try:
@@ -132,4 +171,4 @@ class _Handler(BaseHTTPRequestHandler):
                 "evidence_sha256": released.evidence_sha256,
                 "reason": released.reason,
             }
-        return None
+        raise AssertionError(self.path)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -20,6 +21,7 @@ from cleanroom.crypto.envelope import new_data_key
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from parties.ingest import ColumnSpec, IngestError, StoredFile, parse_specs, store_encrypted
+from parties.keys import KeyServiceAccess, owner_key_service
 from parties.models import (
     AnalysisPolicy,
     Column,
@@ -144,11 +146,18 @@ def _record_version(
         row_count=stored.row_count,
         stored_bytes=stored.stored_bytes,
         storage_path=encrypted.relative,
-        kek_id=organization.kek_id,
         created_by=by,
     )
-    version.wrapped_data_key = key_service().wrap(
-        organization.kek_id, encrypted.data_key, context=version.key_context
+    # Each version's data key under a KEK of its own in its owner's key service: destroying
+    # that KEK shreds the version wherever copies went, and no other key opens it.
+    keys = owner_key_service(organization, KeyServiceAccess.from_settings(settings))
+    version.kek_id = keys.create_key()
+    version.wrapped_data_key = keys.wrap_dataset_key(
+        version.kek_id,
+        encrypted.data_key,
+        context=version.key_context,
+        name=dataset.qualified_name,
+        jurisdiction=dataset.jurisdiction.code,
     )
     version.save()
     Column.objects.bulk_create(

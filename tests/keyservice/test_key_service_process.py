@@ -22,12 +22,13 @@ from django.conf import settings as django_settings
 from cleanroom.attestation.binding import key_context
 from cleanroom.crypto.keys import KeyServiceError, key_service
 from cleanroom.crypto.sealing import open_sealed
-from jobs.engines.tee.key_services import embedded_pinned
+from jobs.engines.tee import trust
 from keyservice import config
 from keyservice.client import KeyServiceUnavailable, RemoteKeyService
+from keyservice.config import Caller
 from keyservice.release import Refused
 from keyservice.signing import HEADER, sign_request
-from parties.models import DatasetVersion
+from parties.models import DatasetVersion, Site
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.jobs.test_key_release import document
@@ -52,9 +53,22 @@ def charite_service(world, tmp_path, settings):
     caller = Ed25519PrivateKey.generate()
     settings.KEY_SERVICE_CALLER_KEY = tmp_path / "caller.key"
     settings.KEY_SERVICE_CALLER_KEY.write_bytes(caller.private_bytes_raw())
-    pinned = embedded_pinned(world.charite, tee_config())
-    callers = {"platform": caller.public_key().public_bytes_raw()}
-    (state / "config.json").write_text(json.dumps(config.pinned_json(pinned, callers)))
+    tee = tee_config()
+    pinned = config.config_json(
+        organization=world.charite.pk,
+        approval_keys=[bytes(world.charite.public_key)],
+        jurisdictions=[world.charite.jurisdiction.rules()],
+        sites={site.name: site.place() for site in Site.objects.exclude(kind="mpc-party")},
+        trusted_roots=trust.trusted_roots(tee),
+        allowed_measurements=trust.allowed_measurements(tee),
+        callers={
+            "platform": Caller(
+                key=caller.public_key().public_bytes_raw(),
+                may=frozenset({"keys", "wrap", "release"}),
+            ),
+        },
+    )
+    (state / "config.json").write_text(json.dumps(pinned))
     process = subprocess.Popen(
         [*run, "serve", str(state), "--label", "charite"],
         env=environment,
@@ -76,13 +90,21 @@ def charite_service(world, tmp_path, settings):
 def uploaded_through(url: str, caller: Ed25519PrivateKey, world) -> tuple[DatasetVersion, bytes]:
     """Charité's dataset as its upload through its own key service leaves it: the data key
     wrapped under a KEK in Charité's token (the platform's folder key is gone)."""
-    version = DatasetVersion.objects.get(dataset__organization=world.charite)
+    version = DatasetVersion.objects.select_related("dataset__jurisdiction").get(
+        dataset__organization=world.charite
+    )
     data_key = key_service().unwrap(
         version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
     )
     remote = RemoteKeyService(url, "platform", caller)
     version.kek_id = remote.create_key()
-    version.wrapped_data_key = remote.wrap(version.kek_id, data_key, context=version.key_context)
+    version.wrapped_data_key = remote.wrap_dataset_key(
+        version.kek_id,
+        data_key,
+        context=version.key_context,
+        name=version.dataset.qualified_name,
+        jurisdiction=version.dataset.jurisdiction.code,
+    )
     version.save()
     return version, data_key
 
@@ -136,6 +158,9 @@ def test_callers_it_does_not_know_are_refused_and_there_is_no_plain_unwrap(
     assert post(url, "/keys", body, stale) == 401
     # Signed for another operation: the signature covers the path.
     assert post(url, "/wrap", body, sign_request("platform", caller, "POST", "/keys", body)) == 401
+    # What the organisation did not allow this caller: its own site's keys.
+    site_key = sign_request("platform", caller, "POST", "/site-key", body)
+    assert post(url, "/site-key", body, site_key) == 403
     for path in ("/unwrap", "/keys/export", "/decrypt"):
         assert post(url, path, body, sign_request("platform", caller, "POST", path, body)) == 404
     with pytest.raises(KeyServiceUnavailable):

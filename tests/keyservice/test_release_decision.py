@@ -17,10 +17,10 @@ from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from cleanroom.residency import Place, SiteKind
 from jobs.engines.tee import trust
-from jobs.engines.tee.key_services import embedded_pinned
 from jobs.queries import digest_of
-from keyservice.release import Refused, ReleaseLog
+from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
+from parties.keys import embedded_pinned
 from tests.engines.support import tee_config
 from tests.jobs.test_key_release import document
 from tests.keyservice.support import release_request
@@ -31,7 +31,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def charite_keys(world, tmp_path):
     def service(**pinned_changes) -> OrganizationKeyService:
-        pinned = dataclasses.replace(embedded_pinned(world.charite, tee_config()), **pinned_changes)
+        config = tee_config()
+        pinned = embedded_pinned(
+            world.charite, trust.trusted_roots(config), trust.allowed_measurements(config)
+        )
+        pinned = dataclasses.replace(pinned, **pinned_changes)
         return OrganizationKeyService(pinned, key_service(), ReleaseLog(tmp_path / "releases"))
 
     return service
@@ -93,7 +97,7 @@ def test_an_enclave_site_residency_forbids_is_refused(job, enclave_key, charite_
     with pytest.raises(Refused, match="residency"):
         charite_keys(sites=us).release(release_request(job, document(job, enclave_key)))
     unknown = {}
-    with pytest.raises(Refused, match="not an enclave site"):
+    with pytest.raises(Refused, match="not a site this organisation knows"):
         charite_keys(sites=unknown).release(release_request(job, document(job, enclave_key)))
 
 
@@ -121,3 +125,27 @@ def test_another_datasets_key_relayed_under_this_ones_name_is_refused(
     # And another organisation's dataset is not this key service's to release at all.
     with pytest.raises(Refused, match="not a dataset of this organisation"):
         charite_keys().release(theirs)
+
+
+def site_key_request(job, site: str, dataset: str = "charite.patients") -> SiteKeyRequest:
+    relayed = release_request(job, b"", dataset=dataset)
+    return SiteKeyRequest(
+        job=job.pk,
+        dataset=relayed.dataset,
+        site=site,
+        kek_id=relayed.kek_id,
+        wrapped_key=relayed.wrapped_key,
+        key_context=relayed.key_context,
+    )
+
+
+def test_the_owners_own_worker_site_gets_the_key_and_no_other_kind_of_site_does(job, charite_keys):
+    data_key, reason = charite_keys().site_key(site_key_request(job, "eu-frankfurt"))
+    assert len(data_key) == 32 and reason.startswith("Allowed")
+    # An enclave host gets keys only attested; an MPC party never reads rows.
+    for site, why in (("eu-frankfurt-tee", "not a worker site"), ("eu-paris-mpc", "not a site")):
+        with pytest.raises(Refused, match=why):
+            charite_keys().site_key(site_key_request(job, site))
+    # A worker in a jurisdiction the dataset's rules do not allow rows in.
+    with pytest.raises(Refused, match="residency"):
+        charite_keys().site_key(site_key_request(job, "us-virginia"))

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parties.keys import KeyServiceAccess
+
 
 @dataclass(frozen=True)
 class MpcConfig:
@@ -16,6 +18,8 @@ class MpcConfig:
     port_base: int
     # Where each party site listens, by site name; 127.0.0.1 when not named.
     party_hosts: Mapping[str, str] = field(default_factory=dict)
+    # Where each owner's key service is: input steps ask it for their own dataset's key.
+    key_services: KeyServiceAccess = field(default_factory=KeyServiceAccess)
 
     @classmethod
     def from_settings(cls, settings: Any) -> MpcConfig:
@@ -25,4 +29,5 @@ class MpcConfig:
             party_timeout=settings.MPC_PARTY_TIMEOUT,
             port_base=settings.MPC_PORT_BASE,
             party_hosts=dict(settings.MPC_PARTY_ADDRESSES),
+            key_services=KeyServiceAccess.from_settings(settings),
         )

@@ -26,8 +26,6 @@ from typing import Any
 import polars as pl
 
 from cleanroom.crypto.envelope import decrypt_stream
-from cleanroom.crypto.keys import key_service
-from cleanroom.residency import StepKind, decide
 from dataplane.mpc import sharing
 from dataplane.privacy.calibration import Measurement
 from dataplane.privacy.release import ReleaseError, input_vectors
@@ -39,6 +37,9 @@ from jobs.engines.base import EngineError, Recorder
 from jobs.engines.mpc import certificates
 from jobs.engines.mpc.config import MpcConfig
 from jobs.models import Job, JobStep
+from keyservice.client import KeyServiceUnavailable
+from keyservice.release import Refused, SiteKeyRequest
+from parties.keys import owner_key_service
 from parties.models import DatasetVersion, Site
 from parties.storage import jurisdiction_root, stored_file
 
@@ -118,21 +119,28 @@ def input_context(job_id: int, dataset_id: int, party: int) -> bytes:
     return f"cleanroom-mpc-input/v1\njob:{job_id}\ndataset:{dataset_id}\nparty:{party}\n".encode()
 
 
-def _decrypt(version: DatasetVersion, step: JobStep, recorder: Recorder) -> pl.LazyFrame:
-    """The key service's own residency check comes first: it unwraps a data key only for a
-    site where the dataset's rows may be processed."""
-    decision = decide(
-        StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=step.site.place()
+def _decrypt(
+    version: DatasetVersion, step: JobStep, config: MpcConfig, recorder: Recorder
+) -> pl.LazyFrame:
+    """The owner's key service gives its own worker site the data key, deciding residency
+    itself (a worker site where the rows may be read in plaintext, never another kind)."""
+    name = version.dataset.qualified_name
+    request = SiteKeyRequest(
+        job=step.job_id,
+        dataset=version.dataset_id,
+        site=step.site.name,
+        kek_id=version.kek_id,
+        wrapped_key=bytes(version.wrapped_data_key),
+        key_context=version.key_context,
     )
-    if not decision.allowed:
-        raise EngineError(
-            f"Key service refuses {version.dataset.qualified_name}: {decision.reason}"
-        )
-    data_key = key_service().unwrap(
-        version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
-    )
+    try:
+        data_key, reason = owner_key_service(
+            version.dataset.organization, config.key_services
+        ).site_key(request)
+    except (Refused, KeyServiceUnavailable) as exc:
+        raise EngineError(f"Key service refuses {name}: {exc}") from None
     recorder.key_released(
-        step.job_id, dataset=version.dataset_id, site=step.site.name, reason=decision.reason
+        step.job_id, dataset=version.dataset_id, site=step.site.name, reason=reason
     )
     plain = io.BytesIO()
     with Path(stored_file(version)).open("rb") as source:
@@ -152,7 +160,7 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     version = DatasetVersion.objects.select_related(
         "dataset__jurisdiction", "dataset__organization"
     ).get(dataset=dataset, number=item["version"])
-    frame = _decrypt(version, step, recorder)
+    frame = _decrypt(version, step, config, recorder)
     try:
         vectors = input_vectors(
             {name: frame},

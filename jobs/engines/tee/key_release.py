@@ -21,10 +21,10 @@ from cleanroom.attestation.binding import binding
 from cleanroom.residency import StepKind, decide
 from jobs.engines.base import EngineError, Recorder
 from jobs.engines.tee import trust
-from jobs.engines.tee.key_services import owner_key_service
 from jobs.models import Approval, Job
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, ReleaseRequest
+from parties.keys import owner_key_service
 from parties.models import DatasetVersion
 
 
@@ -96,7 +96,13 @@ def release_keys(
             key_context=version.key_context,
         )
         try:
-            released = owner_key_service(owner, config).release(request)
+            service = owner_key_service(
+                owner,
+                config.key_services,
+                trusted_roots=trust.trusted_roots(config),
+                allowed_measurements=trust.allowed_measurements(config),
+            )
+            released = service.release(request)
         except (Refused, KeyServiceUnavailable) as exc:
             raise EngineError(f"{owner.name}'s key service refuses {item['name']}: {exc}") from None
         keys[item["name"]] = base64.b64encode(released.sealed_key).decode()

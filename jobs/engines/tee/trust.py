@@ -7,7 +7,6 @@ and reads no configuration, since a key service runs its code too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cleanroom.attestation.verify import (
     measure,
     parse_measurements,
 )
+from parties.keys import KeyServiceAccess
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,8 @@ class TeeConfig:
     allow_simulated: bool
     simulated_root_dir: Path
     measurement_allowlist: tuple[str, ...] = ()
-    # Each owner organisation's key service by slug (its API address); an organisation not
-    # named here has the embedded one, run in this process (not in production).
-    key_services: Mapping[str, str] = field(default_factory=dict)
-    caller: str = "platform"  # the name this host signs its key service requests with
-    caller_key: Path = Path()  # the raw Ed25519 private key it signs them with
-    release_log_dir: Path = Path()  # the embedded key services' release logs
+    # Where each owner's key service is, and how this host signs its requests to them.
+    key_services: KeyServiceAccess = field(default_factory=KeyServiceAccess)
 
     @classmethod
     def from_settings(cls, settings: Any) -> TeeConfig:
@@ -50,10 +46,7 @@ class TeeConfig:
             allow_simulated=bool(getattr(settings, "TEE_ALLOW_SIMULATED", False)),
             simulated_root_dir=Path(settings.TEE_SIMULATED_ROOT_DIR),
             measurement_allowlist=tuple(getattr(settings, "TEE_MEASUREMENT_ALLOWLIST", None) or ()),
-            key_services=dict(settings.KEY_SERVICES),
-            caller=settings.KEY_SERVICE_CALLER,
-            caller_key=Path(settings.KEY_SERVICE_CALLER_KEY),
-            release_log_dir=Path(settings.KEY_SERVICE_ROOT) / "releases",
+            key_services=KeyServiceAccess.from_settings(settings),
         )
 
 

@@ -3,6 +3,7 @@ local site workers (the TEE's and the MPC's, at once), print the logins, and ser
 workers keep running with it)."""
 
 import time
+from contextlib import ExitStack
 
 from django.conf import settings
 from django.core.management import call_command
@@ -10,8 +11,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs import demo
 from jobs.models import Job
+from jobs.owner_key_services import owner_key_services
 from jobs.workers import site_workers
-from parties.models import Site
+from parties.models import Organization, Site
 
 JOB_TIMEOUT = 300
 # The demo's data lives in these jurisdictions: their workers, MPC parties and TEE hosts run.
@@ -32,13 +34,28 @@ class Command(BaseCommand):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         jobs = []
-        if demo.is_seeded():
-            self.stdout.write(
-                "The demo collaboration is already set up (delete var/ to start over)."
-            )
-        else:
-            self.stdout.write("Setting up the demo collaboration…")
-            jobs = demo.seed(patients_per_hospital=patients)
+        with ExitStack() as running:
+
+            def start_key_services(owners: list[Organization]) -> None:
+                urls = running.enter_context(owner_key_services(owners))
+                self.stdout.write(
+                    "Started each hospital's own key service (SoftHSM2 token in "
+                    f"var/keyservices/): {', '.join(urls)}."
+                )
+
+            if demo.is_seeded():
+                self.stdout.write(
+                    "The demo collaboration is already set up (delete var/ to start over)."
+                )
+                start_key_services(list(demo.owners()))
+            else:
+                self.stdout.write("Setting up the demo collaboration…")
+                jobs = demo.seed(
+                    patients_per_hospital=patients, start_key_services=start_key_services
+                )
+            self._run(jobs, started, addrport, no_serve)
+
+    def _run(self, jobs: list[Job], started: float, addrport: str, no_serve: bool) -> None:
         sites = Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
         with site_workers(sites.order_by("name")) as workers:
             for job in jobs:

@@ -1,0 +1,115 @@
+"""The owners' key services of the embedded default, as separate processes on this machine:
+one `python -m keyservice` per owner organisation, each with its own SoftHSM2 token in
+var/keyservices/<slug>/, pinning what its organisation would (its approval key, its home
+jurisdiction's transfer rules, the sites, this deployment's attestation roots and the enclave
+code it accepts) and answering the platform's caller key. The demo starts them, names them to
+the web tier and the workers (KEY_SERVICES), and stops them with itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+
+from cleanroom.attestation.measured import measured_files
+from cleanroom.attestation.verify import measure
+from jobs.engines.tee.trust import TeeConfig, trusted_roots
+from keyservice import config
+from keyservice.config import OPERATIONS, Caller
+from parties.models import Organization, Site
+
+
+def _caller_key() -> Ed25519PrivateKey:
+    path = Path(settings.KEY_SERVICE_CALLER_KEY)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(Ed25519PrivateKey.generate().private_bytes_raw())
+        path.chmod(0o600)
+    return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
+
+
+def _pin(organization: Organization, state: Path, caller: Ed25519PrivateKey) -> None:
+    tee = TeeConfig.from_settings(settings)
+    sites = Site.objects.exclude(kind=Site.Kind.MPC_PARTY).select_related("jurisdiction")
+    pinned = config.config_json(
+        organization=organization.pk,
+        approval_keys=[bytes(organization.public_key)],
+        jurisdictions=[organization.jurisdiction.rules()],
+        sites={site.name: site.place() for site in sites},
+        trusted_roots=trusted_roots(tee),
+        allowed_measurements=[{0: measure(measured_files(tee.code_root))[0]}],
+        # One caller for the demo's web tier and workers; a deployment gives each its own key,
+        # allowed only its operations (the web tier keys and wrap, TEE hosts release, the
+        # owner's own workers site-key).
+        callers={
+            "platform": Caller(
+                key=caller.public_key().public_bytes_raw(), may=frozenset(OPERATIONS)
+            )
+        },
+    )
+    (state / "config.json").write_text(json.dumps(pinned, indent=1))
+
+
+def _run(*args: str) -> list[str]:
+    return [sys.executable, "-m", "keyservice", *args]
+
+
+def _environment() -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(settings.BASE_DIR), "LANG": "C.UTF-8"}
+
+
+@contextmanager
+def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[str, str]]:
+    """Start each organisation's key service; yields their addresses by slug, named in this
+    process's settings and environment (for the workers it starts) while they run."""
+    caller = _caller_key()
+    processes, urls = [], {}
+    named = settings.KEY_SERVICES
+    environment = {
+        k: os.environ.get(k) for k in ("CLEANROOM_KEY_SERVICES", "CLEANROOM_KEY_SERVICE_CALLER_KEY")
+    }
+    try:
+        for organization in organizations:
+            state = Path(settings.VAR_DIR) / "keyservices" / organization.slug
+            if not (state / "token.pin").exists():
+                subprocess.run(  # noqa: S603 - our own program, fixed arguments
+                    _run("init", str(state), "--label", organization.slug),
+                    env=_environment(),
+                    check=True,
+                    capture_output=True,
+                )
+            _pin(organization, state, caller)
+            process = subprocess.Popen(  # noqa: S603 - our own program, fixed arguments
+                _run("serve", str(state), "--label", organization.slug),
+                env=_environment(),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            processes.append(process)
+            ready = process.stdout.readline().split()
+            if not ready or ready[0] != "ready":
+                raise RuntimeError(f"{organization.slug}'s key service did not start")
+            urls[organization.slug] = f"http://127.0.0.1:{ready[1]}"
+        settings.KEY_SERVICES = urls
+        os.environ["CLEANROOM_KEY_SERVICES"] = ",".join(f"{k}={v}" for k, v in urls.items())
+        os.environ["CLEANROOM_KEY_SERVICE_CALLER_KEY"] = str(settings.KEY_SERVICE_CALLER_KEY)
+        yield urls
+    finally:
+        settings.KEY_SERVICES = named
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+            process.stdout.close()

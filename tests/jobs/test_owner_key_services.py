@@ -1,0 +1,47 @@
+"""The hospitals run their own key services (separate processes, SoftHSM2 tokens), as the demo
+does: their datasets' keys are wrapped in their tokens at upload, the platform's key folder
+cannot open them, and an approved join still runs in the attested enclave, each key released
+by its owner's service and relayed sealed by the host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cleanroom.crypto.keys import KeyServiceError, key_service
+from jobs import queries, runner
+from jobs.models import Job
+from jobs.owner_key_services import owner_key_services
+from parties.models import DatasetVersion
+from tests.factories import JOIN_SQL, propose
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
+    world, site_worker, tmp_path, settings
+):
+    settings.VAR_DIR = tmp_path / "var"
+    settings.KEY_SERVICE_CALLER_KEY = tmp_path / "caller.key"
+    with owner_key_services([world.charite, world.zurich]) as urls:
+        assert sorted(urls) == ["charite", "usz"]
+        room = world.study(tmp_path)
+        for version in DatasetVersion.objects.all():
+            with pytest.raises(KeyServiceError):
+                key_service().unwrap(
+                    version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
+                )
+        query = propose(room, world.bob, world.pharma, sql=JOIN_SQL)
+        for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
+            queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        wait = site_worker("eu-frankfurt-tee")
+        job = runner.run_query(query=query, by=world.bob)
+        assert wait() == ("jobs.run_job", "SUCCESS", "released")
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED
+    for slug in ("charite", "usz"):
+        log = settings.VAR_DIR / "keyservices" / slug / "decisions.jsonl"
+        [decision] = [json.loads(line) for line in log.read_text().splitlines()]
+        assert decision["job"] == job.pk and decision["released"] is True
+        assert "attested enclave" in decision["reason"]
