@@ -36,7 +36,8 @@ from jobs.serializers import (
     RoomSerializer,
 )
 from parties.models import Organization
-from parties.selectors import datasets_for, organizations_of
+from parties.selectors import datasets_for, get_dataset_for_user, organizations_of
+from parties.serializers import DatasetSerializer
 
 
 class RoomList(generics.ListAPIView):
@@ -394,3 +395,21 @@ class RoomBudget(APIView):
     def get(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
         return Response(BudgetSerializer(selectors.budget_of(room), many=True).data)
+
+
+class DatasetSuspension(APIView):
+    """The owner's kill switch: POST suspends the dataset, DELETE lifts the suspension."""
+
+    @extend_schema(request=None, responses={200: DatasetSerializer})
+    def post(self, request: Request, org: str, slug: str) -> Response:
+        dataset = services.suspend_dataset(
+            dataset=get_dataset_for_user(request.user, org, slug), by=request.user
+        )
+        return Response(DatasetSerializer(dataset).data)
+
+    @extend_schema(request=None, responses={200: DatasetSerializer})
+    def delete(self, request: Request, org: str, slug: str) -> Response:
+        dataset = services.lift_suspension(
+            dataset=get_dataset_for_user(request.user, org, slug), by=request.user
+        )
+        return Response(DatasetSerializer(dataset).data)

@@ -4,6 +4,11 @@ from jobs import api
 
 urlpatterns = [
     path("rooms/", api.RoomList.as_view(), name="api-rooms"),
+    path(
+        "datasets/<slug:org>/<slug:slug>/suspension/",
+        api.DatasetSuspension.as_view(),
+        name="api-dataset-suspension",
+    ),
     path("rooms/<slug:slug>/", api.RoomDetail.as_view(), name="api-room"),
     path("rooms/<slug:slug>/invitations/", api.RoomInvitations.as_view(), name="api-invite"),
     path(

@@ -206,6 +206,14 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
                 "min_group_size": policy.min_group_size,
             }
         )
+        if dataset.suspended_at:
+            plan.checks.append(
+                Check(
+                    "suspension",
+                    False,
+                    f"{name} is suspended by its owner: nothing runs on it until they lift it.",
+                )
+            )
         ok, message = budget_check(
             name,
             funds,

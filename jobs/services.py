@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cleanroom.audit.log import record_room_event
+from cleanroom.audit.log import record_platform_event, record_room_event
 from cleanroom.errors import DomainError
 from jobs.models import Room, RoomDataset, RoomMembership
 from jobs.permissions import Permission, require
+from keyservice.client import KeyServiceUnavailable
+from keyservice.release import Refused
+from parties.keys import KeyServiceAccess, owner_key_service
 from parties.models import Dataset, DatasetVersion, Organization
 from parties.permissions import Permission as PartyPermission
 from parties.permissions import require as require_party
+
+log = logging.getLogger(__name__)
 
 
 class RoomError(DomainError):
@@ -128,3 +136,59 @@ def contribute_dataset(
         total_delta=str(policy.total_delta),
     )
     return contribution
+
+
+class SuspensionError(DomainError):
+    code = "suspension_refused"
+
+
+def _switch(dataset: Dataset, by: User, *, suspend: bool) -> Dataset:
+    """The owner's kill switch for one of its datasets. Recorded in the platform log and in every
+    room the dataset is in; an owner's own key service learns it after the commit (lifting it
+    there needs the owner's grant: see keyservice/README.md)."""
+    require_party(by, PartyPermission.MANAGE_DATASETS, organization=dataset.organization)
+    with transaction.atomic():
+        dataset = (
+            Dataset.objects.select_for_update().select_related("organization").get(pk=dataset.pk)
+        )
+        if bool(dataset.suspended_at) == suspend:
+            raise SuspensionError(
+                f"{dataset.name} is {'already' if suspend else 'not'} suspended.", conflict=True
+            )
+        dataset.suspended_at = timezone.now() if suspend else None
+        dataset.suspended_by = by if suspend else None
+        dataset.save(update_fields=["suspended_at", "suspended_by"])
+        event = "dataset.suspended" if suspend else "dataset.resumed"
+        data = {"dataset": f"dataset:{dataset.pk}", "owner": f"org:{dataset.organization_id}"}
+        record_platform_event(event, by=by, subject=f"dataset:{dataset.pk}", **data)
+        for room_id in RoomDataset.objects.filter(dataset=dataset).values_list(
+            "room_id", flat=True
+        ):
+            record_room_event(room_id, event, by=by, subject=f"dataset:{dataset.pk}", **data)
+        transaction.on_commit(lambda: _tell_key_service(dataset, suspend=suspend))
+    return dataset
+
+
+def _tell_key_service(dataset: Dataset, *, suspend: bool) -> None:
+    access = KeyServiceAccess.from_settings(settings)
+    if dataset.organization.slug not in access.urls:
+        return  # the embedded key service reads the suspension from the dataset itself
+    service = owner_key_service(dataset.organization, access)
+    try:
+        (service.suspend if suspend else service.resume)(dataset.pk)
+    except (Refused, KeyServiceUnavailable):
+        # The platform refuses every run on the dataset either way; the owner's own service
+        # keeps its own switch (python -m keyservice suspend|resume on its host).
+        log.warning(
+            "%s's key service did not take the change to %s", dataset.organization.slug, dataset
+        )
+
+
+def suspend_dataset(*, dataset: Dataset, by: User) -> Dataset:
+    """From now no query plans or runs on the dataset and no key service releases its key;
+    running jobs that need it fail closed at their next step (charged ones stay charged)."""
+    return _switch(dataset, by, suspend=True)
+
+
+def lift_suspension(*, dataset: Dataset, by: User) -> Dataset:
+    return _switch(dataset, by, suspend=False)

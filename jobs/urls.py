@@ -4,6 +4,11 @@ from jobs import job_views, query_views, views
 
 urlpatterns = [
     path("rooms/", views.room_list, name="room-list"),
+    path(
+        "datasets/<slug:org>/<slug:slug>/suspension/",
+        views.dataset_suspension,
+        name="dataset-suspension",
+    ),
     path("rooms/new/", views.room_create, name="room-create"),
     path("rooms/<slug:slug>/", views.room_detail, name="room-detail"),
     path("rooms/<slug:slug>/invite/", views.room_invite, name="room-invite"),

@@ -16,7 +16,7 @@ from jobs.models import Room, RoomMembership
 from jobs.permissions import Permission, acting_organization, has_permission
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
-from parties.selectors import organizations_of, organizations_where
+from parties.selectors import get_dataset_for_user, organizations_of, organizations_where
 
 
 def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
@@ -143,3 +143,28 @@ def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
     except DomainError as exc:
         return _panel(request, room, error=str(exc))
     return _panel(request, room, success=f"{dataset.name} is now in the room.")
+
+
+@login_required
+@require_POST
+def dataset_suspension(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+    """The owner's kill switch on the dataset's page: `suspend` or `lift`."""
+    dataset = get_dataset_for_user(request.user, org, slug)
+    change = {"suspend": services.suspend_dataset, "lift": services.lift_suspension}.get(
+        request.POST.get("action", "")
+    )
+    if change is None:
+        messages.error(request, "Choose to suspend the dataset or to lift its suspension.")
+    else:
+        try:
+            dataset = change(dataset=dataset, by=request.user)
+            messages.success(
+                request,
+                f"{dataset.name} is suspended: no query runs on it and no key for it is "
+                "released until you lift the suspension."
+                if dataset.suspended_at
+                else f"{dataset.name} is no longer suspended.",
+            )
+        except DomainError as exc:
+            messages.error(request, str(exc))
+    return redirect("dataset-detail", org=org, slug=slug)

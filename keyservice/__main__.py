@@ -1,6 +1,8 @@
 """`python -m keyservice init STATE --label LABEL`: a SoftHSM2 token of the service's own in
 STATE. `python -m keyservice serve STATE --label LABEL --port PORT`: answer the API, with the
-trust the organisation pinned in STATE/config.json. Prints `ready <port>` once listening."""
+trust the organisation pinned in STATE/config.json. Prints `ready <port>` once listening.
+`python -m keyservice suspend|resume STATE --label LABEL --dataset ID`: the organisation's own
+kill switch for one dataset, on its own host."""
 
 from __future__ import annotations
 
@@ -17,17 +19,22 @@ from keyservice.token import Token, init_softhsm
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="keyservice")
-    parser.add_argument("command", choices=["init", "serve"])
+    parser.add_argument("command", choices=["init", "serve", "suspend", "resume"])
     parser.add_argument("state", type=Path)
     parser.add_argument("--label", required=True, help="the token's label")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--dataset", type=int, help="suspend, resume: the dataset's id")
     args = parser.parse_args(argv)
     if args.command == "init":
         init_softhsm(args.state, args.label)
         print(f"token {args.label} in {args.state}")
         return
     pinned, book, callers = config.load(args.state)
+    if args.command in ("suspend", "resume"):
+        getattr(pinned.suspended, args.command)(args.dataset)
+        print(f"dataset:{args.dataset} {'suspended' if args.command == 'suspend' else 'resumed'}")
+        return
     service = OrganizationKeyService(
         pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book
     )

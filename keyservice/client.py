@@ -91,6 +91,12 @@ class RemoteKeyService:
         )
         return base64.b64decode(answer["data_key"]), answer["reason"]
 
+    def suspend(self, dataset: int) -> None:
+        self._post("/suspend", {"dataset": dataset})
+
+    def resume(self, dataset: int) -> None:
+        self._post("/resume", {"dataset": dataset})
+
     def release(self, request: ReleaseRequest) -> Released:
         answer = self._post(
             "/release",

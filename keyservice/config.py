@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cleanroom.residency import Place, SiteKind, TransferRules
 from keyservice.release import Dataset, Pinned, Refused
 
-OPERATIONS = ("keys", "wrap", "release", "site-key")
+OPERATIONS = ("keys", "wrap", "release", "site-key", "suspend", "resume")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,40 @@ class DatasetBook(Mapping[int, Dataset]):
         return len(self._entries())
 
 
+class Suspensions:
+    """The datasets the organisation suspended, kept in the state folder: a suspension takes
+    effect on the next request; lifting one is an operation the organisation grants only to its
+    own administrators (`python -m keyservice resume`, or a caller it allows `resume`)."""
+
+    def __init__(self, path: Path, pinned: Iterable[int] = ()):
+        self.path = path
+        self.pinned = frozenset(pinned)
+
+    def _read(self) -> set[int]:
+        try:
+            return set(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return set()
+
+    def _change(self, dataset: int, suspended: bool) -> None:
+        with self.path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self._read()
+            (current.add if suspended else current.discard)(dataset)
+            self.path.write_text(json.dumps(sorted(current)))
+
+    def suspend(self, dataset: int) -> None:
+        self._change(dataset, True)
+
+    def resume(self, dataset: int) -> None:
+        if dataset in self.pinned:
+            raise Refused(f"dataset:{dataset} is suspended in config.json; only its owner edits it")
+        self._change(dataset, False)
+
+    def __contains__(self, dataset: object) -> bool:
+        return dataset in self.pinned or dataset in self._read()
+
+
 def config_json(
     *,
     organization: int,
@@ -145,7 +179,9 @@ def load(state: Path) -> tuple[Pinned, DatasetBook, dict[str, Caller]]:
             {int(i): bytes.fromhex(pcr) for i, pcr in entry.items()}
             for entry in data["allowed_measurements"]
         ),
-        suspended=frozenset(int(i) for i in data.get("suspended", [])),
+        suspended=Suspensions(
+            state / "suspended.json", (int(i) for i in data.get("suspended", []))
+        ),
     )
     callers = {
         name: Caller(key=base64.b64decode(c["key"]), may=frozenset(c["may"]) & set(OPERATIONS))

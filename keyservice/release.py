@@ -14,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +58,7 @@ class Pinned:
     sites: Mapping[str, Place]  # enclave and worker sites by name, with where they are
     trusted_roots: tuple[x509.Certificate, ...]
     allowed_measurements: tuple[Mapping[int, bytes], ...]
-    suspended: frozenset[int] = field(default_factory=frozenset)  # dataset ids
+    suspended: Container[int] = field(default_factory=frozenset)  # dataset ids
 
 
 @dataclass(frozen=True)

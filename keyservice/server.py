@@ -1,6 +1,7 @@
 """The key service's HTTP API: `POST /keys` (a new KEK in the token), `POST /wrap` (wrap a new
 version's data key, registering its dataset), `POST /release` (the attested release to an
-enclave), `POST /site-key` (the key for the owner's own worker site). There is no plain unwrap
+enclave), `POST /site-key` (the key for the owner's own worker site), `POST /suspend` and
+`POST /resume` (the owner's kill switch for one dataset). There is no plain unwrap
 for anyone else. Every request is signed by a pinned caller (`signing.py`) and each caller may
 ask only what the organisation allowed it; every key decision, yes or no, is appended to the
 service's own log (`decisions.jsonl`) with its reason."""
@@ -144,6 +145,11 @@ class _Handler(BaseHTTPRequestHandler):
                 reason=reason,
             )
             return {"data_key": _b64(data_key), "reason": reason}
+        if self.path in ("/suspend", "/resume"):
+            dataset = int(body["dataset"])
+            (service.suspend if self.path == "/suspend" else service.resume)(dataset)
+            self.server.record(caller=caller, dataset=dataset, operation=self.path[1:])
+            return {"dataset": dataset, "suspended": self.path == "/suspend"}
         if self.path == "/release":
             request = release_request(body)
             try:

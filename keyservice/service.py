@@ -62,3 +62,9 @@ class OrganizationKeyService:
 
     def site_key(self, request: SiteKeyRequest) -> tuple[bytes, str]:
         return decide_site_key(request, self.pinned, keys=self.keys)
+
+    def suspend(self, dataset: int) -> None:
+        self.pinned.suspended.suspend(dataset)
+
+    def resume(self, dataset: int) -> None:
+        self.pinned.suspended.resume(dataset)

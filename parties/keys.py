@@ -62,6 +62,7 @@ def embedded_pinned(
         },
         trusted_roots=tuple(trusted_roots),
         allowed_measurements=tuple(allowed_measurements),
+        suspended=frozenset(d.pk for d in datasets if d.suspended_at),
     )
 
 

@@ -96,6 +96,7 @@ class DatasetSerializer(serializers.ModelSerializer):
             "description",
             "jurisdiction",
             "created_at",
+            "suspended_at",
             "latest_version",
         ]
 

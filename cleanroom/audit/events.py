@@ -31,6 +31,14 @@ VOCABULARY: tuple[Events, ...] = (
         ),
     ),
     Events(
+        ("dataset.suspended", "dataset.resumed"),
+        "room or platform",
+        (
+            "`dataset`, `owner`: the owner's kill switch, written to the platform log and to "
+            "every room the dataset is in"
+        ),
+    ),
+    Events(
         ("policy.changed",),
         "platform",
         "`version` and every policy setting; `allowed_receivers` as org ids",

@@ -22,6 +22,7 @@ from django.conf import settings as django_settings
 from cleanroom.attestation.binding import key_context
 from cleanroom.crypto.keys import KeyServiceError, key_service
 from cleanroom.crypto.sealing import open_sealed
+from jobs import services
 from jobs.engines.tee import trust
 from keyservice import config
 from keyservice.client import KeyServiceUnavailable, RemoteKeyService
@@ -64,7 +65,7 @@ def charite_service(world, tmp_path, settings):
         callers={
             "platform": Caller(
                 key=caller.public_key().public_bytes_raw(),
-                may=frozenset({"keys", "wrap", "release"}),
+                may=frozenset({"keys", "wrap", "release", "suspend"}),
             ),
         },
     )
@@ -174,3 +175,37 @@ def test_the_token_files_hold_no_key_in_the_clear(world, job, charite_service):
         if path.is_file():
             assert data_key not in path.read_bytes(), path
     assert os.stat(state / "token.pin").st_mode & 0o077 == 0
+
+
+def test_a_suspension_on_the_platform_reaches_the_owners_service_and_only_the_owner_lifts_it(
+    world, job, enclave_key, charite_service, django_capture_on_commit_callbacks
+):
+    url, caller, state = charite_service
+    uploaded_through(url, caller, world)
+    dataset = world.charite.datasets.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.suspend_dataset(dataset=dataset, by=world.alice)
+    remote = RemoteKeyService(url, "platform", caller)
+    with pytest.raises(Refused, match="suspended by its owner"):
+        remote.release(release_request(job, document(job, enclave_key)))
+    # The platform's caller was not granted the lift: the owner lifts it on its own host.
+    with pytest.raises(Refused, match="may not ask for resume"):
+        remote.resume(dataset.pk)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keyservice",
+            "resume",
+            str(state),
+            "--label",
+            "charite",
+            "--dataset",
+            str(dataset.pk),
+        ],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(django_settings.BASE_DIR)},
+        check=True,
+        capture_output=True,
+    )
+    released = remote.release(release_request(job, document(job, enclave_key)))
+    assert released.sealed_key

@@ -16,6 +16,7 @@ from cleanroom.attestation.binding import binding, key_context
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from cleanroom.residency import Place, SiteKind
+from jobs import services
 from jobs.engines.tee import trust
 from jobs.queries import digest_of
 from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
@@ -149,3 +150,11 @@ def test_the_owners_own_worker_site_gets_the_key_and_no_other_kind_of_site_does(
     # A worker in a jurisdiction the dataset's rules do not allow rows in.
     with pytest.raises(Refused, match="residency"):
         charite_keys().site_key(site_key_request(job, "us-virginia"))
+
+
+def test_a_dataset_its_owner_suspended_on_the_platform_gets_no_key(
+    job, enclave_key, charite_keys, world
+):
+    services.suspend_dataset(dataset=world.charite.datasets.get(), by=world.alice)
+    with pytest.raises(Refused, match="suspended by its owner"):
+        charite_keys().release(release_request(job, document(job, enclave_key)))
