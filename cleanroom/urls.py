@@ -1,7 +1,8 @@
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from cleanroom import views
 
@@ -15,6 +16,15 @@ urlpatterns = [
     path("", include("trails.urls")),
     path("api/", include("cleanroom.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI from the project's static files; the split view serves its start-up script as
+    # a file of its own, not inline. Swagger UI sets inline styles as it renders, which this one
+    # page allows (styles only: scripts stay the project's own).
+    path(
+        "api/docs/",
+        csp_update({"style-src": ["'unsafe-inline'"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+        ),
+        name="api-docs",
+    ),
     path("operator/", admin.site.urls),
 ]

@@ -372,3 +372,14 @@ def update_policy(
         allowed_receivers=sorted(f"org:{org.pk}" for org in receivers),
     )
     return policy
+
+
+def record_lockout(sender=None, request=None, username: str | None = None, ip_address=None, **_):
+    """django-axes locked a username out at an address after repeated wrong passwords."""
+    record_platform_event(
+        "account.locked_out",
+        by=None,
+        subject=f"username:{username or ''}",
+        ip_address=ip_address or "",
+        failures=settings.AXES_FAILURE_LIMIT,
+    )

@@ -23,6 +23,11 @@ class Events:
 VOCABULARY: tuple[Events, ...] = (
     Events(("organization.created", "membership.added"), "platform", "`kek_id`; `user`, `role`"),
     Events(
+        ("account.locked_out",),
+        "platform",
+        "`ip_address`, `failures`: a username refused after repeated wrong passwords",
+    ),
+    Events(
         ("dataset.registered", "dataset.version_added"),
         "platform",
         (

@@ -1,0 +1,47 @@
+"""In a hospital's offline network: the API reference renders from the project's own files with
+every request to another host refused, and the pages work under their Content-Security-Policy
+with nothing refused (htmx included)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_api_reference_renders_with_the_network_blocked(world, page, log_in):
+    left = []
+
+    def only_this_server(route) -> None:
+        if urlparse(route.request.url).hostname in ("localhost", "127.0.0.1"):
+            route.continue_()
+        else:
+            left.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    violations = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+    log_in(world.alice)
+    page.goto("/api/docs/")
+    page.get_by_text("Clean room API").first.wait_for()
+    page.locator(".opblock").first.wait_for()
+    assert left == [] and violations == []
+
+
+def test_pages_and_htmx_work_under_the_policy(world, page, log_in, tmp_path):
+    room = world.study(tmp_path)
+    violations = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
+    log_in(world.bob)
+    for path in ("/", "/datasets/", f"/rooms/{room.slug}/", f"/rooms/{room.slug}/budget/"):
+        page.goto(path)
+    page.goto(f"/rooms/{room.slug}/queries/new/")
+    page.get_by_label("Query", exact=True).fill(
+        "SELECT b.diagnosis, COUNT(*) AS n FROM charite.patients AS b GROUP BY b.diagnosis"
+    )
+    # The plan panel is filled by htmx as the query is typed.
+    page.get_by_text("The query is in the joint query language").first.wait_for()
+    assert violations == []
