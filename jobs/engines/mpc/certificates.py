@@ -209,7 +209,10 @@ def _can_make(root: Path) -> bool:
 
 
 def _carries_share_key(path: Path) -> bool:
-    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError:
+        return False
     return any(e.oid == SHARE_KEY_OID for e in certificate.extensions)
 
 
@@ -261,13 +264,15 @@ def party_tls_files(root: Path, site: str) -> TlsFiles:
 
 def party_certificate(root: Path, site: str, *, certificates: Path | None = None) -> Path:
     """Where the certificate of the party at `site` is found: `certificates` (default `root`),
-    `parties/<site>/tls.crt`. Only a folder that can make credentials makes a missing one."""
+    `parties/<site>/tls.crt`. Only the CA's own folder makes a missing one, or certifies again
+    one of an earlier layout (without the share key)."""
     public = certificates or root
     path = _site_folder(public, site) / "tls.crt"
-    if not path.exists():
-        if public != root or not _can_make(root):
-            raise EngineError(f"No MPC certificate for {site} in {public}.")
-        ensure_credentials(root, [site])
+    if public == root and _can_make(root):
+        if not path.exists() or not _carries_share_key(path):
+            ensure_credentials(root, [site])
+    elif not path.exists():
+        raise EngineError(f"No MPC certificate for {site} in {public}.")
     return path
 
 
