@@ -143,7 +143,7 @@ def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_w
             sum(cells) % sharing.MODULUS for cells in zip(*vectors, strict=True)
         ]
         for other in set(PARTY_SITES) - {site}:
-            with pytest.raises(EngineError, match=f"No share.key for {other}"):
+            with pytest.raises(EngineError, match=rf"No share\.key for {other}"):
                 party_private_key(roots[site], other)
     # Any two parties recombine the owners' exact total: the shares were sealed to the right keys.
     totals = sharing.recombine({p: received[p] for p in (0, 1)})
