@@ -300,11 +300,16 @@ TEE_MEASUREMENT_ALLOWLIST = env.list("TEE_MEASUREMENT_ALLOWLIST", default=[])
 
 # --- MPC compute parties (jobs.engines.mpc) ----------------------------------------------------
 # MPC_CREDENTIALS_DIR holds the per-deployment MPC CA and each party site's TLS and sealing keys
-# (`manage.py mpc_credentials`; made on first use otherwise). MPC_PARTY_ADDRESSES: the address
-# each MPC party site listens on and is reached at, "site=host" comma separated; a site not
-# named uses 127.0.0.1. A job's party i uses port MPC_PORT_BASE + (job id * 8 + i) mod 8192, so
-# concurrent jobs do not collide. MPC_PARTY_TIMEOUT: seconds a party process may take, in total.
+# (`manage.py mpc_credentials`; made on first use otherwise); at a site of a production
+# deployment, only the CA's certificate and that site's own keys. MPC_CERTIFICATES_DIR: where
+# every party's certificate is found (parties/<site>/tls.crt), default MPC_CREDENTIALS_DIR; an
+# input site needs only these and ca.crt (jobs/engines/mpc/certificates.py).
+# MPC_PARTY_ADDRESSES: the address each MPC party site listens on and is reached at, "site=host"
+# comma separated; a site not named uses 127.0.0.1. A job's party i uses port
+# MPC_PORT_BASE + (job id * 8 + i) mod 8192, so concurrent jobs do not collide.
+# MPC_PARTY_TIMEOUT: seconds a party process may take, in total.
 MPC_CREDENTIALS_DIR = Path(env.str("MPC_CREDENTIALS_DIR", default=str(VAR_DIR / "mpc")))
+MPC_CERTIFICATES_DIR = env.str("MPC_CERTIFICATES_DIR", default="")
 MPC_PARTY_ADDRESSES = env.dict("MPC_PARTY_ADDRESSES", default={})
 MPC_PORT_BASE = env.int("MPC_PORT_BASE", default=20000)
 MPC_PARTY_TIMEOUT = env.int("MPC_PARTY_TIMEOUT", default=120)

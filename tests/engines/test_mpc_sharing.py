@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 import stat
 import sys
 from dataclasses import replace
@@ -25,6 +26,8 @@ from cleanroom.crypto.sealing import public_bytes
 from dataplane.mpc import noise, sharing
 from jobs.engines.base import EngineError
 from jobs.engines.mpc.certificates import (
+    SHARE_KEY_OID,
+    SHARE_SEALING_USAGE,
     ensure_credentials,
     party_private_key,
     party_public_key,
@@ -188,3 +191,53 @@ def test_parties_at_the_same_site_are_refused(settings, tmp_path):
     )
     with pytest.raises(EngineError, match="site of its own"):
         run_party(spec, replace(mpc_config(), party_timeout=10))
+
+
+def test_a_partys_certificate_carries_its_share_key_for_sealing(settings, tmp_path):
+    root = tmp_path / "mpc"
+    ensure_credentials(root, ["eu-paris-mpc"])
+    certificate = x509.load_pem_x509_certificate(
+        party_tls_files(root, "eu-paris-mpc").certificate.read_bytes()
+    )
+
+    extension = certificate.extensions.get_extension_for_oid(SHARE_KEY_OID)
+    assert not extension.critical
+    assert extension.value.value == b"\x04\x20" + public_bytes(
+        party_private_key(root, "eu-paris-mpc")
+    )
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert SHARE_SEALING_USAGE in usages
+
+
+def test_a_sites_folder_never_makes_credentials(tmp_path):
+    deployment, site = tmp_path / "mpc", tmp_path / "site"
+    ensure_credentials(deployment, ["eu-paris-mpc"])
+    site.mkdir()
+    shutil.copy(deployment / "ca.crt", site / "ca.crt")
+
+    with pytest.raises(EngineError, match=r"No share\.key for eu-paris-mpc"):
+        party_private_key(site, "eu-paris-mpc")
+    with pytest.raises(EngineError, match="No MPC certificate for eu-paris-mpc"):
+        party_public_key(site, "eu-paris-mpc")
+    with pytest.raises(EngineError, match="No MPC certificate for ch-geneva-mpc"):
+        party_public_key(site, "ch-geneva-mpc", certificates=deployment)
+    assert sorted(p.name for p in site.iterdir()) == ["ca.crt"]
+    # The parties' certificates may be found elsewhere; the trust anchor is the site's own.
+    assert party_public_key(site, "eu-paris-mpc", certificates=deployment) == public_bytes(
+        party_private_key(deployment, "eu-paris-mpc")
+    )
+
+
+def test_a_certificate_of_the_earlier_layout_is_certified_again_keeping_the_share_key(tmp_path):
+    root = tmp_path / "mpc"
+    ensure_credentials(root, ["eu-paris-mpc"])
+    folder = root / "parties" / "eu-paris-mpc"
+    share_key = (folder / "share.key").read_bytes()
+    # The CA's own certificate stands in for one without the share key.
+    shutil.copy(root / "ca.crt", folder / "tls.crt")
+
+    assert ensure_credentials(root, ["eu-paris-mpc"]) == ["eu-paris-mpc"]
+    assert (folder / "share.key").read_bytes() == share_key
+    assert party_public_key(root, "eu-paris-mpc") == public_bytes(
+        X25519PrivateKey.from_private_bytes(share_key)
+    )

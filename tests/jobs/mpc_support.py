@@ -4,6 +4,7 @@ MPC parties in Paris, Geneva and Manchester."""
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from django.contrib.auth.models import User
 
 from jobs import queries
 from jobs import services as room_services
+from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.models import Query, Room
 from parties import services
 from parties.models import Organization
@@ -77,3 +79,26 @@ def plain_answer(tmp_path: Path) -> dict[str, dict[str, float]]:
         pl.col("cost").mean().alias("mean_cost"),
     )
     return {row["age_band"]: row for row in totals.iter_rows(named=True)}
+
+
+def per_site_credentials(deployment: Path, folder: Path) -> dict[str, Path]:
+    """Make the deployment's MPC credentials in `deployment` (the CA's folder), then hand each
+    site only what the layout of jobs/engines/mpc/certificates.py gives it, in a folder of its
+    own under `folder`: a party site the CA's certificate and its own certificate and keys; an
+    input site the CA's certificate and every party's certificate, no key. No site gets ca.key."""
+    ensure_credentials(deployment, PARTY_SITES)
+    roots = {}
+    for site in PARTY_SITES + INPUT_SITES:
+        root = folder / site
+        root.mkdir(parents=True, mode=0o700)
+        shutil.copy2(deployment / "ca.crt", root / "ca.crt")
+        if site in PARTY_SITES:
+            given = {site: ["tls.crt", "tls.key", "share.key"]}
+        else:
+            given = {party: ["tls.crt"] for party in PARTY_SITES}
+        for party, names in given.items():
+            (root / "parties" / party).mkdir(parents=True, mode=0o700)
+            for name in names:
+                shutil.copy2(deployment / "parties" / party / name, root / "parties" / party / name)
+        roots[site] = root
+    return roots

@@ -6,6 +6,8 @@ compute party failing the job cleanly (one refund, no release)."""
 from __future__ import annotations
 
 import queue
+import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -13,12 +15,14 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verify import check_domain_rules
 from jobs import runner, tasks
 from jobs.engines.mpc import parties
+from jobs.engines.mpc.config import MpcConfig
 from jobs.models import BudgetEntry, Job, JobStep, Result
 from tests.factories import api
 from tests.jobs.mpc_support import (
     INPUT_SITES,
     PARTY_SITES,
     approved_union,
+    per_site_credentials,
     plain_answer,
     three_hospitals,
 )
@@ -109,6 +113,36 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
     assert workers(1) == ["nothing to do"]
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job) == ["reserve"] * 3 + ["spend"] * 3
+
+
+def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
+    world, room, workers, monkeypatch, settings, tmp_path
+):
+    """Each site's worker has a credentials folder of its own (MPC_CREDENTIALS_DIR, per
+    process in production; here per worker thread): a party site only its own keys, an input
+    site only the CA's and the parties' certificates; the CA's folder is offline."""
+    roots = per_site_credentials(tmp_path / "deployment", tmp_path / "sites")
+    shutil.rmtree(tmp_path / "deployment")
+    settings.MPC_CREDENTIALS_DIR = tmp_path / "nobody-reads-this"
+    from_settings = MpcConfig.from_settings
+
+    def at_own_site(settings):
+        return replace(from_settings(settings), credentials=roots[runner.own_site().name])
+
+    monkeypatch.setattr(MpcConfig, "from_settings", at_own_site)
+    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    # The compute steps are sent once every input step has shared.
+    assert workers(3) == ["shared"] * 3, Job.objects.get(pk=job.pk).error
+    outcomes = workers(3)
+
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert "released" in outcomes and Result.objects.filter(job=job).count() == 1
+    for site, root in roots.items():
+        keys = sorted(str(p.relative_to(root)) for p in root.rglob("*.key"))
+        own = [f"parties/{site}/share.key", f"parties/{site}/tls.key"]
+        assert keys == (own if site in PARTY_SITES else []), site
+    assert not (tmp_path / "nobody-reads-this").exists()
 
 
 def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(

@@ -13,13 +13,17 @@ from parties.keys import KeyServiceAccess
 @dataclass(frozen=True)
 class MpcConfig:
     code_root: Path  # the checkout whose party program the parties run
-    credentials: Path  # the MPC CA and each party site's credentials (certificates.py)
+    # The local site's folder: the MPC CA's certificate (the trust anchor) and this site's own
+    # keys, if it is a party site (certificates.py).
+    credentials: Path
     party_timeout: float
     port_base: int
     # Where each party site listens, by site name; 127.0.0.1 when not named.
     party_hosts: Mapping[str, str] = field(default_factory=dict)
     # Where each owner's key service is: input steps ask it for their own dataset's key.
     key_services: KeyServiceAccess = field(default_factory=KeyServiceAccess)
+    # Where every party's certificate is found (parties/<site>/tls.crt); None: `credentials`.
+    certificates: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> MpcConfig:
@@ -30,4 +34,7 @@ class MpcConfig:
             port_base=settings.MPC_PORT_BASE,
             party_hosts=dict(settings.MPC_PARTY_ADDRESSES),
             key_services=KeyServiceAccess.from_settings(settings),
+            certificates=(
+                Path(settings.MPC_CERTIFICATES_DIR) if settings.MPC_CERTIFICATES_DIR else None
+            ),
         )

@@ -5,7 +5,9 @@ The owner's step asks the key service for its own dataset's data key (residency 
 there), decrypts the file, applies the policy's contribution bound and clamping and
 pre-aggregates into the public group domain with the enclave's own code
 (`dataplane.privacy.release.input_vectors`), secret-shares the vector with Shamir sharing
-(`sharing.split`), and seals each compute party's shares to that party's X25519 key. Each share
+(`sharing.split`), and seals each compute party's shares to that party's X25519 key, taken
+from the party's certificate once it verified against the deployment's MPC CA (never from a
+key file: this site holds no party's key, certificates.py). Each share
 transfer is decided and audited by the residency function (`receive_shares`) before it is
 written. The exact vector exists only in this process's memory; rows never leave the site.
 
@@ -184,12 +186,18 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     for party in parties:
         if not recorder.shares_may_move(step, party):
             raise EngineError(f"Residency refuses shares of {name} at {party.site.name}.")
+    # Each party's key only from its certificate, verified against this site's MPC CA; every
+    # certificate is checked before any share is written: one refusal sends none.
+    keys = {
+        party.party: certificates.party_public_key(
+            config.credentials, party.site.name, certificates=config.certificates
+        )
+        for party in parties
+    }
     sent = {}
     for party in parties:
         blob = sharing.seal_for_party(
-            shares[party.party],
-            certificates.party_public_key(config.credentials, party.site.name),
-            input_context(job.pk, dataset.pk, party.party),
+            shares[party.party], keys[party.party], input_context(job.pk, dataset.pk, party.party)
         )
         sent[str(party.party)] = write_share(
             job.pk, party.site, f"input-{dataset.pk}-party{party.party}.sealed", blob
