@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
-from cleanroom.audit.verify import RESULT_OPENING, result_commitment
+from cleanroom.audit.verifier.rules import RESULT_OPENING, result_commitment
 from cleanroom.crypto.keys import key_service
 from jobs.models import Job, Result, ResultFile, ResultKey
 from parties.models import Organization

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from cleanroom.audit.verify import HASH_SIZE, leaf_hash, node_hash, root_from_leaf_hashes
+from cleanroom.audit.verifier.merkle import HASH_SIZE, leaf_hash, node_hash, root_from_leaf_hashes
 
 __all__ = [
     "HashStore",

@@ -10,7 +10,7 @@ import queue
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from cleanroom.audit.verify import check_domain_rules
+from cleanroom.audit.verifier.rules import check_domain_rules
 from jobs import runner, tasks
 from jobs.engines.mpc import parties
 from jobs.models import BudgetEntry, Job, JobStep, Result

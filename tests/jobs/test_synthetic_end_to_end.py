@@ -15,7 +15,7 @@ from django.conf import settings
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
-from cleanroom.audit.verify import result_commitment
+from cleanroom.audit.verifier.rules import result_commitment
 from jobs import queries, runner
 from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.measured import measured_modules

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from cleanroom.audit.verify import canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
 from jobs.engines.tee.enclave import prepare
 from jobs.privacy import terms
 from jobs.privacy.release import release_aggregates

@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from cleanroom.audit.verify import canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from jobs.engines.tee.attestation import binding
