@@ -22,28 +22,24 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """Root hash of the tree whose leaves have the given hashes (RFC 9162 MTH).
-
-    Iterative and O(n): keeps a stack of complete subtrees, merging equal-sized neighbours as
-    each leaf arrives, then folds the remaining (decreasing) subtrees from the right.
-    """
-    if len(hashes) == 0:
+def root_of_subtrees(hashes: Sequence[bytes]) -> bytes:
+    """The root of a tree from the hashes of its maximal complete subtrees, left to right (its
+    compact range: one per 1-bit of its size, largest first), folded from the right."""
+    if not hashes:
         return EMPTY_ROOT
-    stack: list[bytes] = []
-    for count, h in enumerate(hashes, start=1):
-        stack.append(h)
-        # Each trailing 0-bit of `count` means two equal-size subtrees have just been
-        # completed side by side and must be merged.
-        c = count
-        while c & 1 == 0:
-            right = stack.pop()
-            stack.append(node_hash(stack.pop(), right))
-            c >>= 1
-    root = stack.pop()
-    while stack:
-        root = node_hash(stack.pop(), root)
+    root = hashes[-1]
+    for left in reversed(hashes[:-1]):
+        root = node_hash(left, root)
     return root
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """Root hash of the tree whose leaves have the given hashes (RFC 9162 MTH), in O(n) time and
+    O(log n) memory (:class:`CompactRange`)."""
+    tree = CompactRange()
+    for h in hashes:
+        tree.append(h)
+    return tree.root()
 
 
 def _check_proof_elements(proof: Sequence[bytes]) -> None:
@@ -158,6 +154,8 @@ class CompactRange:
     def append(self, leaf: bytes) -> None:
         self.size += 1
         self._stack.append(leaf)
+        # Each trailing 0-bit of the new size means two equal-size subtrees have just been
+        # completed side by side and must be merged.
         count = self.size
         while count & 1 == 0:
             right = self._stack.pop()
@@ -165,9 +163,4 @@ class CompactRange:
             count >>= 1
 
     def root(self) -> bytes:
-        if not self._stack:
-            return EMPTY_ROOT
-        root = self._stack[-1]
-        for left in reversed(self._stack[:-1]):
-            root = node_hash(left, root)
-        return root
+        return root_of_subtrees(self._stack)
