@@ -25,8 +25,8 @@ _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def strict_b64decode(text: str, what: str) -> bytes:
-    # Strict: only the standard alphabet, correct padding, and canonical (re-encodes equal),
-    # so one value has exactly one textual form.
+    """Decode standard base64 strictly: the standard alphabet, correct padding, and canonical
+    (it re-encodes equal), so one value has exactly one textual form; errors name `what`."""
     if not _B64_RE.fullmatch(text):
         raise VerificationError(f"{what} is not standard base64")
     try:
