@@ -38,7 +38,7 @@ import polars as pl
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cleanroom.attestation.binding import binding, key_context
-from cleanroom.audit.verify import canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
 from cleanroom.crypto.envelope import decrypt_stream
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from dataplane.privacy.calibration import Measurement, changed_rows

@@ -218,7 +218,7 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
 @require_GET
 def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The result's exact bytes and salt, which open the commitment its release logged: what a
-    receiver hands a regulator for `verify.py --result`."""
+    receiver hands a regulator for `verify.pyz --result`."""
     job, result, organization = _receiving(request, slug, pk)
     response = HttpResponse(
         json.dumps(results.result_opening(result, organization), indent=2),

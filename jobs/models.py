@@ -332,7 +332,7 @@ class Result(models.Model):
 
     job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="result")
     ciphertext = models.BinaryField()
-    # The salted commitment the audit log holds (cleanroom.audit.verify.result_commitment); the
+    # The salted commitment the audit log holds (result_commitment, audit/verifier/rules.py); the
     # salt is kept only encrypted under the result's data key, for the receivers.
     commitment = models.CharField(max_length=64)
     sealed_salt = models.BinaryField(default=b"")

@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cleanroom.audit.log import record_room_event
-from cleanroom.audit.verify import canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from dataplane.privacy import terms

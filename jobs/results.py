@@ -3,7 +3,7 @@ organisation, with a salted commitment the audit log holds; and a synthetic extr
 encrypted beside it outside the database.
 
 Only receivers get a result's data key back (`result_data_key`), and with it the result, the
-salt that opens its commitment (`result_opening`, for `verify.py --result`) and its files.
+salt that opens its commitment (`result_opening`, for `verify.pyz --result`) and its files.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 
-from cleanroom.audit.verify import RESULT_OPENING, result_commitment
+from cleanroom.audit.verifier.rules import RESULT_OPENING, result_commitment
 from cleanroom.crypto.keys import key_service
 from jobs.models import Job, Result, ResultFile, ResultKey
 from parties.models import Organization
@@ -94,7 +94,7 @@ def result_salt(result: Result, data_key: bytes) -> bytes:
 
 def result_opening(result: Result, organization: Organization) -> dict[str, Any]:
     """What a receiver gives a regulator to check its result against the log's commitment
-    (`verify.py --result`): the exact bytes released, and the salt. Files travel separately."""
+    (`verify.pyz --result`): the exact bytes released, and the salt. Files travel separately."""
     data_key = result_data_key(result, organization)
     return {
         "format": RESULT_OPENING,

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.attestation.binding import binding, key_context
 from cleanroom.attestation.verify import AttestationError, verify_attestation
-from cleanroom.audit.verify import approval_message, canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.rules import approval_message
 from cleanroom.crypto.sealing import seal
 from cleanroom.residency import Place, SiteKind, StepKind, TransferRules, decide
 

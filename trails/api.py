@@ -254,7 +254,7 @@ class BundleList(generics.GenericAPIView):
 
 class BundleDownload(APIView):
     """The room's audit bundle (cleanroom-bundle/v1 zip); verify it offline with its
-    verify.py and your trust file. Where the web tier does not hold the log key (production),
+    verify.pyz and your trust file. Where the web tier does not hold the log key (production),
     GET serves the newest bundle the audit worker built (404 before the first) and POST asks
     it for a fresh one (202); in the embedded default GET builds one of the log as it is."""
 

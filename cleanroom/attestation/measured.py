@@ -21,7 +21,7 @@ KERNEL = (
     "cleanroom.attestation.binding",
     "cleanroom.crypto.envelope",
     "cleanroom.crypto.sealing",
-    "cleanroom.audit.verify",
+    "cleanroom.audit.verifier.canonical",
 )
 
 

@@ -6,7 +6,8 @@ signed checkpoint, with its attachments and the offline verifier, in one zip.
 - ``checkpoint.txt``: the signed checkpoint with its cosignatures;
 - ``events.jsonl``: line i is leaf i (the event's canonical bytes and a newline);
 - ``attachments/<sha256>``: the files events reference;
-- ``verify.py`` (a copy of ``cleanroom/audit/verify.py``) and ``README.txt``.
+- ``verify.pyz``, the offline verifier (``cleanroom/audit/verifier``) as one runnable file,
+  and ``README.txt``.
 
 The bundle holds the log at the checkpoint it signs (one is signed first if the log has grown);
 the export is then recorded in the log as ``bundle.exported``, so it shows in the next bundle.
@@ -35,7 +36,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cleanroom.audit import verify as verify_module
 from cleanroom.audit.checkpoints import (
     audit_queue,
     current_log_key,
@@ -48,7 +48,14 @@ from cleanroom.audit.checkpoints import (
 )
 from cleanroom.audit.log import record_room_event, room_log_name
 from cleanroom.audit.models import AuditAttachment, AuditBundle, AuditEvent, AuditLog
-from cleanroom.audit.verify import BUNDLE_FORMAT, MANIFEST, MANIFEST_SIG, manifest_note_text
+from cleanroom.audit.verifier.build import build_zipapp
+from cleanroom.audit.verifier.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    MANIFEST_SIG,
+    VERIFIER,
+    manifest_note_text,
+)
 from cleanroom.errors import DomainError
 
 
@@ -111,7 +118,7 @@ def export_bundle(*, room: AuditedRoom, output: str | Path | IO[bytes], by=None)
             for attachment in AuditAttachment.objects.filter(sha256__in=batch):
                 # Written as stored: if a row was changed, the verifier says so.
                 add(f"attachments/{attachment.sha256}", bytes(attachment.content))
-        add("verify.py", Path(verify_module.__file__).read_bytes())
+        add(VERIFIER, build_zipapp())
         add("README.txt", _readme(origin, size).encode("utf-8"))
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -250,8 +257,12 @@ Events   {size} (events.jsonl, line i is event i; checkpoint.txt signs their Mer
 
 Verify it offline, with Python 3 and the `cryptography` package alone:
 
-    python -m zipfile -e THIS_BUNDLE.zip bundle/       # or any unzip tool, for verify.py
-    python bundle/verify.py THIS_BUNDLE.zip --trust TRUSTFILE [--previous CHECKPOINT]
+    python3 -m zipfile -e THIS_BUNDLE.zip bundle/      # or any unzip tool, for verify.pyz
+    python3 bundle/verify.pyz THIS_BUNDLE.zip --trust TRUSTFILE [--previous CHECKPOINT]
+
+verify.pyz is the verifier's source in one zip file (a Python zipapp): read it with any unzip
+tool, or rebuild it from the platform's code (python3 -m cleanroom.audit.verifier.build
+verify.pyz) and compare the two.
 
 TRUSTFILE holds the keys you trust, one a line: the log's verification key(s) as the
 operator's `python manage.py audit_keys` prints them, obtained from the operator and kept by
@@ -262,7 +273,7 @@ keys from this bundle: whoever could alter the bundle could alter them too.
 CHECKPOINT (optional) is a checkpoint.txt you saved from an earlier bundle of this log; the
 verifier then also checks that this log extends it (nothing was rewritten since).
 
-verify.py checks MANIFEST.sig against your keys, that the bundle holds exactly the files
+verify.pyz checks MANIFEST.sig against your keys, that the bundle holds exactly the files
 MANIFEST.json lists with the SHA-256 it gives, the checkpoint's signature, that events.jsonl is
 canonical, numbered 0..n-1 and hashes to the checkpoint's Merkle root (RFC 9162), that every
 attachment is present, and the clean room's rules: every executed query had all data owners'

@@ -32,13 +32,9 @@ from django.db import IntegrityError, transaction
 from cleanroom.audit import merkle, tree
 from cleanroom.audit.models import AuditEvent, AuditLog, Checkpoint, LogKey
 from cleanroom.audit.notes import format_checkpoint
-from cleanroom.audit.verify import (
-    ED25519_ALGORITHM,
-    VerificationError,
-    is_valid_key_name,
-    key_id,
-    leaf_hash,
-)
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import leaf_hash
+from cleanroom.audit.verifier.notes import ED25519_ALGORITHM, is_valid_key_name, key_id
 from cleanroom.crypto.keys import key_service
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from django.utils import timezone
 from cleanroom.audit.checkpoints import schedule
 from cleanroom.audit.events import registered
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditEventRef, AuditLog
-from cleanroom.audit.verify import canonical_json, leaf_hash
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.merkle import leaf_hash
 
 PLATFORM_LOG = "platform"
 

@@ -15,7 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from cleanroom.audit.verify import HASH_SIZE, leaf_hash, node_hash, root_from_leaf_hashes
+from cleanroom.audit.verifier.merkle import (
+    HASH_SIZE,
+    leaf_hash,
+    node_hash,
+    root_from_leaf_hashes,
+    root_of_subtrees,
+)
 
 __all__ = [
     "HashStore",
@@ -192,18 +198,13 @@ class MerkleTree:
         # Hash of the RFC 9162 subtree over [begin, begin + size). Such subtrees always start
         # at a multiple of their largest power of two, so they split into complete subtrees
         # of decreasing size (the 1-bits of `size`), combined right to left.
-        if size == 0:
-            return root_from_leaf_hashes([])
         parts: list[bytes] = []
         pos = begin
         for level in reversed(range(size.bit_length())):
             if size >> level & 1:
                 parts.append(self._node(level, pos >> level))
                 pos += 1 << level
-        h = parts.pop()
-        while parts:
-            h = node_hash(parts.pop(), h)
-        return h
+        return root_of_subtrees(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,12 +310,7 @@ def join_frontier(frontier: Sequence[bytes]) -> bytes:
 
 def frontier_root(frontier: Sequence[bytes]) -> bytes:
     """The root hash of the tree whose frontier this is."""
-    if not frontier:
-        return root_from_leaf_hashes([])
-    h = frontier[-1]
-    for left in reversed(frontier[:-1]):
-        h = node_hash(left, h)
-    return h
+    return root_of_subtrees(frontier)
 
 
 def frontier_append(

@@ -9,7 +9,7 @@ import base64
 from django.conf import settings
 from django.db import models
 
-from cleanroom.audit.verify import COSIGNATURE_ALGORITHM, ED25519_ALGORITHM
+from cleanroom.audit.verifier.notes import COSIGNATURE_ALGORITHM, ED25519_ALGORITHM
 
 
 class AuditLog(models.Model):

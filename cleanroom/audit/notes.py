@@ -6,7 +6,7 @@ Go tooling used by transparency log witnesses:
 - signer key:   ``PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 || 32-byte seed)``
 - verifier key: ``<name>+<hex key ID>+base64(0x01 || 32-byte public key)``
 
-Verification lives in :mod:`cleanroom.audit.verify`, which is shipped standalone in bundles.
+Verification lives in :mod:`cleanroom.audit.verifier.notes`, which bundles ship (`verify.pyz`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cleanroom.audit.verify import (
+from cleanroom.audit.verifier.merkle import HASH_SIZE
+from cleanroom.audit.verifier.notes import (
     ED25519_ALGORITHM,
-    HASH_SIZE,
     Verifier,
     is_valid_key_name,
     key_id,

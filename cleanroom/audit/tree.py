@@ -19,7 +19,8 @@ from django.db.models import Q
 from cleanroom.audit import merkle
 from cleanroom.audit.merkle import MerkleTree, RecordingHashStore
 from cleanroom.audit.models import AuditEvent, AuditLog, AuditNode
-from cleanroom.audit.verify import VerificationError, leaf_hash
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import leaf_hash
 
 T = TypeVar("T")
 

@@ -25,19 +25,12 @@ from cleanroom.audit.checkpoints import (
     origin_of,
 )
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog, Checkpoint
-from cleanroom.audit.verify import (
-    Checkpoint as ParsedCheckpoint,
-)
-from cleanroom.audit.verify import (
-    CompactRange,
-    DomainRules,
-    VerificationError,
-    leaf_hash,
-    parse_canonical_event,
-    verify_checkpoint,
-    verify_cosignatures,
-    verify_inclusion,
-)
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.canonical import parse_canonical_event
+from cleanroom.audit.verifier.merkle import CompactRange, leaf_hash, verify_inclusion
+from cleanroom.audit.verifier.notes import Checkpoint as ParsedCheckpoint
+from cleanroom.audit.verifier.notes import verify_checkpoint, verify_cosignatures
+from cleanroom.audit.verifier.rules import DomainRules
 
 VERIFIED, PENDING, FAILED = "verified", "pending", "failed"
 

@@ -28,14 +28,14 @@ from cleanroom.audit.checkpoints import (
     origin_prefix,
 )
 from cleanroom.audit.models import Cosignature, Witness
-from cleanroom.audit.verify import (
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import verify_consistency
+from cleanroom.audit.verifier.notes import (
     COSIGNATURE_ALGORITHM,
-    VerificationError,
     cosigned_message,
     key_id,
     split_note,
     verify_checkpoint,
-    verify_consistency,
 )
 from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import transaction
 
 from cleanroom.audit.log import record_event
-from cleanroom.audit.verify import approval_message
+from cleanroom.audit.verifier.rules import approval_message
 
 DIGEST = "d" * 64
 CHARITE, USZ, PHARMA, OUTSIDER = "org:1", "org:2", "org:3", "org:9"

@@ -1,4 +1,4 @@
-"""verify.py re-verifies every approval's Ed25519 signature offline: a forged or altered one
+"""The offline verifier re-verifies every approval's Ed25519 signature: a forged or altered one
 fails naming the event, even in a log the operator signed with the log key."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from cleanroom.audit import checkpoints
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import record_event, room_log_name
 from cleanroom.audit.models import AuditEvent
-from cleanroom.audit.verify import VerificationError, check_domain_rules, parse_trust_file
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.bundle import parse_trust_file
+from cleanroom.audit.verifier.rules import check_domain_rules
 from jobs import queries
 from tests.audit.bundling import run_verify, trust_file
 from tests.audit.domain import CHARITE, USZ, as_bodies, happy_run, index_of, mutate, public_key_of

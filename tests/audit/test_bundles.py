@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -18,16 +17,11 @@ from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import record_event, room_log_name, store_attachment
 from cleanroom.audit.models import AuditEvent
 from cleanroom.audit.verification import verify_log
-from cleanroom.audit.verify import (
-    VerificationError,
-    leaf_hash,
-    manifest_note_text,
-    parse_trust_file,
-    root_from_leaf_hashes,
-    verify_bundle,
-    verify_checkpoint,
-    verify_note,
-)
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.build import build_zipapp
+from cleanroom.audit.verifier.bundle import manifest_note_text, parse_trust_file
+from cleanroom.audit.verifier.merkle import leaf_hash, root_from_leaf_hashes
+from cleanroom.audit.verifier.notes import verify_checkpoint, verify_note
 from jobs import services as room_services
 from tests import factories
 from tests.audit.bundling import run_verify, trust_file
@@ -42,7 +36,7 @@ CONTRACT = {
     "MANIFEST.sig",
     "checkpoint.txt",
     "events.jsonl",
-    "verify.py",
+    "verify.pyz",
     "README.txt",
 }
 
@@ -107,8 +101,8 @@ def test_a_bundle_holds_exactly_the_contract_files_each_with_its_hash(cardio, tm
         assert text == manifest_note_text(
             manifest["origin"], hashlib.sha256(manifest_bytes).hexdigest()
         )
-        assert archive.read("verify.py") == Path(verify_bundle.__code__.co_filename).read_bytes()
-        assert b"python bundle/verify.py" in archive.read("README.txt")
+        assert archive.read("verify.pyz") == build_zipapp()
+        assert b"python3 bundle/verify.pyz THIS_BUNDLE.zip --trust" in archive.read("README.txt")
 
 
 def test_the_shipped_verifier_accepts_a_fresh_bundle_offline(cardio, tmp_path) -> None:
@@ -248,7 +242,7 @@ def test_a_regulator_sees_the_rooms_touching_its_jurisdictions_and_downloads_one
     assert [b["room"].slug for b in page.context["rooms"]] == ["cardio"]
     html = page.content.decode()
     assert "Swiss only" not in html
-    assert "python bundle/verify.py" in html
+    assert "python3 bundle/verify.pyz ROOM-audit-bundle.zip --trust" in html
     response = client.get(reverse("audit-bundle-download", args=["cardio"]))
     assert response.status_code == 200
     assert response["Content-Disposition"].startswith("attachment")

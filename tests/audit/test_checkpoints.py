@@ -11,12 +11,9 @@ from django.db import connection, transaction
 from cleanroom.audit import checkpoints, tree
 from cleanroom.audit.log import record_event
 from cleanroom.audit.models import AuditEvent, AuditLog, Checkpoint, LogKey
-from cleanroom.audit.verify import (
-    VerificationError,
-    leaf_hash,
-    root_from_leaf_hashes,
-    verify_checkpoint,
-)
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import leaf_hash, root_from_leaf_hashes
+from cleanroom.audit.verifier.notes import verify_checkpoint
 from tests.audit.tampering import tamper
 
 

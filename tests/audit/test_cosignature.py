@@ -12,13 +12,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.audit import witness as witness_module
-from cleanroom.audit.verify import (
-    VerificationError,
-    cosigned_message,
-    parse_cosigner_key,
-    parse_trust_file,
-    verify_cosignatures,
-)
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.bundle import parse_trust_file
+from cleanroom.audit.verifier.notes import cosigned_message, parse_cosigner_key, verify_cosignatures
 
 # The example checkpoint of https://c2sp.org/tlog-cosignature and its timestamp.
 CHECKPOINT = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"

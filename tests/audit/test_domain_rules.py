@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cleanroom.audit.verify import VerificationError, check_domain_rules
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.rules import check_domain_rules
 from tests.audit.domain import (
     CHARITE,
     OUTSIDER,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom.audit.merkle import MemoryHashStore, MerkleTree, consistency_proof, inclusion_proof
-from cleanroom.audit.verify import (
-    VerificationError,
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import (
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from cleanroom.audit.merkle import MerkleTree, consistency_proof, inclusion_proof
-from cleanroom.audit.verify import (
-    VerificationError,
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.merkle import (
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,

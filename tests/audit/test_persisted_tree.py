@@ -20,8 +20,8 @@ from cleanroom.audit import tree
 from cleanroom.audit.log import record_event, record_events
 from cleanroom.audit.merkle import MerkleTree, frontier_append, frontier_root
 from cleanroom.audit.models import AuditEvent, AuditEventRef, AuditLog, AuditNode
-from cleanroom.audit.verify import (
-    canonical_json,
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.merkle import (
     leaf_hash,
     root_from_leaf_hashes,
     verify_consistency,

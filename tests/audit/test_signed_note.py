@@ -17,11 +17,11 @@ from cleanroom.audit.notes import (
     parse_signer_key,
     sign_note,
 )
-from cleanroom.audit.verify import (
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.merkle import leaf_hash
+from cleanroom.audit.verifier.notes import (
     Checkpoint,
-    VerificationError,
-    canonical_json,
-    leaf_hash,
     parse_checkpoint,
     parse_verifier_key,
     verify_checkpoint,

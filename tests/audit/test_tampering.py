@@ -19,7 +19,9 @@ from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import record_event, room_log_name
 from cleanroom.audit.models import AuditEvent, AuditLog, Checkpoint, LogKey
 from cleanroom.audit.verification import verify_log
-from cleanroom.audit.verify import VerificationError, leaf_hash, parse_trust_file, verify_bundle
+from cleanroom.audit.verifier import VerificationError
+from cleanroom.audit.verifier.bundle import parse_trust_file, verify_bundle
+from cleanroom.audit.verifier.merkle import leaf_hash
 from tests.audit.bundling import rewrite_zip, run_verify, trust_file
 from tests.audit.domain import happy_run, record_run
 from tests.audit.tampering import tamper
@@ -76,7 +78,7 @@ def exported(room, tmp_path: Path, name: str = "bundle.zip") -> Path:
 
 
 def assert_caught(bundle: Path, trust: Path, offline: str, room=None, service: str = "", **kw):
-    """verify.py fails naming `offline`; the platform's verification fails naming `service`."""
+    """verify.pyz fails naming `offline`; the platform's verification fails naming `service`."""
     verdict = run_verify(bundle, trust, **kw)
     assert verdict.returncode == 1, verdict.stdout
     assert verdict.stderr.startswith("FAILED: ")

@@ -14,7 +14,7 @@ from cleanroom.audit import checkpoints
 from cleanroom.audit.log import record_event
 from cleanroom.audit.models import Checkpoint, Cosignature, LogKey, Witness
 from cleanroom.audit.notes import format_checkpoint
-from cleanroom.audit.verify import verify_checkpoint, verify_cosignatures, verify_note
+from cleanroom.audit.verifier.notes import verify_checkpoint, verify_cosignatures, verify_note
 from tests.audit.tampering import tamper
 
 

@@ -5,9 +5,9 @@
   same commits;
 - a room log of 10^5 events: first checkpoint signing (which builds the stored Merkle tree over
   all of it) and incremental signing, a root and an inclusion proof from the stored nodes,
-  bundle export (in-process, against dumping the same bytes), the shipped verify.py (as a
+  bundle export (in-process, against dumping the same bytes), the shipped verify.pyz (as a
   regulator runs it, against hashing the bundle in a bare interpreter), and the platform's own
-  verification; peak memory of export and verify.py;
+  verification; peak memory of export and verify.pyz;
 - a log of 10^6 events (PostgreSQL): appended in batches of 10^4 (`record_events`), its stored
   tree built by the checkpoint signer's extension, then a root and an inclusion proof read from
   the stored nodes (no event re-read).
@@ -36,7 +36,8 @@ from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import record_event, record_events, room_log_name
 from cleanroom.audit.models import AuditAttachment, AuditEvent, AuditLog
 from cleanroom.audit.verification import verify_log
-from cleanroom.audit.verify import canonical_json, leaf_hash, verify_inclusion
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.merkle import leaf_hash, verify_inclusion
 from tests.audit.domain import happy_run, sign_decisions
 from tests.benchmarks.support import report, run_python, scratch_database, timed
 
@@ -334,12 +335,12 @@ def log_benchmarks(workdir: Path) -> None:
     verifier = workdir / "verifier"
     verifier.mkdir()
     with zipfile.ZipFile(bundle) as archive:
-        (verifier / "verify.py").write_bytes(archive.read("verify.py"))
+        (verifier / "verify.pyz").write_bytes(archive.read("verify.pyz"))
     trust = workdir / "trust.txt"
     trust.write_text("\n".join(checkpoints.log_vkeys()) + "\n")
-    child = run_python(["verify.py", str(bundle), "--trust", str(trust)], cwd=verifier)
+    child = run_python(["verify.pyz", str(bundle), "--trust", str(trust)], cwd=verifier)
     if child.returncode != 0:
-        raise RuntimeError(f"verify.py refused the benchmark bundle: {child.stderr}")
+        raise RuntimeError(f"verify.pyz refused the benchmark bundle: {child.stderr}")
     (verifier / "hash_bundle.py").write_text(HASH_BUNDLE)
     plain = run_python(["hash_bundle.py", str(bundle)], cwd=verifier)
     report(f"verify_py_{label}", child.seconds, "s", 2)

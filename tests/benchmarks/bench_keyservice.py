@@ -27,7 +27,8 @@ from django.conf import settings
 
 from cleanroom.attestation.binding import binding, key_context
 from cleanroom.attestation.verify import SimulatedEnclave, SimulatedRoot
-from cleanroom.audit.verify import approval_message, canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
+from cleanroom.audit.verifier.rules import approval_message
 from cleanroom.crypto.sealing import public_bytes, seal
 from cleanroom.residency import Place, SiteKind, TransferRules
 from keyservice import config

@@ -1,5 +1,5 @@
 """The audit pages in the browser: a party reads its trail with verified marks and filters it; a
-regulator downloads a room's bundle and verifies it offline with the verify.py inside."""
+regulator downloads a room's bundle and verifies it offline with the verify.pyz inside."""
 
 import io
 import re

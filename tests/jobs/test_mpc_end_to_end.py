@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from cleanroom.audit.verify import check_domain_rules
+from cleanroom.audit.verifier.rules import check_domain_rules
 from jobs import runner, tasks
 from jobs.engines.mpc import parties
 from jobs.engines.mpc.config import MpcConfig

@@ -16,7 +16,7 @@ from django.conf import settings
 from cleanroom.attestation.measured import measured_modules
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
-from cleanroom.audit.verify import result_commitment
+from cleanroom.audit.verifier.rules import result_commitment
 from dataplane.synthesis import SynthColumn, dp_cost
 from jobs import queries, runner
 from jobs.models import BudgetEntry, Job, Query, Result

@@ -14,7 +14,7 @@ import pytest
 from django.test import Client
 
 from cleanroom.audit.bundles import export_bundle
-from cleanroom.audit.verify import result_commitment
+from cleanroom.audit.verifier.rules import result_commitment
 from jobs import queries, results, runner, tasks
 from jobs.models import Result
 from tests.audit.bundling import run_verify, trust_file

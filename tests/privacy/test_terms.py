@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from cleanroom.audit.verify import canonical_json
+from cleanroom.audit.verifier.canonical import canonical_json
 from dataplane.enclave import prepare
 from dataplane.privacy import terms
 from dataplane.privacy.release import release_aggregates

@@ -11,12 +11,8 @@ from django.urls import reverse
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import PLATFORM_LOG, record_event, room_log_name
 from cleanroom.audit.models import AuditEvent
-from cleanroom.audit.verify import (
-    leaf_hash,
-    verify_checkpoint,
-    verify_consistency,
-    verify_inclusion,
-)
+from cleanroom.audit.verifier.merkle import leaf_hash, verify_consistency, verify_inclusion
+from cleanroom.audit.verifier.notes import verify_checkpoint
 from jobs import services as room_services
 from parties import services as party_services
 from tests import factories

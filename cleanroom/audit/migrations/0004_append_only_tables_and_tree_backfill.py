@@ -7,7 +7,7 @@ from django.db import migrations
 
 from cleanroom.audit import merkle, triggers
 from cleanroom.audit.log import _refs
-from cleanroom.audit.verify import leaf_hash
+from cleanroom.audit.verifier.merkle import leaf_hash
 
 NEW_TABLES = [t for t in triggers.TABLES if t != triggers.EVENT_TABLE]
 

@@ -4,7 +4,7 @@ no longer verify under the new keys; witnesses cosign the next checkpoint in the
 
 from django.db import migrations
 
-from cleanroom.audit.verify import COSIGNATURE_ALGORITHM, ED25519_ALGORITHM, key_id
+from cleanroom.audit.verifier.notes import COSIGNATURE_ALGORITHM, ED25519_ALGORITHM, key_id
 
 
 def rekey(algorithm: int):

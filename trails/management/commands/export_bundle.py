@@ -1,4 +1,5 @@
-"""`manage.py export_bundle --room <slug> --output <file.zip>`, or `--all --output <dir>`."""
+"""`manage.py export_bundle --room <slug> --output <file.zip>`, or `--all --output <dir>`; each
+bundle carries its offline verifier, `verify.pyz`."""
 
 from pathlib import Path
 
@@ -11,7 +12,11 @@ from jobs.models import Room
 
 
 class Command(BaseCommand):
-    help = "Export the audit bundle (cleanroom-bundle/v1) of a room, or of every room."
+    help = (
+        "Export the audit bundle (cleanroom-bundle/v1) of a room, or of every room. A regulator "
+        "verifies one offline with the verify.pyz inside: python3 -m zipfile -e BUNDLE.zip "
+        "bundle/ && python3 bundle/verify.pyz BUNDLE.zip --trust TRUSTFILE (see its README.txt)."
+    )
 
     def add_arguments(self, parser):
         which = parser.add_mutually_exclusive_group(required=True)
