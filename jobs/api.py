@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -16,7 +15,12 @@ from rest_framework.views import APIView
 from cleanroom.errors import DomainError
 from jobs import queries, results, runner, selectors, services
 from jobs.models import Approval, Job, Query, Result, ResultFile, RoomMembership
-from jobs.permissions import Permission, require_acting_organization
+from jobs.permissions import (
+    Permission,
+    require_acting_organization,
+    require_query_editor,
+    result_reader,
+)
 from jobs.planner import plan_query
 from jobs.serializers import (
     ApprovalSerializer,
@@ -143,7 +147,7 @@ class RoomContributions(APIView):
 
 
 def _query(request: Request, slug: str, pk: int) -> Query:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return selectors.get_query_for_member(request.user, room, pk)
 
 
@@ -153,12 +157,12 @@ class QueryList(generics.ListAPIView):
     serializer_class = QuerySerializer
 
     def get_queryset(self):
-        room = selectors.get_room_for_member(self.request.user, self.kwargs["slug"])
+        room = selectors.get_room_for_reader(self.request.user, self.kwargs["slug"])
         return selectors.queries_of(room).prefetch_related("receivers", "approvals__organization")
 
     @extend_schema(request=QueryInputSerializer, responses={201: QuerySerializer})
     def post(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
         serializer = QueryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -183,7 +187,7 @@ class QueryPlan(APIView):
 
     @extend_schema(request=PlanInputSerializer, responses={200: dict})
     def post(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
         serializer = PlanInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -210,6 +214,7 @@ class QueryDetail(APIView):
     def patch(self, request: Request, slug: str, pk: int) -> Response:
         """Change a draft in place; changing a submitted version makes a new draft version."""
         query = _query(request, slug, pk)
+        author = require_query_editor(request.user, query)
         serializer = QueryPatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -219,7 +224,7 @@ class QueryDetail(APIView):
             if query.status == Query.Status.DRAFT:
                 query = queries.save_draft(
                     room=query.room,
-                    acting_for=query.author_organization,
+                    acting_for=author,
                     by=request.user,
                     query=query,
                     receivers=list(query.receivers.all()) if receivers is None else receivers,
@@ -291,7 +296,7 @@ class Inbox(APIView):
 
 
 def _job(request: Request, slug: str, pk: int) -> Job:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return get_object_or_404(Job.objects.select_related("query", "site"), pk=pk, query__room=room)
 
 
@@ -366,10 +371,7 @@ class JobResult(APIView):
 
 def _received(request: Request, job: Job) -> tuple[Result, Organization]:
     result = get_object_or_404(Result, job=job)
-    organization = selectors.receiver_organization(request.user, result)
-    if organization is None:
-        raise PermissionDenied("Only members of the receiving organisations read this result.")
-    return result, organization
+    return result, result_reader(request.user, result)
 
 
 class JobResultFile(APIView):
@@ -392,5 +394,5 @@ class JobResultFile(APIView):
 class RoomBudget(APIView):
     @extend_schema(responses={200: BudgetSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
         return Response(BudgetSerializer(selectors.budget_of(room), many=True).data)

@@ -12,8 +12,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cleanroom.errors import DomainError
 from jobs import selectors, services
 from jobs.forms import ContributeForm, InviteForm, RoomForm
-from jobs.models import Room, RoomMembership
-from jobs.permissions import Permission, acting_organization, has_permission
+from jobs.models import Query, Room, RoomMembership
+from jobs.permissions import Permission, acting_organization, has_permission, may_read_room
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
 from parties.selectors import organizations_of, organizations_where
@@ -28,13 +28,16 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
         if has_permission(user, Permission.CONTRIBUTE, room=room, organization=org)
     ]
     datasets = Dataset.objects.filter(organization__in=contributors)
+    # An invitee sees the room, its members and datasets (enough to decide), not its work.
+    reader = may_read_room(user, room)
     return {
         "room": room,
-        "memberships": room.memberships.select_related("organization"),
+        "memberships": room.memberships.select_related("organization", "invited_by"),
         "contributions": selectors.contributions_of(room),
         "invite_form": InviteForm(room=room) if inviter else None,
         "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
-        "queries": selectors.queries_of(room),
+        "can_read": reader,
+        "queries": selectors.queries_of(room) if reader else Query.objects.none(),
         "can_propose": acting_organization(user, room, Permission.PROPOSE_QUERY) is not None,
         "answerable": [
             m
