@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -40,7 +41,8 @@ from jobs.serializers import (
     RoomSerializer,
 )
 from parties.models import Organization
-from parties.selectors import datasets_for, organizations_of
+from parties.permissions import Permission as PartyPermission
+from parties.selectors import datasets_for, organizations_of, organizations_where
 
 
 class RoomList(generics.ListAPIView):
@@ -59,6 +61,8 @@ class RoomList(generics.ListAPIView):
 
     @extend_schema(request=RoomInputSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:
+        if not organizations_where(request.user, PartyPermission.CREATE_ROOMS):
+            raise PermissionDenied("Only data owners and analysts can create rooms.")
         serializer = RoomInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -84,10 +88,10 @@ class RoomInvitations(APIView):
     @extend_schema(request=InvitationInputSerializer, responses={201: RoomMembershipSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
-        serializer = InvitationInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
         # Who may invite first: a member who may not must not learn which organisations exist.
         acting_for = require_acting_organization(request.user, room, Permission.INVITE)
+        serializer = InvitationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         invitee = Organization.objects.filter(
             slug=serializer.validated_data["organization"]
         ).first()
@@ -129,6 +133,7 @@ class RoomContributions(APIView):
     @extend_schema(request=ContributionInputSerializer, responses={201: RoomDatasetSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
+        require_acting_organization(request.user, room, Permission.CONTRIBUTE)
         serializer = ContributionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         org_slug, _, dataset_slug = serializer.validated_data["dataset"].partition(".")
@@ -163,19 +168,14 @@ class QueryList(generics.ListAPIView):
     @extend_schema(request=QueryInputSerializer, responses={201: QuerySerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_reader(request.user, slug)
+        acting_for = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
         serializer = QueryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         submit, receivers = data.pop("submit"), data.pop("receivers")
         with transaction.atomic():
             query = queries.save_draft(
-                room=room,
-                by=request.user,
-                receivers=receivers,
-                acting_for=require_acting_organization(
-                    request.user, room, Permission.PROPOSE_QUERY
-                ),
-                **data,
+                room=room, by=request.user, receivers=receivers, acting_for=acting_for, **data
             )
             if submit:
                 query = queries.submit_query(query=query, by=request.user)
@@ -252,15 +252,14 @@ class QueryDecision(APIView):
     @extend_schema(request=DecisionInputSerializer, responses={201: ApprovalSerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
         query = _query(request, slug, pk)
+        organization = require_acting_organization(
+            request.user, query.room, Permission.DECIDE_QUERY
+        )
         serializer = DecisionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         if "organization" in serializer.validated_data:
             organization = get_object_or_404(
                 organizations_of(request.user), slug=serializer.validated_data["organization"]
-            )
-        else:
-            organization = require_acting_organization(
-                request.user, query.room, Permission.DECIDE_QUERY
             )
         approval = queries.decide_query(
             query=query,

@@ -195,6 +195,7 @@ def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
+    require_acting_organization(request.user, room, Permission.DECIDE_QUERY)
     organization = get_object_or_404(
         organizations_of(request.user), slug=request.POST.get("organization")
     )

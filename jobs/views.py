@@ -13,7 +13,13 @@ from cleanroom.errors import DomainError
 from jobs import selectors, services
 from jobs.forms import ContributeForm, InviteForm, RoomForm
 from jobs.models import Query, Room, RoomMembership
-from jobs.permissions import Permission, acting_organization, has_permission, may_read_room
+from jobs.permissions import (
+    Permission,
+    acting_organization,
+    has_permission,
+    may_read_room,
+    require_acting_organization,
+)
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
 from parties.selectors import organizations_of, organizations_where
@@ -95,9 +101,7 @@ def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
 @require_POST
 def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
-    acting = acting_organization(request.user, room, Permission.INVITE)
-    if acting is None:
-        raise PermissionDenied("Your role may not invite organisations to this room.")
+    acting = require_acting_organization(request.user, room, Permission.INVITE)
     form = InviteForm(request.POST, room=room)
     if not form.is_valid():
         return _panel(request, room, error="Choose an organisation to invite.")
@@ -130,6 +134,7 @@ def room_respond(request: HttpRequest, slug: str, membership_id: int) -> HttpRes
 @require_POST
 def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
+    require_acting_organization(request.user, room, Permission.CONTRIBUTE)
     contributors = [
         org
         for org in organizations_of(request.user)
