@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -42,7 +41,8 @@ from jobs.serializers import (
 )
 from parties.models import Organization
 from parties.permissions import Permission as PartyPermission
-from parties.selectors import datasets_for, organizations_of, organizations_where
+from parties.permissions import require as require_party
+from parties.selectors import datasets_for, organizations_of
 
 
 class RoomList(generics.ListAPIView):
@@ -61,12 +61,14 @@ class RoomList(generics.ListAPIView):
 
     @extend_schema(request=RoomInputSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:
-        if not organizations_where(request.user, PartyPermission.CREATE_ROOMS):
-            raise PermissionDenied("Only data owners and analysts can create rooms.")
+        # Who may first, for the organisation named: before the input is validated.
+        organization = get_object_or_404(
+            organizations_of(request.user), slug=request.data.get("organization", "")
+        )
+        require_party(request.user, PartyPermission.CREATE_ROOMS, organization=organization)
         serializer = RoomInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        organization = get_object_or_404(organizations_of(request.user), slug=data["organization"])
         room = services.create_room(
             organization=organization,
             slug=data["slug"],

@@ -83,12 +83,12 @@ class DatasetList(generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         """Register a dataset from an uploaded file and its confirmed schema."""
-        if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
-            raise PermissionDenied("Only data owners can upload datasets.")
-        data, path, filename = uploaded_file(request, DatasetInputSerializer)
+        # Who may first, for the organisation named: before the upload is even validated.
         organization = generics.get_object_or_404(
-            selectors.organizations_of(request.user), slug=data["organization"]
+            selectors.organizations_of(request.user), slug=request.data.get("organization", "")
         )
+        require(request.user, Permission.MANAGE_DATASETS, organization=organization)
+        data, path, filename = uploaded_file(request, DatasetInputSerializer)
         version = services.register_dataset(
             organization=organization,
             slug=data["slug"],

@@ -110,7 +110,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("api-jurisdictions", "GET"): "         401 200 200   200  200  200  200  200  200",
     ("api-sites", "GET"): "                 401 200 200   200  200  200  200  200  200",
     ("api-datasets", "GET"): "              401 200 200   200  200  200  200  200  200",
-    ("api-datasets", "POST"): "             401 403 400   403  403  400  400  403  403",
+    # A write that names an organisation asks the rule for it first: the regulator and the
+    # operator name none of theirs (404), the others get 403 or their input validated (400).
+    ("api-datasets", "POST"): "             401 403 400   403  403  400  400  404  404",
     ("api-infer-schema", "POST"): "         401 403 400   403  403  400  400  403  403",
     ("api-dataset", "GET"): "               401 200 200   200  200  404  404  404  404",
     ("api-dataset-versions", "GET"): "      401 200 200   200  200  404  404  404  404",
@@ -121,7 +123,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("api-policy-history", "GET"): "        401 200 200   200  200  404  404  404  404",
     # ---- API: rooms
     ("api-rooms", "GET"): "                 401 200 200   200  200  200  200  200  200",
-    ("api-rooms", "POST"): "                401 400 400   400  403  400  400  403  403",
+    ("api-rooms", "POST"): "                401 400 400   400  403  400  400  404  404",
     ("api-room", "GET"): "                  401 200 200   200  200  200  404  404  404",
     ("api-invite", "POST"): "               401 400 400   400  403  403  404  404  404",
     ("api-accept", "POST"): "               401 403 403   403  403  200  404  404  404",
@@ -338,6 +340,8 @@ def body_of(name: str, persona: str, s: Scene) -> dict:
     """The few write requests that need a body to reach their rule: the persona's own
     organisation where the request names one."""
     org = s.orgs.get(persona, "")
+    if name in ("api-rooms", "api-datasets"):
+        return {"organization": org}
     if name == "query-decide":
         return {"organization": org, "decision": "approve"}
     if name == "room-respond":
