@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -16,7 +15,12 @@ from rest_framework.views import APIView
 from cleanroom.errors import DomainError
 from jobs import queries, results, runner, selectors, services
 from jobs.models import Approval, Job, Query, Result, ResultFile, RoomMembership
-from jobs.permissions import Permission, require_acting_organization
+from jobs.permissions import (
+    Permission,
+    require_acting_organization,
+    require_query_editor,
+    result_reader,
+)
 from jobs.planner import plan_query
 from jobs.serializers import (
     ApprovalSerializer,
@@ -36,6 +40,8 @@ from jobs.serializers import (
     RoomSerializer,
 )
 from parties.models import Organization
+from parties.permissions import Permission as PartyPermission
+from parties.permissions import require as require_party
 from parties.selectors import datasets_for, get_dataset_for_user, organizations_of
 from parties.serializers import DatasetSerializer
 
@@ -56,10 +62,14 @@ class RoomList(generics.ListAPIView):
 
     @extend_schema(request=RoomInputSerializer, responses={201: RoomSerializer})
     def post(self, request: Request) -> Response:
+        # Who may first, for the organisation named: before the input is validated.
+        organization = get_object_or_404(
+            organizations_of(request.user), slug=request.data.get("organization", "")
+        )
+        require_party(request.user, PartyPermission.CREATE_ROOMS, organization=organization)
         serializer = RoomInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        organization = get_object_or_404(organizations_of(request.user), slug=data["organization"])
         room = services.create_room(
             organization=organization,
             slug=data["slug"],
@@ -81,10 +91,10 @@ class RoomInvitations(APIView):
     @extend_schema(request=InvitationInputSerializer, responses={201: RoomMembershipSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
-        serializer = InvitationInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
         # Who may invite first: a member who may not must not learn which organisations exist.
         acting_for = require_acting_organization(request.user, room, Permission.INVITE)
+        serializer = InvitationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
         invitee = Organization.objects.filter(
             slug=serializer.validated_data["organization"]
         ).first()
@@ -126,6 +136,7 @@ class RoomContributions(APIView):
     @extend_schema(request=ContributionInputSerializer, responses={201: RoomDatasetSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
+        require_acting_organization(request.user, room, Permission.CONTRIBUTE)
         serializer = ContributionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         org_slug, _, dataset_slug = serializer.validated_data["dataset"].partition(".")
@@ -144,7 +155,7 @@ class RoomContributions(APIView):
 
 
 def _query(request: Request, slug: str, pk: int) -> Query:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return selectors.get_query_for_member(request.user, room, pk)
 
 
@@ -154,25 +165,20 @@ class QueryList(generics.ListAPIView):
     serializer_class = QuerySerializer
 
     def get_queryset(self):
-        room = selectors.get_room_for_member(self.request.user, self.kwargs["slug"])
+        room = selectors.get_room_for_reader(self.request.user, self.kwargs["slug"])
         return selectors.queries_of(room).prefetch_related("receivers", "approvals__organization")
 
     @extend_schema(request=QueryInputSerializer, responses={201: QuerySerializer})
     def post(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
+        acting_for = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
         serializer = QueryInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         submit, receivers = data.pop("submit"), data.pop("receivers")
         with transaction.atomic():
             query = queries.save_draft(
-                room=room,
-                by=request.user,
-                receivers=receivers,
-                acting_for=require_acting_organization(
-                    request.user, room, Permission.PROPOSE_QUERY
-                ),
-                **data,
+                room=room, by=request.user, receivers=receivers, acting_for=acting_for, **data
             )
             if submit:
                 query = queries.submit_query(query=query, by=request.user)
@@ -184,7 +190,7 @@ class QueryPlan(APIView):
 
     @extend_schema(request=PlanInputSerializer, responses={200: dict})
     def post(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
         serializer = PlanInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -211,6 +217,7 @@ class QueryDetail(APIView):
     def patch(self, request: Request, slug: str, pk: int) -> Response:
         """Change a draft in place; changing a submitted version makes a new draft version."""
         query = _query(request, slug, pk)
+        author = require_query_editor(request.user, query)
         serializer = QueryPatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -220,7 +227,7 @@ class QueryDetail(APIView):
             if query.status == Query.Status.DRAFT:
                 query = queries.save_draft(
                     room=query.room,
-                    acting_for=query.author_organization,
+                    acting_for=author,
                     by=request.user,
                     query=query,
                     receivers=list(query.receivers.all()) if receivers is None else receivers,
@@ -248,15 +255,14 @@ class QueryDecision(APIView):
     @extend_schema(request=DecisionInputSerializer, responses={201: ApprovalSerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
         query = _query(request, slug, pk)
+        organization = require_acting_organization(
+            request.user, query.room, Permission.DECIDE_QUERY
+        )
         serializer = DecisionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         if "organization" in serializer.validated_data:
             organization = get_object_or_404(
                 organizations_of(request.user), slug=serializer.validated_data["organization"]
-            )
-        else:
-            organization = require_acting_organization(
-                request.user, query.room, Permission.DECIDE_QUERY
             )
         approval = queries.decide_query(
             query=query,
@@ -292,7 +298,7 @@ class Inbox(APIView):
 
 
 def _job(request: Request, slug: str, pk: int) -> Job:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return get_object_or_404(Job.objects.select_related("query", "site"), pk=pk, query__room=room)
 
 
@@ -367,10 +373,7 @@ class JobResult(APIView):
 
 def _received(request: Request, job: Job) -> tuple[Result, Organization]:
     result = get_object_or_404(Result, job=job)
-    organization = selectors.receiver_organization(request.user, result)
-    if organization is None:
-        raise PermissionDenied("Only members of the receiving organisations read this result.")
-    return result, organization
+    return result, result_reader(request.user, result)
 
 
 class JobResultFile(APIView):
@@ -393,7 +396,7 @@ class JobResultFile(APIView):
 class RoomBudget(APIView):
     @extend_schema(responses={200: BudgetSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
-        room = selectors.get_room_for_member(request.user, slug)
+        room = selectors.get_room_for_reader(request.user, slug)
         return Response(BudgetSerializer(selectors.budget_of(room), many=True).data)
 
 

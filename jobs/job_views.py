@@ -8,7 +8,6 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -16,12 +15,13 @@ from django.views.decorators.http import require_GET, require_POST
 from cleanroom.errors import DomainError
 from jobs import extracts, results, runner, selectors
 from jobs.models import Job, Query, Result
+from jobs.permissions import receiving_organization, result_reader
 from jobs.planner import number
 from parties.models import Organization
 
 
 def _job(request: HttpRequest, slug: str, pk: int) -> Job:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return get_object_or_404(
         Job.objects.select_related("query__room", "site__jurisdiction"), pk=pk, query__room=room
     )
@@ -30,7 +30,7 @@ def _job(request: HttpRequest, slug: str, pk: int) -> Job:
 @login_required
 @require_POST
 def job_run(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     try:
         job = runner.run_query(query=query, by=request.user)
@@ -50,7 +50,7 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "room": job.query.room,
         "query": job.query,
         "result": result,
-        "can_read": bool(result and selectors.receiver_organization(request.user, result)),
+        "can_read": bool(result and receiving_organization(request.user, result)),
     }
     template = "jobs/_job_progress.html" if request.htmx else "jobs/job_detail.html"
     return render(request, template, context)
@@ -71,10 +71,7 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def _receiving(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, Organization]:
     job = _job(request, slug, pk)
     result = get_object_or_404(Result, job=job)
-    organization = selectors.receiver_organization(request.user, result)
-    if organization is None:
-        raise PermissionDenied("Only members of the receiving organisations read this result.")
-    return job, result, organization
+    return job, result, result_reader(request.user, result)
 
 
 def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
@@ -265,7 +262,7 @@ def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpRe
 @login_required
 @require_GET
 def room_budget(request: HttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     rows = selectors.budget_of(room)
     for row in rows:
         row["plot"] = _history_plot(row)

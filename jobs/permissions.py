@@ -1,4 +1,16 @@
-"""Who may see and change rooms. Views, the API and templates all ask here."""
+"""Who may see and change rooms and their queries. The pages, the API, the services and the
+templates all ask here, so a page never allows what the API refuses.
+
+- Members and invitees (an organisation invited and not yet answered) see a room: its name,
+  purpose, who created it, who invited whom, its members and the datasets contributed with
+  their jurisdictions, versions and policy versions; enough to decide whether to join.
+- Only active members read what happens in it: queries and their plans, approvals, jobs,
+  results (receivers only) and the budget. An invitee asking gets a 403 (it knows the room
+  exists); an outsider gets a 404.
+- A query is changed (a draft edited in place or submitted, a submitted version revised) by
+  its author organisation alone: a member of it who may propose queries.
+- A result is read by members of its receiving organisations alone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +18,7 @@ from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
 
-from jobs.models import Room, RoomMembership
+from jobs.models import Query, Result, Room, RoomMembership
 from parties.models import Organization
 from parties.permissions import Permission as PartyPermission
 from parties.permissions import has_permission as has_party_permission
@@ -15,6 +27,7 @@ from parties.selectors import organizations_of
 
 class Permission(StrEnum):
     VIEW_ROOM = "view_room"
+    READ_ROOM = "read_room"
     INVITE = "invite"
     RESPOND_TO_INVITATION = "respond_to_invitation"
     CONTRIBUTE = "contribute"
@@ -35,6 +48,10 @@ def has_permission(user, permission: Permission, *, room: Room, organization: Or
     match permission:
         case Permission.VIEW_ROOM:
             return membership.status != RoomMembership.Status.DECLINED and has_party_permission(
+                user, PartyPermission.VIEW_ORGANIZATION, organization=organization
+            )
+        case Permission.READ_ROOM:
+            return active and has_party_permission(
                 user, PartyPermission.VIEW_ORGANIZATION, organization=organization
             )
         case Permission.INVITE:
@@ -87,4 +104,52 @@ def require_acting_organization(user, room: Room, permission: Permission) -> Org
         raise PermissionDenied(
             f"None of your organisations may {permission.value.replace('_', ' ')} in this room."
         )
+    return organization
+
+
+def may_read_room(user, room: Room) -> bool:
+    """May the caller read the room's queries, jobs and budget (as an active member)?"""
+    return acting_organization(user, room, Permission.READ_ROOM) is not None
+
+
+def require_room_reader(user, room: Room) -> None:
+    """Refuse an invitee (or anyone who sees the room without being an active member) with a
+    403: it knows the room exists, it reads nothing that happens in it until it joins."""
+    if not may_read_room(user, room):
+        raise PermissionDenied(
+            "Only active members read this room's queries, jobs and budget: accept the "
+            "invitation first."
+        )
+
+
+def may_edit_query(user, query: Query) -> bool:
+    """Editing a draft, submitting it and revising a submitted version: the author
+    organisation's alone, by a member who may propose queries for it."""
+    return has_permission(
+        user, Permission.PROPOSE_QUERY, room=query.room, organization=query.author_organization
+    )
+
+
+def require_query_editor(user, query: Query) -> Organization:
+    """The organisation a change to `query` is made for (its author's), or a 403."""
+    if not may_edit_query(user, query):
+        raise PermissionDenied(
+            f"Only analysts of {query.author_organization.name}, which proposed this query, "
+            "change it."
+        )
+    return query.author_organization
+
+
+def receiving_organization(user, result: Result) -> Organization | None:
+    """The caller's organisation that receives `result` (its key is wrapped for it), if any."""
+    receivers = set(result.keys.values_list("organization_id", flat=True))
+    return next((org for org in organizations_of(user) if org.pk in receivers), None)
+
+
+def result_reader(user, result: Result) -> Organization:
+    """As `receiving_organization`, or a 403: only members of the receiving organisations read
+    a result."""
+    organization = receiving_organization(user, result)
+    if organization is None:
+        raise PermissionDenied("Only members of the receiving organisations read this result.")
     return organization

@@ -27,7 +27,7 @@ from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from dataplane.privacy import terms
 from jobs.models import Approval, Query, Room
-from jobs.permissions import Permission, require
+from jobs.permissions import Permission, require, require_query_editor
 from jobs.planner import Plan, plan_query
 from parties.models import Organization
 
@@ -107,8 +107,12 @@ def save_draft(
     query: Query | None = None,
     **values: Any,
 ) -> Query:
-    """Create a draft, or change one in place; submitted versions are changed by `revise_query`."""
-    require(by, Permission.PROPOSE_QUERY, room=room, organization=acting_for)
+    """Create a draft for `acting_for`, or change one in place (for its author organisation,
+    whoever `acting_for` names); submitted versions are changed by `revise_query`."""
+    if query is None:
+        require(by, Permission.PROPOSE_QUERY, room=room, organization=acting_for)
+    else:
+        require_query_editor(by, query)
     unknown = set(values) - set(EDITABLE)
     if unknown:
         raise QueryRefused(f"Unknown query fields: {', '.join(sorted(unknown))}.")
@@ -119,6 +123,8 @@ def save_draft(
             )
         else:
             query = Query.objects.select_for_update().get(pk=query.pk)
+            if query.room_id != room.pk:
+                raise QueryRefused("This query belongs to another room.")
             if query.status != Query.Status.DRAFT:
                 raise QueryRefused(
                     "Only a draft changes in place; revise the query instead.", code="not_a_draft"
@@ -210,9 +216,7 @@ def submit_query(*, query: Query, by: User) -> Query:
             .order_by("pk")
         }
         query = versions[query.pk]
-        require(
-            by, Permission.PROPOSE_QUERY, room=query.room, organization=query.author_organization
-        )
+        require_query_editor(by, query)
         if query.status != Query.Status.DRAFT:
             raise QueryRefused(
                 f"This version is {query.get_status_display().lower()}, not a draft.",
@@ -298,12 +302,7 @@ def revise_query(
                 author=by,
                 author_organization=source.author_organization,
             )
-            require(
-                by,
-                Permission.PROPOSE_QUERY,
-                room=source.room,
-                organization=source.author_organization,
-            )
+            require_query_editor(by, source)
             for name, value in values.items():
                 setattr(draft, name, value)
             _check_fields(values)

@@ -15,13 +15,24 @@ from cleanroom.errors import DomainError
 from jobs import queries, selectors
 from jobs.forms import DecisionForm, QueryForm
 from jobs.models import Approval, Query, Room
-from jobs.permissions import Permission, has_permission, require_acting_organization
+from jobs.permissions import (
+    Permission,
+    has_permission,
+    may_edit_query,
+    require_acting_organization,
+    require_query_editor,
+)
 from jobs.planner import plan_query
 from parties.selectors import organizations_of
 
 
 def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResponse:
-    acting = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
+    # A new draft is proposed for one of the caller's organisations; an existing one is
+    # changed for its author organisation only (the same rule the API and the service use).
+    if query is None:
+        acting = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
+    else:
+        acting = require_query_editor(request.user, query)
     initial = None
     if query is not None:
         initial = {name: getattr(query, name) for name in queries.EDITABLE}
@@ -88,14 +99,14 @@ def _live_plan(room: Room, form: QueryForm) -> dict | None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def query_create(request: HttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     return _composer(request, room, None)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     if query.status != Query.Status.DRAFT:
         raise PermissionDenied("Only drafts are edited; revise a submitted query.")
@@ -106,7 +117,7 @@ def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
     """htmx: the plan report for the composer's current contents."""
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     form = QueryForm(request.POST, room=room)
     return render(request, "jobs/_plan.html", {"plan": _live_plan(room, form)})
 
@@ -114,7 +125,7 @@ def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     previous = selectors.previous_version(query)
     approvals = list(query.approvals.select_related("organization", "decided_by", "query"))
@@ -148,6 +159,7 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                 has_permission(request.user, Permission.PROPOSE_QUERY, room=room, organization=org)
                 for org in organizations_of(request.user)
             ),
+            "can_edit": may_edit_query(request.user, query),
         },
     )
 
@@ -155,7 +167,7 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     try:
         queries.submit_query(query=query, by=request.user)
@@ -168,7 +180,7 @@ def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     try:
         draft = queries.revise_query(query=query, by=request.user)
@@ -181,8 +193,9 @@ def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
+    require_acting_organization(request.user, room, Permission.DECIDE_QUERY)
     organization = get_object_or_404(
         organizations_of(request.user), slug=request.POST.get("organization")
     )
@@ -212,7 +225,7 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     approval = get_object_or_404(Approval, pk=approval_id, query=query)
     try:

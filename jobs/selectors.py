@@ -9,7 +9,8 @@ from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
 from jobs.ledger import balance, budget_check, plain
-from jobs.models import BudgetEntry, JobStep, Query, Result, Room, RoomDataset, RoomMembership
+from jobs.models import BudgetEntry, JobStep, Query, Room, RoomDataset, RoomMembership
+from jobs.permissions import require_room_reader
 from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
 
@@ -27,8 +28,16 @@ def rooms_for(user) -> QuerySet[Room]:
 
 
 def get_room_for_member(user, slug: str) -> Room:
-    """Outsiders get a 404."""
+    """A room the caller's organisation is in or invited to; outsiders get a 404."""
     return get_object_or_404(rooms_for(user), slug=slug)
+
+
+def get_room_for_reader(user, slug: str) -> Room:
+    """A room whose queries, jobs and budget the caller reads: outsiders get a 404, an
+    invitee that has not joined yet a 403 (jobs/permissions.py)."""
+    room = get_room_for_member(user, slug)
+    require_room_reader(user, room)
+    return room
 
 
 def invitations_for(user) -> QuerySet[RoomMembership]:
@@ -126,12 +135,6 @@ def changes_since(query: Query, previous: Query | None) -> list[dict]:
             )[2:]
         changes.append(change)
     return changes
-
-
-def receiver_organization(user, result: Result) -> Organization | None:
-    """The caller's organisation that receives this result, if any: only its members read it."""
-    receivers = set(result.keys.values_list("organization_id", flat=True))
-    return next((org for org in organizations_of(user) if org.pk in receivers), None)
 
 
 def budget_of(room: Room) -> list[dict]:

@@ -18,10 +18,11 @@ from parties.models import Organization
 
 class RoomMembershipSerializer(serializers.ModelSerializer):
     organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    invited_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
 
     class Meta:
         model = RoomMembership
-        fields = ["organization", "status", "created_at", "responded_at"]
+        fields = ["organization", "status", "invited_by", "created_at", "responded_at"]
 
 
 class RoomDatasetSerializer(serializers.ModelSerializer):

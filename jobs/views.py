@@ -12,10 +12,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cleanroom.errors import DomainError
 from jobs import selectors, services
 from jobs.forms import ContributeForm, InviteForm, RoomForm
-from jobs.models import Room, RoomMembership
-from jobs.permissions import Permission, acting_organization, has_permission
+from jobs.models import Query, Room, RoomMembership
+from jobs.permissions import (
+    Permission,
+    acting_organization,
+    has_permission,
+    may_read_room,
+    require_acting_organization,
+)
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
+from parties.permissions import require as require_party
 from parties.selectors import get_dataset_for_user, organizations_of, organizations_where
 
 
@@ -28,13 +35,16 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
         if has_permission(user, Permission.CONTRIBUTE, room=room, organization=org)
     ]
     datasets = Dataset.objects.filter(organization__in=contributors)
+    # An invitee sees the room, its members and datasets (enough to decide), not its work.
+    reader = may_read_room(user, room)
     return {
         "room": room,
-        "memberships": room.memberships.select_related("organization"),
+        "memberships": room.memberships.select_related("organization", "invited_by"),
         "contributions": selectors.contributions_of(room),
         "invite_form": InviteForm(room=room) if inviter else None,
         "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
-        "queries": selectors.queries_of(room),
+        "can_read": reader,
+        "queries": selectors.queries_of(room) if reader else Query.objects.none(),
         "can_propose": acting_organization(user, room, Permission.PROPOSE_QUERY) is not None,
         "answerable": [
             m
@@ -92,9 +102,7 @@ def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
 @require_POST
 def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
-    acting = acting_organization(request.user, room, Permission.INVITE)
-    if acting is None:
-        raise PermissionDenied("Your role may not invite organisations to this room.")
+    acting = require_acting_organization(request.user, room, Permission.INVITE)
     form = InviteForm(request.POST, room=room)
     if not form.is_valid():
         return _panel(request, room, error="Choose an organisation to invite.")
@@ -127,6 +135,7 @@ def room_respond(request: HttpRequest, slug: str, membership_id: int) -> HttpRes
 @require_POST
 def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
+    require_acting_organization(request.user, room, Permission.CONTRIBUTE)
     contributors = [
         org
         for org in organizations_of(request.user)
@@ -150,6 +159,7 @@ def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
 def dataset_suspension(request: HttpRequest, org: str, slug: str) -> HttpResponse:
     """The owner's kill switch on the dataset's page: `suspend` or `lift`."""
     dataset = get_dataset_for_user(request.user, org, slug)
+    require_party(request.user, PartyPermission.MANAGE_DATASETS, organization=dataset.organization)
     change = {"suspend": services.suspend_dataset, "lift": services.lift_suspension}.get(
         request.POST.get("action", "")
     )

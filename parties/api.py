@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from parties import selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
-from parties.permissions import Permission
+from parties.permissions import Permission, require
 from parties.serializers import (
     ColumnSpecSerializer,
     DatasetInputSerializer,
@@ -83,10 +83,12 @@ class DatasetList(generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         """Register a dataset from an uploaded file and its confirmed schema."""
-        data, path, filename = uploaded_file(request, DatasetInputSerializer)
+        # Who may first, for the organisation named: before the upload is even validated.
         organization = generics.get_object_or_404(
-            selectors.organizations_of(request.user), slug=data["organization"]
+            selectors.organizations_of(request.user), slug=request.data.get("organization", "")
         )
+        require(request.user, Permission.MANAGE_DATASETS, organization=organization)
+        data, path, filename = uploaded_file(request, DatasetInputSerializer)
         version = services.register_dataset(
             organization=organization,
             slug=data["slug"],
@@ -144,6 +146,7 @@ class DatasetVersionList(generics.ListAPIView):
     def post(self, request: Request, org: str, slug: str) -> Response:
         """Add an immutable new version of the dataset."""
         dataset = selectors.get_dataset_for_user(request.user, org, slug)
+        require(request.user, Permission.MANAGE_DATASETS, organization=dataset.organization)
         data, path, filename = uploaded_file(request, DatasetVersionInputSerializer)
         version = services.add_dataset_version(
             dataset=dataset,
@@ -166,6 +169,7 @@ class PolicyDetail(APIView):
     @extend_schema(request=PolicyInputSerializer, responses={200: PolicySerializer})
     def put(self, request: Request, org: str, slug: str) -> Response:
         dataset = selectors.get_dataset_for_user(request.user, org, slug)
+        require(request.user, Permission.MANAGE_POLICIES, organization=dataset.organization)
         serializer = PolicyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         policy = services.update_policy(

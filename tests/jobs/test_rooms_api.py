@@ -432,7 +432,7 @@ def test_an_invited_but_not_yet_active_organisation_cannot_contribute(world, roo
     before = state()
     response = contribute(world.carol, "usz.patients")
     assert response.status_code == 403
-    assert "may not contribute" in response.json()["error"]["message"]
+    assert "None of your organisations may contribute" in response.json()["error"]["message"]
     assert state() == before
     accept(room, world.carol)
     assert contribute(world.carol, "usz.patients").status_code == 201
