@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from keyservice.config import OPERATIONS, Caller
-from keyservice.release import Refused, ReleaseRequest, SiteKeyRequest
+from keyservice.release import Refused, Released, ReleaseRequest, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from keyservice.signing import HEADER, Unauthenticated, check_request
 from keyservice.token import TokenError
@@ -102,6 +102,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(400, {"error": f"malformed request: {exc}"})
         return self._answer(200, answer)
 
+    def _decided(self, caller: str, request: ReleaseRequest | SiteKeyRequest, decide):
+        """Ask the service's decision and log it, yes or no, with its reason."""
+        entry = {"caller": caller, "job": request.job, "dataset": request.dataset}
+        if isinstance(request, SiteKeyRequest):
+            entry["site"] = request.site
+        try:
+            decided = decide(request)
+        except Refused as exc:
+            self.server.record(**entry, released=False, reason=str(exc))
+            raise
+        if isinstance(decided, Released):
+            entry["evidence_sha256"] = decided.evidence_sha256
+            reason = decided.reason
+        else:
+            reason = decided[1]
+        self.server.record(**entry, released=True, reason=reason)
+        return decided
+
     def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any]:
         service = self.server.service
         if self.path == "/keys":
@@ -124,26 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
                 wrapped_key=base64.b64decode(body["wrapped_key"]),
                 key_context={str(k): str(v) for k, v in body["key_context"].items()},
             )
-            try:
-                data_key, reason = service.site_key(request)
-            except Refused as exc:
-                self.server.record(
-                    caller=caller,
-                    job=request.job,
-                    dataset=request.dataset,
-                    site=request.site,
-                    released=False,
-                    reason=str(exc),
-                )
-                raise
-            self.server.record(
-                caller=caller,
-                job=request.job,
-                dataset=request.dataset,
-                site=request.site,
-                released=True,
-                reason=reason,
-            )
+            data_key, reason = self._decided(caller, request, service.site_key)
             return {"data_key": _b64(data_key), "reason": reason}
         if self.path in ("/suspend", "/resume"):
             dataset = int(body["dataset"])
@@ -152,25 +151,7 @@ class _Handler(BaseHTTPRequestHandler):
             return {"dataset": dataset, "suspended": self.path == "/suspend"}
         if self.path == "/release":
             request = release_request(body)
-            try:
-                released = service.release(request)
-            except Refused as exc:
-                self.server.record(
-                    caller=caller,
-                    job=request.job,
-                    dataset=request.dataset,
-                    released=False,
-                    reason=str(exc),
-                )
-                raise
-            self.server.record(
-                caller=caller,
-                job=request.job,
-                dataset=request.dataset,
-                released=True,
-                reason=released.reason,
-                evidence_sha256=released.evidence_sha256,
-            )
+            released = self._decided(caller, request, service.release)
             return {
                 "sealed_key": _b64(released.sealed_key),
                 "attestation_kind": released.attestation_kind,

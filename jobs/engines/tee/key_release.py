@@ -80,21 +80,7 @@ def release_keys(
     keys = {}
     for item, version in allowed:
         owner = version.dataset.organization
-        approval = Approval.objects.get(
-            query=job.query, organization=owner, decision=Approval.Decision.APPROVE
-        )
-        request = ReleaseRequest(
-            job=job.pk,
-            query=job.query_id,
-            dataset=version.dataset_id,
-            canonical=job.query.canonical,
-            approval_signature=bytes(approval.signature),
-            document=document,
-            site=job.site.name,
-            kek_id=version.kek_id,
-            wrapped_key=bytes(version.wrapped_data_key),
-            key_context=version.key_context,
-        )
+        request = release_request(job, version, document)
         try:
             service = owner_key_service(
                 owner,
@@ -110,6 +96,27 @@ def release_keys(
             job.pk, dataset=version.dataset_id, site=job.site.name, reason=released.reason
         )
     return keys
+
+
+def release_request(job: Job, version: DatasetVersion, document: bytes) -> ReleaseRequest:
+    """What the host relays to the owner's key service for one dataset of the job."""
+    approval = Approval.objects.get(
+        query=job.query,
+        organization=version.dataset.organization,
+        decision=Approval.Decision.APPROVE,
+    )
+    return ReleaseRequest(
+        job=job.pk,
+        query=job.query_id,
+        dataset=version.dataset_id,
+        canonical=job.query.canonical,
+        approval_signature=bytes(approval.signature),
+        document=document,
+        site=job.site.name,
+        kek_id=version.kek_id,
+        wrapped_key=bytes(version.wrapped_data_key),
+        key_context=version.key_context,
+    )
 
 
 def _sha256(data: bytes) -> str:
