@@ -455,21 +455,6 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
     return step
 
 
-def _decide_share_transfer(step: JobStep, party: JobStep) -> bool:
-    """May the input step's secret shares go to this compute party's site? Decided and
-    audited (`receive_shares`) before the share is written."""
-    with transaction.atomic():
-        job = Job.objects.select_related("query__room").get(pk=step.job_id)
-        return _record_residency(
-            job,
-            step.name,
-            party.site,
-            checked_by=f"{step.name} sending shares",
-            kind=StepKind.RECEIVE_SHARES,
-            datasets=[step.dataset_id],
-        )
-
-
 def _progress(job: Job) -> None:
     steps = list(job.steps.all())
     done = sum(s.state == JobStep.State.SUCCEEDED for s in steps)
@@ -652,33 +637,6 @@ def charge_at_key_release(job_id: int) -> None:
     raise JobRefused(reason, code="keys_refused")
 
 
-def record_attestation(
-    job_id: int,
-    attestation: dict[str, Any],
-    *,
-    accepted: bool,
-    reason: str = "",
-    evidence: bytes | None = None,
-) -> None:
-    with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("query").get(pk=job_id)
-        job.attestation = {**attestation, "accepted": accepted, "reason": reason}
-        job.save(update_fields=["attestation"])
-        _record(
-            job,
-            "attestation.verified" if accepted else "attestation.refused",
-            **attestation,
-            reason=reason,
-            attach={"attestation.cbor": evidence} if evidence else None,
-        )
-
-
-def record_key_release(job_id: int, *, dataset: int, site: str, reason: str) -> None:
-    with transaction.atomic():
-        job = Job.objects.select_related("query").get(pk=job_id)
-        _record(job, "key.released", dataset=f"dataset:{dataset}", site=site, reason=reason)
-
-
 def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
     """Store the differentially private result for its receivers, spend the budget, finish."""
     plaintext = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
@@ -811,7 +769,8 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
 
 
 class JobRecorder:
-    """The job lifecycle's side of the engines' port (jobs.engines.base.Recorder)."""
+    """The job lifecycle's side of the engines' port (jobs.engines.base.Recorder): each record
+    in its own transaction, audited in the job's room."""
 
     def attestation(
         self,
@@ -822,7 +781,17 @@ class JobRecorder:
         reason: str = "",
         evidence: bytes | None = None,
     ) -> None:
-        record_attestation(job_id, attestation, accepted=accepted, reason=reason, evidence=evidence)
+        with transaction.atomic():
+            job = Job.objects.select_for_update(of=("self",)).select_related("query").get(pk=job_id)
+            job.attestation = {**attestation, "accepted": accepted, "reason": reason}
+            job.save(update_fields=["attestation"])
+            _record(
+                job,
+                "attestation.verified" if accepted else "attestation.refused",
+                **attestation,
+                reason=reason,
+                attach={"attestation.cbor": evidence} if evidence else None,
+            )
 
     def charge_at_key_release(self, job_id: int) -> None:
         try:
@@ -831,10 +800,22 @@ class JobRecorder:
             raise EngineError(str(exc)) from None
 
     def key_released(self, job_id: int, *, dataset: int, site: str, reason: str) -> None:
-        record_key_release(job_id, dataset=dataset, site=site, reason=reason)
+        with transaction.atomic():
+            job = Job.objects.select_related("query").get(pk=job_id)
+            _record(job, "key.released", dataset=f"dataset:{dataset}", site=site, reason=reason)
 
     def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
-        return _decide_share_transfer(step, party)
+        """Decided and audited (`receive_shares`) before the share is written."""
+        with transaction.atomic():
+            job = Job.objects.select_related("query__room").get(pk=step.job_id)
+            return _record_residency(
+                job,
+                step.name,
+                party.site,
+                checked_by=f"{step.name} sending shares",
+                kind=StepKind.RECEIVE_SHARES,
+                datasets=[step.dataset_id],
+            )
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:
         return report_progress(job_id, percent, message)
