@@ -337,7 +337,7 @@ class JobResult(APIView):
                     "job": job.pk,
                     "output_kind": result.output_kind,
                     "commitment": result.commitment,
-                    "opening": results.result_opening(result, organization),
+                    "opening": results.result_opening(result, organization, request.user),
                     "mechanism": result.mechanism,
                     "differentially_private": result.differentially_private,
                     "label": None
@@ -346,7 +346,7 @@ class JobResult(APIView):
                     "epsilon": str(result.epsilon),
                     "delta": str(result.delta),
                     "simulated_tee": result.simulated_tee,
-                    "extract": results.read_result(result, organization),
+                    "extract": results.read_result(result, organization, request.user),
                     "files": [
                         {
                             "name": f.name,
@@ -362,11 +362,11 @@ class JobResult(APIView):
             {
                 "job": job.pk,
                 "commitment": result.commitment,
-                "opening": results.result_opening(result, organization),
+                "opening": results.result_opening(result, organization, request.user),
                 "mechanism": result.mechanism,
                 "epsilon": str(result.epsilon),
                 "simulated_tee": result.simulated_tee,
-                "table": results.read_result(result, organization),
+                "table": results.read_result(result, organization, request.user),
             }
         )
 
@@ -384,7 +384,7 @@ class JobResultFile(APIView):
         result, organization = _received(request, _job(request, slug, pk))
         released = get_object_or_404(ResultFile, result=result, name=name)
         response = HttpResponse(
-            results.read_file_for(released, organization),
+            results.read_file_for(released, organization, request.user),
             content_type="application/json"
             if name.endswith(".json")
             else "application/octet-stream",

@@ -95,9 +95,10 @@ def is_seeded() -> bool:
     return Organization.objects.filter(slug="charite").exists()
 
 
-def owners() -> list[Organization]:
-    """The organisations that hold data: each runs its own key service."""
-    return list(Organization.objects.filter(datasets__isnull=False).distinct().order_by("slug"))
+def organizations() -> list[Organization]:
+    """Every organisation runs its own key service: the hospitals for their datasets' keys,
+    NovaPharm for the results released to it."""
+    return list(Organization.objects.order_by("slug"))
 
 
 def logins() -> dict[str, str]:
@@ -108,12 +109,12 @@ def logins() -> dict[str, str]:
 def seed(
     *,
     patients_per_hospital: int = 4000,
-    start_key_services: Callable[[list[Organization]], object] = lambda owners: None,
+    start_key_services: Callable[[list[Organization]], object] = lambda organizations: None,
 ) -> list[Job]:
     """Create the collaboration and start its approved queries (the jobs it returns: the TEE's,
     then the MPC's). Passwords are random per checkout, kept in var/. Once the organisations
-    exist, `start_key_services` starts the hospitals' own key services, which wrap their
-    datasets' keys."""
+    exist, `start_key_services` starts their own key services, which wrap the hospitals'
+    datasets' keys and hold the receivers' results keys."""
     passwords = {p.username: secrets.token_urlsafe(9) for p in PEOPLE}
     with transaction.atomic():
         orgs = {
@@ -142,7 +143,7 @@ def seed(
         regulator.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
         regulator.members.add(users["rita"])
 
-    start_key_services([orgs["charite"], orgs["usz"], orgs["barts"]])
+    start_key_services(list(orgs.values()))
     datasets = {}
     with tempfile.TemporaryDirectory() as tmp:
         for slug, owner, jurisdiction, seed_, name in (

@@ -76,7 +76,7 @@ def _receiving(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, O
 
 def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
     job, result, organization = _receiving(request, slug, pk)
-    return job, result, results.read_result(result, organization)
+    return job, result, results.read_result(result, organization, request.user)
 
 
 def _chart(table: dict) -> dict | None:
@@ -120,7 +120,7 @@ def _extract_page(
     extract_file = result.files.filter(name="extract.csv").first()
     if result.differentially_private and extract_file is not None:
         charts = extracts.marginal_charts(
-            results.read_file_for(extract_file, organization),
+            results.read_file_for(extract_file, organization, request.user),
             job.query.plan["synthetic"]["columns"],
             quality,
         )
@@ -152,7 +152,7 @@ def _extract_page(
 @require_GET
 def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     job, result, organization = _receiving(request, slug, pk)
-    table = results.read_result(result, organization)
+    table = results.read_result(result, organization, request.user)
     if result.output_kind == Query.OutputKind.SYNTHETIC:
         return _extract_page(request, job, result, table, organization)
     return render(
@@ -218,7 +218,7 @@ def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     receiver hands a regulator for `verify.pyz --result`."""
     job, result, organization = _receiving(request, slug, pk)
     response = HttpResponse(
-        json.dumps(results.result_opening(result, organization), indent=2),
+        json.dumps(results.result_opening(result, organization, request.user), indent=2),
         content_type="application/json",
     )
     response["Content-Disposition"] = f'attachment; filename="result-job-{job.pk}-opening.json"'
@@ -237,7 +237,7 @@ def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResp
     if name.endswith(".parquet"):
         content_type = "application/vnd.apache.parquet"
     response = HttpResponse(
-        results.read_file_for(released, organization), content_type=content_type
+        results.read_file_for(released, organization, request.user), content_type=content_type
     )
     response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
     return response
@@ -250,8 +250,10 @@ def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpRe
     job, result, organization = _receiving(request, slug, pk)
     if result.output_kind != Query.OutputKind.SYNTHETIC:
         raise Http404("Only a synthetic extract is downloaded as an archive.")
-    manifest = results.read_result(result, organization)
-    files = {f.name: results.read_file_for(f, organization) for f in result.files.all()}
+    manifest = results.read_result(result, organization, request.user)
+    files = {
+        f.name: results.read_file_for(f, organization, request.user) for f in result.files.all()
+    }
     response = HttpResponse(
         extracts.archive(files, manifest, job.query.digest, fmt), content_type="application/zip"
     )

@@ -1,5 +1,5 @@
 """The owners' key services of the embedded default, as separate processes on this machine:
-one `python -m keyservice` per owner organisation, each with its own SoftHSM2 token in
+one `python -m keyservice` per organisation, each with its own SoftHSM2 token in
 var/keyservices/<slug>/, pinning what its organisation would (its approval key, its home
 jurisdiction's transfer rules, the sites, this deployment's attestation roots and the enclave
 code it accepts) and answering the platform's caller key. The demo starts them, names them to

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from cleanroom.residency import StepKind, decide
 from dataplane.mechanisms import Mechanism
 from dataplane.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
@@ -239,6 +241,16 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
         if receiver.pk not in members:
             plan.checks.append(
                 Check("receivers", False, f"{receiver.name} is not a member of this room.")
+            )
+        # Where organisations run their own key services, a result is sealed only to one.
+        elif settings.KEY_SERVICES and receiver.slug not in settings.KEY_SERVICES:
+            plan.checks.append(
+                Check(
+                    "receivers",
+                    False,
+                    f"{receiver.name} runs no key service of its own here, and results are "
+                    "sealed only to a receiver's own key service.",
+                )
             )
 
 

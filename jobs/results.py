@@ -1,9 +1,10 @@
-"""Released results at rest: each encrypted under its own data key, wrapped for every receiver
-organisation, with a salted commitment the audit log holds; and a synthetic extract's files,
-encrypted beside it outside the database.
+"""Released results at rest: each encrypted under its own data key, sealed to the results key
+of every receiver organisation's own key service, with a salted commitment the audit log holds;
+and a synthetic extract's files, encrypted beside it outside the database.
 
-Only receivers get a result's data key back (`result_data_key`), and with it the result, the
-salt that opens its commitment (`result_opening`, for `verify.pyz --result`) and its files.
+Only a receiver's key service opens a result's data key (`result_data_key`), for a reader it
+logs; with it come the result, the salt that opens its commitment (`result_opening`, for
+`verify.pyz --result`) and its files. The platform keeps no key that opens a stored result.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
+from django.contrib.auth.models import User
 
 from cleanroom.audit.verifier.rules import RESULT_OPENING, result_commitment
-from cleanroom.crypto.keys import key_service
+from cleanroom.crypto.sealing import seal_for_receiver
 from jobs.models import Job, Result, ResultFile, ResultKey
+from keyservice.service import RESULTS
+from parties.keys import KeyServiceAccess, owner_key_service
 from parties.models import Organization
 
 
@@ -41,8 +45,20 @@ def _seal(data_key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
 
 
-def store_result(job: Job, plaintext: bytes, **fields: Any) -> StoredResult:
-    """Encrypt a result under a fresh data key wrapped for each receiver organisation, with a
+def _key_service(organization: Organization):
+    return owner_key_service(organization, KeyServiceAccess.from_settings(settings))
+
+
+def receiving_keys(job: Job) -> dict[Organization, bytes]:
+    """Each receiver's results key, from its own key service: asked before the release's
+    transaction, so no lock waits on the network."""
+    return {org: _key_service(org).receiving_key(RESULTS) for org in job.query.receivers.all()}
+
+
+def store_result(
+    job: Job, plaintext: bytes, receivers: dict[Organization, bytes], **fields: Any
+) -> StoredResult:
+    """Encrypt a result under a fresh data key sealed to each receiver's results key, with a
     salted commitment to it for the log: the salt is stored only encrypted under the same key,
     so the commitment reveals nothing to whoever reads the log without the result."""
     data_key = AESGCM.generate_key(bit_length=256)
@@ -56,25 +72,28 @@ def store_result(job: Job, plaintext: bytes, **fields: Any) -> StoredResult:
         simulated_tee=(job.attestation or {}).get("kind") == "simulated",
         **fields,
     )
-    receivers = list(job.query.receivers.all())
-    for org in receivers:
+    for org, public_key in receivers.items():
         ResultKey.objects.create(
             result=result,
             organization=org,
-            wrapped_key=key_service().wrap(org.kek_id, data_key, context=_result_context(job)),
+            wrapped_key=seal_for_receiver(public_key, data_key, context=_key_context(job.pk, org)),
         )
-    return StoredResult(result, data_key, salt, receivers)
+    return StoredResult(result, data_key, salt, list(receivers))
 
 
-def _result_context(job: Job) -> dict[str, str]:
-    return {"result_of_job": str(job.pk)}
+def _key_context(job_id: int, organization: Organization) -> bytes:
+    return f"cleanroom-result-key/v1\njob:{job_id}\norganization:{organization.slug}\n".encode()
 
 
-def result_data_key(result: Result, organization: Organization) -> bytes:
-    """A result's data key, unwrapped for a receiver organisation."""
-    wrapped = result.keys.get(organization=organization).wrapped_key
-    return key_service().unwrap(
-        organization.kek_id, bytes(wrapped), context=_result_context(result.job)
+def result_data_key(result: Result, organization: Organization, reader: User) -> bytes:
+    """A result's data key, opened by the receiver organisation's key service for `reader`
+    (its log names them)."""
+    sealed = bytes(result.keys.get(organization=organization).wrapped_key)
+    return _key_service(organization).open_received(
+        RESULTS,
+        sealed,
+        context=_key_context(result.job_id, organization),
+        reader=f"{reader.username}@{organization.slug}",
     )
 
 
@@ -82,9 +101,9 @@ def _open(data_key: bytes, blob: bytes, aad: bytes) -> bytes:
     return AESGCM(data_key).decrypt(blob[:12], blob[12:], aad)
 
 
-def read_result(result: Result, organization: Organization) -> dict[str, Any]:
-    """Decrypt a result for a receiver organisation (the caller checked membership)."""
-    data_key = result_data_key(result, organization)
+def read_result(result: Result, organization: Organization, reader: User) -> dict[str, Any]:
+    """Decrypt a result for a receiver organisation's member (the caller checked membership)."""
+    data_key = result_data_key(result, organization, reader)
     return json.loads(_open(data_key, bytes(result.ciphertext), _result_aad(result.job_id)))
 
 
@@ -92,10 +111,10 @@ def result_salt(result: Result, data_key: bytes) -> bytes:
     return _open(data_key, bytes(result.sealed_salt), _result_aad(result.job_id, ":salt"))
 
 
-def result_opening(result: Result, organization: Organization) -> dict[str, Any]:
+def result_opening(result: Result, organization: Organization, reader: User) -> dict[str, Any]:
     """What a receiver gives a regulator to check its result against the log's commitment
     (`verify.pyz --result`): the exact bytes released, and the salt. Files travel separately."""
-    data_key = result_data_key(result, organization)
+    data_key = result_data_key(result, organization, reader)
     return {
         "format": RESULT_OPENING,
         "job": f"job:{result.job_id}",
@@ -138,9 +157,9 @@ def store_file(stored: StoredResult, name: str, content: bytes) -> ResultFile:
     )
 
 
-def read_file_for(result_file: ResultFile, organization: Organization) -> bytes:
-    """Decrypt a released file for a receiver organisation (the caller checked membership)."""
-    return read_file(result_file, result_data_key(result_file.result, organization))
+def read_file_for(result_file: ResultFile, organization: Organization, reader: User) -> bytes:
+    """Decrypt a released file for a receiver's member (the caller checked membership)."""
+    return read_file(result_file, result_data_key(result_file.result, organization, reader))
 
 
 def read_file(result_file: ResultFile, data_key: bytes) -> bytes:

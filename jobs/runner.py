@@ -34,16 +34,19 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from cleanroom.audit.log import record_room_event
-from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
 from jobs import ledger, results
 from jobs.engines.base import EngineError
+from jobs.engines.mpc.engine import delivery_purpose
 from jobs.engines.registry import ENGINES, engine_of
 from jobs.models import BudgetEntry, Job, JobStep, Query, Result
 from jobs.permissions import Permission, acting_organization
 from jobs.queries import QueryRefused, check_runnable
-from parties.models import Site
+from keyservice.client import KeyServiceUnavailable
+from keyservice.release import Refused
+from parties.keys import KeyServiceAccess, owner_key_service
+from parties.models import Organization, Site
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -136,7 +139,9 @@ def run_query(*, query: Query, by: User) -> Job:
         if engine.in_steps:
             allowed = all(
                 _record_step_residency(job, step, checked_by="dispatcher")
-                for step in engine.create_steps(job, plan.steps)
+                for step in engine.create_steps(
+                    job, plan.steps, engine.Config.from_settings(settings)
+                )
                 if step.site_id
             )
         else:
@@ -578,17 +583,27 @@ def _fail_step(job: Job, step: JobStep, reason: str) -> None:
 
 
 def _shred_delivery_key(job: Job) -> None:
-    """Once an MPC job has ended, the wrapped private half of its delivery key and the KEK that
-    wrapped it are deleted: no noisy output share stored by a party that finishes later can
-    ever be opened, so a refund given when fewer than t + 1 shares existed stays sound."""
+    """Once an MPC job has ended, its delivery key is destroyed in the receiver's token: no
+    noisy output share stored by a party that finishes later can ever be opened, so a refund
+    given when fewer than t + 1 shares existed stays sound."""
     for delivery in job.steps.filter(kind=JobStep.Kind.DELIVER):
-        if "kek_id" in delivery.output:
-            # The KEK is the delivery's own: destroying it also voids any copy of the row.
+        if "receiver" in delivery.output and not delivery.output.get("shredded"):
             transaction.on_commit(
-                lambda kek=delivery.output["kek_id"]: key_service().destroy_key(kek)
+                lambda slug=delivery.output["receiver"]: _destroy_delivery_key(job.pk, slug)
             )
-        delivery.output = {"public_key": delivery.output.get("public_key"), "shredded": True}
+        delivery.output = {**delivery.output, "shredded": True}
         delivery.save(update_fields=["output"])
+
+
+def _destroy_delivery_key(job_id: int, receiver: str) -> None:
+    service = owner_key_service(
+        Organization.objects.get(slug=receiver), KeyServiceAccess.from_settings(settings)
+    )
+    try:
+        service.destroy_receiving_key(delivery_purpose(job_id))
+    except (Refused, KeyServiceUnavailable) as exc:
+        # The delivery row stays marked shredded, so the platform never asks to open again.
+        log.error("job %s: the delivery key was not destroyed: %s", job_id, exc)
 
 
 def _complete_delivery(job: Job) -> None:
@@ -640,12 +655,13 @@ def charge_at_key_release(job_id: int) -> None:
 def release_result(job_id: int, table: dict[str, Any]) -> Result | None:
     """Store the differentially private result for its receivers, spend the budget, finish."""
     plaintext = json.dumps(table, sort_keys=True, separators=(",", ":")).encode()
+    receivers = results.receiving_keys(Job.objects.select_related("query").get(pk=job_id))
     with transaction.atomic():
         job = claim_release(job_id)
         if job is None:
             return None
         query = job.query
-        stored = results.store_result(job, plaintext, epsilon=query.epsilon)
+        stored = results.store_result(job, plaintext, receivers, epsilon=query.epsilon)
         _record(
             job,
             "result.released",
@@ -667,6 +683,7 @@ def release_extract(
     """Store a synthetic extract and its reports for the receivers, spend the budget, finish;
     once only (a redelivered step finds the job finished)."""
     plaintext = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    receivers = results.receiving_keys(Job.objects.select_related("query").get(pk=job_id))
     with transaction.atomic():
         job = claim_release(job_id)
         if job is None:
@@ -677,6 +694,7 @@ def release_extract(
         stored = results.store_result(
             job,
             plaintext,
+            receivers,
             epsilon=epsilon,
             delta=delta,
             output_kind=Query.OutputKind.SYNTHETIC,

@@ -119,3 +119,18 @@ class RemoteKeyService:
             evidence_sha256=answer["evidence_sha256"],
             reason=answer["reason"],
         )
+
+    def receiving_key(self, purpose: str) -> bytes:
+        return base64.b64decode(self._post("/receiving-key", {"purpose": purpose})["public_key"])
+
+    def open_received(self, purpose: str, sealed: bytes, *, context: bytes, reader: str) -> bytes:
+        body = {
+            "purpose": purpose,
+            "sealed": _b64(sealed),
+            "context": _b64(context),
+            "reader": reader,
+        }
+        return base64.b64decode(self._post("/open", body)["secret"])
+
+    def destroy_receiving_key(self, purpose: str) -> None:
+        self._post("/destroy", {"purpose": purpose})

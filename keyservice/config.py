@@ -22,7 +22,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cleanroom.residency import Place, SiteKind, TransferRules
 from keyservice.release import Dataset, Pinned, Refused
 
-OPERATIONS = ("keys", "wrap", "release", "site-key", "suspend", "resume")
+OPERATIONS = (
+    "keys",
+    "wrap",
+    "release",
+    "site-key",
+    "suspend",
+    "resume",
+    "receiving-key",
+    "open",
+    "destroy",
+)
 
 
 @dataclass(frozen=True)

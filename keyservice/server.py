@@ -1,10 +1,12 @@
 """The key service's HTTP API: `POST /keys` (a new KEK in the token), `POST /wrap` (wrap a new
 version's data key, registering its dataset), `POST /release` (the attested release to an
-enclave), `POST /site-key` (the key for the owner's own worker site), `POST /suspend` and
-`POST /resume` (the owner's kill switch for one dataset). There is no plain unwrap
-for anyone else. Every request is signed by a pinned caller (`signing.py`) and each caller may
-ask only what the organisation allowed it; every key decision, yes or no, is appended to the
-service's own log (`decisions.jsonl`) with its reason."""
+enclave), `POST /site-key` (the key for the owner's own worker site), `POST /suspend` and `POST
+/resume` (the owner's kill switch for one dataset), `POST /receiving-key` (the public half of
+the results key or of an MPC job's delivery key), `POST /open` (open what was sealed to one, for
+a named reader) and `POST /destroy` (a job's delivery key, at the job's end). There is no plain
+unwrap of a dataset key for anyone else. Every request is signed by a pinned caller
+(`signing.py`) and each caller may ask only what the organisation allowed it; every key
+decision, yes or no, is appended to the service's own log (`decisions.jsonl`) with its reason."""
 
 from __future__ import annotations
 
@@ -120,6 +122,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.record(**entry, released=True, reason=reason)
         return decided
 
+    def _open(self, caller: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Open a sealed key for the reader the caller names; logged, yes or no."""
+        context = base64.b64decode(body["context"])
+        entry = {
+            "caller": caller,
+            "operation": "open",
+            "purpose": str(body["purpose"]),
+            "context": context.decode(errors="replace"),
+            "reader": str(body["reader"]),
+        }
+        try:
+            secret = self.server.service.open_received(
+                entry["purpose"],
+                base64.b64decode(body["sealed"]),
+                context=context,
+                reader=entry["reader"],
+            )
+        except Refused as exc:
+            self.server.record(**entry, opened=False, reason=str(exc))
+            raise
+        self.server.record(**entry, opened=True)
+        return {"secret": _b64(secret)}
+
     def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any]:
         service = self.server.service
         if self.path == "/keys":
@@ -149,6 +174,15 @@ class _Handler(BaseHTTPRequestHandler):
             (service.suspend if self.path == "/suspend" else service.resume)(dataset)
             self.server.record(caller=caller, dataset=dataset, operation=self.path[1:])
             return {"dataset": dataset, "suspended": self.path == "/suspend"}
+        if self.path == "/receiving-key":
+            return {"public_key": _b64(service.receiving_key(str(body["purpose"])))}
+        if self.path == "/open":
+            return self._open(caller, body)
+        if self.path == "/destroy":
+            purpose = str(body["purpose"])
+            service.destroy_receiving_key(purpose)
+            self.server.record(caller=caller, operation="destroy", purpose=purpose)
+            return {"destroyed": purpose}
         if self.path == "/release":
             request = release_request(body)
             released = self._decided(caller, request, service.release)

@@ -1,7 +1,9 @@
-"""Key-encryption keys in a PKCS#11 token: AES-256, generated inside the token, never
-extractable. A data key is wrapped with AES-GCM inside the token, its context (dataset,
-version, content digest) as associated data, so a wrapped key opens only for what it was made
-for; destroying a KEK makes everything it wrapped unreadable, wherever copies went."""
+"""Key-encryption keys in a PKCS#11 token: AES-256, generated inside the token, never extractable;
+and receiving keys (P-256, private half sensitive and never extractable) that results and MPC
+output shares are sealed to, opened by key agreement inside the token. A data key is wrapped
+with AES-GCM inside the token, its context (dataset, version, content digest) as associated
+data, so a wrapped key opens only for what it was made for; destroying a KEK makes everything it
+wrapped unreadable, wherever copies went."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import json
 import os
 import secrets
 import subprocess
+import threading
 from pathlib import Path
 
 import pkcs11
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.mechanisms import GCMParams
+from pkcs11.util.ec import encode_named_curve_parameters
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 _NONCE = 12
@@ -70,6 +74,7 @@ class Token:
         os.environ["SOFTHSM2_CONF"] = str(state / "softhsm2.conf")
         self._token = pkcs11.lib(library).get_token(token_label=label)
         self._pin = (state / "token.pin").read_text()
+        self._making = threading.Lock()
 
     def _session(self):
         return self._token.open(user_pin=self._pin, rw=True)
@@ -114,16 +119,65 @@ class Token:
             except pkcs11.PKCS11Error:
                 raise TokenError("wrapped key does not match its key or context") from None
 
+    def receiving_key(self, label: str) -> bytes:
+        """The public point of the receiving key `label`, generated in the token on first use."""
+        with self._making, self._session() as session:
+            try:
+                public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
+            except pkcs11.NoSuchKey:
+                curve = session.create_domain_parameters(
+                    KeyType.EC,
+                    {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                    local=True,
+                )
+                public, _ = curve.generate_keypair(
+                    store=True,
+                    label=label,
+                    private_template={
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.SENSITIVE: True,
+                        Attribute.DERIVE: True,
+                    },
+                )
+            # EC_POINT is the DER encoding of an OCTET STRING holding the point.
+            return bytes(public[Attribute.EC_POINT])[2:]
+
+    def agree(self, label: str, peer: bytes) -> bytes:
+        """ECDH of the receiving key with `peer`, inside the token; only the shared secret of
+        this one sealing leaves it."""
+        with self._session() as session:
+            try:
+                private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            except pkcs11.NoSuchKey:
+                raise KeyError(f"unknown receiving key {label}") from None
+            shared = private.derive_key(
+                KeyType.GENERIC_SECRET,
+                256,
+                mechanism_param=(KDF.NULL, None, peer),
+                template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+            )
+            return bytes(shared[Attribute.VALUE])
+
+    def destroy_receiving_key(self, label: str) -> None:
+        with self._session() as session:
+            for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for key in session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label}):
+                    key.destroy()
+
     def destroy_key(self, kek_id: str) -> None:
         """Delete the KEK from the token; deleting twice is harmless."""
         with self._session() as session, contextlib.suppress(TokenError):
             self._key(session, kek_id).destroy()
 
-    def key_value_readable(self, kek_id: str) -> bool:
-        """Whether anyone with the token's PIN can read the KEK's value (never)."""
+    def key_value_readable(self, label: str) -> bool:
+        """Whether anyone with the token's PIN can read the value of a KEK or of a receiving
+        key's private half (never)."""
         with self._session() as session:
-            try:
-                self._key(session, kek_id)[Attribute.VALUE]
-            except (pkcs11.AttributeSensitive, pkcs11.AttributeTypeInvalid):
-                return False
-            return True
+            for kind in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+                for key in session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label}):
+                    try:
+                        key[Attribute.VALUE]
+                    except (pkcs11.AttributeSensitive, pkcs11.AttributeTypeInvalid):
+                        continue
+                    return True
+            return False

@@ -35,7 +35,6 @@ class MembershipInline(admin.TabularInline):
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created_at"]
-    readonly_fields = ["kek_id"]
     inlines = [MembershipInline]
 
 

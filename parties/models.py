@@ -100,8 +100,6 @@ class Organization(models.Model):
     jurisdiction = models.ForeignKey(
         Jurisdiction, on_delete=models.PROTECT, related_name="organizations"
     )
-    # The organisation's key-encryption key at the key service; data keys are wrapped by it.
-    kek_id = models.CharField(max_length=100)
     # Its Ed25519 key at the key service, which signs its approvals; the public half is here.
     signing_key_id = models.CharField(max_length=100)
     public_key = models.BinaryField(max_length=32)

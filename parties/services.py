@@ -47,7 +47,6 @@ def create_organization(
         slug=slug,
         name=name,
         jurisdiction=_jurisdiction(jurisdiction),
-        kek_id=keys.create_key(),
         signing_key_id=signing_key_id,
         public_key=keys.public_key(signing_key_id),
     )
@@ -56,7 +55,6 @@ def create_organization(
         by=by,
         subject=f"org:{organization.pk}",
         jurisdiction=organization.jurisdiction.code,
-        kek_id=organization.kek_id,
         public_key=base64.b64encode(organization.public_key).decode(),
     )
     return organization

@@ -21,7 +21,9 @@ class Events:
 
 
 VOCABULARY: tuple[Events, ...] = (
-    Events(("organization.created", "membership.added"), "platform", "`kek_id`; `user`, `role`"),
+    Events(
+        ("organization.created", "membership.added"), "platform", "`jurisdiction`; `user`, `role`"
+    ),
     Events(
         ("account.locked_out",),
         "platform",

@@ -10,6 +10,7 @@ web tier of a production deployment talks to a KMS instead and never holds a KEK
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -43,14 +46,20 @@ class KeyService(Protocol):
 
     def public_key(self, key_id: str) -> bytes: ...
 
+    def receiving_key(self, label: str) -> bytes: ...
+
+    def agree(self, label: str, peer: bytes) -> bytes: ...
+
+    def destroy_receiving_key(self, label: str) -> None: ...
+
 
 def _aad(context: dict[str, str]) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
 
 
 class LocalKeyService:
-    """Keys as 32-byte files under KEY_SERVICE_ROOT (mode 0600): `kek-*` for AES-256 KEKs,
-    `sig-*` for Ed25519 seeds."""
+    """Keys as files under KEY_SERVICE_ROOT (mode 0600): `kek-*` for AES-256 KEKs, `sig-*` for
+    Ed25519 seeds, `rcv-*` for P-256 receiving keys (results, MPC deliveries)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -60,9 +69,9 @@ class LocalKeyService:
             raise KeyServiceError(f"malformed key id {key_id!r}")
         return self.root / f"{key_id}.key"
 
-    def _create(self, prefix: str, material: bytes) -> str:
+    def _create(self, prefix: str, material: bytes, name: str | None = None) -> str:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key_id = f"{prefix}{secrets.token_hex(16)}"
+        key_id = f"{prefix}{name or secrets.token_hex(16)}"
         fd = os.open(self._path(key_id, prefix), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(material)
@@ -96,6 +105,32 @@ class LocalKeyService:
 
     def public_key(self, key_id: str) -> bytes:
         return self._signer(key_id).public_key().public_bytes_raw()
+
+    def _receiving(self, label: str) -> ec.EllipticCurvePrivateKey:
+        value = int.from_bytes(self._read(f"rcv-{label}", "rcv-"))
+        return ec.derive_private_key(value, ec.SECP256R1())
+
+    def receiving_key(self, label: str) -> bytes:
+        """The public point of the receiving key `label`, made on first use."""
+        try:
+            private = self._receiving(label)
+        except KeyServiceError:
+            scalar = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+                self._create("rcv-", scalar.to_bytes(32), name=label)
+            private = self._receiving(label)
+        return private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+    def agree(self, label: str, peer: bytes) -> bytes:
+        public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), peer)
+        try:
+            private = self._receiving(label)
+        except KeyServiceError:
+            raise KeyError(f"unknown receiving key {label}") from None
+        return private.exchange(ec.ECDH(), public)
+
+    def destroy_receiving_key(self, label: str) -> None:
+        self._path(f"rcv-{label}", "rcv-").unlink(missing_ok=True)
 
     def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes:
         nonce = os.urandom(12)

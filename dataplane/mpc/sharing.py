@@ -111,6 +111,14 @@ def seal_for_party(shares: Sequence[int], public_key: bytes, context: bytes) -> 
     return seal(public_key, to_bytes(shares), context=context)
 
 
+def seal_for_receiver(shares: Sequence[int], public_key: bytes, context: bytes) -> bytes:
+    """Encrypt a party's noisy output share vector to the delivery key (P-256) that lives in the
+    receiver's key service."""
+    from cleanroom.crypto.sealing import seal_for_receiver
+
+    return seal_for_receiver(public_key, to_bytes(shares), context=context)
+
+
 def open_for_party(blob: bytes, private_key: X25519PrivateKey, context: bytes) -> list[int]:
     from cleanroom.crypto.sealing import open_sealed
 

@@ -84,8 +84,9 @@ class Engine(Protocol):
     def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned: ...
 
     @classmethod
-    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
-        """The job's step rows, created as the plan placed them (none for a one-step engine)."""
+    def create_steps(cls, job: Job, planned: list[dict[str, Any]], config: Any) -> list[JobStep]:
+        """The job's step rows, created as the plan placed them (none for a one-step engine),
+        with what they need from the engine's configuration (the MPC delivery key)."""
 
     @classmethod
     def noise_statement(cls, measurements: dict[str, Any], groups: int) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     page.reload()
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)  # a finished job
 
-    table = results.read_result(Result.objects.get(job=job), world.pharma)
+    table = results.read_result(Result.objects.get(job=job), world.pharma, world.bob)
     released = [row for row in table["rows"] if not row["suppressed"]]
     assert released, table
     progress.get_by_role("link", name="See the result").click()

@@ -5,6 +5,7 @@ compute party failing the job cleanly (one refund, no release)."""
 
 from __future__ import annotations
 
+import base64
 import queue
 import shutil
 from dataclasses import replace
@@ -13,10 +14,14 @@ import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.rules import check_domain_rules
+from dataplane.mpc import sharing
 from jobs import runner, tasks
 from jobs.engines.mpc import parties
 from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.mpc.engine import delivery_purpose, output_context
 from jobs.models import BudgetEntry, Job, JobStep, Result
+from keyservice.release import Refused
+from parties.keys import KeyServiceAccess, owner_key_service
 from tests.factories import api
 from tests.jobs.mpc_support import (
     INPUT_SITES,
@@ -167,8 +172,17 @@ def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
     assert job.charged_at is None
-    # No output share a party stores later can be opened: the delivery key is gone.
-    assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
+    # No output share a party stores later can be opened: the delivery key is gone from the
+    # receiver's key service, not only marked so in a row.
+    delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
+    late = sharing.seal_for_receiver(
+        [7], base64.b64decode(delivery.output["public_key"]), output_context(job.pk, 3)
+    )
+    receiver = owner_key_service(world.pharma, KeyServiceAccess.from_settings(settings))
+    with pytest.raises(Refused, match="destroyed"):
+        receiver.open_received(
+            delivery_purpose(job.pk), late, context=output_context(job.pk, 3), reader="operator"
+        )
     assert not Result.objects.filter(job=job).exists()
     assert ledger(job) == ["refund"] * 3 + ["reserve"] * 3
     seen = types(job)

@@ -93,7 +93,9 @@ def test_an_mpc_job_has_an_input_step_per_dataset_three_compute_steps_and_a_deli
     compute = sorted((s for s in steps if s.kind == JobStep.Kind.COMPUTE), key=lambda s: s.party)
     assert [s.site.jurisdiction.code for s in compute] == ["CH", "EU", "UK"]
     [delivery] = [s for s in steps if s.kind == JobStep.Kind.DELIVER]
-    assert delivery.site is None and "wrapped_key" in delivery.output
+    # The delivery key lives in the receiver's key service: the platform holds its public half.
+    assert delivery.site is None and set(delivery.output) == {"public_key", "receiver"}
+    assert delivery.output["receiver"] == world.pharma.slug
     # Residency was decided for every step at dispatch: rows at the inputs, shares at parties.
     decided = step_events(job, "residency.decided")
     kinds = {(e["data"]["step"], e["data"]["kind"]) for e in decided}

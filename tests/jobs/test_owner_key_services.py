@@ -1,7 +1,8 @@
-"""The hospitals run their own key services (separate processes, SoftHSM2 tokens), as the demo
-does: their datasets' keys are wrapped in their tokens at upload, the platform's key folder
-cannot open them, and an approved join still runs in the attested enclave, each key released
-by its owner's service and relayed sealed by the host."""
+"""Every organisation runs its own key service (separate processes, SoftHSM2 tokens), as the
+demo does: the hospitals' datasets' keys are wrapped in their tokens at upload, the platform's
+key folder cannot open them, an approved join still runs in the attested enclave, each key
+released by its owner's service and relayed sealed by the host, and its result opens only
+through the receiver's own service."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import json
 import pytest
 
 from cleanroom.crypto.keys import KeyServiceError, key_service
-from jobs import queries, runner
-from jobs.models import Job
+from jobs import queries, results, runner
+from jobs.models import Job, Result
 from jobs.owner_key_services import owner_key_services
 from parties.models import DatasetVersion
 from tests.factories import JOIN_SQL, propose
@@ -24,8 +25,8 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
 ):
     settings.VAR_DIR = tmp_path / "var"
     settings.KEY_SERVICE_CALLER_KEY = tmp_path / "caller.key"
-    with owner_key_services([world.charite, world.zurich]) as urls:
-        assert sorted(urls) == ["charite", "usz"]
+    with owner_key_services([world.charite, world.zurich, world.pharma]) as urls:
+        assert sorted(urls) == sorted(["charite", "usz", world.pharma.slug])
         room = world.study(tmp_path)
         for version in DatasetVersion.objects.all():
             with pytest.raises(KeyServiceError):
@@ -38,6 +39,8 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
         wait = site_worker("eu-frankfurt-tee")
         job = runner.run_query(query=query, by=world.bob)
         assert wait() == ("jobs.run_job", "SUCCESS", "released")
+        table = results.read_result(Result.objects.get(job=job), world.pharma, world.bob)
+        assert table["rows"]
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED
     for slug in ("charite", "usz"):
@@ -45,3 +48,6 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
         [decision] = [json.loads(line) for line in log.read_text().splitlines()]
         assert decision["job"] == job.pk and decision["released"] is True
         assert "attested enclave" in decision["reason"]
+    log = settings.VAR_DIR / "keyservices" / world.pharma.slug / "decisions.jsonl"
+    [opened] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert opened["opened"] is True and opened["reader"] == f"bob@{world.pharma.slug}"

@@ -1,6 +1,7 @@
-"""Key-encryption keys live in a PKCS#11 token (SoftHSM2) and never leave it: their value
-cannot be read, a wrapped key opens only under its own context, and a destroyed key opens
-nothing again."""
+"""Key-encryption keys and receiving keys live in a PKCS#11 token (SoftHSM2) and never leave
+it: their value cannot be read, a wrapped key opens only under its own context, what is sealed
+to a receiving key opens only by agreement inside the token, and a destroyed key opens nothing
+again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 
 import pytest
 
+from cleanroom.crypto.sealing import open_received, seal_for_receiver
 from keyservice.token import Token, TokenError, init_softhsm
 
 CONTEXT = {"dataset": "7", "version": "1", "content_sha256": "ab" * 32}
@@ -48,3 +50,26 @@ def test_a_destroyed_kek_opens_nothing_it_wrapped(token):
     with pytest.raises(TokenError, match="unknown key"):
         token.unwrap(kek, wrapped, context=CONTEXT)
     token.destroy_key(kek)  # twice is harmless
+
+
+def test_what_is_sealed_to_a_receiving_key_opens_only_by_agreement_inside_the_token(token):
+    public = token.receiving_key("org7results")
+    assert token.receiving_key("org7results") == public  # made once, then the same key
+    data_key = os.urandom(32)
+    sealed = seal_for_receiver(public, data_key, context=b"result of job 3")
+    assert (
+        open_received(
+            lambda peer: token.agree("org7results", peer), sealed, context=b"result of job 3"
+        )
+        == data_key
+    )
+    assert token.key_value_readable("org7results") is False
+
+
+def test_a_destroyed_receiving_key_opens_nothing_sealed_to_it(token):
+    public = token.receiving_key("org7job9")
+    sealed = seal_for_receiver(public, b"share", context=b"job 9")
+    token.destroy_receiving_key("org7job9")
+    with pytest.raises(KeyError, match="unknown receiving key"):
+        open_received(lambda peer: token.agree("org7job9", peer), sealed, context=b"job 9")
+    assert token.receiving_key("org7job9") != public  # asked again: a new key, not the old

@@ -544,7 +544,7 @@ def test_the_wrapped_key_only_unwraps_for_its_own_version(world, patients_csv, t
         )
     with pytest.raises(KeyServiceError):
         key_service().unwrap(
-            world.zurich.kek_id, bytes(first.wrapped_data_key), context=first.key_context
+            key_service().create_key(), bytes(first.wrapped_data_key), context=first.key_context
         )
     assert pl.read_parquet(io.BytesIO(decrypted(second))).height == 50
     assert [e["type"] for e in events_of(PLATFORM_LOG)][-2:] == [

@@ -170,7 +170,7 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
     assert tasks.run_job(job.pk, SITE) == "released"
 
     [result] = Result.objects.filter(job=job)
-    table = results.read_result(result, world.pharma)
+    table = results.read_result(result, world.pharma, world.bob)
     signed = job.query.canonical["accountant"]
     assert table["rows_per_unit"] == signed["rows_per_unit"] == 1
     assert table["min_group_size"] == signed["min_group_size"]

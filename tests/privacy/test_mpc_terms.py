@@ -15,6 +15,7 @@ from jobs.engines.base import EngineError
 from jobs.engines.mpc import engine as mpc_engine
 from jobs.models import BudgetEntry, Job, JobStep, Query
 from parties.models import Column
+from tests.engines.support import mpc_config
 from tests.jobs.mpc_support import approved_union, three_hospitals
 
 pytestmark = pytest.mark.django_db
@@ -82,9 +83,9 @@ def test_the_steps_take_their_bounds_from_the_signed_terms_not_the_catalog(job):
     assert again.columns[("charite.patients", "length_of_stay")].upper == Decimal(bound) == 60
 
 
-def test_the_delivery_key_stays_wrapped_for_a_delivery_that_was_not_claimed_and_charged(job):
+def test_the_output_shares_stay_sealed_for_a_delivery_that_was_not_claimed_and_charged(job):
     delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
     with pytest.raises(EngineError, match="not claimed and charged"):
-        mpc_engine._delivery_private_key(delivery)
+        mpc_engine._open_output_share(delivery, mpc_config())
     job.refresh_from_db()
     assert job.charged_at is None

@@ -67,7 +67,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
     # What the attacker enumerates is sound: under a plain SHA-256, as the log used to hold,
     # the enumeration finds the released table.
-    table = results.read_result(released, world.pharma)
+    table = results.read_result(released, world.pharma, world.bob)
     plain = hashlib.sha256(_plaintext(table)).hexdigest()
     hashes = {hashlib.sha256(candidate).hexdigest() for candidate in _candidates(table)}
     assert plain in hashes
@@ -77,7 +77,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
 
 def test_the_salt_is_only_in_the_encrypted_result(world, released, tmp_path):
-    salt = bytes.fromhex(results.result_opening(released, world.pharma)["salt"])
+    salt = bytes.fromhex(results.result_opening(released, world.pharma, world.bob)["salt"])
     assert len(salt) == 32 and salt not in bytes(released.sealed_salt)
     bundle = tmp_path / "room.zip"
     export_bundle(room=released.job.query.room, output=bundle, by=None)

@@ -15,10 +15,11 @@ delivery key, and does their work; the job lifecycle dispatches and claims them:
   noisy vectors into the released table, exactly as the enclave's (`noisy_table`).
 
 Shares travel only as files sealed to their recipient (X25519), in the storage root of the
-recipient site's jurisdiction. The delivery key is made per job when the job is created; its
-private half is wrapped by the key service under a key of its own, unwrapped only by the step
-that delivers, and deleted by the job lifecycle when the job ends. `MpcEngine` puts these behind
-the step interface of jobs/engines/base.py.
+recipient site's jurisdiction. The delivery key is made per job when the job is created, in the
+token of the first receiver's own key service (`job<id>`, P-256): the parties seal their output
+shares to its public half, only that key service opens them (for the step that delivers, once
+the job is charged), and the job lifecycle has it destroyed in the token when the job ends.
+`MpcEngine` puts these behind the step interface of jobs/engines/base.py.
 """
 
 from __future__ import annotations
@@ -29,15 +30,7 @@ from typing import Any
 
 import opendp.prelude as dp
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-)
 
-from cleanroom.crypto.keys import key_service
-from cleanroom.crypto.sealing import public_bytes
 from cleanroom.residency import StepKind, decide
 from dataplane.mechanisms import Mechanism
 from dataplane.mpc import sharing
@@ -58,7 +51,9 @@ from jobs.engines.base import (
 from jobs.engines.mpc import certificates, inputs, parties
 from jobs.engines.mpc.config import MpcConfig
 from jobs.models import Job, JobStep, RoomDataset
-from parties.models import Site
+from keyservice.release import Refused
+from parties.keys import KeyServiceAccess, owner_key_service
+from parties.models import Organization, Site
 
 dp.enable_features("contrib")
 
@@ -71,37 +66,46 @@ def output_context(job_id: int, party: int) -> bytes:
 # The delivery key -----------------------------------------------------------------------------
 
 
-def _delivery_key_context(job_id: int) -> dict[str, str]:
-    return {"mpc_delivery_of_job": str(job_id)}
+def delivery_purpose(job_id: int) -> str:
+    """The delivery key's name in the receiver's key service."""
+    return f"job{job_id}"
 
 
-def new_delivery_key(job_id: int) -> dict[str, str]:
-    """A fresh X25519 key pair for the job's delivery: the public half is what the parties seal
-    their output shares to; the private half is kept only wrapped by the key service."""
-    private = X25519PrivateKey.generate()
-    kek_id = key_service().create_key()
-    raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    wrapped = key_service().wrap(kek_id, raw, context=_delivery_key_context(job_id))
-    return {
-        "public_key": base64.b64encode(public_bytes(private)).decode(),
-        "kek_id": kek_id,
-        "wrapped_key": base64.b64encode(wrapped).decode(),
-    }
+def new_delivery_key(job: Job, key_services: KeyServiceAccess) -> dict[str, str]:
+    """The job's delivery key, made in the token of its first receiver's key service: the
+    parties seal their noisy output shares to the public half, which is all the platform
+    holds."""
+    receiver = job.query.receivers.order_by("pk").first()
+    if receiver is None:
+        raise EngineError("The query names no receiver to deliver to.")
+    public_key = owner_key_service(receiver, key_services).receiving_key(delivery_purpose(job.pk))
+    return {"public_key": base64.b64encode(public_key).decode(), "receiver": receiver.slug}
 
 
-def _delivery_private_key(delivery: JobStep) -> X25519PrivateKey:
-    """Unwrapped only for a delivery claimed by `runner.claim_delivery`, which charged the job
-    first: whoever opens the noisy result has paid for it."""
-    if "wrapped_key" not in delivery.output:
-        raise EngineError("The job has ended; its delivery key was deleted.")
+def _open_output_share(delivery: JobStep, config: MpcConfig):
+    """How the delivery opens each output share: through the receiver's key service, and only
+    for a delivery claimed by `runner.claim_delivery`, which charged the job first: whoever
+    opens the noisy result has paid for it."""
+    if delivery.output.get("shredded"):
+        raise EngineError("The job has ended; its delivery key was destroyed.")
     if delivery.state != JobStep.State.RUNNING or delivery.job.charged_at is None:
-        raise EngineError("The delivery was not claimed and charged; its key stays wrapped.")
-    raw = key_service().unwrap(
-        delivery.output["kek_id"],
-        base64.b64decode(delivery.output["wrapped_key"]),
-        context=_delivery_key_context(delivery.job_id),
-    )
-    return X25519PrivateKey.from_private_bytes(raw)
+        raise EngineError("The delivery was not claimed and charged; its shares stay sealed.")
+    receiver = Organization.objects.get(slug=delivery.output["receiver"])
+    service = owner_key_service(receiver, config.key_services)
+
+    def open_share(blob: bytes, context: bytes) -> list[int]:
+        try:
+            opened = service.open_received(
+                delivery_purpose(delivery.job_id),
+                blob,
+                context=context,
+                reader=f"delivery of job:{delivery.job_id}",
+            )
+        except Refused as exc:
+            raise EngineError(f"The receiver's key service refused: {exc}") from None
+        return sharing.from_bytes(opened)
+
+    return open_share
 
 
 # Compute and delivery -------------------------------------------------------------------------
@@ -170,7 +174,7 @@ def run_compute(
     )
     party_output = parties.run_party(spec, config)
     delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
-    blob = sharing.seal_for_party(
+    blob = sharing.seal_for_receiver(
         party_output.output,
         base64.b64decode(delivery.output["public_key"]),
         output_context(job.pk, step.party),
@@ -183,15 +187,15 @@ def run_compute(
     }
 
 
-def deliver(job: Job, outputs: list[JobStep]) -> dict[str, Any]:
+def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, Any]:
     """Open and recombine the parties' noisy output shares (at least t + 1 of them) and build
     the released table; only differentially private values exist here."""
     context = inputs.query_context(job)
     delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
-    private_key = _delivery_private_key(delivery)
+    open_share = _open_output_share(delivery, config)
     shares = {
-        step.party: sharing.open_for_party(
-            inputs.read_share(step.output["share"]), private_key, output_context(job.pk, step.party)
+        step.party: open_share(
+            inputs.read_share(step.output["share"]), output_context(job.pk, step.party)
         )
         for step in outputs
     }
@@ -356,7 +360,9 @@ class MpcEngine:
         return planned
 
     @classmethod
-    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
+    def create_steps(
+        cls, job: Job, planned: list[dict[str, Any]], config: MpcConfig
+    ) -> list[JobStep]:
         """The job's steps as the plan placed them, and its delivery (with the key the
         parties seal their noisy output shares to)."""
         sites = {
@@ -390,7 +396,10 @@ class MpcEngine:
                 )
         steps.append(
             JobStep(
-                job=job, name="delivery", kind=JobStep.Kind.DELIVER, output=new_delivery_key(job.pk)
+                job=job,
+                name="delivery",
+                kind=JobStep.Kind.DELIVER,
+                output=new_delivery_key(job, config.key_services),
             )
         )
         return JobStep.objects.bulk_create(steps)
@@ -415,4 +424,4 @@ class MpcEngine:
         )
 
     def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]:
-        return deliver(job, outputs)
+        return deliver(job, outputs, self.config)

@@ -114,7 +114,9 @@ class TeeEngine:
         return Planned(steps=[step])
 
     @classmethod
-    def create_steps(cls, job: Job, planned: list[dict[str, Any]]) -> list[JobStep]:
+    def create_steps(
+        cls, job: Job, planned: list[dict[str, Any]], config: trust.TeeConfig
+    ) -> list[JobStep]:
         return []
 
     @classmethod

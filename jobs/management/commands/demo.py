@@ -36,10 +36,10 @@ class Command(BaseCommand):
         jobs = []
         with ExitStack() as running:
 
-            def start_key_services(owners: list[Organization]) -> None:
-                urls = running.enter_context(owner_key_services(owners))
+            def start_key_services(organizations: list[Organization]) -> None:
+                urls = running.enter_context(owner_key_services(organizations))
                 self.stdout.write(
-                    "Started each hospital's own key service (SoftHSM2 token in "
+                    "Started each organisation's own key service (SoftHSM2 token in "
                     f"var/keyservices/): {', '.join(urls)}."
                 )
 
@@ -47,7 +47,7 @@ class Command(BaseCommand):
                 self.stdout.write(
                     "The demo collaboration is already set up (delete var/ to start over)."
                 )
-                start_key_services(list(demo.owners()))
+                start_key_services(demo.organizations())
             else:
                 self.stdout.write("Setting up the demo collaboration…")
                 jobs = demo.seed(
