@@ -285,10 +285,9 @@ class JobStep(models.Model):
     count under the job's row lock; `output` references what the step left for the next ones
     (sealed share files), never plaintext."""
 
-    class Kind(models.TextChoices):
-        INPUT = "input", "Input"
-        COMPUTE = "compute", "Compute party"
-        DELIVER = "deliver", "Delivery"
+    Kind = text_choices(
+        "Kind", [mechanisms.Stage.INPUT, mechanisms.Stage.COMPUTE, mechanisms.Stage.DELIVER]
+    )
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from cleanroom.residency import StepKind, decide
-from dataplane.mechanisms import Mechanism
+from dataplane.mechanisms import Mechanism, Stage
 from dataplane.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import (
@@ -29,7 +29,7 @@ from dataplane.sql.plan import (
     Use,
 )
 from jobs import synthetic
-from jobs.engines.base import planned_step
+from jobs.engines.base import PlannedStep
 from jobs.engines.registry import ENGINES, engine_of
 from jobs.ledger import balance, budget_check
 from jobs.models import Query, Room, RoomDataset
@@ -60,7 +60,7 @@ class Plan:
     mechanism: str | None = None
     mechanism_reason: str = ""
     datasets: list[dict[str, Any]] = field(default_factory=list)
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[PlannedStep] = field(default_factory=list)
     cells: list[dict[str, Any]] = field(default_factory=list)
     groups: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
@@ -90,7 +90,7 @@ class Plan:
             "mechanism": {"chosen": self.mechanism, "reason": self.mechanism_reason},
             "datasets": self.datasets,
             "required_approvers": [org.slug for org in self.required_approvers],
-            "steps": self.steps,
+            "steps": [step.as_dict() for step in self.steps],
             "groups": self.groups,
             "cells": self.cells,
             "checks": [vars(check) for check in self.checks],
@@ -303,9 +303,9 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
     plan.checks.extend(Check("residency", False, problem) for problem in planned.problems)
     for receiver in receivers:
         plan.steps.append(
-            planned_step(
+            PlannedStep.at(
                 f"deliver to {receiver.name}",
-                "deliver",
+                Stage.DELIVER,
                 None,
                 [
                     decide(StepKind.DELIVER_OUTPUT, data=j, receiver=receiver.receiver())
@@ -314,7 +314,7 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
                 receiver=receiver.slug,
             )
         )
-    refused = [d["reason"] for step in plan.steps for d in step["decisions"] if not d["allowed"]]
+    refused = [d.reason for step in plan.steps for d in step.decisions if not d.allowed]
     plan.checks.append(
         Check("residency", False, " ".join(refused))
         if refused

@@ -113,7 +113,7 @@ def run_query(*, query: Query, by: User) -> Job:
             )
         plan = check_runnable(query)
         engine = engine_of(plan.mechanism)
-        site = None if engine.in_steps else Site.objects.get(name=plan.steps[0]["site"])
+        site = None if engine.in_steps else Site.objects.get(name=plan.steps[0].site)
         try:
             job = Job.objects.create(
                 query=query, mechanism=plan.mechanism, site=site, created_by=by
@@ -131,9 +131,9 @@ def run_query(*, query: Query, by: User) -> Job:
             query=f"query:{query.pk}",
             digest=query.digest,
             steps=[
-                {"step": s["step"], "site": s["site"], "jurisdiction": s["jurisdiction"]}
+                {"step": s.name, "site": s.site, "jurisdiction": s.jurisdiction}
                 for s in plan.steps
-                if s["site"]
+                if s.site
             ],
         )
         if engine.in_steps:

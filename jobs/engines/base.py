@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cleanroom.residency import Decision, StepKind, TransferRules, decide
+from dataplane.mechanisms import Stage
 from dataplane.sql.plan import ParsedQuery
 from jobs.models import Job, JobStep, RoomDataset
 from parties.models import Site
@@ -60,11 +61,55 @@ class Recorder(Protocol):
 
 
 @dataclass(frozen=True)
-class Planned:
-    """Where an engine places a query: its steps (as the plan reports them) and any reason a
-    step has no site."""
+class PlannedStep:
+    """One step of a plan: what it does, at which site (None: the control plane), what
+    residency decided for it, and what it reads (input, enclave), which party it is (compute)
+    or whom it delivers to (deliver). `as_dict()` is how the plan reports and stores it."""
 
-    steps: list[dict[str, Any]] = field(default_factory=list)
+    name: str
+    stage: Stage
+    site: str | None
+    jurisdiction: str | None
+    decisions: tuple[Decision, ...]
+    reads: tuple[str, ...] = ()
+    party: int | None = None
+    receiver: str | None = None
+
+    @classmethod
+    def at(
+        cls, name: str, stage: Stage, site: Site | None, decisions: list[Decision], **extra: Any
+    ) -> PlannedStep:
+        return cls(
+            name=name,
+            stage=stage,
+            site=site.name if site else None,
+            jurisdiction=site.jurisdiction.code if site else None,
+            decisions=tuple(decisions),
+            **extra,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        planned: dict[str, Any] = {
+            "step": self.name,
+            "kind": self.stage.value,
+            "site": self.site,
+            "jurisdiction": self.jurisdiction,
+            "decisions": [d.as_dict() for d in self.decisions],
+        }
+        if self.reads:
+            planned["reads"] = list(self.reads)
+        if self.party is not None:
+            planned["party"] = self.party
+        if self.receiver is not None:
+            planned["receiver"] = self.receiver
+        return planned
+
+
+@dataclass
+class Planned:
+    """Where an engine places a query: its steps and any reason a step has no site."""
+
+    steps: list[PlannedStep] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -84,7 +129,7 @@ class Engine(Protocol):
     def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned: ...
 
     @classmethod
-    def create_steps(cls, job: Job, planned: list[dict[str, Any]], config: Any) -> list[JobStep]:
+    def create_steps(cls, job: Job, planned: list[PlannedStep], config: Any) -> list[JobStep]:
         """The job's step rows, created as the plan placed them (none for a one-step engine),
         with what they need from the engine's configuration (the MPC delivery key)."""
 
@@ -126,19 +171,6 @@ def allowed_everywhere(
     return all(
         decide(kind, data=rules[c.dataset_id], site=site.place()).allowed for c in contributions
     )
-
-
-def planned_step(
-    name: str, kind: str, site: Site | None, decisions: list[Decision], **extra: Any
-) -> dict[str, Any]:
-    return {
-        "step": name,
-        "kind": kind,
-        "site": site.name if site else None,
-        "jurisdiction": site.jurisdiction.code if site else None,
-        "decisions": [d.as_dict() for d in decisions],
-        **extra,
-    }
 
 
 def minimal_environment(home: str, code_root: Path) -> dict[str, str]:

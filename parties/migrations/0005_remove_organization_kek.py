@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('parties', '0004_dataset_suspension'),
+        ("parties", "0004_dataset_suspension"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='organization',
-            name='kek_id',
+            model_name="organization",
+            name="kek_id",
         ),
     ]

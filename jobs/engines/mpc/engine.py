@@ -32,7 +32,7 @@ import opendp.prelude as dp
 from cryptography.exceptions import InvalidTag
 
 from cleanroom.residency import StepKind, decide
-from dataplane.mechanisms import Mechanism
+from dataplane.mechanisms import Mechanism, Stage
 from dataplane.mpc import sharing
 from dataplane.mpc.noise import deviation_bound
 from dataplane.privacy.calibration import Measurement, inexact_draw
@@ -42,10 +42,10 @@ from jobs import selectors
 from jobs.engines.base import (
     EngineError,
     Planned,
+    PlannedStep,
     Recorder,
     active_sites,
     allowed_everywhere,
-    planned_step,
     transfer_rules,
 )
 from jobs.engines.mpc import certificates, inputs, parties
@@ -332,19 +332,19 @@ class MpcEngine:
                 planned.problems.append(f"No active worker site in {jurisdiction.code} for {name}.")
                 continue
             planned.steps.append(
-                planned_step(
+                PlannedStep.at(
                     f"input {name}",
-                    "input",
+                    Stage.INPUT,
                     site,
                     [decide(StepKind.PROCESS_ROWS, data=jurisdiction.rules(), site=site.place())],
-                    reads=[name],
+                    reads=(name,),
                 )
             )
         for index, site in enumerate(compute_sites(contributions), start=1):
             planned.steps.append(
-                planned_step(
+                PlannedStep.at(
                     f"compute party {index}",
-                    "compute",
+                    Stage.COMPUTE,
                     site,
                     [
                         decide(
@@ -360,38 +360,36 @@ class MpcEngine:
         return planned
 
     @classmethod
-    def create_steps(
-        cls, job: Job, planned: list[dict[str, Any]], config: MpcConfig
-    ) -> list[JobStep]:
+    def create_steps(cls, job: Job, planned: list[PlannedStep], config: MpcConfig) -> list[JobStep]:
         """The job's steps as the plan placed them, and its delivery (with the key the
         parties seal their noisy output shares to)."""
         sites = {
             s.name: s
             for s in Site.objects.filter(
-                name__in=[s["site"] for s in planned if s["site"]]
+                name__in=[s.site for s in planned if s.site]
             ).select_related("jurisdiction")
         }
         datasets = {c.dataset.qualified_name: c.dataset for c in job.query.room.contributions.all()}
         steps = []
         for step in planned:
-            if step["kind"] == "input":
+            if step.stage == Stage.INPUT and step.site:
                 steps.append(
                     JobStep(
                         job=job,
-                        name=step["step"],
+                        name=step.name,
                         kind=JobStep.Kind.INPUT,
-                        site=sites[step["site"]],
-                        dataset=datasets[step["reads"][0]],
+                        site=sites[step.site],
+                        dataset=datasets[step.reads[0]],
                     )
                 )
-            elif step["kind"] == "compute":
+            elif step.stage == Stage.COMPUTE and step.site:
                 steps.append(
                     JobStep(
                         job=job,
-                        name=step["step"],
+                        name=step.name,
                         kind=JobStep.Kind.COMPUTE,
-                        site=sites[step["site"]],
-                        party=step["party"],
+                        site=sites[step.site],
+                        party=step.party,
                     )
                 )
         steps.append(

@@ -18,17 +18,17 @@ from typing import Any
 from cleanroom.attestation import verify as attestation
 from cleanroom.residency import StepKind, decide
 from dataplane.enclave import EXTRACT_DIRECTORY
-from dataplane.mechanisms import Mechanism
+from dataplane.mechanisms import Mechanism, Stage
 from dataplane.sql.plan import ParsedQuery
 from jobs.engines.base import (
     EngineError,
     Planned,
+    PlannedStep,
     Progress,
     Recorder,
     active_sites,
     allowed_everywhere,
     minimal_environment,
-    planned_step,
     transfer_rules,
 )
 from jobs.engines.tee import trust
@@ -101,21 +101,21 @@ class TeeEngine:
     @classmethod
     def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned:
         site = enclave_site(contributions)
-        step = planned_step(
+        step = PlannedStep.at(
             "enclave",
-            "enclave",
+            Stage.ENCLAVE,
             site,
             [
                 decide(StepKind.PROCESS_ROWS, data=rules, site=site.place())
                 for rules in transfer_rules(contributions).values()
             ],
-            reads=[c.dataset.qualified_name for c in contributions],
+            reads=tuple(c.dataset.qualified_name for c in contributions),
         )
         return Planned(steps=[step])
 
     @classmethod
     def create_steps(
-        cls, job: Job, planned: list[dict[str, Any]], config: trust.TeeConfig
+        cls, job: Job, planned: list[PlannedStep], config: trust.TeeConfig
     ) -> list[JobStep]:
         return []
 
