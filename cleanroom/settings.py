@@ -216,7 +216,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: no default queue for data-plane work; each step is routed to `site.<name>`.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# The filesystem transport uses no host, but kombu warns, once per process, of a URL without one.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport: messages are files in one folder shared by all processes.
