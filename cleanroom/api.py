@@ -1,12 +1,35 @@
 """One error format for the whole API: {"error": {"code", "message", "fields"}}."""
 
+from collections.abc import Mapping
+
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from cleanroom.errors import DomainError
+
+
+def named_in_body(request, name: str) -> str:
+    """A name the request's body gives, read before the body is validated (to ask first
+    whether the caller may act for it); "" where the body is not an object or the name not text."""
+    data = request.data
+    value = data.get(name, "") if isinstance(data, Mapping) else ""
+    return value if isinstance(value, str) else ""
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """A URL no route matches: under /api/ in the API's error format, as every other refusal
+    there is; elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "No such API endpoint."), status=404)
+    return page_not_found(request, exception)
 
 
 def exception_handler(exc, context):
@@ -42,7 +65,7 @@ def exception_handler(exc, context):
     if domain is not None:
         # The named domain failure (e.g. invalid_dataset), not the generic "invalid".
         code = domain.code
-    body = {"error": {"code": code, "message": message, "fields": fields}}
+    body = error_body(code, message, fields)
     return Response(body, status=response.status_code, headers=response.headers)
 
 

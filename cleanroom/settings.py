@@ -190,12 +190,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "cleanroom.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "cleanroom.api.exception_handler",
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON everywhere; the upload endpoints take multipart forms as well (parties/api.py).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Clean room API",
@@ -212,11 +211,13 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PolicyMechanismEnum": "parties.models.AnalysisPolicy.Mechanism",
         "QueryMechanismEnum": "jobs.models.Query.Mechanism",
+        "SourceFormatEnum": "parties.models.DatasetVersion.Format",
     },
 }
 
 # Celery: no default queue for data-plane work; each step is routed to `site.<name>`.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# The filesystem transport uses no host, but kombu warns, once per process, of a URL without one.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport: messages are files in one folder shared by all processes.

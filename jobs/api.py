@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cleanroom.api import named_in_body
 from cleanroom.errors import DomainError
 from jobs import queries, results, runner, selectors, services
 from jobs.models import Approval, Job, Query, Result, ResultFile, RoomMembership
@@ -27,6 +28,7 @@ from jobs.serializers import (
     BudgetSerializer,
     ContributionInputSerializer,
     DecisionInputSerializer,
+    InboxItemSerializer,
     InvitationInputSerializer,
     InvitationResponseSerializer,
     JobSerializer,
@@ -50,6 +52,7 @@ class RoomList(generics.ListAPIView):
     """Rooms your organisations are in or invited to."""
 
     serializer_class = RoomSerializer
+    refusals = {"POST": (400, 403, 404)}
 
     def get_queryset(self):
         return selectors.rooms_for(self.request.user).prefetch_related(
@@ -64,7 +67,7 @@ class RoomList(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         # Who may first, for the organisation named: before the input is validated.
         organization = get_object_or_404(
-            organizations_of(request.user), slug=request.data.get("organization", "")
+            organizations_of(request.user), slug=named_in_body(request, "organization")
         )
         require_party(request.user, PartyPermission.CREATE_ROOMS, organization=organization)
         serializer = RoomInputSerializer(data=request.data)
@@ -88,6 +91,8 @@ class RoomDetail(generics.RetrieveAPIView):
 
 
 class RoomInvitations(APIView):
+    refusals = {"POST": (400, 403, 404, 409)}
+
     @extend_schema(request=InvitationInputSerializer, responses={201: RoomMembershipSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_member(request.user, slug)
@@ -108,6 +113,7 @@ class RoomInvitations(APIView):
 
 class RespondToInvitation(APIView):
     accept = True
+    refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=InvitationResponseSerializer, responses={200: RoomMembershipSerializer})
     def post(self, request: Request, slug: str) -> Response:
@@ -163,6 +169,8 @@ class QueryList(generics.ListAPIView):
     """The latest version of each query in the room. POST creates a draft (or submits it)."""
 
     serializer_class = QuerySerializer
+    # An invitee sees the room, not its work.
+    refusals = {"GET": (403, 404)}
 
     def get_queryset(self):
         room = selectors.get_room_for_reader(self.request.user, self.kwargs["slug"])
@@ -202,13 +210,16 @@ class QueryPlan(APIView):
             delta=data["delta"],
             receivers=list(data["receivers"]),
             output_kind=data["output_kind"],
+            # An extract's method has a default; its rows may be missing (the plan says so).
             synthetic_method=data["synthetic_method"],
-            synthetic_rows=data["synthetic_rows"],
+            synthetic_rows=data.get("synthetic_rows"),
         )
         return Response(plan.as_dict())
 
 
 class QueryDetail(APIView):
+    refusals = {"GET": (403, 404), "PATCH": (400, 403, 404, 409)}
+
     @extend_schema(responses={200: QuerySerializer})
     def get(self, request: Request, slug: str, pk: int) -> Response:
         return Response(QuerySerializer(_query(request, slug, pk)).data)
@@ -243,6 +254,8 @@ class QueryDetail(APIView):
 
 
 class QuerySubmit(APIView):
+    refusals = {"POST": (400, 403, 404, 409)}
+
     @extend_schema(request=None, responses={200: QuerySerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
         query = queries.submit_query(query=_query(request, slug, pk), by=request.user)
@@ -251,6 +264,7 @@ class QuerySubmit(APIView):
 
 class QueryDecision(APIView):
     approve = True
+    refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=DecisionInputSerializer, responses={201: ApprovalSerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
@@ -275,6 +289,8 @@ class QueryDecision(APIView):
 
 
 class ApprovalRevoke(APIView):
+    refusals = {"POST": (403, 404, 409)}
+
     @extend_schema(request=None, responses={200: ApprovalSerializer})
     def post(self, request: Request, slug: str, pk: int, approval_id: int) -> Response:
         query = _query(request, slug, pk)
@@ -286,15 +302,13 @@ class ApprovalRevoke(APIView):
 class Inbox(APIView):
     """Query versions waiting for a decision by one of your organisations."""
 
-    @extend_schema(responses={200: QuerySerializer(many=True)})
+    @extend_schema(responses={200: InboxItemSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        items = selectors.inbox_for(request.user)
-        return Response(
-            [
-                {"organization": org.slug, "query": QuerySerializer(query).data}
-                for query, org in items
-            ]
-        )
+        items = [
+            {"organization": org.slug, "query": query}
+            for query, org in selectors.inbox_for(request.user)
+        ]
+        return Response(InboxItemSerializer(items, many=True).data)
 
 
 def _job(request: Request, slug: str, pk: int) -> Job:
@@ -305,6 +319,8 @@ def _job(request: Request, slug: str, pk: int) -> Job:
 class QueryRun(APIView):
     """Run an approved query version (once); its job is handed to its site's queue."""
 
+    refusals = {"POST": (400, 403, 404, 409)}
+
     @extend_schema(request=None, responses={201: JobSerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
         job = runner.run_query(query=_query(request, slug, pk), by=request.user)
@@ -312,12 +328,16 @@ class QueryRun(APIView):
 
 
 class JobDetail(APIView):
+    refusals = {"GET": (403, 404)}
+
     @extend_schema(responses={200: JobSerializer})
     def get(self, request: Request, slug: str, pk: int) -> Response:
         return Response(JobSerializer(_job(request, slug, pk)).data)
 
 
 class JobCancel(APIView):
+    refusals = {"POST": (403, 404, 409)}
+
     @extend_schema(request=None, responses={200: JobSerializer})
     def post(self, request: Request, slug: str, pk: int) -> Response:
         job = runner.cancel_job(job=_job(request, slug, pk), by=request.user)
@@ -326,6 +346,8 @@ class JobCancel(APIView):
 
 class JobResult(APIView):
     """The released, differentially private table: for members of its receivers only."""
+
+    refusals = {"GET": (403, 404)}
 
     @extend_schema(responses={200: dict})
     def get(self, request: Request, slug: str, pk: int) -> Response:
@@ -379,6 +401,8 @@ def _received(request: Request, job: Job) -> tuple[Result, Organization]:
 class JobResultFile(APIView):
     """One file of a released synthetic extract (the extract or a report): receivers only."""
 
+    refusals = {"GET": (403, 404)}
+
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     def get(self, request: Request, slug: str, pk: int, name: str) -> HttpResponse:
         result, organization = _received(request, _job(request, slug, pk))
@@ -394,6 +418,8 @@ class JobResultFile(APIView):
 
 
 class RoomBudget(APIView):
+    refusals = {"GET": (403, 404)}
+
     @extend_schema(responses={200: BudgetSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_reader(request.user, slug)
@@ -402,6 +428,8 @@ class RoomBudget(APIView):
 
 class DatasetSuspension(APIView):
     """The owner's kill switch: POST suspends the dataset, DELETE lifts the suspension."""
+
+    refusals = {"POST": (403, 404, 409), "DELETE": (403, 404, 409)}
 
     @extend_schema(request=None, responses={200: DatasetSerializer})
     def post(self, request: Request, org: str, slug: str) -> Response:

@@ -127,7 +127,9 @@ def save_draft(
                 raise QueryRefused("This query belongs to another room.")
             if query.status != Query.Status.DRAFT:
                 raise QueryRefused(
-                    "Only a draft changes in place; revise the query instead.", code="not_a_draft"
+                    "Only a draft changes in place; revise the query instead.",
+                    code="not_a_draft",
+                    conflict=True,
                 )
         for name, value in values.items():
             setattr(query, name, value)
@@ -221,6 +223,7 @@ def submit_query(*, query: Query, by: User) -> Query:
             raise QueryRefused(
                 f"This version is {query.get_status_display().lower()}, not a draft.",
                 code="not_a_draft",
+                conflict=True,
             )
         plan = plan_for(query)
         if not plan.ok:
@@ -285,11 +288,15 @@ def revise_query(
     as it is until the new one is submitted."""
     source = Query.objects.select_related("room").get(pk=query.pk)
     if source.status == Query.Status.DRAFT:
-        raise QueryRefused("This version is still a draft: change it in place.")
+        raise QueryRefused(
+            "This version is still a draft: change it in place.", code="a_draft", conflict=True
+        )
     latest = Query.objects.filter(lineage=source.lineage).order_by("-version").first()
     if latest.status == Query.Status.DRAFT:
         raise QueryRefused(
-            f"Version {latest.version} is already a draft of this query.", code="draft_exists"
+            f"Version {latest.version} is already a draft of this query.",
+            code="draft_exists",
+            conflict=True,
         )
     values = {name: getattr(source, name) for name in EDITABLE}
     values.update(changes)
@@ -310,7 +317,9 @@ def revise_query(
             draft.receivers.set(list(source.receivers.all()) if receivers is None else receivers)
     except IntegrityError:
         raise QueryRefused(
-            "Someone else revised this query at the same time; reload it.", code="conflict"
+            "Someone else revised this query at the same time; reload it.",
+            code="conflict",
+            conflict=True,
         ) from None
     return draft
 
@@ -360,6 +369,7 @@ def decide_query(
             raise QueryRefused(
                 f"This version is {query.get_status_display().lower()}: it takes no decisions.",
                 code="not_pending",
+                conflict=True,
             )
         if organization.slug not in query.plan["required_approvers"]:
             raise QueryRefused(
@@ -422,11 +432,14 @@ def revoke_approval(*, approval: Approval, by: User) -> Approval:
         approval = Approval.objects.select_for_update().get(pk=approval.pk)
         require(by, Permission.DECIDE_QUERY, room=query.room, organization=approval.organization)
         if approval.revoked_at or approval.decision != Approval.Decision.APPROVE:
-            raise QueryRefused("Only a standing approval can be revoked.", code="not_revocable")
+            raise QueryRefused(
+                "Only a standing approval can be revoked.", code="not_revocable", conflict=True
+            )
         if query.status not in REPLACEABLE:
             raise QueryRefused(
                 f"This version is {query.get_status_display().lower()}: too late to revoke.",
                 code="not_revocable",
+                conflict=True,
             )
         approval.revoked_at = timezone.now()
         approval.revoked_by = by
@@ -466,7 +479,9 @@ def check_runnable(query: Query, *, running: bool = False) -> Plan:
     expected = Query.Status.RUNNING if running else Query.Status.APPROVED
     if query.status != expected:
         raise QueryRefused(
-            f"The query is {query.get_status_display().lower()}, not approved.", code="not_approved"
+            f"The query is {query.get_status_display().lower()}, not approved.",
+            code="not_approved",
+            conflict=True,
         )
     if query.expires_at <= timezone.now():
         raise QueryRefused("The query's approvals have expired.", code="expired")

@@ -749,7 +749,11 @@ def cancel_job(*, job: Job, by: User) -> Job:
         if acting_organization(by, job.query.room, Permission.PROPOSE_QUERY) is None:
             raise PermissionDenied("Only analysts of a member organisation cancel jobs.")
         if job.finished:
-            raise JobRefused(f"The job has already {job.get_state_display().lower()}.")
+            raise JobRefused(
+                f"The job has already {job.get_state_display().lower()}.",
+                code="already_finished",
+                conflict=True,
+            )
         if job.state == Job.State.QUEUED:
             _finish(job, Job.State.CANCELLED, "Cancelled before it started.", by=by)
         else:

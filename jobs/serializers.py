@@ -18,7 +18,9 @@ from parties.models import Organization
 
 class RoomMembershipSerializer(serializers.ModelSerializer):
     organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    invited_by = serializers.SlugRelatedField(read_only=True, slug_field="username")
+    invited_by = serializers.SlugRelatedField(
+        read_only=True, slug_field="username", allow_null=True
+    )
 
     class Meta:
         model = RoomMembership
@@ -137,6 +139,13 @@ class QuerySerializer(serializers.ModelSerializer):
         ]
 
 
+class InboxItemSerializer(serializers.Serializer):
+    """A query version waiting for the decision of one of the caller's organisations."""
+
+    organization = serializers.SlugField(help_text="The organisation whose decision it awaits.")
+    query = QuerySerializer()
+
+
 class QueryInputSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     purpose = serializers.CharField()
@@ -219,8 +228,10 @@ class DecisionInputSerializer(serializers.Serializer):
 class JobStepSerializer(serializers.ModelSerializer):
     """An MPC job's step and the site it runs at (none for the delivery)."""
 
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name")
-    jurisdiction = serializers.CharField(source="site.jurisdiction.code", default=None)
+    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
+    jurisdiction = serializers.CharField(
+        source="site.jurisdiction.code", default=None, allow_null=True
+    )
 
     class Meta:
         model = JobStep
@@ -229,7 +240,8 @@ class JobStepSerializer(serializers.ModelSerializer):
 
 class JobSerializer(serializers.ModelSerializer):
     query = serializers.PrimaryKeyRelatedField(read_only=True)
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name")
+    # None for an MPC job: its steps run at their own sites.
+    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
     steps = JobStepSerializer(many=True, read_only=True)
     simulated_tee = serializers.SerializerMethodField()
     has_result = serializers.SerializerMethodField()

@@ -70,7 +70,11 @@ def invite_organization(
     )
     if not created:
         if membership.status != RoomMembership.Status.DECLINED:
-            raise RoomError(f"{organization.name} is already {membership.get_status_display()}.")
+            raise RoomError(
+                f"{organization.name} is already {membership.get_status_display()}.",
+                code="already_member",
+                conflict=True,
+            )
         membership.status = RoomMembership.Status.INVITED
         membership.invited_by = by
         membership.save(update_fields=["status", "invited_by"])

@@ -14,9 +14,21 @@ from django.conf import settings
 
 from parties.models import Site
 
+# Celery discourages running a worker as root (it accepts only JSON here, so it only warns).
+# Where the demo runs as root, as in a container, it says so once itself (`runs_as_root`)
+# rather than have each of its workers warn; production runs them as their own user
+# (deploy/systemd).
+ROOT_WARNING = "ignore:You're running the worker with superuser privileges"
+
+
+def runs_as_root() -> bool:
+    return os.geteuid() == 0
+
 
 def start_worker(site: Site) -> subprocess.Popen:
     env = {**os.environ, "CLEANROOM_SITE": site.name, "CLEANROOM_BOOTSTRAP": "0"}
+    if runs_as_root():
+        env["PYTHONWARNINGS"] = ROOT_WARNING
     return subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
         [
             sys.executable,

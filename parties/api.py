@@ -11,22 +11,23 @@ from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cleanroom.api import named_in_body
 from parties import selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
 from parties.permissions import Permission, require
 from parties.serializers import (
-    ColumnSpecSerializer,
     DatasetInputSerializer,
     DatasetSerializer,
     DatasetVersionInputSerializer,
     DatasetVersionSerializer,
     FileInputSerializer,
+    InferredSchemaSerializer,
     JurisdictionSerializer,
     OrganizationSerializer,
     PolicyInputSerializer,
@@ -74,6 +75,9 @@ class DatasetList(generics.ListAPIView):
     """Datasets of the caller's organisations and of rooms they are in. Metadata only."""
 
     serializer_class = DatasetSerializer
+    parser_classes = [JSONParser, MultiPartParser]
+    # POST names its organisation in the body: one the caller is not in is not found.
+    refusals = {"POST": (400, 403, 404)}
 
     def get_queryset(self):
         return selectors.datasets_for(self.request.user)
@@ -85,7 +89,7 @@ class DatasetList(generics.ListAPIView):
         """Register a dataset from an uploaded file and its confirmed schema."""
         # Who may first, for the organisation named: before the upload is even validated.
         organization = generics.get_object_or_404(
-            selectors.organizations_of(request.user), slug=request.data.get("organization", "")
+            selectors.organizations_of(request.user), slug=named_in_body(request, "organization")
         )
         require(request.user, Permission.MANAGE_DATASETS, organization=organization)
         data, path, filename = uploaded_file(request, DatasetInputSerializer)
@@ -111,7 +115,7 @@ class InferSchema(APIView):
 
     @extend_schema(
         request={"multipart/form-data": FileInputSerializer},
-        responses={200: ColumnSpecSerializer(many=True)},
+        responses={200: InferredSchemaSerializer},
     )
     def post(self, request: Request) -> Response:
         if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
@@ -132,6 +136,7 @@ class DatasetDetail(generics.RetrieveAPIView):
 
 class DatasetVersionList(generics.ListAPIView):
     serializer_class = DatasetVersionSerializer
+    parser_classes = [JSONParser, MultiPartParser]
 
     def get_queryset(self):
         dataset = selectors.get_dataset_for_user(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from parties.models import (
@@ -100,7 +101,8 @@ class DatasetSerializer(serializers.ModelSerializer):
             "latest_version",
         ]
 
-    def get_latest_version(self, dataset: Dataset) -> DatasetVersionSerializer:
+    @extend_schema_field(DatasetVersionSerializer(allow_null=True))
+    def get_latest_version(self, dataset: Dataset) -> dict | None:
         version = dataset.versions.order_by("-number").first()
         return DatasetVersionSerializer(version).data if version else None
 
@@ -116,6 +118,11 @@ class ColumnSpecSerializer(serializers.Serializer):
     upper = serializers.DecimalField(
         max_digits=30, decimal_places=10, required=False, allow_null=True, default=None
     )
+
+
+class InferredSchemaSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=DatasetVersion.Format.choices)
+    schema = ColumnSpecSerializer(many=True, help_text="A suggestion, for the owner to confirm.")
 
 
 class SchemaField(serializers.JSONField):

@@ -148,8 +148,8 @@ MATRIX: dict[tuple[str, str], str] = {
     # ---- API: jobs and results
     ("api-query-run", "POST"): "            401 201 403   201  403  403  404  404  404",
     ("api-job", "GET"): "                   401 200 200   200  200  403  404  404  404",
-    # The job has finished: those who may cancel are told it is too late (400).
-    ("api-job-cancel", "POST"): "           401 400 403   400  403  403  404  404  404",
+    # The job has finished: those who may cancel are told it is too late (409).
+    ("api-job-cancel", "POST"): "           401 409 403   409  403  403  404  404  404",
     ("api-result", "GET"): "                401 200 403   403  403  403  404  404  404",
     ("api-result-file", "GET"): "           401 404 403   403  403  403  404  404  404",
     # ---- API: audit

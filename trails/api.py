@@ -106,6 +106,7 @@ class TrailEvents(generics.ListAPIView):
     the proof, the checkpoint and the log key."""
 
     serializer_class = TrailEventSerializer
+    refusals = {"GET": (403, 404)}
 
     def get_queryset(self):
         return selectors.trail_events(
@@ -132,6 +133,8 @@ def _log_param(request: Request) -> str:
 class LatestCheckpoint(APIView):
     """The latest signed checkpoint of a log you may read, with its cosignatures."""
 
+    refusals = {"GET": (404,)}
+
     @extend_schema(
         parameters=[OpenApiParameter("log", str, required=True, description="platform, room/7")],
         responses={200: CheckpointSerializer},
@@ -152,6 +155,8 @@ class ConsistencySerializer(serializers.Serializer):
 
 class ConsistencyProof(APIView):
     """An RFC 9162 consistency proof between two sizes of a log you may read."""
+
+    refusals = {"GET": (400, 404)}
 
     @extend_schema(
         parameters=[
@@ -198,6 +203,8 @@ class Witness(APIView):
     """As your organisation's witness: check the log's latest checkpoint extends the last one
     it cosigned (by a consistency proof) and cosign it."""
 
+    refusals = {"POST": (400, 403, 404)}
+
     @extend_schema(request=WitnessInputSerializer, responses={200: WitnessOutputSerializer})
     def post(self, request: Request) -> Response:
         serializer = WitnessInputSerializer(data=request.data)
@@ -227,11 +234,17 @@ class BundleSerializer(serializers.Serializer):
     name = serializers.CharField(source="room.name")
     origin = serializers.CharField()
     size = serializers.IntegerField(help_text="events in the log now")
+    # None until a bundle of the room has been built.
     bundle_tree_size = serializers.IntegerField(
-        source="bundle.tree_size", default=None, help_text="events in the newest built bundle"
+        source="bundle.tree_size",
+        default=None,
+        allow_null=True,
+        help_text="events in the newest built bundle",
     )
-    bundle_sha256 = serializers.CharField(source="bundle.sha256", default=None)
-    bundle_created_at = serializers.DateTimeField(source="bundle.created_at", default=None)
+    bundle_sha256 = serializers.CharField(source="bundle.sha256", default=None, allow_null=True)
+    bundle_created_at = serializers.DateTimeField(
+        source="bundle.created_at", default=None, allow_null=True
+    )
     download = serializers.SerializerMethodField()
 
     def get_download(self, obj) -> str:
@@ -257,6 +270,9 @@ class BundleDownload(APIView):
     verify.pyz and your trust file. Where the web tier does not hold the log key (production),
     GET serves the newest bundle the audit worker built (404 before the first) and POST asks
     it for a fresh one (202); in the embedded default GET builds one of the log as it is."""
+
+    # Whoever may not download the room's bundle is told it does not exist.
+    refusals = {"GET": (404,), "POST": (400, 404)}
 
     @extend_schema(
         operation_id="audit_bundle_download",

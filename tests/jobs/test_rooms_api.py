@@ -258,7 +258,7 @@ def test_inviting_an_organisation_twice_is_refused(world, room):
     response = factories.api(world.alice).post(
         ROOM + "invitations/", {"organization": "usz"}, format="json"
     )
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "University Hospital Zurich is already Invited" in response.json()["error"]["message"]
     assert state() == before
 

@@ -1,7 +1,10 @@
 """`./manage.py demo`: migrate, set up the demo collaboration once, run its approved queries on
-local site workers (the TEE's and the MPC's, at once), print the logins, and serve the UI (the
-workers keep running with it)."""
+local site workers (the TEE's and the MPC's, at once), print what runs where and the logins,
+and serve the UI with gunicorn, as production does (the workers keep running with it)."""
 
+import os
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 
@@ -12,12 +15,19 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs import demo
 from jobs.models import Job
 from jobs.owner_key_services import owner_key_services
-from jobs.workers import site_workers
-from parties.models import Organization, Site
+from jobs.workers import runs_as_root, site_workers
+from parties.models import Authority, Organization, Site
 
 JOB_TIMEOUT = 300
 # The demo's data lives in these jurisdictions: their workers, MPC parties and TEE hosts run.
 DEMO_JURISDICTIONS = ["EU", "CH", "UK"]
+# Two web workers: enough for one person clicking, light on a laptop.
+WEB_WORKERS = 2
+
+
+def ui_url(addrport: str) -> str:
+    """Where the demo's UI is, as every line that names it prints it."""
+    return f"http://{addrport}/"
 
 
 class Command(BaseCommand):
@@ -34,14 +44,11 @@ class Command(BaseCommand):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         jobs = []
+        key_services: dict[str, str] = {}
         with ExitStack() as running:
 
             def start_key_services(organizations: list[Organization]) -> None:
-                urls = running.enter_context(owner_key_services(organizations))
-                self.stdout.write(
-                    "Started each organisation's own key service (SoftHSM2 token in "
-                    f"var/keyservices/): {', '.join(urls)}."
-                )
+                key_services.update(running.enter_context(owner_key_services(organizations)))
 
             if demo.is_seeded():
                 self.stdout.write(
@@ -53,20 +60,56 @@ class Command(BaseCommand):
                 jobs = demo.seed(
                     patients_per_hospital=patients, start_key_services=start_key_services
                 )
-            self._run(jobs, started, addrport, no_serve)
+            self._run(jobs, started, addrport, no_serve, key_services)
 
-    def _run(self, jobs: list[Job], started: float, addrport: str, no_serve: bool) -> None:
+    def _run(
+        self,
+        jobs: list[Job],
+        started: float,
+        addrport: str,
+        no_serve: bool,
+        key_services: dict[str, str],
+    ) -> None:
         sites = Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
-        with site_workers(sites.order_by("name")) as workers:
+        sites = list(sites.select_related("jurisdiction").order_by("name"))
+        with site_workers(sites) as workers:
             for job in jobs:
                 self._announce(job)
             for job in jobs:
                 self._wait_for(job, workers)
             if jobs:
                 self.stdout.write(f"Set up and ran in {time.monotonic() - started:.0f} s.")
-            self._report(addrport)
+            self._report(addrport, sites, key_services)
             if not no_serve:
-                call_command("runserver", addrport, use_reloader=False)
+                self._serve(addrport)
+
+    def _serve(self, addrport: str) -> None:
+        """The production web tier's gunicorn and settings (deploy/gunicorn.conf.py); static
+        files collected as a deployment collects them, served by WhiteNoise."""
+        call_command("collectstatic", interactive=False, verbosity=0)
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
+            "--bind",
+            addrport,
+            "--workers",
+            str(WEB_WORKERS),
+            # Its start-up lines and each request's log line would bury the screen above.
+            "--log-level",
+            "warning",
+            "--access-logfile",
+            "/dev/null",
+        ]
+        environment = {**os.environ, "CLEANROOM_BOOTSTRAP": "0"}
+        web = subprocess.Popen(command, cwd=settings.BASE_DIR, env=environment)  # noqa: S603
+        try:
+            web.wait()
+        except KeyboardInterrupt:
+            web.terminate()
+            web.wait(timeout=30)
 
     def _announce(self, job: Job) -> None:
         if job.mechanism == "mpc":
@@ -104,17 +147,36 @@ class Command(BaseCommand):
             )
         )
 
-    def _report(self, addrport: str) -> None:
-        out = self.stdout.write
+    def _report(self, addrport: str, sites: list[Site], key_services: dict[str, str]) -> None:
+        """The first screen: what runs where, and who to log in as."""
+        out, url = self.stdout.write, ui_url(addrport)
         out("")
-        out(self.style.SUCCESS("Clean room demo"))
-        out("  Three hospitals share inpatient data in one room without moving it:")
-        out("  Charité Berlin (EU), University Hospital Zurich (CH) and Barts Health London")
-        out("  (UK), each dataset encrypted under its own jurisdiction's storage root;")
-        out("  NovaPharm (US) analyses.")
-        out("  Datasets are stored under " + str(settings.STORAGE_ROOT))
+        out(self.style.SUCCESS(f"Clean room demo at {url}"))
+        out(f"  Web UI     gunicorn, {WEB_WORKERS} workers; API reference at {url}api/docs/")
+        out(f"  Database   {_database()}")
+        out("  Broker     embedded: messages are files under var/broker/")
+        out("  Parties    what each holds, and its own key service:")
+        for organization in Organization.objects.select_related("jurisdiction").order_by("slug"):
+            pinned = sorted(set(organization.datasets.values_list("jurisdiction__code", flat=True)))
+            holds = (
+                f"data in {', '.join(pinned)}"
+                if pinned
+                else f"results (home {organization.jurisdiction.code})"
+            )
+            service = f"key service {key_services.get(organization.slug)}"
+            out(f"    {organization.slug:<10} {organization.name:<36} {holds}, {service}")
+        for authority in Authority.objects.prefetch_related("jurisdictions"):
+            codes = ", ".join(j.code for j in authority.jurisdictions.all())
+            out(f"    {'':<10} {authority.name:<36} regulator of {codes}")
+        out("  Sites      one Celery worker each, on its queue site.<name>:")
+        for code in DEMO_JURISDICTIONS:
+            here = [site for site in sites if site.jurisdiction.code == code]
+            out(f"    {code:<4} " + ", ".join(f"{s.name} ({SITE_ROLES[s.kind]})" for s in here))
+        if runs_as_root():
+            out("  (The workers run as root, as this account does; Celery's warning about that is")
+            out("  silenced here. Production runs them as their own user: deploy/systemd.)")
         out("")
-        out(f"  Open http://{addrport}/ and log in as:")
+        out(f"  Open {url} and log in as:")
         passwords = demo.logins()
         for person in demo.PEOPLE:
             where = person.organization or "EU Data Protection Authority"
@@ -127,6 +189,19 @@ class Command(BaseCommand):
         out("  TEE) and 'Length of stay and cost across three countries' (run under MPC: each")
         out("  job's page lists the site of every party) and the budget they spent; alice and")
         out("  carol each have a query waiting in Approvals; carol has an invitation in")
-        out("  'Readmissions follow-up'.")
-        out(f"  API reference: http://{addrport}/api/docs/")
+        out("  'Readmissions follow-up'. Stop everything with Ctrl+C.")
         out("")
+
+
+SITE_ROLES = {
+    Site.Kind.WORKER: "owners' worker",
+    Site.Kind.TEE: "TEE host",
+    Site.Kind.MPC_PARTY: "MPC party",
+}
+
+
+def _database() -> str:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return f"SQLite, {os.path.relpath(database['NAME'], settings.BASE_DIR)}"
+    return f"PostgreSQL, {database.get('NAME')} at {database.get('HOST') or 'localhost'}"
