@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -18,6 +19,16 @@ def named_in_body(request, name: str) -> str:
     data = request.data
     value = data.get(name, "") if isinstance(data, Mapping) else ""
     return value if isinstance(value, str) else ""
+
+
+class Pages(PageNumberPagination):
+    """DRF's page numbers, but a `page` given empty is refused (404) like any page that is not
+    a number, rather than read as the first."""
+
+    def get_page_number(self, request, paginator):
+        if request.query_params.get(self.page_query_param) == "":
+            raise exceptions.NotFound("Invalid page.")
+        return super().get_page_number(request, paginator)
 
 
 def error_body(code: str, message: str, fields: dict | None = None) -> dict:

@@ -23,6 +23,10 @@ three input sites and three MPC party sites (embedded broker), the owners' input
 (decrypt, bound, pre-aggregate, share, seal), the party processes over TLS, the delivery, and
 the receiver reading the decrypted result through the API. The workers are started and
 answering before the clock starts; the job's end is noticed by polling its row every 20 ms.
+Then once more at 10^4 rows with every organisation's own key service running as its own
+process (SoftHSM2 tokens, signed requests, as the demo does): the owners' services release each
+input step's key and the receiver's holds the delivery key and opens the result; the
+difference is what the key services' checks cost a job.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -300,10 +305,29 @@ E2E_CHILD = (
 
 
 def end_to_end() -> None:
-    """Run in a child process whose environment points at a state folder of its own."""
+    """Run in a child process whose environment points at a state folder of its own; with
+    BENCH_KEY_SERVICES=1, at the smallest size with every organisation's own key service."""
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
+    from jobs.owner_key_services import owner_key_services
+    from parties.models import Organization
+
+    setup_test_environment()  # the API client's host name
+    call_command("migrate", verbosity=0)
+    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
+    ensure_credentials(mpc_config().credentials, SITES)
+    with ExitStack() as running:
+        sizes, suffix = SIZES, ""
+        if os.environ.get("BENCH_KEY_SERVICES") == "1":
+            _e2e_world()
+            # Started before the workers, which take the services' addresses from the environment.
+            running.enter_context(owner_key_services(Organization.objects.order_by("slug")))
+            sizes, suffix = SIZES[:1], " with key services"
+        _run_end_to_end(folder, sizes, suffix)
+
+
+def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
     from cleanroom.celery import app
     from jobs import runner
     from jobs.models import Job, JobStep, Query
@@ -311,10 +335,6 @@ def end_to_end() -> None:
     from parties.models import Site
     from tests.factories import api
 
-    setup_test_environment()  # the API client's host name
-    call_command("migrate", verbosity=0)
-    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
-    ensure_credentials(mpc_config().credentials, SITES)
     sites = Site.objects.filter(name__in=[*INPUT_SITES, *SITES]).order_by("name")
     workers = [start_worker(site) for site in sites]
     try:
@@ -322,10 +342,10 @@ def end_to_end() -> None:
         for site in sites:
             while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
                 assert time.monotonic() < deadline, f"the worker at {site.name} did not start"
-        for rows in SIZES:
+        for rows in sizes:
             start = time.perf_counter()
             world, room, query = _e2e_room(folder, rows)
-            label = _label(rows)
+            label = _label(rows) + suffix
             print(f"mpc e2e setup {label}: {time.perf_counter() - start:.1f} s (three uploads)")
             query = Query.objects.get(pk=query.pk)
             start = time.perf_counter()
@@ -355,10 +375,11 @@ def end_to_end() -> None:
             worker.wait(timeout=30)
 
 
-def _end_to_end_in_child(folder: Path) -> None:
+def _end_to_end_in_child(folder: Path, *, key_services: bool = False) -> None:
     """The end-to-end runs on a state folder and the embedded SQLite database of their own, so
     the site workers and this benchmark share nothing with a running deployment."""
     env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
+    env["BENCH_KEY_SERVICES"] = "1" if key_services else "0"
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "MPC_CREDENTIALS_DIR"):
         env.pop(name, None)
     env["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
@@ -384,6 +405,8 @@ def run() -> None:
             report_mpc_part(rows, measure_mpc_part(rows, job=job))
     with tempfile.TemporaryDirectory(prefix="bench-mpc-e2e-") as folder:
         _end_to_end_in_child(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="bench-mpc-e2e-keys-") as folder:
+        _end_to_end_in_child(Path(folder), key_services=True)
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"mpc benchmark process peak memory: {own_peak:.0f} MB")
 

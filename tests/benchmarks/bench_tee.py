@@ -16,8 +16,11 @@ End to end, at 10^6 patients per hospital: the demo's join query through the who
 database and state folder of its own (the configured kind of database): `run_query`, dispatch
 after commit to the site's queue, a real Celery worker process at the enclave site, attestation,
 key release, the enclave process, release, and the receiver reading the decrypted result through
-the API. The job's end is noticed by polling its row every 20 ms.
-Prints `name: value unit` lines.
+the API. The job's end is noticed by polling its row every 20 ms. Then again with every
+organisation's own key service running as its own process (SoftHSM2 tokens, signed requests,
+as the demo does): uploads wrap through the owners' services, each owner's service decides its
+key release, and the receiver's opens the result; the difference is what the key services'
+checks cost a job. Prints `name: value unit` lines.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
@@ -192,20 +196,33 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
+    from jobs.owner_key_services import owner_key_services
+    from tests.factories import World
+
+    setup_test_environment()  # the API client's host name
+    call_command("migrate", verbosity=0)
+    with ExitStack() as running:
+        world, suffix = World.build(), ""
+        if os.environ.get("BENCH_KEY_SERVICES") == "1":
+            organizations = [world.charite, world.zurich, world.pharma]
+            running.enter_context(owner_key_services(organizations))
+            suffix = " with key services"
+        _run_end_to_end(world, rows, suffix)
+
+
+def _run_end_to_end(world, rows: int, suffix: str) -> None:
     from cleanroom.celery import app
     from jobs import queries, runner
     from jobs.models import Job, Query
     from jobs.workers import start_worker
     from parties.models import Site
-    from tests.factories import JOIN_SQL, World, api, propose
+    from tests.factories import JOIN_SQL, api, propose
 
-    setup_test_environment()  # the API client's host name
-    call_command("migrate", verbosity=0)
     folder = Path(os.environ["CLEANROOM_VAR_DIR"])
+    label = _label(rows) + suffix
     start = time.perf_counter()
-    world = World.build()
     room = world.study(folder, rows=rows)
-    print(f"tee e2e setup {_label(rows)}: {time.perf_counter() - start:.1f} s (two uploads)")
+    print(f"tee e2e setup {label}: {time.perf_counter() - start:.1f} s (two uploads)")
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         queries.decide_query(query=query, organization=org, by=owner, approve=True)
@@ -230,14 +247,15 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     assert job.state == Job.State.SUCCEEDED, job.error
     assert response.status_code == 200 and response.json()["table"]["rows"]
     worker_seconds = (job.finished_at - job.started_at).total_seconds()
-    print(f"tee e2e run to visible result {_label(rows)}: {seconds:.2f} s")
-    print(f"tee e2e worker part {_label(rows)}: {worker_seconds:.2f} s")
+    print(f"tee e2e run to visible result {label}: {seconds:.2f} s")
+    print(f"tee e2e worker part {label}: {worker_seconds:.2f} s")
 
 
-def _end_to_end_in_child(folder: Path) -> None:
+def _end_to_end_in_child(folder: Path, *, key_services: bool = False) -> None:
     from django.db import connection
 
     env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
+    env["BENCH_KEY_SERVICES"] = "1" if key_services else "0"
     env.pop("DATABASE_URL", None)
     database = None
     if connection.vendor == "postgresql":
@@ -275,6 +293,8 @@ def _end_to_end_in_child(folder: Path) -> None:
 def run() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tee-e2e-") as tmp:
         _end_to_end_in_child(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="bench-tee-e2e-keys-") as tmp:
+        _end_to_end_in_child(Path(tmp), key_services=True)
     with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp:
         for rows in SIZES:
             paths = write_data(Path(tmp), rows)
