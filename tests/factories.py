@@ -10,9 +10,9 @@ from pathlib import Path
 
 from django.contrib.auth.models import User
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts import services as account_services
 from jobs import queries
 from jobs import services as room_services
 from jobs.models import Room
@@ -82,8 +82,8 @@ def dataset(
 
 def api(user: User) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    issued = account_services.issue_token(user=user, name="tests")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issued.secret}")
     return client
 
 
