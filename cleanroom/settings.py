@@ -211,6 +211,7 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the project's own static files: /api/docs/ works with no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "PolicyMechanismEnum": "parties.models.AnalysisPolicy.Mechanism",

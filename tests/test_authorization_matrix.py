@@ -177,6 +177,7 @@ MATRIX: dict[tuple[str, str], str] = {
     # The API's description is public; it holds no data.
     ("api-schema", "GET"): "                200 200 200   200  200  200  200  200  200",
     ("api-docs", "GET"): "                  200 200 200   200  200  200  200  200  200",
+    ("api-redoc", "GET"): "                 200 200 200   200  200  200  200  200  200",
     # ---- the operator's admin: staff only (its other pages sit behind the same check)
     ("admin:index", "GET"): "               302 302 302   302  302  302  302  302  200",
     ("admin:login", "GET"): "               200 200 200   200  200  200  200  200  302",
@@ -356,6 +357,7 @@ def url_of(name: str, s: Scene) -> str:
         "api-audit-bundle": f"/api/audit/bundles/{room}/",
         "api-schema": "/api/schema/",
         "api-docs": "/api/docs/",
+        "api-redoc": "/api/redoc/",
         "admin:index": "/operator/",
         "admin:login": "/operator/login/",
     }
