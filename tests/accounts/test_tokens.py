@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.apps import apps
+from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
@@ -192,3 +193,21 @@ def test_a_token_secret_is_never_stored_logged_or_audited(world, caplog):
             ("the cookies", "\n".join(cookies)),
         ):
             assert body not in text, f"a token's secret is in {where}"
+
+
+def test_the_operator_revokes_a_token_in_the_admin_and_never_sees_its_digest(world):
+    issued = obtain("alice")
+    stored = ApiToken.objects.get(pk=issued["id"])
+    staff = User.objects.create_superuser("operator", password=PASSWORD)
+    operator = Client()
+    operator.force_login(staff)
+    page = operator.get(f"/operator/accounts/apitoken/{stored.pk}/change/").content.decode()
+    assert stored.prefix in page and stored.digest not in page
+    response = operator.post(
+        "/operator/accounts/apitoken/",
+        {"action": "revoke", "_selected_action": [stored.pk]},
+    )
+    assert response.status_code == 302
+    assert holding(issued["token"]).get("/api/organizations/").status_code == 401
+    [event] = token_events("revoked")
+    assert event["actor"] == f"user:{staff.pk}"

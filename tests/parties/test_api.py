@@ -117,9 +117,8 @@ def test_an_anonymous_caller_gets_401_everywhere(db, method, url):
     ],
 )
 def test_a_wrong_method_gets_405_and_changes_nothing(world, patients, method, url):
-    client = factories.api(world.alice)
     before = state()
-    response = getattr(client, method)(url)
+    response = getattr(factories.api(world.alice), method)(url)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert state() == before
