@@ -53,7 +53,13 @@ def test_pages_and_htmx_work_under_the_policy(world, page, log_in, tmp_path):
     violations = []
     page.on("console", lambda m: "Content Security Policy" in m.text and violations.append(m.text))
     log_in(world.bob)
-    for path in ("/", "/datasets/", f"/rooms/{room.slug}/", f"/rooms/{room.slug}/budget/"):
+    for path in (
+        "/",
+        "/datasets/",
+        f"/rooms/{room.slug}/",
+        f"/rooms/{room.slug}/budget/",
+        "/account/security/",
+    ):
         page.goto(path)
     page.goto(f"/rooms/{room.slug}/queries/new/")
     page.get_by_label("Query", exact=True).fill(
@@ -62,3 +68,18 @@ def test_pages_and_htmx_work_under_the_policy(world, page, log_in, tmp_path):
     # The plan panel is filled by htmx as the query is typed.
     page.get_by_text("The query is in the joint query language").first.wait_for()
     assert violations == []
+
+
+def test_a_token_made_on_the_security_page_is_shown_once_and_revoked_there(world, page, log_in):
+    log_in(world.alice)
+    page.get_by_role("link", name="Security").click()
+    page.get_by_label("Name").fill("R script")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-token-secret").inner_text()
+    assert secret.startswith("crt_")
+    page.goto("/account/security/")
+    assert secret not in page.content()
+    page.get_by_role("button", name="Revoke R script").click()
+    page.get_by_text("is revoked").wait_for()
+    row = page.get_by_role("row").filter(has_text="R script")
+    assert "revoked" in row.inner_text()
