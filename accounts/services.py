@@ -123,10 +123,12 @@ def session_seen(request) -> None:
     record = SessionRecord.objects.filter(session_key=session_key).first()
     now = timezone.now()
     if record is None:
-        SessionRecord.objects.create(
+        # Two requests of the session may arrive at once: the second finds the row made.
+        made = SessionRecord(
             session_key=session_key, user=request.user, last_seen_at=now, **_client_of(request)
         )
-    elif record.user_id == request.user.pk and now - record.last_seen_at >= TOUCH_INTERVAL:
+        SessionRecord.objects.bulk_create([made], ignore_conflicts=True)
+    elif now - record.last_seen_at >= TOUCH_INTERVAL:
         SessionRecord.objects.filter(pk=record.pk).update(last_seen_at=now)
 
 

@@ -101,3 +101,14 @@ def test_the_passkeys_section_links_to_the_passkeys_page_only_when_there_is_one(
     assert 'href="/account/passkeys/"' not in browser.get("/account/security/").content.decode()
     settings.ROOT_URLCONF = __name__
     assert 'href="/account/passkeys/"' in browser.get("/account/security/").content.decode()
+
+
+def test_a_session_from_before_records_were_kept_is_listed_and_can_be_signed_out(world):
+    laptop = signed_in("alice", "Firefox on the laptop")
+    older = Client(HTTP_USER_AGENT="an older browser")
+    older.force_login(world.alice)
+    SessionRecord.objects.filter(session_key=older.session.session_key).delete()
+    assert older.get("/").status_code == 200
+    assert "an older browser" in laptop.get("/account/security/").content.decode()
+    laptop.post("/account/security/sessions/sign-out-others/")
+    assert older.get("/").status_code == 302
