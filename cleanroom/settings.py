@@ -39,13 +39,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
     "csp",
     "axes",
     "cleanroom.audit",
+    "accounts",
     "parties",
     "jobs",
     "trails",
@@ -58,6 +58,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.SessionRecordMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -77,6 +78,8 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_TIME", default=1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# API tokens (accounts): hashed at rest; each expires after at most this many days.
+TOKEN_LIFETIME_DAYS = env.int("CLEANROOM_TOKEN_LIFETIME_DAYS", default=30)
 
 # Pages run the project's own scripts and styles only: no inline script or style, no CDN.
 CONTENT_SECURITY_POLICY = {
@@ -184,7 +187,7 @@ KEY_SERVICE_CALLER_KEY = Path(
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -207,6 +210,7 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from the project's own static files: /api/docs/ works with no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "PolicyMechanismEnum": "parties.models.AnalysisPolicy.Mechanism",
@@ -246,8 +250,16 @@ TEE_ENCLAVE_TIMEOUT = env.int("TEE_ENCLAVE_TIMEOUT", default=600)
 # Seconds a synthesizer may train inside the enclave (CTGAN's epochs stop at this limit).
 SYNTHESIS_TIME_LIMIT = env.float("SYNTHESIS_TIME_LIMIT", default=300.0)
 
+# Cookies and transport. The defaults suit the embedded default on http://localhost; production
+# sets the HTTPS ones (deploy/env.example) and `check --deploy` refuses weaker values
+# (Django's security checks and accounts/checks.py).
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("CLEANROOM_SESSION_HOURS", default=12) * 3600
+SESSION_COOKIE_SAMESITE = env.str("SESSION_COOKIE_SAMESITE", default="Lax")
+# The CSRF cookie is not HttpOnly: the token is in every page anyway, so (as Django's docs say)
+# hiding the cookie from scripts protects nothing.
 CSRF_COOKIE_HTTPONLY = False
+CSRF_COOKIE_SAMESITE = env.str("CSRF_COOKIE_SAMESITE", default="Lax")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

@@ -2,7 +2,11 @@ from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 
 from cleanroom import views
 
@@ -13,6 +17,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("accounts.urls")),
     path("", include("parties.urls")),
     path("", include("jobs.urls")),
     path("", include("trails.urls")),
@@ -27,6 +32,17 @@ urlpatterns = [
             SpectacularSwaggerSplitView.as_view(url_name="api-schema")
         ),
         name="api-docs",
+    ),
+    # The same reference in ReDoc, from the project's static files with a template of its own
+    # (drf-spectacular's loads web fonts from Google and has inline script). ReDoc styles
+    # itself inline and runs its search in a worker made from a blob: URL, which this page
+    # allows; its scripts stay the project's own.
+    path(
+        "api/redoc/",
+        csp_update({"style-src": ["'unsafe-inline'"], "worker-src": ["blob:"]})(
+            SpectacularRedocView.as_view(url_name="api-schema", template_name="api_redoc.html")
+        ),
+        name="api-redoc",
     ),
     path("operator/", admin.site.urls),
 ]

@@ -21,6 +21,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts import services as account_services
+from accounts.models import ApiToken
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
 from jobs import queries, runner, tasks
@@ -58,6 +60,11 @@ MATRIX: dict[tuple[str, str], str] = {
     ("login", "GET"): "                     200 200 200   200  200  200  200  200  200",
     ("login", "POST"): "                    200 200 200   200  200  200  200  200  200",
     ("logout", "POST"): "                   302 302 302   302  302  302  302  302  302",
+    # ---- the user's own account: each sees and changes their own tokens and sessions alone
+    ("account-security", "GET"): "          302 200 200   200  200  200  200  200  200",
+    ("account-token-create", "POST"): "     302 200 200   200  200  200  200  200  200",
+    ("account-token-revoke", "POST"): "     302 302 404   404  404  404  404  404  404",
+    ("account-sign-out-others", "POST"): "  302 302 302   302  302  302  302  302  302",
     # ---- datasets (pages): the owner's organisation manages; room members read metadata
     ("dataset-list", "GET"): "              302 200 200   200  200  200  200  200  200",
     ("dataset-create", "GET"): "            302 403 200   403  403  200  200  403  403",
@@ -106,8 +113,13 @@ MATRIX: dict[tuple[str, str], str] = {
     ("audit-bundles", "GET"): "             302 403 200   403  200  200  200  200  403",
     ("audit-bundle-download", "GET"): "     302 404 200   404  200  404  404  200  404",
     ("audit-bundle-prepare", "POST"): "     302 404 302   404  302  404  404  302  404",
-    # ---- API: parties
+    # ---- API: tokens (the matrix's clients hold tokens, and a token cannot mint tokens: 403)
     ("api-token", "POST"): "                400 400 400   400  400  400  400  400  400",
+    ("api-tokens", "GET"): "                401 200 200   200  200  200  200  200  200",
+    ("api-tokens", "POST"): "               401 403 403   403  403  403  403  403  403",
+    ("api-token-detail", "GET"): "          401 200 404   404  404  404  404  404  404",
+    ("api-token-detail", "DELETE"): "       401 204 404   404  404  404  404  404  404",
+    # ---- API: parties
     ("api-organizations", "GET"): "         401 200 200   200  200  200  200  200  200",
     ("api-jurisdictions", "GET"): "         401 200 200   200  200  200  200  200  200",
     ("api-sites", "GET"): "                 401 200 200   200  200  200  200  200  200",
@@ -165,6 +177,7 @@ MATRIX: dict[tuple[str, str], str] = {
     # The API's description is public; it holds no data.
     ("api-schema", "GET"): "                200 200 200   200  200  200  200  200  200",
     ("api-docs", "GET"): "                  200 200 200   200  200  200  200  200  200",
+    ("api-redoc", "GET"): "                 200 200 200   200  200  200  200  200  200",
     # ---- the operator's admin: staff only (its other pages sit behind the same check)
     ("admin:index", "GET"): "               302 302 302   302  302  302  302  302  200",
     ("admin:login", "GET"): "               200 200 200   200  200  200  200  200  302",
@@ -187,6 +200,7 @@ class Scene:
     job: Job
     invitation: RoomMembership
     approval: Approval  # the Charité's approval of `ready`
+    token: ApiToken  # one of bob's API tokens
 
 
 @pytest.fixture
@@ -241,6 +255,7 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
         job=job,
         invitation=invitation,
         approval=ready.approvals.get(organization=world.charite),
+        token=account_services.issue_token(user=world.bob, name="bob's script").token,
     )
 
 
@@ -295,7 +310,13 @@ def url_of(name: str, s: Scene) -> str:
         "audit-bundles": "/audit/bundles/",
         "audit-bundle-download": f"/audit/bundles/{room}.zip",
         "audit-bundle-prepare": f"/audit/bundles/{room}/prepare",
+        "account-security": "/account/security/",
+        "account-token-create": "/account/security/tokens/",
+        "account-token-revoke": f"/account/security/tokens/{s.token.pk}/revoke/",
+        "account-sign-out-others": "/account/security/sessions/sign-out-others/",
         "api-token": "/api/token/",
+        "api-tokens": "/api/tokens/",
+        "api-token-detail": f"/api/tokens/{s.token.pk}/",
         "api-organizations": "/api/organizations/",
         "api-jurisdictions": "/api/jurisdictions/",
         "api-sites": "/api/sites/",
@@ -336,6 +357,7 @@ def url_of(name: str, s: Scene) -> str:
         "api-audit-bundle": f"/api/audit/bundles/{room}/",
         "api-schema": "/api/schema/",
         "api-docs": "/api/docs/",
+        "api-redoc": "/api/redoc/",
         "admin:index": "/operator/",
         "admin:login": "/operator/login/",
     }

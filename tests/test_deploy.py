@@ -58,7 +58,8 @@ def test_gunicorn_serves_the_health_check_with_the_deploy_configuration(producti
         server.stderr.close()
 
 
-def test_the_example_production_environment_passes_the_deployment_checks(tmp_path):
+def deployment_check(tmp_path, **weakened: str) -> subprocess.CompletedProcess:
+    """`check --deploy` run with deploy/env.example's environment, some of it changed."""
     env = dict(os.environ, CLEANROOM_BOOTSTRAP="0", CLEANROOM_VAR_DIR=str(tmp_path))
     for line in (ROOT / "deploy" / "env.example").read_text().splitlines():
         if line and not line.startswith("#"):
@@ -67,11 +68,38 @@ def test_the_example_production_environment_passes_the_deployment_checks(tmp_pat
     env["SECRET_KEY"] = "a-production-like-secret-" + "k" * 40
     env.pop("DATABASE_URL")
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' setting, not production's
-    check = subprocess.run(
+    env.update(weakened)
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
+
+
+def test_the_example_production_environment_passes_the_deployment_checks(tmp_path):
+    check = deployment_check(tmp_path)
     assert check.returncode == 0, check.stderr + check.stdout
+
+
+# One weakened setting each, and the check that refuses it: Django's own (security.W...) or the
+# project's (accounts/checks.py).
+WEAKENED = [
+    ({"SESSION_COOKIE_SECURE": "false"}, "security.W012"),
+    ({"CSRF_COOKIE_SECURE": "false"}, "security.W016"),
+    ({"SECURE_SSL_REDIRECT": "false"}, "security.W008"),
+    ({"SECURE_HSTS_SECONDS": "0"}, "security.W004"),
+    ({"SECURE_HSTS_SECONDS": "86400"}, "cleanroom.E012"),
+    ({"SESSION_COOKIE_SAMESITE": "None"}, "cleanroom.E011"),
+    ({"CSRF_COOKIE_SAMESITE": "None"}, "cleanroom.E011"),
+    ({"CLEANROOM_TOKEN_LIFETIME_DAYS": "365"}, "cleanroom.E014"),
+    ({"CLEANROOM_TOKEN_LIFETIME_DAYS": "0"}, "cleanroom.E013"),
+]
+
+
+@pytest.mark.parametrize(("weakened", "refused_by"), WEAKENED, ids=[w[1] for w in WEAKENED])
+def test_a_weakened_production_setting_fails_the_deployment_checks(tmp_path, weakened, refused_by):
+    check = deployment_check(tmp_path, **weakened)
+    assert check.returncode != 0
+    assert f"({refused_by})" in check.stderr + check.stdout

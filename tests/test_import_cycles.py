@@ -8,7 +8,7 @@ from pathlib import Path
 import grimp
 from django.conf import settings
 
-PACKAGES = ("cleanroom", "dataplane", "jobs", "parties", "trails")
+PACKAGES = ("accounts", "cleanroom", "dataplane", "jobs", "parties", "trails")
 
 
 def _loops(graph: grimp.ImportGraph) -> list[list[str]]:

@@ -30,6 +30,20 @@ VOCABULARY: tuple[Events, ...] = (
         "`ip_address`, `failures`: a username refused after repeated wrong passwords",
     ),
     Events(
+        ("account.token_created",),
+        "platform",
+        (
+            "`token` (its id), `prefix` (its public first characters), `expires_at`; the secret "
+            "is never recorded"
+        ),
+    ),
+    Events(("account.token_revoked",), "platform", "`token`, `prefix`"),
+    Events(
+        ("account.sessions_ended",),
+        "platform",
+        "`sessions`: how many of the user's other sessions they signed out",
+    ),
+    Events(
         ("dataset.registered", "dataset.version_added"),
         "platform",
         (
