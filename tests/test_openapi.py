@@ -138,7 +138,7 @@ def test_every_status_the_authorization_matrix_sees_is_documented(client):
             operations[(resolve(example).url_name, method.upper())] = set(operation["responses"])
     undocumented = []
     for (name, method), row in MATRIX.items():
-        if not name.startswith("api-") or name in ("api-schema", "api-docs"):
+        if not name.startswith("api-") or name in ("api-schema", "api-docs", "api-redoc"):
             continue
         documented = operations[(name, method)]
         for persona, status in zip(PERSONAS, row.split(), strict=True):
