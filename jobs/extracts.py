@@ -1,6 +1,6 @@
-"""A released synthetic extract as its receivers see it: charts of its marginals against the
-noisy real ones, its README and the zip archive of its files. The files themselves are stored
-and read by jobs.results."""
+"""A released synthetic extract as its receivers see it: the data of the charts of its marginals
+against the noisy real ones (drawn by cleanroom/static/js/charts.js), its README and the zip
+archive of its files. The files themselves are stored and read by jobs.results."""
 
 from __future__ import annotations
 
@@ -52,18 +52,8 @@ def marginal_charts(
                 labels.get(name, [str(k) for k in range(len(noisy))]), noisy, counts, strict=False
             )
         ]
-        top = max([b["real"] for b in bars] + [b["synthetic"] for b in bars] + [0.01])
-        width = 560 / max(len(bars), 1)
-        for k, bar in enumerate(bars):
-            bar["x"] = round(30 + k * width, 1)
-            bar["x2"] = round(30 + k * width + width / 2, 1)
-            bar["width"] = round(width / 2 - 2, 1)
-            bar["real_height"] = round(bar["real"] / top * 150, 1)
-            bar["synthetic_height"] = round(bar["synthetic"] / top * 150, 1)
-            bar["real_y"] = round(170 - bar["real_height"], 1)
-            bar["synthetic_y"] = round(170 - bar["synthetic_height"], 1)
-            bar["text_x"] = round(30 + k * width + width / 2, 1)
-        charts.append({"column": name, "bars": bars})
+        chart_id = f"marginal-chart-{len(charts)}"
+        charts.append({"id": chart_id, "kind": "marginals", "column": name, "bars": bars})
     return charts
 
 

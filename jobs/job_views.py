@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.timezone import localtime
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
@@ -79,37 +80,34 @@ def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Res
     return job, result, results.read_result(result, organization, request.user)
 
 
-def _chart(table: dict) -> dict | None:
-    """Points and 95 % error bars of the first aggregate, scaled into a 600 by 240 SVG."""
+def _result_charts(table: dict) -> list[dict]:
+    """Per aggregate, each released group's value and 95 % interval, for a chart with error
+    bars (cleanroom/static/js/charts.js) and the table beside it. Suppressed groups are left out:
+    they have no value."""
     aliases = table["columns"][len(table["dimensions"]) :]
-    rows = [r for r in table["rows"] if not r["suppressed"] and r[aliases[0]]["value"] is not None]
-    if not aliases or not rows:
-        return None
-    alias = aliases[0]
-    highs = [r[alias]["ci95_high"] for r in rows]
-    lows = [r[alias]["ci95_low"] for r in rows]
-    top, bottom = max([*highs, 0]), min([*lows, 0])
-    span = (top - bottom) or 1
-    step = 560 / len(rows)
-
-    def y(value: float) -> float:
-        return round(220 - (value - bottom) / span * 200, 1)
-
-    return {
-        "alias": alias,
-        "zero": y(0),
-        "points": [
+    charts = []
+    for index, alias in enumerate(aliases):
+        points = [
             {
-                "x": round(30 + step * (i + 0.5), 1),
-                "label": " · ".join(str(r[d]) for d in table["dimensions"]),
-                "y": y(r[alias]["value"]),
-                "low": y(r[alias]["ci95_low"]),
-                "high": y(r[alias]["ci95_high"]),
-                "value": r[alias]["value"],
+                "group": " · ".join(str(row[d]) for d in table["dimensions"]) or "all rows",
+                "value": row[alias]["value"],
+                "low": row[alias]["ci95_low"],
+                "high": row[alias]["ci95_high"],
             }
-            for i, r in enumerate(rows)
-        ],
-    }
+            for row in table["rows"]
+            if not row["suppressed"] and row[alias]["value"] is not None
+        ]
+        if points:
+            charts.append(
+                {
+                    "id": f"result-chart-{index}",
+                    "kind": "result",
+                    "title": alias,
+                    "x": " · ".join(table["dimensions"]) or "group",
+                    "points": points,
+                }
+            )
+    return charts
 
 
 def _extract_page(
@@ -165,7 +163,7 @@ def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "result": result,
             "table": table,
             "aliases": table["columns"][len(table["dimensions"]) :],
-            "chart": _chart(table),
+            "charts": _result_charts(table),
         },
     )
 
@@ -266,20 +264,27 @@ def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpRe
 def room_budget(request: HttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     rows = selectors.budget_of(room)
-    for row in rows:
-        row["plot"] = _history_plot(row)
+    for index, row in enumerate(rows):
+        row["chart"] = _budget_chart(index, row)
     return render(request, "jobs/budget.html", {"room": room, "rows": rows})
 
 
-def _history_plot(row: dict) -> str:
-    """SVG polyline points of ε used after each ledger entry, in a 400 by 100 box whose top is
-    the dataset's total budget."""
-    total = float(row["total"]) or 1.0
-    history = row["history"]
-    points = [(0.0, 0.0)] + [
-        (float(i + 1), float(entry["used"])) for i, entry in enumerate(history)
-    ]
-    width = max(len(history), 1)
-    return " ".join(
-        f"{10 + x / width * 380:.1f},{90 - min(used / total, 1) * 80:.1f}" for x, used in points
-    )
+def _budget_chart(index: int, row: dict) -> dict | None:
+    """ε used in this room after each ledger entry, against the dataset's total as a rule, for
+    cleanroom/static/js/charts.js; the history table beside it holds the same numbers."""
+    if not row["history"]:
+        return None
+    return {
+        "id": f"budget-chart-{index}",
+        "kind": "budget",
+        "title": f"ε used in this room, of the total {number(row['total'])}",
+        "total": float(row["total"]),
+        "points": [
+            {
+                "at": entry["at"].isoformat(),
+                "when": localtime(entry["at"]).strftime("%Y-%m-%d %H:%M:%S"),
+                "used": float(entry["used"]),
+            }
+            for entry in row["history"]
+        ],
+    }

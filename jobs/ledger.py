@@ -82,14 +82,13 @@ def refusal(name: str, funds: Balance, epsilon: Decimal, delta: Decimal) -> str 
     """Why the balance cannot pay for a query, or None if it can."""
     if epsilon > funds.remaining_epsilon:
         return (
-            f"{name}: this query needs ε {plain(epsilon)}, but only "
-            f"{plain(funds.remaining_epsilon)} of {plain(funds.total_epsilon)} remains "
-            f"({LIFETIME})."
+            f"{name}: charges ε {plain(epsilon)}, but only {plain(funds.remaining_epsilon)} of "
+            f"{plain(funds.total_epsilon)} is left ({LIFETIME}): it does not fit."
         )
     if delta > funds.remaining_delta:
         return (
-            f"{name}: this query needs δ {plain(delta)}, but only "
-            f"{plain(funds.remaining_delta)} of {plain(funds.total_delta)} remains ({LIFETIME})."
+            f"{name}: charges δ {plain(delta)}, but only {plain(funds.remaining_delta)} of "
+            f"{plain(funds.total_delta)} is left ({LIFETIME}): it does not fit."
         )
     return None
 
@@ -103,8 +102,9 @@ def budget_check(
     max_per_query: Decimal,
     private: bool = True,
 ) -> tuple[bool, str]:
-    """The planner's budget check of one dataset, worded so that the charge and the balance
-    cannot be mistaken for each other; also used to show a submitted plan's balance as of now."""
+    """The planner's budget check of one dataset, worded as people say it ("charges ε 0.8;
+    4 of 5 left"), so the charge and the balance cannot be mistaken for each other; also used
+    to show a submitted plan's balance as of now."""
     if not private:
         return True, f"{name}: nothing is charged, as the method is not differentially private."
     if epsilon <= 0:
@@ -117,8 +117,8 @@ def budget_check(
     if reason:
         return False, reason
     return True, (
-        f"{name}: this query ε {plain(epsilon)} · remaining {plain(funds.remaining_epsilon)} "
-        f"of {plain(funds.total_epsilon)} ({LIFETIME})."
+        f"{name}: charges ε {plain(epsilon)}; {plain(funds.remaining_epsilon)} of "
+        f"{plain(funds.total_epsilon)} left ({LIFETIME}), so it fits."
     )
 
 

@@ -224,6 +224,7 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
             max_per_query=policy.max_epsilon_per_query,
             private=private,
         )
+        plan.datasets[-1]["fits"] = ok
         plan.checks.append(Check("budget", ok, message))
         allowed = set(policy.allowed_receivers.values_list("pk", flat=True))
         for receiver in receivers:

@@ -210,14 +210,6 @@ def plan_with_live_budget(query: Query) -> dict:
     datasets, live = [], []
     for entry in plan["datasets"]:
         funds = balance(found[entry["name"]])
-        datasets.append(
-            {
-                **entry,
-                "total_epsilon": plain(funds.total_epsilon),
-                "remaining_epsilon": plain(funds.remaining_epsilon),
-                "remaining_delta": plain(funds.remaining_delta),
-            }
-        )
         ok, message = budget_check(
             entry["name"],
             funds,
@@ -225,6 +217,15 @@ def plan_with_live_budget(query: Query) -> dict:
             delta=Decimal(entry["delta"]),
             max_per_query=Decimal(entry["max_epsilon_per_query"]),
             private=private,
+        )
+        datasets.append(
+            {
+                **entry,
+                "total_epsilon": plain(funds.total_epsilon),
+                "remaining_epsilon": plain(funds.remaining_epsilon),
+                "remaining_delta": plain(funds.remaining_delta),
+                "fits": ok,
+            }
         )
         live.append({"name": "budget", "ok": ok, "message": message})
     # A plan that could be submitted has exactly one budget check per dataset, in their order.

@@ -18,23 +18,28 @@ class DatasetForm(forms.Form):
         max_length=50, help_text="Short name used in queries, e.g. <code>patients</code>."
     )
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    # No silent first option: the organisation's home when it has one, else a choice to make.
     jurisdiction = forms.ModelChoiceField(
         queryset=Jurisdiction.objects.all(),
         to_field_name="code",
-        empty_label=None,
+        empty_label="Choose where the data is stored",
         help_text="The data is stored, encrypted, in this jurisdiction; rows never leave it.",
     )
-    file = forms.FileField(help_text="CSV with a header row, or Parquet.")
+    # Not required by the form: a file kept from a refused attempt stands in (the view checks).
+    file = forms.FileField(required=False, help_text="CSV with a header row, or Parquet.")
 
     def __init__(self, *args, organizations=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["organization"].queryset = Organization.objects.filter(
             pk__in=[org.pk for org in organizations]
         )
+        homes = {org.jurisdiction.code for org in organizations if org.jurisdiction_id}
+        if len(homes) == 1:
+            self.fields["jurisdiction"].initial = homes.pop()
 
 
 class VersionForm(forms.Form):
-    file = forms.FileField(help_text="CSV with a header row, or Parquet.")
+    file = forms.FileField(required=False, help_text="CSV with a header row, or Parquet.")
 
 
 def schema_from_post(data: QueryDict) -> list[dict[str, Any]] | None:
@@ -132,7 +137,9 @@ class PolicyForm(forms.ModelForm):
     def __init__(self, *args, columns=(), **kwargs):
         super().__init__(*args, **kwargs)
         role = Column.Role
-        self.fields["allowed_join_keys"].choices = _column_choices(columns, {role.JOIN_KEY})
+        self.fields["allowed_join_keys"].choices = _column_choices(
+            columns, {role.JOIN_KEY, role.UNIT}
+        )
         self.fields["allowed_dimensions"].choices = _column_choices(columns, {role.DIMENSION})
         self.fields["allowed_measures"].choices = _column_choices(columns, {role.MEASURE})
         self.fields["allowed_filters"].choices = _column_choices(

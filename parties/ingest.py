@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -275,7 +276,42 @@ def infer_schema(path: Path, filename: str = "") -> tuple[str, list[ColumnSpec]]
         sample = pl.scan_parquet(path).head(INFER_ROWS).collect()
     if sample.height == 0:
         raise IngestError("The file has a header but no rows.")
-    return fmt, [_suggest(sample[name]) for name in sample.columns]
+    specs = [_suggest(sample[name]) for name in sample.columns]
+    _suggest_one_unit(specs, sample)
+    return fmt, specs
+
+
+# Names that say a column identifies someone: a unit, or a key to link them with.
+_UNIT_NAMES = ("id", "pseudonym", "pseudo_id", "patient", "person", "subject", "mrn", "uuid")
+_KEY_NAMES = ("hash", "key", "token")
+
+
+def _words(name: str) -> list[str]:
+    return [word for word in name.lower().replace("-", "_").replace(" ", "_").split("_") if word]
+
+
+def _names_a_unit(name: str) -> bool:
+    words = _words(name)
+    # patient_id, pseudonym, PatientID, patientId; not "covid" or "paid".
+    return bool(words) and (
+        words[-1] in _UNIT_NAMES or re.search(r"[a-z](Id|ID)$", name) is not None
+    )
+
+
+def _names_a_key(name: str) -> bool:
+    return any(word in _KEY_NAMES for word in _words(name))
+
+
+def _identifies_rows(series: pl.Series) -> bool:
+    """An id-like column: named like one, or (text or whole numbers) nearly unique per row in a
+    sample too large for that to be chance. Such a column is never suggested as a dimension
+    (its domain would list people) nor as a measure (its bounds would be someone's id)."""
+    if _names_a_unit(series.name) or _names_a_key(series.name):
+        return True
+    if not (series.dtype.is_integer() or series.dtype == pl.String):
+        return False
+    values = series.drop_nulls()
+    return values.len() > DIMENSION_MAX_VALUES and values.n_unique() >= 0.95 * values.len()
 
 
 def _suggest(series: pl.Series) -> ColumnSpec:
@@ -290,14 +326,17 @@ def _suggest(series: pl.Series) -> ColumnSpec:
         col_type = Column.Type.DATE
     else:
         col_type = Column.Type.STRING
-    name = series.name.lower()
     distinct = series.drop_nulls().unique()
     spec = ColumnSpec(name=series.name, type=col_type, role=Column.Role.OTHER)
-    if name.endswith("_id") or name == "id":
-        spec.role = Column.Role.UNIT if not name.endswith("hash_id") else Column.Role.JOIN_KEY
-    elif "hash" in name or name.endswith("_key"):
-        spec.role = Column.Role.JOIN_KEY
-    elif len(distinct) <= DIMENSION_MAX_VALUES and col_type != Column.Type.FLOAT:
+    if _identifies_rows(series):
+        # The unit is chosen among these by _suggest_one_unit; the rest may link datasets.
+        spec.role = Column.Role.JOIN_KEY if _names_a_key(series.name) else Column.Role.OTHER
+    elif (
+        col_type != Column.Type.FLOAT
+        and len(distinct) <= DIMENSION_MAX_VALUES
+        # Values that repeat: a column whose every value is on one row lists people.
+        and 2 * len(distinct) <= series.drop_nulls().len()
+    ):
         spec.role = Column.Role.DIMENSION
         spec.domain = sorted(_jsonable(v) for v in distinct.to_list())
     elif col_type in NUMERIC:
@@ -311,6 +350,21 @@ def _suggest(series: pl.Series) -> ColumnSpec:
             if spec.upper <= spec.lower:
                 spec.upper = spec.lower + 1
     return spec
+
+
+def _suggest_one_unit(specs: list[ColumnSpec], sample: pl.DataFrame) -> None:
+    """Mark one id-like column as the privacy unit: the first named like a person's id, else the
+    first id-like column with no empty value (a hashed person id is often the only one; the
+    policy may then allow it as a join key too)."""
+    candidates = [
+        spec
+        for spec in specs
+        if _identifies_rows(sample[spec.name]) and sample[spec.name].null_count() == 0
+    ]
+    named = [spec for spec in candidates if _names_a_unit(spec.name)]
+    chosen = (named or candidates or [None])[0]
+    if chosen is not None:
+        chosen.role = Column.Role.UNIT
 
 
 def _round_up(value: float) -> Decimal:

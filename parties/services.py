@@ -280,9 +280,12 @@ POLICY_FIELDS = (
     "non_dp_synthetic_allowed",
     "max_synthetic_rows",
 )
-# Which column roles each allowance may name.
+# Which column roles each allowance may name. The privacy unit may be a join key (one
+# pseudonymous id is often all a dataset has to link on): a join key is only ever compared, as a
+# seeded hash inside the TEE, never output, grouped by or filtered on
+# (dataplane/privacy/README.md, "The privacy unit as a join key").
 ROLE_FOR_ALLOWANCE = {
-    "allowed_join_keys": {Column.Role.JOIN_KEY},
+    "allowed_join_keys": {Column.Role.JOIN_KEY, Column.Role.UNIT},
     "allowed_dimensions": {Column.Role.DIMENSION},
     "allowed_measures": {Column.Role.MEASURE},
     "allowed_filters": {Column.Role.DIMENSION, Column.Role.MEASURE, Column.Role.OTHER},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from django.contrib import messages
@@ -14,10 +15,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from cleanroom.errors import DomainError
 from parties import selectors, services
 from parties.forms import DatasetForm, PolicyForm, VersionForm, schema_from_post
-from parties.ingest import IngestError, infer_schema
+from parties.ingest import IngestError, detect_format, infer_schema
 from parties.models import Column
 from parties.permissions import Permission, has_permission
-from parties.uploads import refusal_of
+from parties.uploads import discard, refusal_of, stage, staged_file, staged_filename
 
 
 @login_required
@@ -57,25 +58,57 @@ def schema_suggestion(request: HttpRequest) -> HttpResponse:
 
 
 def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
-    """Run `store(path, filename, schema)` for a valid form with a confirmed schema."""
+    """Run `store(path, filename, schema)` for a valid form with a confirmed schema. On any
+    refusal the chosen file is staged (parties/uploads.py) and the page keeps every setting."""
+    schema = schema_from_post(request.POST)
+    token = request.POST.get("staged", "")
+    valid = form.is_valid()  # before any add_error, which needs the cleaned data
     refusal = refusal_of(request)
     if refusal:
         form.add_error("file", refusal)
-    if not form.is_valid():
-        return None, {}
-    upload = form.cleaned_data["file"]
-    path = Path(upload.temporary_file_path())
-    schema = schema_from_post(request.POST)
-    try:
-        if schema is None:
-            # Without JavaScript the page has not shown the schema yet: show it now.
-            fmt, specs = infer_schema(path, upload.name)
-            form.add_error("file", "Confirm the schema below, then choose the file again.")
-            return None, _schema_context(fmt, specs)
-        return store(path, upload.name, schema), {}
-    except (IngestError, DomainError) as exc:
-        form.add_error(None, str(exc))
-        return None, {"schema_posted": schema}
+    upload = request.FILES.get("file")
+    kept_name = staged_filename(request, token)
+    if upload is not None:
+        discard(request, token)  # a newly chosen file replaces the kept one
+        token, filename = "", upload.name
+        source = nullcontext(Path(upload.temporary_file_path()))
+    elif kept_name is not None:
+        filename, source = kept_name, staged_file(request, token)
+    else:
+        if not refusal:
+            form.add_error(
+                "file",
+                "The file you chose is no longer kept (after 30 minutes); choose it again."
+                if token
+                else "Choose a file.",
+            )
+        return None, _kept_schema(schema)
+    fmt, specs, version = None, schema, None
+    with source as path:
+        try:
+            fmt = detect_format(path, filename)
+            if schema is None:
+                # Without JavaScript the page has not shown the schema yet: show it now.
+                fmt, specs = infer_schema(path, filename)
+                form.add_error(None, "Confirm the schema below, then upload.")
+            elif valid and not refusal:
+                version = store(path, filename, schema)
+        except (IngestError, DomainError) as exc:
+            form.add_error(None, str(exc))
+        if version is not None:
+            discard(request, token)
+            return version, {}
+        if fmt is not None and not token:
+            token = stage(request, path, filename)
+    context = _kept_schema(specs, fmt)
+    if fmt is not None:
+        context |= {"staged": token, "staged_name": filename}
+    return None, context
+
+
+def _kept_schema(specs, fmt: str | None = None) -> dict:
+    """The schema suggested, or as the owner had confirmed it, shown again as they left it."""
+    return _schema_context(fmt or "", specs) if specs else {}
 
 
 @login_required
@@ -84,7 +117,12 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
     organizations = selectors.organizations_where(request.user, Permission.MANAGE_DATASETS)
     if not organizations:
         raise PermissionDenied("Only data owners can upload datasets.")
-    form = DatasetForm(request.POST or None, request.FILES or None, organizations=organizations)
+    posted = request.method == "POST"
+    form = DatasetForm(
+        request.POST if posted else None,
+        request.FILES if posted else None,
+        organizations=organizations,
+    )
     context: dict = {}
     if request.method == "POST":
 
@@ -146,7 +184,8 @@ def version_create(request: HttpRequest, org: str, slug: str) -> HttpResponse:
         request.user, Permission.MANAGE_DATASETS, organization=dataset.organization
     ):
         raise PermissionDenied("Only the dataset's owners can add versions.")
-    form = VersionForm(request.POST or None, request.FILES or None)
+    posted = request.method == "POST"
+    form = VersionForm(request.POST if posted else None, request.FILES if posted else None)
     context: dict = {}
     if request.method == "POST":
         version, context = _upload(

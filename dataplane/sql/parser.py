@@ -123,9 +123,10 @@ _USE_LABEL = {
     Use.MEASURE: "measure",
     Use.FILTER: "filter",
 }
-# A join key, like the privacy unit, picks out people, so it is never a filter.
+# A join key, like the privacy unit, picks out people, so it is never a filter. The unit itself
+# may be a join key where its policy allows: it is only compared, never output or filtered.
 _ROLES_FOR_USE = {
-    Use.JOIN_KEY: frozenset({"join_key"}),
+    Use.JOIN_KEY: frozenset({"join_key", "unit"}),
     Use.DIMENSION: frozenset({"dimension"}),
     Use.MEASURE: frozenset({"measure"}),
     Use.FILTER: frozenset({"dimension", "measure", "other"}),
@@ -520,8 +521,8 @@ class _Parser:
                 "e.g. ON a.person_hash = b.person_hash",
                 self.start(condition),
             )
-        left = self.resolve(condition.this, scope)
-        right = self.resolve(condition.expression, scope)
+        left = self.resolve(condition.this, scope, join_key=True)
+        right = self.resolve(condition.expression, scope, join_key=True)
         if left.ref.dataset == joined.label:
             left, right = right, left
         if right.ref.dataset != joined.label or left.ref.dataset == joined.label:
@@ -616,7 +617,11 @@ class _Parser:
 
     # Columns ------------------------------------------------------------------------------------
 
-    def resolve(self, node: exp.Column, scope: list[_Source]) -> _Resolved:
+    def resolve(
+        self, node: exp.Column, scope: list[_Source], *, join_key: bool = False
+    ) -> _Resolved:
+        """The column a reference names. The privacy unit is refused everywhere but in a join
+        condition (`join_key`), where `use` then checks the policy allows joining on it."""
         if isinstance(node.this, exp.Star):
             self.refuse(_NO_STAR, self.start(node))
         self.allow_only(node, {"this", "table", "db"})
@@ -650,16 +655,11 @@ class _Parser:
             source = sources[0]
         targets = source.columns[name]
         for target in targets:
-            if target.column.role == ColumnRole.UNIT and self.output is Output.SYNTHETIC:
+            if target.column.role == ColumnRole.UNIT and not join_key:
                 self.refuse(
-                    f"{name} is the privacy unit of {target.dataset.qualified_name}: it never "
-                    "appears in a synthetic extract, nor as a filter or join key",
-                    offset,
-                )
-            if target.column.role == ColumnRole.UNIT:
-                self.refuse(
-                    f"{name} is the privacy unit of {target.dataset.qualified_name}: it can never "
-                    "be a dimension, filter or join key in a query",
+                    f"{name} is the privacy unit of {target.dataset.qualified_name}: it is never "
+                    "selected, grouped by, aggregated or filtered on (only a join may compare it, "
+                    "where its policy allows it as a join key)",
                     offset,
                 )
         return _Resolved(targets, written, offset)

@@ -69,6 +69,50 @@ def test_a_refused_upload_says_why_and_stores_nothing(world, page, log_in, tmp_p
     assert not Dataset.objects.exists()
 
 
+def test_the_page_checks_the_schema_before_sending_and_a_refusal_keeps_the_file(
+    world, page, log_in, patients_csv
+):
+    log_in(world.alice)
+    page.goto("/datasets/new/")
+    expect(page.get_by_label("Jurisdiction")).to_have_value("EU")  # Charité's home
+    page.get_by_label("Name").fill("Inpatients")
+    page.get_by_label("Slug").fill("inpatients")
+    page.get_by_label("File").set_input_files(patients_csv)
+    expect(page.get_by_label("Role of patient_id")).to_have_value("unit")
+    # Checked in the page: no unit, and a measure without an upper bound. Nothing is sent.
+    page.get_by_label("Role of patient_id").select_option("other")
+    page.get_by_label("Upper bound of cost").fill("")
+    sent = []
+    page.on("request", lambda request: sent.append(request) if request.method == "POST" else None)
+    page.get_by_role("button", name="Upload and encrypt").click()
+    problems = page.locator("#schema-problems")
+    expect(problems).to_contain_text("Mark exactly one column as the privacy unit")
+    expect(problems).to_contain_text("0 marked")
+    expect(problems).to_contain_text("cost is a measure: give numeric lower and upper bounds")
+    expect(page.get_by_label("Upper bound of cost")).to_have_attribute("aria-invalid", "true")
+    assert sent == [] and not Dataset.objects.exists()
+    assert page.get_by_label("File").evaluate("input => input.files.length") == 1
+
+    # Refused by the server only (a value outside its domain): the file and settings stay.
+    page.get_by_label("Role of patient_id").select_option("unit")
+    expect(problems).not_to_contain_text("privacy unit")  # the list follows each correction
+    page.get_by_label("Upper bound of cost").fill("75000")
+    page.get_by_label("Upper bound of cost").dispatch_event("change")
+    expect(problems).to_have_count(0)
+    page.get_by_label("Domain of sex").fill("F")
+    page.get_by_role("button", name="Upload and encrypt").click()
+    expect(page.locator(".errors").first).to_contain_text("is outside the declared domain")
+    expect(page.get_by_text("Kept from your last attempt: patients.csv")).to_be_visible()
+    expect(page.get_by_label("Upper bound of cost")).to_have_value("75000")
+    expect(page.get_by_label("Name")).to_have_value("Inpatients")
+    assert not Dataset.objects.exists()
+    page.get_by_label("Domain of sex").fill("F\nM")
+    page.get_by_role("button", name="Upload and encrypt").click()
+    expect(page.get_by_role("status")).to_contain_text("stored encrypted in EU (200 rows)")
+    cost = Dataset.objects.get(slug="inpatients").versions.get().columns.get(name="cost")
+    assert cost.upper == 75000
+
+
 def test_an_invited_owner_accepts_the_invitation(world, page, log_in):
     room = world.room()
     log_in(world.carol)

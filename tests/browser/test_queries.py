@@ -48,7 +48,7 @@ def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page
     item = page.get_by_role("article").filter(has_text=query.title)
     expect(item).to_contain_text("Plan bed capacity")
     expect(item).to_contain_text("charite.patients")
-    expect(item).to_contain_text("this query ε 0.5 · remaining 3 of 3")
+    expect(item).to_contain_text("charges ε 0.5; 3 of 3 left")
     item.get_by_label("Comment for Charité Berlin").fill("Aggregates only, fine.")
     item.get_by_role("button", name="Approve for Charité Berlin").click()
     expect(page.get_by_role("status")).to_contain_text("Charité Berlin approved version 1")

@@ -40,9 +40,30 @@ def worker(site_worker):  # noqa: F811 - the fixture imported above
     _state.set_default_app(project_app)
 
 
+def chart_ticks(chart, axis: str) -> list[str]:
+    """The tick labels Plot drew on one axis of a chart (its SVG text, not a picture of it)."""
+    return chart.locator(f'g[aria-label="{axis}-axis tick label"] text').all_text_contents()
+
+
+NUMBER = re.compile("[\u2212-]?\\d[\\d,.]*%?")  # Plot writes negatives with a minus sign
+
+
+def tick_values(ticks: list[str]) -> list[float]:
+    return [float(tick.replace("\u2212", "-").replace(",", "").rstrip("%")) for tick in ticks]
+
+
 def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
-    world, approved, worker, page, log_in
+    world, approved, worker, page, log_in, tmp_path
 ):
+    refused_by_csp = []
+    page.on(
+        "console",
+        lambda message: (
+            refused_by_csp.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     room = approved.room
     log_in(world.bob)
     page.goto(f"/rooms/{room.slug}/queries/{approved.pk}/")
@@ -68,18 +89,31 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     expect(page.get_by_role("heading", name="Costs by diagnosis")).to_be_visible()
     expect(page.locator("main")).to_contain_text("SIMULATED TEE - NOT HARDWARE BACKED")
 
-    rows = page.locator("tbody tr")
+    rows = page.locator("#result-table tbody tr")
     expect(rows).to_have_count(len(table["rows"]))
     for row in released:
         shown = rows.filter(has_text=row["diagnosis"])
         low, high = row["n"]["ci95_low"], row["n"]["ci95_high"]
         expect(shown).to_contain_text(f"[{low:.2f}, {high:.2f}]")
         expect(shown).to_contain_text("Laplace")
-    chart = page.get_by_role("img", name="n per group with 95 % intervals")
+    # The chart (Observable Plot): one dot and one error bar per released group, and axes whose
+    # ticks carry values, read from the rendered SVG.
+    figure = page.get_by_role("figure", name="n per group, with its 95 % interval")
+    chart = figure.locator("[data-chart] svg")
     expect(chart).to_be_visible()
-    expect(chart.locator("circle")).to_have_count(len(released))
-    # One error bar and one whisker per point, besides the zero line.
-    expect(chart.locator("line")).to_have_count(1 + 2 * len(released))
+    expect(chart.locator('g[aria-label="dot"] circle')).to_have_count(len(released))
+    expect(chart.locator('g[aria-label="rule"] line')).to_have_count(len(released) + 1)
+    y_ticks = chart_ticks(chart, "y")
+    assert len(y_ticks) >= 3 and all(NUMBER.fullmatch(tick) for tick in y_ticks), y_ticks
+    assert sorted(chart_ticks(chart, "x")) == sorted(row["diagnosis"] for row in released)
+    # Its numbers as a table beside it, for screen readers.
+    data = figure.locator(".chart-data tbody tr")
+    expect(data).to_have_count(len(released))
+    first = released[0]
+    expect(data.filter(has_text=first["diagnosis"])).to_contain_text(
+        f"[{first['n']['ci95_low']:.2f}, {first['n']['ci95_high']:.2f}]"
+    )
+    page.screenshot(path=tmp_path / "result-chart.png", full_page=True)
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()
@@ -101,8 +135,19 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
             re.compile(r"Spent ε 0\.50*, reserved 0, remaining 2\.50* of 3\.")
         )
         expect(card.get_by_label("17 % spent, 0 % reserved")).to_be_visible()
-        expect(card.get_by_label("ε used over time, against the total budget")).to_be_visible()
-        expect(card.locator("tbody tr")).to_have_count(2)  # the reservation, then the spend
+        chart = card.locator("[data-chart] svg")
+        expect(chart).to_be_visible()
+        y_ticks = chart_ticks(chart, "y")
+        assert all(NUMBER.fullmatch(tick) for tick in y_ticks), y_ticks
+        assert 0 in tick_values(y_ticks) and 3 in tick_values(y_ticks), y_ticks
+        assert chart_ticks(chart, "x"), "the time axis has no tick values"
+        expect(chart.locator("text").filter(has_text="total ε 3")).to_have_count(1)
+        expect(card.locator(".chart-data tbody tr")).to_have_count(3)  # two entries and the total
+        ledger = card.locator(".table-wrap").last.locator("tbody tr")
+        expect(ledger).to_have_count(2)  # the reservation, then the spend
+    page.screenshot(path=tmp_path / "budget-chart.png", full_page=True)
+    print(f"Screenshots for the lead: {tmp_path}/result-chart.png, {tmp_path}/budget-chart.png")
+    assert refused_by_csp == []
     kinds = sorted(BudgetEntry.objects.filter(query=approved).values_list("kind", flat=True))
     assert kinds == ["reserve", "reserve", "spend", "spend"]
 

@@ -86,8 +86,16 @@ def test_a_dp_extract_is_composed_approved_run_and_downloaded(
     scores = page.get_by_role("table", name="Quality score per column")
     expect(scores.locator("tbody tr")).to_have_count(3)
     # Real against synthetic, with the real side only as the run's noisy counts.
-    chart = page.get_by_role("img", name="age_band: synthetic against noisy real shares")
-    expect(chart.locator("rect")).to_have_count(2 * 4)
+    figure = page.get_by_role(
+        "figure", name="age_band: share of each value, noisy real against synthetic"
+    )
+    chart = figure.locator("[data-chart] svg")
+    expect(chart.locator('g[aria-label="bar"] rect')).to_have_count(2 * 4)
+    shares = chart.locator('g[aria-label="y-axis tick label"] text').all_text_contents()
+    assert len(shares) >= 3 and all(re.fullmatch(r"\d+", share) for share in shares), shares
+    assert len(chart.locator('g[aria-label="fx-axis tick label"] text').all_text_contents()) == 4
+    expect(figure.locator(".chart-data tbody tr")).to_have_count(4)
+    page.screenshot(path=tmp_path / "extract-marginals.png", full_page=True)
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV with reports (zip)").click()

@@ -476,7 +476,7 @@ def test_many_jobs_started_at_once_never_reserve_more_than_the_total(world, stud
             assert ledger(job.query) == ["reserve", "reserve"]
         else:
             assert job.state == Job.State.FAILED
-            assert "this query needs ε 1, but only 0 of 3 remains" in job.error
+            assert "charges ε 1, but only 0 of 3 is left" in job.error
             assert ledger(job.query) == []  # refused: nothing reserved, nothing refunded
             assert "budget.reserved" not in types(job) and "budget.refunded" not in types(job)
             assert events(job, "job.failed")[0]["data"]["reason"] == job.error
@@ -532,7 +532,7 @@ def test_a_job_refused_budget_on_one_dataset_reserves_nothing_on_the_other(world
     assert runner.start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
-    assert "usz.patients: this query needs ε 1, but only 0.5 of 3 remains" in job.error
+    assert "usz.patients: charges ε 1, but only 0.5 of 3 is left" in job.error
     assert ledger(query) == []
     assert not events(job, "budget.reserved", "budget.refunded")
 

@@ -223,7 +223,7 @@ def test_epsilon_above_the_remaining_budget_is_refused(world, study):
         room=study, dataset=dataset, query=query, kind="reserve", epsilon=Decimal("2.8")
     )
     draft = propose(study, world.bob, world.pharma, submit=False, title="More")
-    with pytest.raises(QueryRefused, match=r"needs ε 0\.5, but only 0\.2 of 3 remains"):
+    with pytest.raises(QueryRefused, match=r"charges ε 0\.5, but only 0\.2 of 3 is left"):
         queries.submit_query(query=draft, by=world.bob)
 
 

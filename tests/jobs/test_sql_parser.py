@@ -411,10 +411,11 @@ REFUSALS = [
         "SELECT COUNT(*) FROM charite.patients WHERE ^patient_id = 'p-17'",
         "privacy unit",
     ),
+    # Joining on the unit needs every side's policy to allow it (USZ's does not).
     (
         "SELECT COUNT(*) FROM charite.patients d JOIN usz.patients v "
-        "ON d.^patient_id = v.patient_id",
-        "privacy unit",
+        "ON d.patient_id = v.^patient_id",
+        "usz.patients's policy does not allow patient_id as a join key",
     ),
     (
         "SELECT COUNT(*) FROM (SELECT ^patient_id FROM charite.patients "
@@ -657,3 +658,69 @@ def test_union_branches_must_agree_on_column_types():
 def test_a_query_nested_too_deeply_for_the_reader_is_refused_not_crashed():
     error = refusal("SELECT " + "(" * 5000 + "1" + ")" * 5000 + " FROM charite.patients")
     assert "could not be read" in error.reason or "nested too deeply" in error.reason
+
+
+# The privacy unit as a join key -----------------------------------------------------------------
+
+
+def unit_joinable() -> dict[str, DatasetInfo]:
+    """Both hospitals allow their privacy unit as a join key, and Charité lists it for every
+    other use too (which must not matter)."""
+    datasets = hospitals()
+    allowed = {**datasets[USZ].allowed, Use.JOIN_KEY: frozenset({"patient_id"})}
+    datasets[USZ] = replace(datasets[USZ], allowed=allowed)
+    return datasets
+
+
+UNIT_JOIN = "FROM charite.patients d JOIN usz.patients v ON d.patient_id = v.patient_id"
+
+
+def test_a_join_on_the_privacy_unit_is_accepted_where_both_policies_allow_it():
+    parsed = parse_query(
+        f"SELECT d.age_band, COUNT(*) {UNIT_JOIN} GROUP BY d.age_band", unit_joinable()
+    )
+    assert parsed.joins == (Join(ColumnRef(CHARITE, "patient_id"), ColumnRef(USZ, "patient_id")),)
+    assert parsed.join_keys() == {CHARITE: ("patient_id",), USZ: ("patient_id",)}
+    assert charite("patient_id", Use.JOIN_KEY) in parsed.uses
+    assert not {use for _, column, use in parsed.uses if column == "patient_id"} - {Use.JOIN_KEY}
+
+
+# An analyst who may join on the unit tries to read it out, group by it or pick a person with it.
+UNIVERSAL = "patient_id is the privacy unit of"
+UNIT_AS_JOIN_KEY_ATTACKS = [
+    (f"SELECT d.^patient_id, COUNT(*) {UNIT_JOIN} GROUP BY d.patient_id", UNIVERSAL),
+    (f"SELECT v.^patient_id AS who, COUNT(*) {UNIT_JOIN} GROUP BY v.patient_id", UNIVERSAL),
+    (f"SELECT d.age_band, COUNT(*) {UNIT_JOIN} GROUP BY d.age_band, d.^patient_id", UNIVERSAL),
+    (f"SELECT COUNT(*) {UNIT_JOIN} WHERE d.^patient_id = 'p-17'", UNIVERSAL),
+    (f"SELECT COUNT(*) {UNIT_JOIN} WHERE v.^patient_id IN ('p-17', 'p-18')", UNIVERSAL),
+    (f"SELECT COUNT(*) {UNIT_JOIN} WHERE d.^patient_id BETWEEN 'p-17' AND 'p-18'", UNIVERSAL),
+    (f"SELECT SUM(v.^patient_id) {UNIT_JOIN}", UNIVERSAL),
+    (
+        "SELECT COUNT(*) FROM (SELECT ^patient_id FROM charite.patients "
+        "UNION ALL SELECT patient_id FROM usz.patients) u",
+        UNIVERSAL,
+    ),
+    # Refused by the language before the unit is even looked up.
+    (f"SELECT ^COUNT(d.patient_id) {UNIT_JOIN}", "COUNT(column) is not allowed"),
+    (
+        f"SELECT d.age_band, COUNT(*) {UNIT_JOIN} GROUP BY d.age_band ^ORDER BY d.patient_id",
+        "ORDER BY is not allowed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), UNIT_AS_JOIN_KEY_ATTACKS)
+def test_a_unit_allowed_as_join_key_is_still_never_output_grouped_or_filtered(text, reason):
+    sql, line, column = marked(text)
+    error = refusal(sql, unit_joinable())
+    assert reason in error.reason
+    assert (error.line, error.column) == (line, column)
+
+
+def test_a_join_condition_cannot_filter_the_unit_against_a_value():
+    error = refusal(
+        "SELECT COUNT(*) FROM charite.patients d JOIN usz.patients v "
+        "ON d.patient_id = 'p-17' AND d.patient_id = v.patient_id",
+        unit_joinable(),
+    )
+    assert "a join condition is one equality of two join keys" in error.reason

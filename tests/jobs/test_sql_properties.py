@@ -79,10 +79,10 @@ class Generated:
     datasets: tuple[str, ...]
     uses: set[tuple[str, str, Use]] = field(default_factory=set)
     aggregates: set[tuple[str, AggregateKind]] = field(default_factory=set)
-    unit: bool = False
+    unit: bool = False  # the privacy unit used other than as a join key: always refused
 
     def use(self, datasets: tuple[str, ...], column: str, use: Use) -> None:
-        self.unit |= column == UNIT
+        self.unit |= column == UNIT and use is not Use.JOIN_KEY
         self.uses |= {(dataset, column, use) for dataset in datasets}
 
 
@@ -201,7 +201,7 @@ def queries(draw: st.DrawFn) -> Generated:
 @st.composite
 def policies(draw: st.DrawFn) -> dict[str, DatasetInfo]:
     """The fixture's datasets with a few uses and aggregates taken away at random. The privacy
-    unit is listed like any other column: no policy can make it usable."""
+    unit is listed like any other column: a policy can make it a join key, nothing else."""
     forbidden = draw(st.sets(st.sampled_from(USES), max_size=8))
     datasets = {}
     for name in (CHARITE, USZ):

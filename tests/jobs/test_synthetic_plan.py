@@ -16,7 +16,7 @@ from jobs.planner import plan_query
 from jobs.queries import QueryRefused, check_runnable
 from parties import services
 from tests.factories import propose
-from tests.jobs.test_sql_parser import hospitals
+from tests.jobs.test_sql_parser import hospitals, unit_joinable
 
 pytestmark = pytest.mark.django_db
 
@@ -90,8 +90,7 @@ def test_a_projection_of_a_join_names_its_columns_and_their_uses():
     [
         (
             "SELECT age_band, patient_id FROM charite.patients",
-            "patient_id is the privacy unit of charite.patients: it never appears in a "
-            "synthetic extract",
+            "patient_id is the privacy unit of charite.patients: it is never selected",
         ),
         (
             "SELECT c.age_band, c.person_hash FROM charite.patients AS c "
@@ -113,6 +112,14 @@ def test_refusals_say_why(sql, reason):
     with pytest.raises(QueryError) as refused:
         parse(sql)
     assert reason in refused.value.reason
+
+
+def test_an_extract_joined_on_the_privacy_unit_never_holds_the_unit():
+    joined = "FROM charite.patients AS c JOIN usz.patients AS u ON c.patient_id = u.patient_id"
+    parsed = parse_query(f"SELECT c.age_band {joined}", unit_joinable(), Output.SYNTHETIC)
+    assert [p.column.column for p in parsed.projected] == ["age_band"]
+    with pytest.raises(QueryError, match=r"patient_id is the privacy unit of usz\.patients"):
+        parse_query(f"SELECT c.age_band, u.patient_id {joined}", unit_joinable(), Output.SYNTHETIC)
 
 
 def test_a_column_the_policy_does_not_allow_is_refused():

@@ -730,3 +730,54 @@ def test_a_200_mb_csv_is_ingested_in_memory_that_does_not_grow_with_the_file(tmp
         f"150 MB more input raised the peak by {(after_large - after_medium) / mib:.0f} MiB"
     )
     assert list(Path(settings.FILE_UPLOAD_TEMP_DIR).iterdir()) == []
+
+
+def _roles(path) -> dict[str, str]:
+    return {spec.name: spec.role for spec in infer_schema(path, path.name)[1]}
+
+
+def test_inference_marks_exactly_one_unit_and_never_offers_an_id_as_a_dimension(tmp_path):
+    # A small extract: each id has few values in the sample, which once made it a "dimension"
+    # whose public domain listed every patient.
+    small = tmp_path / "small.csv"
+    small.write_text(
+        "pseudonym,mrn,ward,age_band,cost\n"
+        + "".join(
+            f"ps{i},{9000 + i},{i % 2},{('young', 'old')[i % 2]},{i * 10}\n" for i in range(8)
+        )
+    )
+    _, specs = infer_schema(small, small.name)
+    suggested = {spec.name: spec for spec in specs}
+    assert suggested["pseudonym"].role == Column.Role.UNIT
+    assert suggested["mrn"].role == Column.Role.OTHER  # an id, but one unit is enough
+    assert suggested["mrn"].domain == [] and suggested["mrn"].upper is None
+    assert suggested["age_band"].role == Column.Role.DIMENSION
+    assert [s.name for s in specs if s.role == Column.Role.UNIT] == ["pseudonym"]
+
+
+def test_inference_keeps_high_cardinality_columns_out_of_dimensions_and_measures(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "person_hash,surname,zip,sex\n"
+        + "".join(f"h{i:08x},name{i},{10000 + i * 7},{'FM'[i % 2]}\n" for i in range(200))
+    )
+    roles = _roles(path)
+    # The only id is a hashed person id: it is the unit (the policy may allow joining on it).
+    assert roles["person_hash"] == Column.Role.UNIT
+    assert roles["surname"] == Column.Role.OTHER
+    assert roles["zip"] == Column.Role.OTHER  # unique per row: an identifier, not a measure
+    assert roles["sex"] == Column.Role.DIMENSION
+
+
+def test_inference_of_a_file_with_a_unit_and_a_key_keeps_the_key_a_join_key(tmp_path):
+    path = tmp_path / "stays.csv"
+    path.write_text(
+        "PatientID,link_token,covid\n"
+        + "".join(f"{i},t{i},{'yes' if i % 3 else 'no'}\n" for i in range(50))
+    )
+    roles = _roles(path)
+    assert roles == {
+        "PatientID": Column.Role.UNIT,
+        "link_token": Column.Role.JOIN_KEY,
+        "covid": Column.Role.DIMENSION,  # ends in "id" but is not an id
+    }

@@ -8,6 +8,7 @@ on PostgreSQL never reserve more than the total."""
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -95,7 +96,7 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
     assert plan["ok"]
     for dataset in plan["datasets"]:
         assert (dataset["remaining_epsilon"], dataset["total_epsilon"]) == ("1", "3")
-    assert "charite.patients: this query ε 1 · remaining 1 of 3" in [
+    assert "charite.patients: charges ε 1; 1 of 3 left" in [
         c["message"].split(" (")[0] for c in plan["checks"]
     ]
 
@@ -103,15 +104,14 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
     refused = plan_in(second, world)
     assert not refused.ok
     assert any(
-        "this query needs ε 1, but only 0 of 3 remains" in check.message
-        for check in refused.failed()
+        "charges ε 1, but only 0 of 3 is left" in check.message for check in refused.failed()
     )
 
     # The last job was approved and dispatched before the budget ran out: its start is refused.
     assert runner.start_attempt(jobs[3].pk, SITE) is None
     jobs[3].refresh_from_db()
     assert jobs[3].state == Job.State.FAILED
-    assert "this query needs ε 1, but only 0 of 3 remains" in jobs[3].error
+    assert "charges ε 1, but only 0 of 3 is left" in jobs[3].error
     assert "lifetime budget, across every room" in jobs[3].error
     assert not BudgetEntry.objects.filter(query=jobs[3].query).exists()
     assert not [
@@ -132,7 +132,7 @@ def test_a_refused_reservation_in_the_ledger_reserves_nothing(world, rooms):
     first, second = rooms
     big, late = approved(world, first), approved(world, second)
     ledger.reserve(query=big, room=first, epsilon=Decimal("2.5"), delta=Decimal(0))
-    with pytest.raises(ledger.BudgetExceeded, match=r"needs ε 1, but only 0\.5 of 3 remains"):
+    with pytest.raises(ledger.BudgetExceeded, match=r"charges ε 1, but only 0\.5 of 3 is left"):
         ledger.reserve(query=late, room=second, epsilon=Decimal(1), delta=Decimal(0))
     assert not BudgetEntry.objects.filter(query=late).exists()
 
@@ -175,8 +175,11 @@ def test_the_approvals_page_shows_the_balance_now_not_at_submission(world, rooms
     browser.force_login(world.alice)
     for url in ("/approvals/", f"/rooms/{second.slug}/queries/{waiting.pk}/"):
         page = browser.get(url).content.decode()
-        assert "charite.patients: this query ε 0.5 · remaining 1 of 3" in page, url
-        assert "ε 1 of 3" in page and "ε 3 of 3" not in page, url
+        assert "charite.patients: charges ε 0.5; 1 of 3 left" in page, url
+        # The table's budget cell: what is left now, and whether the charge still fits.
+        cell = re.search(r'<td class="budget-left">(.*?)<div', page).group(1)
+        assert cell == '1 of 3 left <span class="badge ok">fits</span>', url
+        assert "3 of 3" not in page, url
         assert "Rows per unit (L)" in page, url
 
     # Once the rest is spent, the owner sees that the query would now be refused.
@@ -184,7 +187,8 @@ def test_the_approvals_page_shows_the_balance_now_not_at_submission(world, rooms
     runner.start_attempt(job.pk, SITE)
     page = browser.get("/approvals/").content.decode()
     assert "Would be refused now" in page
-    assert "this query needs ε 0.5, but only 0 of 3 remains" in page
+    assert "charges ε 0.5, but only 0 of 3 is left" in page
+    assert '0 of 3 left <span class="badge bad">does not fit</span>' in page
 
 
 @pytest.mark.django_db(transaction=True)
@@ -223,7 +227,7 @@ def test_jobs_racing_in_two_rooms_never_reserve_more_than_the_lifetime_total(wor
         if job.pk in {r.pk for r in running}:
             assert kinds == ["reserve", "reserve"]
         else:
-            assert job.state == Job.State.FAILED and "but only 0 of 3 remains" in job.error
+            assert job.state == Job.State.FAILED and "but only 0 of 3 is left" in job.error
             assert kinds == []
 
     # Settling: one job's result released, the others refunded; a second settle is a no-op.

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
 import polars as pl
 import pytest
 
+from dataplane.privacy.release import release_aggregates
+from dataplane.sql.parser import parse_query
+from dataplane.sql.plan import Use
 from tests.privacy.support import (
     AGE_BANDS,
+    CATALOG,
+    COLUMNS,
+    HUGE_EPSILON,
     SEXES,
+    UNITS,
+    calibrate,
     cells,
     close,
     noise_bound,
@@ -325,3 +334,39 @@ def test_the_table_is_plain_json():
         "ci95_high",
         "approximate",
     }
+
+
+def test_a_join_on_the_privacy_unit_counts_each_person_once_and_never_beyond_the_bound():
+    """Where both policies allow the unit as a join key: a person with one stay in each hospital
+    joins once; a person with more stays than appear once leaves the join (their id repeats),
+    so no unit contributes more than L joined rows."""
+    catalog = {
+        name: replace(
+            CATALOG[name],
+            allowed={**CATALOG[name].allowed, Use.JOIN_KEY: frozenset({"patient_id"})},
+        )
+        for name in ("charite.stays", "usz.stays")
+    }
+    berlin = stays(
+        [{"patient_id": f"p{i}", "age_band": "65+"} for i in range(20)]
+        + [{"patient_id": "frequent", "age_band": "0-39"}] * 5
+    )
+    zurich = stays(
+        [{"patient_id": f"p{i}"} for i in range(10, 30)] + [{"patient_id": "frequent"}] * 2
+    )
+    parsed = parse_query(
+        "SELECT b.age_band, COUNT(*) AS n FROM charite.stays AS b "
+        "JOIN usz.stays AS z ON b.patient_id = z.patient_id GROUP BY b.age_band",
+        catalog,
+    )
+    table = release_aggregates(
+        {"charite.stays": berlin.lazy(), "usz.stays": zurich.lazy()},
+        parsed,
+        COLUMNS,
+        UNITS,
+        calibrate(parsed, HUGE_EPSILON, 3),
+        rows_per_unit=3,
+        min_group_size=0,
+    )
+    assert cells(table, "n") == {("0-39",): 0, ("40-64",): 0, ("65+",): 10}
+    assert "patient_id" not in json.dumps(table.rows)
