@@ -81,11 +81,10 @@ def dataset(
     )
 
 
-def api(user: User) -> APIClient:
-    client = APIClient()
-    # A credential for the test, as `force_login` is for pages: made without the token service
-    # (and its audit event, which would interleave with the events a test inspects); the
-    # service itself is tested in tests/accounts/.
+def token_for(user: User) -> str:
+    """A credential for the test, as `force_login` is for pages: made without the token service
+    (and its audit event, which would interleave with the events a test inspects); the service
+    itself is tested in tests/accounts/."""
     made = new_secret()
     ApiToken.objects.create(
         user=user,
@@ -94,7 +93,12 @@ def api(user: User) -> APIClient:
         digest=made.digest,
         expires_at=timezone.now() + timedelta(days=1),
     )
-    client.credentials(HTTP_AUTHORIZATION=f"Token {made.secret}")
+    return made.secret
+
+
+def api(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 

@@ -17,13 +17,12 @@ import pytest
 import schemathesis
 from django.urls import resolve
 from hypothesis import HealthCheck, given, settings
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
 from jobs import queries, runner, tasks
-from tests.factories import JOIN_SQL, propose
+from tests.factories import JOIN_SQL, propose, token_for
 from tests.test_authorization_matrix import MATRIX, PERSONAS
 
 TEE_SITE = "eu-frankfurt-tee"
@@ -94,8 +93,7 @@ def test_schemathesis_finds_no_failure_as_any_persona(world, api_scene, live_ser
     schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/", config=config)
     failures = []
     for persona in PERSONAS_ASKING:
-        token, _ = Token.objects.get_or_create(user=getattr(world, persona))
-        headers = {"Authorization": f"Token {token.key}"}
+        headers = {"Authorization": f"Token {token_for(getattr(world, persona))}"}
         for result in schema.get_all_operations():
             operation = result.ok()
             modes = [GenerationMode.POSITIVE]
