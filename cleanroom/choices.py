@@ -3,17 +3,32 @@ no Django, and the models, forms and serializers take their choices from here.""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Sequence
+from typing import Protocol
 
 from django.db import models
 
 
+class LabelledMember(Protocol):
+    """A member of one of the data plane's enums, which each give their members a `label`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+
 def text_choices(
-    name: str, members: list[StrEnum], *, first: tuple[str, str, str] | None = None
+    name: str, members: Sequence[LabelledMember], *, first: tuple[str, str, str] | None = None
 ) -> type[models.TextChoices]:
-    """A TextChoices with the members' values and labels (each member has a `label`), after
-    `first` (name, value, label) when given."""
+    """A TextChoices with the members' values and labels, after `first` (name, value, label)
+    when given."""
     pairs = [(m.name, (m.value, m.label)) for m in members]
     if first:
         pairs.insert(0, (first[0], first[1:]))
-    return models.TextChoices(name, pairs)
+    # The Enum functional API; django-stubs type only TextChoices' member constructor.
+    return models.TextChoices(name, pairs)  # type: ignore[call-overload]

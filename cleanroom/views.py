@@ -4,13 +4,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from cleanroom.http import AuthenticatedHttpRequest
 from jobs.selectors import invitations_for, rooms_for
 from parties.selectors import datasets_for
 
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     """One page per role: what needs the caller's attention first."""
     user = request.user
     return render(

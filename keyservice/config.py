@@ -142,7 +142,7 @@ def config_json(
     trusted_roots: list[x509.Certificate],
     allowed_measurements: list[Mapping[int, bytes]],
     callers: Mapping[str, Caller],
-    suspended: list[int] = (),
+    suspended: Iterable[int] = (),
 ) -> dict[str, Any]:
     return {
         "organization": organization,

@@ -200,6 +200,8 @@ def decide_release(
         )
     except AttestationError as exc:
         raise Refused(f"attestation refused: {exc}") from None
+    if verified.public_key is None:
+        raise Refused("the attested enclave names no public key to seal the data key to")
     place = _place(pinned, request.site)
     if place.kind != SiteKind.TEE:
         raise Refused(f"{request.site} is not an enclave site")

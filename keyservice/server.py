@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return {"wrapped": _b64(wrapped)}
         if self.path == "/site-key":
-            request = SiteKeyRequest(
+            site_request = SiteKeyRequest(
                 job=int(body["job"]),
                 dataset=int(body["dataset"]),
                 site=str(body["site"]),
@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
                 wrapped_key=base64.b64decode(body["wrapped_key"]),
                 key_context={str(k): str(v) for k, v in body["key_context"].items()},
             )
-            data_key, reason = self._decided(caller, request, service.site_key)
+            data_key, reason = self._decided(caller, site_request, service.site_key)
             return {"data_key": _b64(data_key), "reason": reason}
         if self.path in ("/suspend", "/resume"):
             dataset = int(body["dataset"])

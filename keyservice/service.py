@@ -15,6 +15,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 
 from cleanroom.crypto.sealing import open_received
+from keyservice.config import Suspensions
 from keyservice.release import (
     Pinned,
     Refused,
@@ -83,10 +84,17 @@ class OrganizationKeyService:
         return decide_site_key(request, self.pinned, keys=self.keys)
 
     def suspend(self, dataset: int) -> None:
-        self.pinned.suspended.suspend(dataset)
+        self._suspensions().suspend(dataset)
 
     def resume(self, dataset: int) -> None:
-        self.pinned.suspended.resume(dataset)
+        self._suspensions().resume(dataset)
+
+    def _suspensions(self) -> Suspensions:
+        suspended = self.pinned.suspended
+        if not isinstance(suspended, Suspensions):
+            # The embedded service reads suspensions from the platform's records.
+            raise Refused("this key service keeps no suspensions: suspend on the platform")
+        return suspended
 
     def _label(self, purpose: str) -> str:
         if not _PURPOSE.fullmatch(purpose):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -120,6 +121,8 @@ class TrailEvents(generics.ListAPIView):
                 raise PermissionDenied("Regulators download bundles; they read no trail.")
             raise PermissionDenied("Audit trails are read by the members of an organisation.")
         page = self.paginate_queryset(self.get_queryset())
+        if page is None:
+            raise ImproperlyConfigured("the trail is served in pages: set REST_FRAMEWORK PAGE_SIZE")
         data = [trail_event_data(p) for p in prove_events(page)]
         return self.get_paginated_response(data)
 

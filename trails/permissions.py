@@ -143,7 +143,7 @@ def bundle_rooms(user) -> QuerySet[Room]:
         contributed = AuditEventRef.objects.filter(
             key="dataset", ref__in=dataset_refs, event__type="room.dataset_contributed"
         ).values_list("event__log__name", flat=True)
-        room_ids |= {room_id_of(name) for name in contributed} - {None}
+        room_ids |= {room for name in contributed if (room := room_id_of(name)) is not None}
     exporters = organizations_with(user, Permission.EXPORT_BUNDLES)
     if exporters:
         room_ids |= set(rooms_of(exporters).values_list("pk", flat=True))

@@ -75,10 +75,20 @@ def _allowed(module: str) -> bool:
     )
 
 
-@cache
 def measured_modules(root: Path) -> tuple[str, ...]:
     """Every module of the data plane package and every project module it imports, sorted;
     UnmeasuredImport when the package reaches a project module outside what it may use."""
+    return tuple(name for name, _ in _measured(root))
+
+
+def measured_files(root: Path) -> list[Path]:
+    """The files of `measured_modules`, in the same order."""
+    return [path for _, path in _measured(root)]
+
+
+@cache
+def _measured(root: Path) -> tuple[tuple[str, Path], ...]:
+    """Each measured module with its file, sorted by module name."""
     seen: dict[str, Path] = {}
     pending = [(module, PACKAGE) for module in _package_modules(root, PACKAGE)]
     while pending:
@@ -97,8 +107,4 @@ def measured_modules(root: Path) -> tuple[str, ...]:
                 )
             seen[name] = path
             pending.extend((imported, name) for imported in _imported(path, name))
-    return tuple(sorted(seen))
-
-
-def measured_files(root: Path) -> list[Path]:
-    return [_module_file(root, module) for module in measured_modules(root)]
+    return tuple(sorted(seen.items()))

@@ -134,8 +134,10 @@ _PAYLOAD_FIELDS = frozenset(
 _REQUIRED_FIELDS = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
 # Tags cbor2 decodes into Python objects by itself (dates, bignums, regexes, shared values...).
 # A Nitro document has none: every one of them is refused, as is any other tag.
-_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260)
-_SEMANTIC_TAGS += (261, 1004, 43000, 55799)
+_SEMANTIC_TAGS = frozenset(
+    {0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260}
+    | {261, 1004, 43000, 55799}
+)
 _UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE})
 _CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -816,7 +818,8 @@ class SimulatedRoot:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.certificate.public_key()),
+                # The certificate's key (__init__ checks they match), typed as the EC key it is.
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._private_key.public_key()),
                 critical=False,
             )
             .sign(self._private_key, hashes.SHA384())
@@ -874,12 +877,12 @@ class SimulatedEnclave:
                 raise ValueError(f"PCR index {index!r} is outside 0..{MAX_PCR_INDEX}")
             if len(value) != PCR_LENGTH:
                 raise ValueError(f"PCR{index} must be {PCR_LENGTH} bytes")
-        for name, value, limit in (
+        for name, field, limit in (
             ("public_key", public_key, MAX_PUBLIC_KEY_BYTES),
             ("user_data", user_data, MAX_USER_DATA_BYTES),
             ("nonce", nonce, MAX_NONCE_BYTES),
         ):
-            if value is not None and len(value) > limit:
+            if field is not None and len(field) > limit:
                 raise ValueError(f"{name} is limited to {limit} bytes")
         now = now or _now()
         registers = dict.fromkeys(range(NITRO_PCR_COUNT), bytes(PCR_LENGTH))

@@ -19,8 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-_RAW = {"encoding": serialization.Encoding.Raw, "format": serialization.PublicFormat.Raw}
-
 
 def _key(shared: bytes, context: bytes) -> bytes:
     return HKDF(
@@ -34,7 +32,7 @@ def seal(recipient: bytes, secret: bytes, *, context: bytes) -> bytes:
     shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
     nonce = os.urandom(12)
     sealed = AESGCM(_key(shared, context)).encrypt(nonce, secret, context)
-    return ephemeral.public_key().public_bytes(**_RAW) + nonce + sealed
+    return ephemeral.public_key().public_bytes_raw() + nonce + sealed
 
 
 def open_sealed(private_key: X25519PrivateKey, blob: bytes, *, context: bytes) -> bytes:
@@ -43,7 +41,7 @@ def open_sealed(private_key: X25519PrivateKey, blob: bytes, *, context: bytes) -
 
 
 def public_bytes(private_key: X25519PrivateKey) -> bytes:
-    return private_key.public_key().public_bytes(**_RAW)
+    return private_key.public_key().public_bytes_raw()
 
 
 _POINT = 65  # an uncompressed P-256 point

@@ -131,6 +131,7 @@ async def sample(mpc: Any, secure_field: Any, blocks: Sequence[tuple[float, int]
         step = ((1 if prefix is None else prefix) - both) * field.array(wanted[k])
         below = step if below is None else below + step
         prefix = both
+    assert below is not None  # precision_bits is over 40: the loop ran
     nonzero, magnitude, start = [], [], 0
     for _, cells, bits in layout:
         block = below[start : start + cells * (bits + 1)].reshape(cells, bits + 1)

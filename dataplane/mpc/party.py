@@ -26,9 +26,12 @@ import signal
 import ssl
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataplane.mpc import noise, sharing
+
+if TYPE_CHECKING:
+    from mpyc.asyncoro import MessageExchanger
 
 MPYC_PEER_NAME = "MPyC party "  # MPyC's TLS server_hostname for party j: "MPyC party j"
 
@@ -45,7 +48,7 @@ class PartyFailure(SystemExit):
 class _PeerConnection(asyncio.Protocol):
     """MPyC's protocol for one peer, with the identity check, byte count and loss handling."""
 
-    def __init__(self, inner: asyncio.Protocol, network: PartyNetwork, peer: int | None):
+    def __init__(self, inner: MessageExchanger, network: PartyNetwork, peer: int | None):
         self.inner = inner
         self.network = network
         self.peer = peer  # None for an incoming connection, until its claim is checked

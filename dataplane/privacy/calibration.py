@@ -153,7 +153,7 @@ def measurements(
     needed: list[tuple[str, ColumnInfo | None]] = [("count", None)]
     for aggregate in parsed.aggregates:
         if aggregate.kind in (AggregateKind.SUM, AggregateKind.AVG):
-            ref = aggregate.column
+            ref = aggregate.measured_column
             needed.append((f"sum({ref.dataset}.{ref.column})", columns[(ref.dataset, ref.column)]))
     distinct = dict(needed)
     share = float(epsilon) / len(distinct)
@@ -162,8 +162,9 @@ def measurements(
         if column is None:
             sensitivity, discrete = float(rows), True
         elif mechanism == "mpc" and column.type != "integer":
-            shift = fixed_point_shift(column.lower, column.upper)
-            grid = rows * grid_bound(column.lower, column.upper, shift)
+            lower, upper = column.bounds()
+            shift = fixed_point_shift(lower, upper)
+            grid = rows * grid_bound(lower, upper, shift)
             scale = laplace_scale(float(grid), share, True)
             result[name] = Measurement(
                 name=name,
@@ -176,7 +177,7 @@ def measurements(
             )
             continue
         else:
-            bound = max(abs(float(column.lower)), abs(float(column.upper)))
+            bound = max(abs(float(limit)) for limit in column.bounds())
             sensitivity, discrete = rows * bound, column.type == "integer"
         scale = laplace_scale(sensitivity, share, discrete)
         result[name] = Measurement(

@@ -38,16 +38,12 @@ def synth_columns(parsed: ParsedQuery, columns: Mapping[tuple[str, str], ColumnI
     synthesized = []
     for projected in parsed.projected:
         info = columns[(projected.column.dataset, projected.column.column)]
-        dimension = info.role == "dimension"
-        synthesized.append(
-            SynthColumn(
-                name=projected.alias,
-                type=info.type,
-                categories=tuple(info.domain) if dimension else None,
-                lower=None if dimension else float(info.lower),
-                upper=None if dimension else float(info.upper),
-            )
-        )
+        if info.role == "dimension":
+            column = SynthColumn(projected.alias, info.type, categories=tuple(info.domain))
+        else:
+            lower, upper = info.bounds()
+            column = SynthColumn(projected.alias, info.type, lower=float(lower), upper=float(upper))
+        synthesized.append(column)
     return synthesized
 
 
@@ -90,11 +86,11 @@ def extract_rows(
         if info.role == "dimension":
             kept.append(value.alias(projected.alias))
             continue
+        lower, upper = info.bounds()
         if info.type == "integer":
-            low, high = int(-(-info.lower // 1)), int(info.upper // 1)
-            value = value.cast(pl.Int64).clip(low, high)
+            value = value.cast(pl.Int64).clip(int(-(-lower // 1)), int(upper // 1))
         else:
-            value = value.cast(pl.Float64).fill_nan(None).clip(float(info.lower), float(info.upper))
+            value = value.cast(pl.Float64).fill_nan(None).clip(float(lower), float(upper))
         kept.append(value.alias(projected.alias))
     frame = rows.select(kept).drop_nulls().collect()
     for projected in parsed.projected:

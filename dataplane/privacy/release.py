@@ -253,7 +253,7 @@ def _prepare(
     measures: dict[ColumnRef, _Measure] = {}
     for aggregate in parsed.aggregates:
         if aggregate.kind in (AggregateKind.SUM, AggregateKind.AVG):
-            ref = aggregate.column
+            ref = aggregate.measured_column
             info = columns.get((ref.dataset, ref.column))
             if info is None:
                 raise ReleaseError(f"{ref.dataset}.{ref.column} is not in the catalog")
@@ -365,8 +365,9 @@ def _repeated_rows(values: pl.Series) -> pl.Series | None:
         return None
     edge = pl.Series([False])
     flags = pl.concat([same_as_next, edge]) | pl.concat([edge, same_as_next])
-    rows = order.filter(flags)
-    return pl.select(pl.int_range(len(values), dtype=rows.dtype).is_in(rows.implode())).to_series()
+    rows = order.filter(flags)  # row numbers, of polars' index type as arg_sort gives them
+    numbers = pl.int_range(len(values), dtype=pl.get_index_type())
+    return pl.select(numbers.is_in(rows.implode())).to_series()
 
 
 def _bound(frame: pl.DataFrame, keys: Sequence[str], limit: int, seed: int) -> pl.DataFrame:
@@ -601,7 +602,7 @@ def _measures(
     measures: dict[ColumnRef, _Measure] = {}
     for aggregate in parsed.aggregates:
         if aggregate.kind in (AggregateKind.SUM, AggregateKind.AVG):
-            ref = aggregate.column
+            ref = aggregate.measured_column
             info = columns.get((ref.dataset, ref.column))
             if info is None:
                 raise ReleaseError(f"{ref.dataset}.{ref.column} is not in the catalog")
@@ -621,10 +622,13 @@ def release_aggregates(
 ) -> ReleasedTable:
     """The differentially private table of `parsed` over the decrypted `frames`."""
     plan = _prepare(parsed, columns, units, measurements, rows_per_unit=rows_per_unit)
-    groups, vectors = _grid_vectors(frames, parsed, columns, units, plan)
+    groups, grid = _grid_vectors(frames, parsed, columns, units, plan)
+    # Float measures leave the fixed-point grid: their noise is added to floats.
+    vectors: dict[str, list[int] | list[float]] = dict(grid)
     for measure in plan.measures.values():
         if not measure.integer:
-            vectors[measure.name] = [measure.to_float(v) for v in vectors[measure.name]]
+            vectors[measure.name] = [measure.to_float(v) for v in grid[measure.name]]
+    del grid
     noisy = {name: plan.mechanisms[name](vector) for name, vector in vectors.items()}
     del vectors
     return _table(parsed, plan, measurements, groups, noisy, rows_per_unit, min_group_size)
@@ -654,7 +658,7 @@ def _table(
             if aggregate.kind is AggregateKind.COUNT:
                 cell = _cell(noisy_count, count)
             else:
-                measure = plan.measures[aggregate.column]
+                measure = plan.measures[aggregate.measured_column]
                 total = measurements[measure.name]
                 if aggregate.kind is AggregateKind.SUM:
                     cell = _cell(noisy[measure.name][g], total)

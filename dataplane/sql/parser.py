@@ -228,8 +228,8 @@ class _Parser:
         kinds = frozenset(kinds)
         span = self.span(node)
         if span is None:
-            found = (t for t in self.tokens if t.start >= after and t.token_type in kinds)
-            return next((t.start for t in found), after)
+            later = (t for t in self.tokens if t.start >= after and t.token_type in kinds)
+            return next((t.start for t in later), after)
         inside = [t for t in self.tokens if span[0] <= t.start <= span[1] and t.token_type in kinds]
         before = [t for t in self.tokens if t.start < span[0] and t.token_type in kinds]
         found = inside[:1] or before[-1:]
@@ -271,7 +271,7 @@ class _Parser:
             self.refuse(f"only SELECT queries are allowed, not {first.text.upper()}", first.start)
         return self.select(statement)
 
-    def statement(self) -> exp.Expression:
+    def statement(self) -> exp.Expr:
         try:
             self.tokens = _DIALECT.tokenize(self.sql)
         except TokenError as error:

@@ -106,6 +106,13 @@ class Aggregate:
     column: ColumnRef | None  # None for COUNT(*)
     alias: str
 
+    @property
+    def measured_column(self) -> ColumnRef:
+        """The column a SUM or AVG adds up."""
+        if self.column is None:
+            raise ValueError(f"{self.alias} ({self.kind.value.upper()}) aggregates no column")
+        return self.column
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -162,6 +169,12 @@ class ColumnInfo:
     domain: tuple[Any, ...] = ()
     lower: Decimal | None = None
     upper: Decimal | None = None
+
+    def bounds(self) -> tuple[Decimal, Decimal]:
+        """The public clamp bounds of a measure: what one row can add to a sum."""
+        if self.lower is None or self.upper is None:
+            raise ValueError(f"{self.name} has no public clamp bounds, so no sensitivity")
+        return self.lower, self.upper
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,14 @@ class DpBudget:
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
 
+    def required_stage(self, name: str) -> Stage:
+        """The stage `name`, which the caller cannot run without (one-way always exists;
+        two-way with two columns or more; selection with three or more)."""
+        stage = self.stage(name)
+        if stage is None:
+            raise ValueError(f"the budget has no {name} stage")
+        return stage
+
     def as_dict(self) -> dict:
         return {
             "accountant": "zCDP (OpenDP adaptive composition), converted to (ε, δ) by OpenDP",
@@ -137,6 +145,7 @@ def _largest_rho(epsilon: float, delta: float, rows_per_unit: int) -> float:
 
 
 def _stage(name: str, mechanism: str, count: int, rho_share: float, rows_per_unit: int) -> Stage:
+    d_in: int | float  # OpenDP reads the type: the Gaussian's i64 distance, noisy max's f64
     if mechanism == "Gaussian":
         make, d_in = gaussian, rows_per_unit
     else:

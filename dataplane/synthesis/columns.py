@@ -184,8 +184,8 @@ def encode(frame: pl.DataFrame, columns: Sequence[SynthColumn]) -> dict[str, np.
         else:
             edges = np.asarray(public_bins(column), dtype=np.float64)
             values = frame.get_column(column.name).cast(pl.Float64).to_numpy()
-            code = np.searchsorted(edges, values, side="right") - 1
-            codes[column.name] = np.clip(code, 0, len(edges) - 2).astype(np.int32)
+            bins = np.searchsorted(edges, values, side="right") - 1
+            codes[column.name] = np.clip(bins, 0, len(edges) - 2).astype(np.int32)
     return codes
 
 

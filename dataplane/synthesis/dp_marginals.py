@@ -94,9 +94,10 @@ def _select_tree(
     codes: dict[str, np.ndarray], noisy: NoisyMarginals, budget: DpBudget
 ) -> list[tuple[str, str]]:
     names = list(codes)
-    selection, two_way = budget.stage("selection"), budget.stage("two-way")
+    selection = budget.stage("selection")
     if selection is None:
-        return [(names[0], names[1])] if two_way is not None else []
+        return [(names[0], names[1])] if budget.stage("two-way") is not None else []
+    two_way = budget.required_stage("two-way")
     sizes = noisy.compressed_sizes()
     one_way = {
         c: np.bincount(noisy.compressed[c], weights=noisy.one_way[c], minlength=sizes[c])
@@ -132,17 +133,16 @@ def measure_marginals(
     codes: dict[str, np.ndarray], sizes: dict[str, int], budget: DpBudget
 ) -> NoisyMarginals:
     """Steps 1-3: every noisy value the DP method computes from the rows."""
-    one_way = budget.stage("one-way")
+    one_way = budget.required_stage("one-way")
     noisy = NoisyMarginals()
     for name in sizes:
         noisy.one_way[name] = measure(marginal(codes, sizes, (name,)), one_way.scale)
         noisy.compressed[name] = _compression(noisy.one_way[name], one_way.scale)
     compressed = noisy.compress(codes)
     noisy.selected = _select_tree(compressed, noisy, budget)
-    two_way = budget.stage("two-way")
     for pair in noisy.selected:
         table = marginal(compressed, noisy.compressed_sizes(), pair)
-        noisy.two_way[pair] = measure(table, two_way.scale)
+        noisy.two_way[pair] = measure(table, budget.required_stage("two-way").scale)
     return noisy
 
 
@@ -244,7 +244,7 @@ def sample(
     full = mbi.Domain(names, [noisy.one_way[c].size for c in names])
     sizes = noisy.compressed_sizes()
     domain = mbi.Domain(names, [sizes[c] for c in names])
-    one_way, two_way = budget.stage("one-way"), budget.stage("two-way")
+    one_way = budget.required_stage("one-way")
     measurements = [
         mbi.LinearMeasurement(table.ravel(), (name,), stddev=one_way.scale).compress(
             {name: noisy.compressed[name]}, full
@@ -252,7 +252,7 @@ def sample(
         for name, table in noisy.one_way.items()
     ]
     measurements += [
-        mbi.LinearMeasurement(table.ravel(), pair, stddev=two_way.scale)
+        mbi.LinearMeasurement(table.ravel(), pair, stddev=budget.required_stage("two-way").scale)
         for pair, table in noisy.two_way.items()
     ]
     total = estimated_total(noisy)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cleanroom.audit.verifier import VerificationError
-from cleanroom.audit.verifier.rules import check_domain_rules
+from cleanroom.audit.verifier.rules import RESULT_OPENING, check_domain_rules, check_opening
 from tests.audit.domain import (
     CHARITE,
     OUTSIDER,
@@ -207,3 +207,11 @@ def test_the_latest_contribution_sets_the_budget_a_dataset_is_held_to() -> None:
     with pytest.raises(VerificationError, match="charged ε 4 out of a budget of 3"):
         check(run)
     check(mutate(insert_before("budget.reserved", raised), run))
+
+
+@pytest.mark.parametrize("job", [None, 7, ["job:1"], {"job:1": 1}])
+def test_an_opening_that_names_no_job_is_refused_clearly(job) -> None:
+    # A receiver's opening is a file anyone can hand the verifier: its job is whatever it says.
+    opening = {"format": RESULT_OPENING, "job": job, "salt": "00" * 32, "result": ""}
+    with pytest.raises(VerificationError, match="the opening names no job"):
+        check_opening(opening, {"job:1": {"result_commitment": ""}})

@@ -84,6 +84,28 @@ def test_a_document_bound_to_another_job_is_refused(job, start, enclave_key, cha
         charite_keys().release(release_request(job, document(job, enclave_key, bound_to=other)))
 
 
+def test_a_document_naming_no_enclave_key_is_refused_and_claims_nothing(
+    job, enclave_key, charite_keys
+):
+    # Genuinely attested and bound to the approved job, but with no key to seal the data key to.
+    keyless = trust.simulated_enclave(tee_config()).attest(
+        pcrs=trust.enclave_measurements(tee_config()),
+        public_key=None,
+        user_data=binding(job.pk, job.query.digest),
+        nonce=os.urandom(16),
+    )
+    service = charite_keys()
+    with pytest.raises(Refused, match="names no public key"):
+        service.release(release_request(job, keyless))
+    assert service.release(release_request(job, document(job, enclave_key))).sealed_key
+
+
+def test_the_embedded_key_service_keeps_no_suspensions_of_its_own(job, world, charite_keys):
+    dataset = world.charite.datasets.get()
+    with pytest.raises(Refused, match="keeps no suspensions"):
+        charite_keys().suspend(dataset.pk)
+
+
 def test_a_second_release_for_the_same_job_is_refused(job, enclave_key, charite_keys):
     service = charite_keys()
     service.release(release_request(job, document(job, enclave_key)))

@@ -9,6 +9,7 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
+from dataplane.privacy.calibration import measurements
 from dataplane.privacy.release import ReleaseError, _bound, check_release, release_aggregates
 from tests.privacy.support import (
     COLUMNS,
@@ -58,6 +59,19 @@ def test_a_float_sum_calibrated_for_a_smaller_bound_is_refused():
     measured[name] = dataclasses.replace(measured[name], sensitivity=500.0)
     with pytest.raises(ReleaseError, match="calibrated for 500"):
         _check(COUNT_SQL, measured)
+
+
+@pytest.mark.parametrize("mechanism", ["tee", "mpc"])
+def test_a_sum_over_a_measure_without_clamp_bounds_is_not_calibrated(mechanism):
+    # A catalog entry that lost its bounds: one row could add anything to the sum.
+    unbounded = dict(COLUMNS)
+    unbounded[("charite.stays", "cost")] = dataclasses.replace(
+        COLUMNS[("charite.stays", "cost")], lower=None, upper=None
+    )
+    with pytest.raises(ValueError, match="cost has no public clamp bounds"):
+        measurements(
+            parse(COUNT_SQL), unbounded, epsilon=Decimal(1), rows_per_unit=1, mechanism=mechanism
+        )
 
 
 def test_a_release_without_a_noisy_count_is_refused_as_it_could_not_suppress_small_groups():

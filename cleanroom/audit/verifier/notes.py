@@ -124,16 +124,16 @@ def parse_cosigner_key(vkey: str) -> Cosigner:
 def verify_cosignatures(note: str | bytes, cosigners: Iterable[Cosigner | str]) -> dict[str, int]:
     """The trusted witnesses whose cosignature/v1 line on this checkpoint verifies, with each
     one's timestamp. Lines by unknown keys are ignored; a bad line by a trusted key fails."""
-    table = {}
+    table: dict[tuple[str, bytes], Cosigner] = {}
     for c in cosigners:
         cosigner = parse_cosigner_key(c) if isinstance(c, str) else c
         table[(cosigner.name, cosigner.key_id)] = cosigner
     text, sigs = split_note(note)
     found: dict[str, int] = {}
     for name, kid, signature in sigs:
-        cosigner = table.get((name, kid))
-        if cosigner is not None:
-            found[name] = cosigner.verify(text, signature)
+        trusted = table.get((name, kid))
+        if trusted is not None:
+            found[name] = trusted.verify(text, signature)
     return found
 
 

@@ -118,9 +118,9 @@ class DomainRules:
 
     def feed(self, i: int, event: dict) -> None:
         kind = event.get("type")
-        required = REQUIRED_FIELDS.get(kind)
-        if required is None:
+        if not isinstance(kind, str) or kind not in REQUIRED_FIELDS:
             return  # no rule reads this type
+        required = REQUIRED_FIELDS[kind]
         data = event.get("data") or {}
         where = f"event {i} ({kind})"
         for name in required:
@@ -264,6 +264,8 @@ def check_opening(opening: dict, released: dict[str, dict]) -> str:
     if not isinstance(opening, dict) or opening.get("format") != RESULT_OPENING:
         raise VerificationError(f"the opening is not {RESULT_OPENING}")
     job = opening.get("job")
+    if not isinstance(job, str):
+        raise VerificationError("the opening names no job")
     event = released.get(job)
     if event is None:
         raise VerificationError(f"the bundle holds no released result of {job}")
