@@ -31,8 +31,10 @@ from jobs.serializers import (
     InboxItemSerializer,
     InvitationInputSerializer,
     InvitationResponseSerializer,
+    JobResultSerializer,
     JobSerializer,
     PlanInputSerializer,
+    PlanReportSerializer,
     QueryInputSerializer,
     QueryPatchSerializer,
     QuerySerializer,
@@ -196,7 +198,7 @@ class QueryList(generics.ListAPIView):
 class QueryPlan(APIView):
     """The plan report for a query text and its parameters; stores nothing."""
 
-    @extend_schema(request=PlanInputSerializer, responses={200: dict})
+    @extend_schema(request=PlanInputSerializer, responses={200: PlanReportSerializer})
     def post(self, request: Request, slug: str) -> Response:
         room = selectors.get_room_for_reader(request.user, slug)
         serializer = PlanInputSerializer(data=request.data)
@@ -349,7 +351,7 @@ class JobResult(APIView):
 
     refusals = {"GET": (403, 404)}
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: JobResultSerializer})
     def get(self, request: Request, slug: str, pk: int) -> Response:
         job = _job(request, slug, pk)
         result, organization = _received(request, job)

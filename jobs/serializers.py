@@ -290,3 +290,136 @@ class BudgetSerializer(serializers.Serializer):
     )
     total_delta = serializers.DecimalField(max_digits=13, decimal_places=12)
     remaining_delta = serializers.DecimalField(max_digits=13, decimal_places=12)
+
+
+# The planner's report and a released result, described for the API's schema (the views return
+# `Plan.as_dict()` and the result's JSON as they are); clients, the project's own among them
+# (cleanroom/client), are checked against these descriptions.
+
+
+class PlanCheckSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="language, budget, receivers, mechanism, residency, ...")
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class PlanMechanismSerializer(serializers.Serializer):
+    chosen = serializers.CharField(
+        allow_null=True, help_text="mpc or tee; null if none can run it."
+    )
+    reason = serializers.CharField()
+
+
+class PlanOwnerSerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+
+
+class PlanDatasetSerializer(serializers.Serializer):
+    """What the query would charge a dataset it reads, and whether its budget still fits it."""
+
+    name = serializers.CharField(help_text="`org.dataset`")
+    owner = PlanOwnerSerializer()
+    jurisdiction = serializers.CharField()
+    version = serializers.IntegerField()
+    policy_version = serializers.IntegerField()
+    uses = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Per column, how the query uses it (dimension, measure, filter, join_key).",
+    )
+    epsilon = serializers.CharField(help_text="The ε this query charges the dataset.")
+    delta = serializers.CharField()
+    total_epsilon = serializers.CharField()
+    remaining_epsilon = serializers.CharField()
+    remaining_delta = serializers.CharField()
+    max_epsilon_per_query = serializers.CharField()
+    rows_per_unit = serializers.IntegerField()
+    min_group_size = serializers.IntegerField()
+    fits = serializers.BooleanField(help_text="Whether the charge fits the dataset's budget.")
+
+
+class PlanDecisionSerializer(serializers.Serializer):
+    """The residency function's answer for one step and one dataset."""
+
+    kind = serializers.CharField()
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField()
+
+
+class PlanStepSerializer(serializers.Serializer):
+    step = serializers.CharField()
+    kind = serializers.CharField()
+    site = serializers.CharField(allow_null=True, help_text="Null for a delivery.")
+    jurisdiction = serializers.CharField(allow_null=True)
+    decisions = PlanDecisionSerializer(many=True)
+
+
+class PlanCellSerializer(serializers.Serializer):
+    """An output cell's noise: its mechanism, the ε it spends and its 95 % accuracy."""
+
+    alias = serializers.CharField()
+    kind = serializers.CharField(help_text="count, sum or avg")
+    mechanism = serializers.CharField()
+    epsilon = serializers.FloatField()
+    scale = serializers.FloatField(allow_null=True)
+    accuracy95 = serializers.FloatField(
+        help_text="Half-width of the 95 % interval (for an average, a bound at the minimum group)."
+    )
+
+
+class PlanReportSerializer(serializers.Serializer):
+    """The planner's report for a query text and its parameters (`jobs/planner.py`)."""
+
+    ok = serializers.BooleanField(help_text="Every check passed.")
+    error = serializers.JSONField(
+        allow_null=True, help_text="Where the parser refused the SQL: reason, line, column."
+    )
+    shape = serializers.CharField(allow_null=True)
+    output_kind = serializers.CharField()
+    synthetic = serializers.JSONField(allow_null=True, help_text="A synthetic extract's plan.")
+    mechanism = PlanMechanismSerializer()
+    datasets = PlanDatasetSerializer(many=True)
+    required_approvers = serializers.ListField(child=serializers.SlugField())
+    steps = PlanStepSerializer(many=True)
+    groups = serializers.JSONField()
+    cells = PlanCellSerializer(many=True)
+    checks = PlanCheckSerializer(many=True)
+
+
+class ResultTableSerializer(serializers.Serializer):
+    """The released table: per row its dimensions' values, `suppressed`, and per aggregate alias
+    a cell {value, mechanism, scale, ci95_low, ci95_high, approximate} (null values where the
+    group is suppressed)."""
+
+    columns = serializers.ListField(child=serializers.CharField())
+    dimensions = serializers.ListField(child=serializers.CharField())
+    rows = serializers.ListField(child=serializers.DictField())
+    measurements = serializers.ListField(child=serializers.DictField())
+    rows_per_unit = serializers.IntegerField()
+    min_group_size = serializers.IntegerField()
+    confidence = serializers.FloatField()
+
+
+class ResultFileSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    commitment = serializers.CharField()
+    size = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class JobResultSerializer(serializers.Serializer):
+    """A released result: an aggregate's `table`, or a synthetic extract's summary and files."""
+
+    job = serializers.IntegerField()
+    commitment = serializers.CharField()
+    opening = serializers.JSONField(help_text="Opens the commitment (verify.pyz --result).")
+    mechanism = serializers.CharField()
+    epsilon = serializers.CharField()
+    simulated_tee = serializers.BooleanField()
+    table = ResultTableSerializer(required=False, help_text="An aggregate query's result.")
+    output_kind = serializers.CharField(required=False, help_text="`synthetic` for an extract.")
+    differentially_private = serializers.BooleanField(required=False)
+    label = serializers.CharField(required=False, allow_null=True)
+    delta = serializers.CharField(required=False)
+    extract = serializers.JSONField(required=False, help_text="The extract's summary.")
+    files = ResultFileSerializer(many=True, required=False)

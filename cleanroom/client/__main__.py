@@ -1,0 +1,5 @@
+import sys
+
+from cleanroom.client.cli import main
+
+sys.exit(main())
