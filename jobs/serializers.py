@@ -419,7 +419,8 @@ class JobResultSerializer(serializers.Serializer):
     table = ResultTableSerializer(required=False, help_text="An aggregate query's result.")
     output_kind = serializers.CharField(required=False, help_text="`synthetic` for an extract.")
     differentially_private = serializers.BooleanField(required=False)
-    label = serializers.CharField(required=False, allow_null=True)
+    # The response's key; DRF takes declared fields out of the class, so no Field.label clash.
+    label = serializers.CharField(required=False, allow_null=True)  # type: ignore[assignment]
     delta = serializers.CharField(required=False)
     extract = serializers.JSONField(required=False, help_text="The extract's summary.")
     files = ResultFileSerializer(many=True, required=False)
