@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from cleanroom.client.api import Client
 from cleanroom.client.errors import ApiError, CannotConnect
 from cleanroom.client.results import Extract
@@ -265,8 +267,7 @@ def result(args) -> int:
         frame.write_csv(args.csv)
         print(f"Wrote {len(frame)} rows to {args.csv}")
     else:
-        with _wide_table():
-            print(frame)
+        print(readable(frame))
     return OK
 
 
@@ -276,10 +277,37 @@ def bundle(args) -> int:
     return OK
 
 
-def _wide_table():
-    import polars as pl
+def readable(frame: pl.DataFrame) -> str:
+    """A result for a terminal: each value with its 95 % interval, each mechanism once."""
+    if "suppressed" not in frame.columns:  # an extract's rows
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=160):
+            return str(frame)
+    dimensions = frame.columns[: frame.columns.index("suppressed")]
+    aliases = [c.removesuffix("_mechanism") for c in frame.columns if c.endswith("_mechanism")]
+    header = [*dimensions, *(f"{alias} [95 % interval]" for alias in aliases)]
+    lines = [header]
+    for row in frame.iter_rows(named=True):
+        cells = [str(row[d]) for d in dimensions]
+        for alias in aliases:
+            cells.append(
+                "suppressed"
+                if row["suppressed"]
+                else f"{_number(row[alias])} [{_number(row[alias + '_ci95_low'])}, "
+                f"{_number(row[alias + '_ci95_high'])}]"
+            )
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines]  # fmt: skip
+    mechanisms = {
+        alias: frame[alias + "_mechanism"].drop_nulls().unique().to_list() for alias in aliases
+    }
+    text += [f"{alias}: {', '.join(names)}" for alias, names in mechanisms.items() if names]
+    return "\n".join(text)
 
-    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60)
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 COMMANDS = {

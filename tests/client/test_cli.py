@@ -53,6 +53,21 @@ def test_submit_run_and_result_from_the_command_line(world, as_bob, study, site_
     job_id = query.job.pk
     assert f"Job {job_id} succeeded" in captured.out and "100 % succeeded" in captured.err
 
+    assert main(["result", "study", str(job_id)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].split() == [
+        "diagnosis",
+        "n",
+        "[95",
+        "%",
+        "interval]",
+        "cost",
+        "[95",
+        "%",
+        "interval]",
+    ]
+    assert shown[-2:] == ["n: discrete Laplace", "cost: Laplace"]
+
     assert main(["result", "study", str(job_id), "--csv", "-"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert header.startswith("diagnosis,suppressed,n,n_ci95_low,n_ci95_high,n_mechanism,n_scale")
