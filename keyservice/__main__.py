@@ -1,8 +1,9 @@
 """`python -m keyservice init STATE --label LABEL`: a SoftHSM2 token of the service's own in
 STATE. `python -m keyservice serve STATE --label LABEL --port PORT`: answer the API, with the
 trust the organisation pinned in STATE/config.json. Prints `ready <port>` once listening.
-`python -m keyservice suspend|resume STATE --label LABEL --dataset ID`: the organisation's own
-kill switch for one dataset, on its own host."""
+`python -m keyservice suspend|resume STATE --label LABEL --dataset ID` (or `--room ID`): the
+organisation's own kill switch for one dataset, or for its participation in one room, on its
+own host."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dataset", type=int, help="suspend, resume: the dataset's id")
+    parser.add_argument("--room", type=int, help="suspend, resume: the room's id (participation)")
     args = parser.parse_args(argv)
     if args.command == "init":
         init_softhsm(args.state, args.label)
@@ -32,8 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     pinned, book, callers = config.load(args.state)
     if args.command in ("suspend", "resume"):
-        getattr(pinned.suspended, args.command)(args.dataset)
-        print(f"dataset:{args.dataset} {'suspended' if args.command == 'suspend' else 'resumed'}")
+        if (args.dataset is None) == (args.room is None):
+            parser.error(f"{args.command} takes one of --dataset and --room")
+        kind, item = ("room", args.room) if args.room is not None else ("dataset", args.dataset)
+        getattr(pinned.suspended_rooms if kind == "room" else pinned.suspended, args.command)(item)
+        print(f"{kind}:{item} {'suspended' if args.command == 'suspend' else 'resumed'}")
         return
     service = OrganizationKeyService(
         pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book

@@ -88,6 +88,12 @@ class OrganizationKeyService:
     def resume(self, dataset: int) -> None:
         self.pinned.suspended.resume(dataset)
 
+    def suspend_room(self, room: int) -> None:
+        self.pinned.suspended_rooms.suspend(room)
+
+    def resume_room(self, room: int) -> None:
+        self.pinned.suspended_rooms.resume(room)
+
     def _label(self, purpose: str) -> str:
         if not _PURPOSE.fullmatch(purpose):
             raise Refused(f"no receiving key for {purpose!r}: results, or job<id>")
