@@ -15,7 +15,7 @@ from keyservice import config
 from keyservice.release import ReleaseLog
 from keyservice.server import KeyServiceServer
 from keyservice.service import OrganizationKeyService
-from keyservice.token import Token, init_softhsm
+from keyservice.token import Token, init_softhsm, keep_private
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         init_softhsm(args.state, args.label)
         print(f"token {args.label} in {args.state}")
         return
+    keep_private(args.state)
     pinned, book, callers = config.load(args.state)
     if args.command in ("suspend", "resume"):
         if (args.dataset is None) == (args.room is None):
