@@ -446,3 +446,27 @@ class DatasetSuspension(APIView):
             dataset=get_dataset_for_user(request.user, org, slug), by=request.user
         )
         return Response(DatasetSerializer(dataset).data)
+
+
+class RoomParticipationSuspension(APIView):
+    """The owner's kill switch for its organisation's participation in the room: POST suspends
+    it (none of its datasets plans, runs or gets a key here), DELETE lifts it. An owner of the
+    member organisation alone."""
+
+    refusals = {"POST": (403, 404, 409), "DELETE": (403, 404, 409)}
+
+    def _change(self, request: Request, slug: str, change) -> Response:
+        room = selectors.get_room_for_member(request.user, slug)
+        organization = require_acting_organization(
+            request.user, room, Permission.SUSPEND_PARTICIPATION
+        )
+        membership = change(room=room, organization=organization, by=request.user)
+        return Response(RoomMembershipSerializer(membership).data)
+
+    @extend_schema(request=None, responses={200: RoomMembershipSerializer})
+    def post(self, request: Request, slug: str) -> Response:
+        return self._change(request, slug, services.suspend_participation)
+
+    @extend_schema(request=None, responses={200: RoomMembershipSerializer})
+    def delete(self, request: Request, slug: str) -> Response:
+        return self._change(request, slug, services.lift_participation_suspension)

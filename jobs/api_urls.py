@@ -20,6 +20,11 @@ urlpatterns = [
         name="api-decline",
     ),
     path("rooms/<slug:slug>/datasets/", api.RoomContributions.as_view(), name="api-contribute"),
+    path(
+        "rooms/<slug:slug>/participation/suspension/",
+        api.RoomParticipationSuspension.as_view(),
+        name="api-participation-suspension",
+    ),
     path("rooms/<slug:slug>/queries/", api.QueryList.as_view(), name="api-queries"),
     path("rooms/<slug:slug>/queries/plan/", api.QueryPlan.as_view(), name="api-query-plan"),
     path("rooms/<slug:slug>/queries/<int:pk>/", api.QueryDetail.as_view(), name="api-query"),

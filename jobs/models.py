@@ -48,6 +48,12 @@ class RoomMembership(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     responded_at = models.DateTimeField(null=True)
+    # The owner's kill switch for its participation: while set, none of its datasets plans,
+    # runs or gets a key in this room (they still do in other rooms).
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    suspended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
 
     class Meta:
         ordering = ["room", "organization__name"]

@@ -10,6 +10,7 @@ templates all ask here, so a page never allows what the API refuses.
 - A query is changed (a draft edited in place or submitted, a submitted version revised) by
   its author organisation alone: a member of it who may propose queries.
 - A result is read by members of its receiving organisations alone.
+- An organisation's participation in a room is suspended and lifted by its own owners alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Permission(StrEnum):
     CONTRIBUTE = "contribute"
     PROPOSE_QUERY = "propose_query"
     DECIDE_QUERY = "decide_query"
+    SUSPEND_PARTICIPATION = "suspend_participation"
 
 
 def membership_of(room: Room, organization: Organization) -> RoomMembership | None:
@@ -73,6 +75,12 @@ def has_permission(user, permission: Permission, *, room: Room, organization: Or
         case Permission.DECIDE_QUERY:
             return active and has_party_permission(
                 user, PartyPermission.APPROVE_QUERIES, organization=organization
+            )
+        case Permission.SUSPEND_PARTICIPATION:
+            # Suspending and lifting are the organisation's own act: an owner of it, never the
+            # room's creator or another member.
+            return active and has_party_permission(
+                user, PartyPermission.MANAGE_DATASETS, organization=organization
             )
     return False
 

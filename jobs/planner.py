@@ -186,6 +186,11 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
     members = set(
         room.memberships.filter(status="active").values_list("organization_id", flat=True)
     )
+    withdrawn = set(
+        room.memberships.filter(suspended_at__isnull=False).values_list(
+            "organization_id", flat=True
+        )
+    )
     for contribution in plan.contributions:
         dataset, policy = contribution.dataset, contribution.policy
         name = dataset.qualified_name
@@ -214,6 +219,15 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
                     "suspension",
                     False,
                     f"{name} is suspended by its owner: nothing runs on it until they lift it.",
+                )
+            )
+        if dataset.organization_id in withdrawn:
+            plan.checks.append(
+                Check(
+                    "suspension",
+                    False,
+                    f"{dataset.organization.name} suspended its participation in this room: "
+                    f"nothing runs on {name} here until it lifts the suspension.",
                 )
             )
         ok, message = budget_check(

@@ -24,7 +24,14 @@ class RoomMembershipSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RoomMembership
-        fields = ["organization", "status", "invited_by", "created_at", "responded_at"]
+        fields = [
+            "organization",
+            "status",
+            "invited_by",
+            "created_at",
+            "responded_at",
+            "suspended_at",
+        ]
 
 
 class RoomDatasetSerializer(serializers.ModelSerializer):

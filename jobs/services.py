@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -15,7 +16,7 @@ from jobs.models import Room, RoomDataset, RoomMembership
 from jobs.permissions import Permission, require
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused
-from parties.keys import KeyServiceAccess, owner_key_service
+from parties.keys import KeyServiceAccess, OwnerKeyService, owner_key_service
 from parties.models import Dataset, DatasetVersion, Organization
 from parties.permissions import Permission as PartyPermission
 from parties.permissions import require as require_party
@@ -169,23 +170,28 @@ def _switch(dataset: Dataset, by: User, *, suspend: bool) -> Dataset:
             "room_id", flat=True
         ):
             record_room_event(room_id, event, by=by, subject=f"dataset:{dataset.pk}", **data)
-        transaction.on_commit(lambda: _tell_key_service(dataset, suspend=suspend))
+        transaction.on_commit(
+            lambda: _tell_key_service(
+                dataset.organization,
+                str(dataset),
+                lambda service: (service.suspend if suspend else service.resume)(dataset.pk),
+            )
+        )
     return dataset
 
 
-def _tell_key_service(dataset: Dataset, *, suspend: bool) -> None:
+def _tell_key_service(
+    organization: Organization, what: str, change: Callable[[OwnerKeyService], None]
+) -> None:
     access = KeyServiceAccess.from_settings(settings)
-    if dataset.organization.slug not in access.urls:
-        return  # the embedded key service reads the suspension from the dataset itself
-    service = owner_key_service(dataset.organization, access)
+    if organization.slug not in access.urls:
+        return  # the embedded key service reads suspensions from the platform's records
     try:
-        (service.suspend if suspend else service.resume)(dataset.pk)
+        change(owner_key_service(organization, access))
     except (Refused, KeyServiceUnavailable):
-        # The platform refuses every run on the dataset either way; the owner's own service
-        # keeps its own switch (python -m keyservice suspend|resume on its host).
-        log.warning(
-            "%s's key service did not take the change to %s", dataset.organization.slug, dataset
-        )
+        # The platform refuses every run it covers either way; the owner's own service keeps
+        # its own switch (python -m keyservice suspend|resume on its host).
+        log.warning("%s's key service did not take the change to %s", organization.slug, what)
 
 
 def suspend_dataset(*, dataset: Dataset, by: User) -> Dataset:
@@ -196,3 +202,58 @@ def suspend_dataset(*, dataset: Dataset, by: User) -> Dataset:
 
 def lift_suspension(*, dataset: Dataset, by: User) -> Dataset:
     return _switch(dataset, by, suspend=False)
+
+
+def _switch_participation(
+    room: Room, organization: Organization, by: User, *, suspend: bool
+) -> RoomMembership:
+    """The owner's kill switch for its participation in one room: every one of its datasets
+    contributed there stops planning, running and getting keys in this room only. Recorded in
+    the room's log; the organisation's own key service learns it after the commit."""
+    require(by, Permission.SUSPEND_PARTICIPATION, room=room, organization=organization)
+    with transaction.atomic():
+        membership = (
+            RoomMembership.objects.select_for_update()
+            .select_related("organization")
+            .get(room=room, organization=organization)
+        )
+        if bool(membership.suspended_at) == suspend:
+            raise SuspensionError(
+                f"{organization.name}'s participation in {room.name} is "
+                f"{'already' if suspend else 'not'} suspended.",
+                conflict=True,
+            )
+        membership.suspended_at = timezone.now() if suspend else None
+        membership.suspended_by = by if suspend else None
+        membership.save(update_fields=["suspended_at", "suspended_by"])
+        datasets = RoomDataset.objects.filter(room=room, dataset__organization=organization)
+        _record(
+            room,
+            "room.participation_suspended" if suspend else "room.participation_resumed",
+            by,
+            organization=f"org:{organization.pk}",
+            datasets=sorted(
+                f"dataset:{pk}" for pk in datasets.values_list("dataset_id", flat=True)
+            ),
+        )
+        transaction.on_commit(
+            lambda: _tell_key_service(
+                organization,
+                f"its participation in {room}",
+                lambda service: (service.suspend_room if suspend else service.resume_room)(room.pk),
+            )
+        )
+    return membership
+
+
+def suspend_participation(*, room: Room, organization: Organization, by: User) -> RoomMembership:
+    """From now none of the organisation's datasets plans, runs or gets a key in this room;
+    running jobs of the room that read them fail closed at their next step (charged ones stay
+    charged). The same datasets keep working in other rooms."""
+    return _switch_participation(room, organization, by, suspend=True)
+
+
+def lift_participation_suspension(
+    *, room: Room, organization: Organization, by: User
+) -> RoomMembership:
+    return _switch_participation(room, organization, by, suspend=False)

@@ -18,6 +18,11 @@ urlpatterns = [
         name="room-respond",
     ),
     path("rooms/<slug:slug>/contribute/", views.room_contribute, name="room-contribute"),
+    path(
+        "rooms/<slug:slug>/participation/suspension/",
+        views.participation_suspension,
+        name="participation-suspension",
+    ),
     path("rooms/<slug:slug>/queries/new/", query_views.query_create, name="query-create"),
     path("rooms/<slug:slug>/queries/plan/", query_views.query_plan, name="query-plan"),
     path("rooms/<slug:slug>/queries/<int:pk>/", query_views.query_detail, name="query-detail"),

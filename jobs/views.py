@@ -53,6 +53,14 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
                 user, Permission.RESPOND_TO_INVITATION, room=room, organization=m.organization
             )
         ],
+        # The caller's own organisations' participation, which it may suspend or lift.
+        "switchable": [
+            m
+            for m in room.memberships.filter(status=RoomMembership.Status.ACTIVE)
+            if has_permission(
+                user, Permission.SUSPEND_PARTICIPATION, room=room, organization=m.organization
+            )
+        ],
         **extra,
     }
 
@@ -152,6 +160,35 @@ def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
     except DomainError as exc:
         return _panel(request, room, error=str(exc))
     return _panel(request, room, success=f"{dataset.name} is now in the room.")
+
+
+@login_required
+@require_POST
+def participation_suspension(request: HttpRequest, slug: str) -> HttpResponse:
+    """The owner's kill switch for its organisation's participation, on the room's page:
+    `suspend` or `lift`."""
+    room = selectors.get_room_for_member(request.user, slug)
+    organization = require_acting_organization(request.user, room, Permission.SUSPEND_PARTICIPATION)
+    change = {
+        "suspend": services.suspend_participation,
+        "lift": services.lift_participation_suspension,
+    }.get(request.POST.get("action", ""))
+    if change is None:
+        messages.error(request, "Choose to suspend the participation or to lift its suspension.")
+        return redirect("room-detail", slug=room.slug)
+    try:
+        membership = change(room=room, organization=organization, by=request.user)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"{organization.name}'s participation is suspended: none of its datasets runs or "
+            "gets a key in this room until you lift it."
+            if membership.suspended_at
+            else f"{organization.name} takes part in this room again.",
+        )
+    return redirect("room-detail", slug=room.slug)
 
 
 @login_required

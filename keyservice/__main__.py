@@ -1,8 +1,9 @@
 """`python -m keyservice init STATE --label LABEL`: a SoftHSM2 token of the service's own in
 STATE. `python -m keyservice serve STATE --label LABEL --port PORT`: answer the API, with the
 trust the organisation pinned in STATE/config.json. Prints `ready <port>` once listening.
-`python -m keyservice suspend|resume STATE --label LABEL --dataset ID`: the organisation's own
-kill switch for one dataset, on its own host."""
+`python -m keyservice suspend|resume STATE --label LABEL --dataset ID` (or `--room ID`): the
+organisation's own kill switch for one dataset, or for its participation in one room, on its
+own host."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from keyservice import config
 from keyservice.release import ReleaseLog
 from keyservice.server import KeyServiceServer
 from keyservice.service import OrganizationKeyService
-from keyservice.token import Token, init_softhsm
+from keyservice.token import Token, init_softhsm, keep_private
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,15 +26,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dataset", type=int, help="suspend, resume: the dataset's id")
+    parser.add_argument("--room", type=int, help="suspend, resume: the room's id (participation)")
     args = parser.parse_args(argv)
     if args.command == "init":
         init_softhsm(args.state, args.label)
         print(f"token {args.label} in {args.state}")
         return
+    keep_private(args.state)
     pinned, book, callers = config.load(args.state)
     if args.command in ("suspend", "resume"):
-        getattr(pinned.suspended, args.command)(args.dataset)
-        print(f"dataset:{args.dataset} {'suspended' if args.command == 'suspend' else 'resumed'}")
+        if (args.dataset is None) == (args.room is None):
+            parser.error(f"{args.command} takes one of --dataset and --room")
+        kind, item = ("room", args.room) if args.room is not None else ("dataset", args.dataset)
+        getattr(pinned.suspended_rooms if kind == "room" else pinned.suspended, args.command)(item)
+        print(f"{kind}:{item} {'suspended' if args.command == 'suspend' else 'resumed'}")
         return
     service = OrganizationKeyService(
         pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book

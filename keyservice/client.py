@@ -82,7 +82,10 @@ class RemoteKeyService:
             "/site-key",
             {
                 "job": request.job,
+                "query": request.query,
                 "dataset": request.dataset,
+                "canonical": request.canonical,
+                "approval_signature": _b64(request.approval_signature),
                 "site": request.site,
                 "kek_id": request.kek_id,
                 "wrapped_key": _b64(request.wrapped_key),
@@ -96,6 +99,12 @@ class RemoteKeyService:
 
     def resume(self, dataset: int) -> None:
         self._post("/resume", {"dataset": dataset})
+
+    def suspend_room(self, room: int) -> None:
+        self._post("/suspend", {"room": room})
+
+    def resume_room(self, room: int) -> None:
+        self._post("/resume", {"room": room})
 
     def release(self, request: ReleaseRequest) -> Released:
         answer = self._post(

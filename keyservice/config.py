@@ -1,7 +1,8 @@
 """What an organisation pins in its key service's state folder, `config.json`: its own id and
 approval public keys, the transfer rules of the jurisdictions its datasets live in, the sites
 it knows with their kinds and jurisdictions, the attestation roots and measurements it
-accepts, the datasets it has suspended, and the callers it answers with what each may ask.
+accepts, the datasets it has suspended and the rooms it suspended its participation in, and the
+callers it answers with what each may ask.
 
 Its datasets are learned as their keys are wrapped (`datasets.json`, `DatasetBook`): a dataset
 is registered once, in a jurisdiction the organisation pinned, and never moved."""
@@ -100,13 +101,15 @@ class DatasetBook(Mapping[int, Dataset]):
 
 
 class Suspensions:
-    """The datasets the organisation suspended, kept in the state folder: a suspension takes
-    effect on the next request; lifting one is an operation the organisation grants only to its
-    own administrators (`python -m keyservice resume`, or a caller it allows `resume`)."""
+    """What the organisation suspended (its datasets, or its participation in rooms), kept in
+    the state folder: a suspension takes effect on the next request; lifting one is an operation
+    the organisation grants only to its own administrators (`python -m keyservice resume`, or a
+    caller it allows `resume`)."""
 
-    def __init__(self, path: Path, pinned: Iterable[int] = ()):
+    def __init__(self, path: Path, pinned: Iterable[int] = (), kind: str = "dataset"):
         self.path = path
         self.pinned = frozenset(pinned)
+        self.kind = kind
 
     def _read(self) -> set[int]:
         try:
@@ -121,16 +124,18 @@ class Suspensions:
             (current.add if suspended else current.discard)(dataset)
             self.path.write_text(json.dumps(sorted(current)))
 
-    def suspend(self, dataset: int) -> None:
-        self._change(dataset, True)
+    def suspend(self, item: int) -> None:
+        self._change(item, True)
 
-    def resume(self, dataset: int) -> None:
-        if dataset in self.pinned:
-            raise Refused(f"dataset:{dataset} is suspended in config.json; only its owner edits it")
-        self._change(dataset, False)
+    def resume(self, item: int) -> None:
+        if item in self.pinned:
+            raise Refused(
+                f"{self.kind}:{item} is suspended in config.json; only its owner edits it"
+            )
+        self._change(item, False)
 
-    def __contains__(self, dataset: object) -> bool:
-        return dataset in self.pinned or dataset in self._read()
+    def __contains__(self, item: object) -> bool:
+        return item in self.pinned or item in self._read()
 
 
 def config_json(
@@ -143,6 +148,7 @@ def config_json(
     allowed_measurements: list[Mapping[int, bytes]],
     callers: Mapping[str, Caller],
     suspended: Iterable[int] = (),
+    suspended_rooms: Iterable[int] = (),
 ) -> dict[str, Any]:
     return {
         "organization": organization,
@@ -157,6 +163,7 @@ def config_json(
             {str(i): pcr.hex() for i, pcr in entry.items()} for entry in allowed_measurements
         ],
         "suspended": sorted(suspended),
+        "suspended_rooms": sorted(suspended_rooms),
         "callers": {
             name: {"key": base64.b64encode(c.key).decode(), "may": sorted(c.may)}
             for name, c in callers.items()
@@ -191,6 +198,11 @@ def load(state: Path) -> tuple[Pinned, DatasetBook, dict[str, Caller]]:
         ),
         suspended=Suspensions(
             state / "suspended.json", (int(i) for i in data.get("suspended", []))
+        ),
+        suspended_rooms=Suspensions(
+            state / "suspended_rooms.json",
+            (int(i) for i in data.get("suspended_rooms", [])),
+            kind="room",
         ),
     )
     callers = {

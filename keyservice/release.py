@@ -60,6 +60,8 @@ class Pinned:
     trusted_roots: tuple[x509.Certificate, ...]
     allowed_measurements: tuple[Mapping[int, bytes], ...]
     suspended: Container[int] = field(default_factory=frozenset)  # dataset ids
+    # Rooms the organisation suspended its participation in: none of its datasets there.
+    suspended_rooms: Container[int] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,13 @@ class Released:
 @dataclass(frozen=True)
 class SiteKeyRequest:
     """An owner's own worker site asking for its dataset's key, to read its rows there (an
-    MPC input step)."""
+    MPC input step), for an approved query (which names the room)."""
 
     job: int
+    query: int
     dataset: int
+    canonical: dict
+    approval_signature: bytes
     site: str
     kek_id: str
     wrapped_key: bytes
@@ -119,7 +124,7 @@ class ReleaseLog:
             return True
 
 
-def _approved(request: ReleaseRequest, pinned: Pinned, digest: str) -> bool:
+def _approved(request: ReleaseRequest | SiteKeyRequest, pinned: Pinned, digest: str) -> bool:
     message = approval_message(
         f"query:{request.query}", digest, f"org:{pinned.organization}", "approve"
     )
@@ -141,6 +146,21 @@ def _dataset(pinned: Pinned, dataset_id: int) -> Dataset:
     return dataset
 
 
+def _check_room(pinned: Pinned, canonical: dict, dataset: Dataset) -> None:
+    """Refuse a room the organisation suspended its participation in. The room is read from
+    the approved canonical form, which the organisation's approval signature binds, never from
+    a field a host or the platform could set."""
+    room = str(canonical.get("room", ""))
+    number = room.removeprefix("room:")
+    if not room.startswith("room:") or not number.isdigit():
+        raise Refused("the approved query names no room")
+    if int(number) in pinned.suspended_rooms:
+        raise Refused(
+            f"this organisation suspended its participation in {room}: "
+            f"no key for {dataset.name} there"
+        )
+
+
 def _place(pinned: Pinned, site: str) -> Place:
     place = pinned.sites.get(site)
     if place is None:
@@ -152,10 +172,17 @@ def decide_site_key(
     request: SiteKeyRequest, pinned: Pinned, *, keys: Unwrapper
 ) -> tuple[bytes, str]:
     """The data key for the owner's own worker site, where residency allows its rows in
-    plaintext; with the reason. Never for an enclave or an MPC party site."""
+    plaintext, for a query it approved that reads the dataset in a room it still takes part
+    in; with the reason. Never for an enclave or an MPC party site."""
     dataset = _dataset(pinned, request.dataset)
     if request.key_context.get("dataset") != str(dataset.id):
         raise Refused(f"the wrapped key relayed is not {dataset.name}'s")
+    if not any(d.get("name") == dataset.name for d in request.canonical.get("datasets", [])):
+        raise Refused(f"the approved query does not read {dataset.name}")
+    digest = hashlib.sha256(canonical_json(request.canonical)).hexdigest()
+    if not _approved(request, pinned, digest):
+        raise Refused("this organisation did not approve the query's digest")
+    _check_room(pinned, request.canonical, dataset)
     place = _place(pinned, request.site)
     if place.kind != SiteKind.WORKER:
         raise Refused(f"{request.site} is not a worker site: keys go there only attested")
@@ -190,6 +217,7 @@ def decide_release(
         raise Refused(f"the wrapped key relayed is not {dataset.name}'s approved version")
     if not _approved(request, pinned, digest):
         raise Refused("this organisation did not approve the query's digest")
+    _check_room(pinned, request.canonical, dataset)
     try:
         verified = verify_attestation(
             request.document,

@@ -1,7 +1,8 @@
 """The key service's HTTP API: `POST /keys` (a new KEK in the token), `POST /wrap` (wrap a new
 version's data key, registering its dataset), `POST /release` (the attested release to an
 enclave), `POST /site-key` (the key for the owner's own worker site), `POST /suspend` and `POST
-/resume` (the owner's kill switch for one dataset), `POST /receiving-key` (the public half of
+/resume` (the owner's kill switch for one dataset, or for its participation in one room),
+`POST /receiving-key` (the public half of
 the results key or of an MPC job's delivery key), `POST /open` (open what was sealed to one, for
 a named reader) and `POST /destroy` (a job's delivery key, at the job's end). There is no plain
 unwrap of a dataset key for anyone else. Every request is signed by a pinned caller
@@ -161,7 +162,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/site-key":
             site_request = SiteKeyRequest(
                 job=int(body["job"]),
+                query=int(body["query"]),
                 dataset=int(body["dataset"]),
+                canonical=body["canonical"],
+                approval_signature=base64.b64decode(body["approval_signature"]),
                 site=str(body["site"]),
                 kek_id=str(body["kek_id"]),
                 wrapped_key=base64.b64decode(body["wrapped_key"]),
@@ -170,10 +174,16 @@ class _Handler(BaseHTTPRequestHandler):
             data_key, reason = self._decided(caller, site_request, service.site_key)
             return {"data_key": _b64(data_key), "reason": reason}
         if self.path in ("/suspend", "/resume"):
+            suspend = self.path == "/suspend"
+            if "room" in body:  # the organisation's participation in one room
+                room = int(body["room"])
+                (service.suspend_room if suspend else service.resume_room)(room)
+                self.server.record(caller=caller, room=room, operation=self.path[1:])
+                return {"room": room, "suspended": suspend}
             dataset = int(body["dataset"])
-            (service.suspend if self.path == "/suspend" else service.resume)(dataset)
+            (service.suspend if suspend else service.resume)(dataset)
             self.server.record(caller=caller, dataset=dataset, operation=self.path[1:])
-            return {"dataset": dataset, "suspended": self.path == "/suspend"}
+            return {"dataset": dataset, "suspended": suspend}
         if self.path == "/receiving-key":
             return {"public_key": _b64(service.receiving_key(str(body["purpose"])))}
         if self.path == "/open":

@@ -96,6 +96,12 @@ class OrganizationKeyService:
             raise Refused("this key service keeps no suspensions: suspend on the platform")
         return suspended
 
+    def suspend_room(self, room: int) -> None:
+        self.pinned.suspended_rooms.suspend(room)
+
+    def resume_room(self, room: int) -> None:
+        self.pinned.suspended_rooms.resume(room)
+
     def _label(self, purpose: str) -> str:
         if not _PURPOSE.fullmatch(purpose):
             raise Refused(f"no receiving key for {purpose!r}: results, or job<id>")

@@ -32,9 +32,18 @@ def _aad(context: dict[str, str]) -> bytes:
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
 
 
+def keep_private(state: Path) -> None:
+    """The state folder is the key service's user's alone (0700): its token, PIN, pinned trust
+    and logs are no other process's to read, the platform's web tier and workers included,
+    whatever the modes of the files inside."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.chmod(0o700)
+
+
 def init_softhsm(state: Path, label: str) -> str:
     """A SoftHSM2 token of its own in `state` (its configuration and token folder there);
     returns the user PIN, which only the key service's state folder holds."""
+    keep_private(state)
     tokens = state / "tokens"
     tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = state / "softhsm2.conf"

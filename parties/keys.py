@@ -63,7 +63,16 @@ def embedded_pinned(
         trusted_roots=tuple(trusted_roots),
         allowed_measurements=tuple(allowed_measurements),
         suspended=frozenset(d.pk for d in datasets if d.suspended_at),
+        # The rooms the organisation suspended its participation in (its room memberships).
+        suspended_rooms=frozenset(
+            organization.room_memberships.filter(suspended_at__isnull=False).values_list(
+                "room_id", flat=True
+            )
+        ),
     )
+
+
+OwnerKeyService = OrganizationKeyService | RemoteKeyService
 
 
 def owner_key_service(
@@ -72,7 +81,7 @@ def owner_key_service(
     *,
     trusted_roots: Sequence[x509.Certificate] = (),
     allowed_measurements: Sequence[Mapping[int, bytes]] = (),
-) -> OrganizationKeyService | RemoteKeyService:
+) -> OwnerKeyService:
     url = access.urls.get(organization.slug)
     if url:
         key = Ed25519PrivateKey.from_private_bytes(access.caller_key.read_bytes())

@@ -85,6 +85,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("room-invite", "POST"): "              302 302 302   302  403  403  404  404  404",
     ("room-respond", "POST"): "             302 404 404   404  404  302  404  404  404",
     ("room-contribute", "POST"): "          302 403 302   403  403  403  404  404  404",
+    # The kill switch for a member's participation: an owner of that member alone, never the
+    # room's creator or analyst (an empty form changes nothing).
+    ("participation-suspension", "POST"): " 302 403 302   403  403  403  404  404  404",
     ("room-budget", "GET"): "               302 200 200   200  200  403  404  404  404",
     # ---- queries (pages): a draft is changed by its author organisation alone
     ("query-create", "GET"): "              302 200 403   200  403  403  404  404  404",
@@ -145,6 +148,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("api-accept", "POST"): "               401 403 403   403  403  200  404  404  404",
     ("api-decline", "POST"): "              401 403 403   403  403  200  404  404  404",
     ("api-contribute", "POST"): "           401 403 400   403  403  403  404  404  404",
+    ("api-participation-suspension", "POST"): "    401 403 200   403  403  403  404  404  404",
+    ("api-participation-suspension", "DELETE"): "  401 403 409   403  403  403  404  404  404",
     ("api-budget", "GET"): "                401 200 200   200  200  403  404  404  404",
     # ---- API: queries
     ("api-queries", "GET"): "               401 200 200   200  200  403  404  404  404",
@@ -288,6 +293,7 @@ def url_of(name: str, s: Scene) -> str:
         "room-invite": f"/rooms/{room}/invite/",
         "room-respond": f"/rooms/{room}/invitations/{s.invitation.pk}/",
         "room-contribute": f"/rooms/{room}/contribute/",
+        "participation-suspension": f"/rooms/{room}/participation/suspension/",
         "room-budget": f"/rooms/{room}/budget/",
         "query-create": f"/rooms/{room}/queries/new/",
         "query-plan": f"/rooms/{room}/queries/plan/",
@@ -333,6 +339,7 @@ def url_of(name: str, s: Scene) -> str:
         "api-accept": f"/api/rooms/{room}/accept/",
         "api-decline": f"/api/rooms/{room}/decline/",
         "api-contribute": f"/api/rooms/{room}/datasets/",
+        "api-participation-suspension": f"/api/rooms/{room}/participation/suspension/",
         "api-budget": f"/api/rooms/{room}/budget/",
         "api-queries": f"/api/rooms/{room}/queries/",
         "api-query-plan": f"/api/rooms/{room}/queries/plan/",

@@ -68,6 +68,14 @@ VOCABULARY: tuple[Events, ...] = (
         ("room.created", "room.invited", "room.joined", "room.declined"), "room", "`organization`"
     ),
     Events(
+        ("room.participation_suspended", "room.participation_resumed"),
+        "room",
+        (
+            "`organization`, `datasets` (its datasets contributed to the room): the owner's kill "
+            "switch for its participation in this room alone"
+        ),
+    ),
+    Events(
         ("room.dataset_contributed",),
         "room",
         (

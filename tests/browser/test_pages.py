@@ -134,3 +134,21 @@ def test_a_member_invites_an_organisation_without_leaving_the_room_page(world, p
     expect(page.locator("#room-panel")).to_contain_text("Pharma Research is invited.")
     assert page.url.endswith(f"/rooms/{room.slug}/")
     assert RoomMembership.objects.get(room=room, organization=world.pharma).status == "invited"
+
+
+def test_an_owner_suspends_its_participation_from_the_room_page_and_every_member_sees_it(
+    world, page, log_in, tmp_path
+):
+    room = world.study(tmp_path)
+    log_in(world.alice)
+    page.goto(f"/rooms/{room.slug}/")
+    page.get_by_role("button", name="Suspend Charité Berlin's participation").click()
+    expect(page.get_by_role("status")).to_contain_text("participation is suspended")
+    expect(page.get_by_text("Participation suspended")).to_be_visible()
+    membership = room.memberships.get(organization=world.charite)
+    assert membership.suspended_at is not None
+    # The room's creator sees the suspension, and no button to lift it.
+    log_in(world.bob)
+    page.goto(f"/rooms/{room.slug}/")
+    expect(page.get_by_text("Participation suspended")).to_be_visible()
+    expect(page.get_by_role("button", name="Lift Charité Berlin's suspension")).to_have_count(0)

@@ -22,7 +22,7 @@ from django.conf import settings as django_settings
 from cleanroom.attestation.binding import key_context
 from cleanroom.crypto.keys import KeyServiceError, key_service
 from cleanroom.crypto.sealing import open_sealed
-from jobs import services
+from jobs import runner, services
 from jobs.engines.tee import trust
 from keyservice import config
 from keyservice.client import KeyServiceUnavailable, RemoteKeyService
@@ -32,8 +32,9 @@ from keyservice.signing import HEADER, sign_request
 from parties.models import DatasetVersion, Site
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
-from tests.jobs.test_key_release import document
+from tests.jobs.test_key_release import approved, document
 from tests.keyservice.support import release_request
+from tests.privacy.test_participation_kill_switch import second_room
 
 pytestmark = pytest.mark.django_db
 
@@ -209,3 +210,44 @@ def test_a_suspension_on_the_platform_reaches_the_owners_service_and_only_the_ow
     )
     released = remote.release(release_request(job, document(job, enclave_key)))
     assert released.sealed_key
+
+
+def test_a_participation_suspension_reaches_the_owners_service_for_that_room_alone(
+    world,
+    job,
+    enclave_key,
+    charite_service,
+    django_capture_on_commit_callbacks,
+    settings,
+):
+    url, caller, state = charite_service
+    uploaded_through(url, caller, world)
+    # A job of another room with the same dataset, made as `job` was (before Charité's
+    # service was named, so pharma may receive without a service of its own).
+    settings.KEY_SERVICES = {}
+    with django_capture_on_commit_callbacks(execute=False):
+        elsewhere = runner.run_query(query=approved(world, second_room(world)), by=world.bob)
+    settings.KEY_SERVICES = {"charite": url}
+    room = job.query.room
+    with django_capture_on_commit_callbacks(execute=True):
+        services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+    remote = RemoteKeyService(url, "platform", caller)
+    # Asked directly, as an operator skipping the platform's checks would: refused for this
+    # room, read from the approved form; the same dataset's key still goes to the other room.
+    with pytest.raises(Refused, match=f"suspended its participation in room:{room.pk}"):
+        remote.release(release_request(job, document(job, enclave_key)))
+    assert remote.release(release_request(elsewhere, document(elsewhere, enclave_key))).sealed_key
+    with pytest.raises(Refused, match="may not ask for resume"):
+        remote.resume_room(room.pk)
+    lift = ["resume", str(state), "--label", "charite", "--room", str(room.pk)]
+    subprocess.run(
+        [sys.executable, "-m", "keyservice", *lift],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(django_settings.BASE_DIR)},
+        check=True,
+        capture_output=True,
+    )
+    assert remote.release(release_request(job, document(job, enclave_key))).sealed_key
+    decisions = [json.loads(line) for line in (state / "decisions.jsonl").read_text().splitlines()]
+    assert {"caller": "platform", "room": room.pk, "operation": "suspend"}.items() <= next(
+        d for d in decisions if d.get("operation") == "suspend"
+    ).items()

@@ -154,7 +154,10 @@ def site_key_request(job, site: str, dataset: str = "charite.patients") -> SiteK
     relayed = release_request(job, b"", dataset=dataset)
     return SiteKeyRequest(
         job=job.pk,
+        query=relayed.query,
         dataset=relayed.dataset,
+        canonical=relayed.canonical,
+        approval_signature=relayed.approval_signature,
         site=site,
         kek_id=relayed.kek_id,
         wrapped_key=relayed.wrapped_key,

@@ -70,6 +70,10 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "budget.refunded": ("job", "dataset", "epsilon"),
     "result.released": ("job", "query", "receivers"),
     "attestation.verified": ("kind",),
+    "room.participation_suspended": ("organization",),
+    "room.participation_resumed": ("organization",),
+    "dataset.suspended": ("dataset",),
+    "dataset.resumed": ("dataset",),
 }
 
 
@@ -89,7 +93,10 @@ class DomainRules:
     - per dataset, reserved minus refunded ε (and δ) never exceeds the total budget of its
       latest ``room.dataset_contributed``; no refund exceeds its reservation;
     - ``result.released`` goes only to receivers of its query, for a dispatched job;
-    - ``attestation.verified`` is hardware-backed, unless simulated TEEs are allowed.
+    - ``attestation.verified`` is hardware-backed, unless simulated TEEs are allowed;
+    - while a dataset is suspended, or its owner's participation in the room is (from
+      ``dataset.suspended`` or ``room.participation_suspended`` until it is resumed), no job
+      reading it is dispatched and no key of it is released.
 
     :meth:`feed` and :meth:`finish` raise VerificationError naming the first event that breaks
     a rule. The state kept is per query, job and dataset, not per event.
@@ -115,6 +122,8 @@ class DomainRules:
         self.charged: dict[str, list[Decimal]] = {}
         self.reserved: dict[tuple[str, str], list[Decimal]] = {}
         self.released: dict[str, dict] = {}  # job -> its result.released data
+        self.owners: dict[str, str] = {}  # dataset -> its owner, as contributed
+        self.suspended: dict[str, int] = {}  # dataset or owner organisation -> event index
 
     def feed(self, i: int, event: dict) -> None:
         kind = event.get("type")
@@ -159,12 +168,23 @@ class DomainRules:
             _check_dispatch(
                 i, where, event, data, job, query, self.submissions, self.decisions, self.closed
             )
+            for dataset in self.submissions[query]["datasets"]:
+                self._check_not_suspended(where, dataset.get("dataset"), f"{job} was dispatched")
             self.dispatched[job] = query
         elif kind == "residency.decided":
             self.residency.append((i, data))
         elif kind == "key.released":
             self.keys_released.append((i, data["job"], data["site"]))
+            self._check_not_suspended(
+                where, data.get("dataset"), f"a key of {data.get('dataset')} was released"
+            )
+        elif kind in ("dataset.suspended", "room.participation_suspended"):
+            self.suspended[data.get("dataset") or data["organization"]] = i
+        elif kind in ("dataset.resumed", "room.participation_resumed"):
+            self.suspended.pop(data.get("dataset") or data["organization"], None)
         elif kind == "room.dataset_contributed":
+            if "owner" in data:
+                self.owners[data["dataset"]] = data["owner"]
             self.totals[data["dataset"]] = (
                 _decimal(data["total_epsilon"], where),
                 _decimal(data.get("total_delta", "0"), where),
@@ -193,6 +213,14 @@ class DomainRules:
                 )
             if tee not in ("hardware", "simulated"):
                 raise VerificationError(f"{where}: unknown attestation kind {tee!r}")
+
+    def _check_not_suspended(self, where: str, dataset: str | None, what: str) -> None:
+        for suspended in (dataset, self.owners.get(dataset or "")):
+            if suspended in self.suspended:
+                raise VerificationError(
+                    f"{where}: {what} while {suspended} was suspended "
+                    f"(event {self.suspended[suspended]})"
+                )
 
     def finish(self) -> None:
         """The rules that need the whole log: residency of jobs dispatched after deciding."""

@@ -38,7 +38,7 @@ from jobs import selectors
 from jobs.engines.base import EngineError, Recorder
 from jobs.engines.mpc import certificates
 from jobs.engines.mpc.config import MpcConfig
-from jobs.models import Job, JobStep
+from jobs.models import Approval, Job, JobStep
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, SiteKeyRequest
 from parties.keys import owner_key_service
@@ -125,11 +125,20 @@ def _decrypt(
     version: DatasetVersion, step: JobStep, config: MpcConfig, recorder: Recorder
 ) -> pl.LazyFrame:
     """The owner's key service gives its own worker site the data key, deciding residency
-    itself (a worker site where the rows may be read in plaintext, never another kind)."""
+    itself (a worker site where the rows may be read in plaintext, never another kind), for
+    the query it approved (whose canonical form names the room, so a participation it
+    suspended is refused there too)."""
     name = version.dataset.qualified_name
+    query = step.job.query
+    approval = Approval.objects.get(
+        query=query, organization=version.dataset.organization, decision=Approval.Decision.APPROVE
+    )
     request = SiteKeyRequest(
         job=step.job_id,
+        query=query.pk,
         dataset=version.dataset_id,
+        canonical=query.canonical,
+        approval_signature=bytes(approval.signature),
         site=step.site.name,
         kek_id=version.kek_id,
         wrapped_key=bytes(version.wrapped_data_key),
