@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from django.contrib import messages
@@ -209,6 +210,7 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             by=request.user,
             approve=approve,
             comment=form.cleaned_data.get("comment", ""),
+            response=_assertion(request.POST.get("assertion", "")),
         )
         messages.success(
             request,
@@ -220,6 +222,14 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if request.POST.get("from") == "inbox":
         return redirect("inbox")
     return redirect("query-detail", slug=slug, pk=pk)
+
+
+def _assertion(posted: str) -> object:
+    """The passkey's assertion the page's script posts as JSON; None when there is none."""
+    try:
+        return json.loads(posted) if posted else None
+    except ValueError:
+        return None
 
 
 @login_required

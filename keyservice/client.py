@@ -105,7 +105,7 @@ class RemoteKeyService:
                 "query": request.query,
                 "dataset": request.dataset,
                 "canonical": request.canonical,
-                "approval_signature": _b64(request.approval_signature),
+                "approval": request.approval,
                 "document": _b64(request.document),
                 "site": request.site,
                 "kek_id": request.kek_id,

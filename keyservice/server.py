@@ -35,7 +35,7 @@ def release_request(body: dict[str, Any]) -> ReleaseRequest:
         query=int(body["query"]),
         dataset=int(body["dataset"]),
         canonical=body["canonical"],
-        approval_signature=base64.b64decode(body["approval_signature"]),
+        approval=body["approval"] if isinstance(body["approval"], dict) else {},
         document=base64.b64decode(body["document"]),
         site=str(body["site"]),
         kek_id=str(body["kek_id"]),

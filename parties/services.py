@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,15 +40,12 @@ def create_organization(
     *, slug: str, name: str, jurisdiction: str, by: User | None = None
 ) -> Organization:
     _check_identifier(slug)
-    keys = key_service()
-    signing_key_id = keys.create_signing_key()
+    # No approval key here: the owners approve with their own credentials (parties/credentials).
     organization = Organization.objects.create(
         slug=slug,
         name=name,
         jurisdiction=_jurisdiction(jurisdiction),
-        kek_id=keys.create_key(),
-        signing_key_id=signing_key_id,
-        public_key=keys.public_key(signing_key_id),
+        kek_id=key_service().create_key(),
     )
     record_platform_event(
         "organization.created",
@@ -57,7 +53,6 @@ def create_organization(
         subject=f"org:{organization.pk}",
         jurisdiction=organization.jurisdiction.code,
         kek_id=organization.kek_id,
-        public_key=base64.b64encode(organization.public_key).decode(),
     )
     return organization
 

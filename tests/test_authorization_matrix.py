@@ -23,10 +23,11 @@ from rest_framework.test import APIClient
 
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
-from jobs import queries, runner, tasks
+from jobs import runner, tasks
 from jobs import services as room_services
 from jobs.models import Approval, Job, Query, Room, RoomMembership
 from parties import services as party_services
+from parties.models import Organization
 from tests import factories
 from tests.factories import JOIN_SQL, propose
 
@@ -246,7 +247,7 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
 
 def approve(world, query: Query) -> Query:
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 
@@ -350,6 +351,11 @@ def body_of(name: str, persona: str, s: Scene) -> dict:
         return {"organization": org}
     if name == "query-decide":
         return {"organization": org, "decision": "approve"}
+    if name in ("api-query-approve", "api-query-reject") and org:
+        # The persona's own passkey answers the decision's challenge: the rule decides.
+        organization = Organization.objects.get(slug=org)
+        approve = name == "api-query-approve"
+        return factories.decision_body(s.pending, organization, s.users[persona], approve)
     if name == "room-respond":
         return {"decision": "accept"}
     if name == "api-audit-witness":

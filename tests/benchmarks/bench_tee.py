@@ -41,6 +41,7 @@ from dataplane.privacy.calibration import measurements
 from dataplane.privacy.release import release_aggregates
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+from tests import factories
 
 SIZES = (10**6, 10**7)
 RUNS = 3
@@ -193,7 +194,7 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     from django.test.utils import setup_test_environment
 
     from cleanroom.celery import app
-    from jobs import queries, runner
+    from jobs import runner
     from jobs.models import Job, Query
     from jobs.workers import start_worker
     from parties.models import Site
@@ -208,7 +209,7 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     print(f"tee e2e setup {_label(rows)}: {time.perf_counter() - start:.1f} s (two uploads)")
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query = Query.objects.get(pk=query.pk)
     site = Site.objects.get(name=query.plan["steps"][0]["site"])
     worker = start_worker(site)

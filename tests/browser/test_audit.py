@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import expect
 
-from jobs import queries
+from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import JOIN_SQL, propose
 
@@ -23,7 +23,7 @@ def decided(world, settings, tmp_path):
     room = world.study(tmp_path)
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Costs by diagnosis")
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     return query
 
 
