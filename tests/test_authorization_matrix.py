@@ -110,6 +110,10 @@ MATRIX: dict[tuple[str, str], str] = {
     # ---- API: parties
     ("api-token", "POST"): "                400 400 400   400  400  400  400  400  400",
     ("api-organizations", "GET"): "         401 200 200   200  200  200  200  200  200",
+    # the Charité's approval credentials: its owners' alone
+    ("api-approval-credentials", "GET"): "  401 404 200   403  403  404  404  404  404",
+    ("api-approval-credentials", "POST"): " 401 404 400   403  403  404  404  404  404",
+    ("api-approval-credential-remove", "POST"): "401 404 200 403  403  404  404  404  404",
     ("api-jurisdictions", "GET"): "         401 200 200   200  200  200  200  200  200",
     ("api-sites", "GET"): "                 401 200 200   200  200  200  200  200  200",
     ("api-datasets", "GET"): "              401 200 200   200  200  200  200  200  200",
@@ -188,6 +192,7 @@ class Scene:
     job: Job
     invitation: RoomMembership
     approval: Approval  # the Charité's approval of `ready`
+    alice_passkey: int  # the passkey alice approved it with
 
 
 @pytest.fixture
@@ -242,6 +247,7 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
         job=job,
         invitation=invitation,
         approval=ready.approvals.get(organization=world.charite),
+        alice_passkey=ready.approvals.get(organization=world.charite).credential_id,
     )
 
 
@@ -298,6 +304,10 @@ def url_of(name: str, s: Scene) -> str:
         "audit-bundle-prepare": f"/audit/bundles/{room}/prepare",
         "api-token": "/api/token/",
         "api-organizations": "/api/organizations/",
+        "api-approval-credentials": "/api/organizations/charite/credentials/",
+        "api-approval-credential-remove": (
+            f"/api/organizations/charite/credentials/{s.alice_passkey}/remove/"
+        ),
         "api-jurisdictions": "/api/jurisdictions/",
         "api-sites": "/api/sites/",
         "api-datasets": "/api/datasets/",

@@ -74,9 +74,8 @@ def test_a_regulator_downloads_a_bundle_and_verifies_it_offline(
     assert bundle.name == "study-audit-bundle.zip"
 
     keys = io.StringIO()
-    call_command("audit_keys", "--organizations", stdout=keys)
-    pinned = [line for line in keys.getvalue().splitlines() if line.startswith("organization ")]
-    verdict = run_verify(bundle, trust_file(tmp_path, *pinned))
+    call_command("export_owner_credentials", stdout=keys)
+    verdict = run_verify(bundle, trust_file(tmp_path, keys.getvalue()))
     assert verdict.ok, verdict.stderr
     assert verdict.stdout.startswith("OK: cleanroom.local/room/")
-    assert "the organisations' keys your trust file pins" in verdict.stdout
+    assert "credential your trust file pins for that organisation" in verdict.stdout
