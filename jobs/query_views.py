@@ -129,7 +129,11 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     previous = selectors.previous_version(query)
-    approvals = list(query.approvals.select_related("organization", "decided_by", "query"))
+    approvals = list(
+        query.approvals.select_related(
+            "organization", "decided_by", "query", "credential", "credential__user"
+        )
+    )
     deciding = [org for q, org in selectors.inbox_for(request.user) if q.pk == query.pk]
     own_orgs = set(organizations_of(request.user).values_list("pk", flat=True))
     return render(

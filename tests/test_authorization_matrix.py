@@ -110,6 +110,11 @@ MATRIX: dict[tuple[str, str], str] = {
     # ---- API: parties
     ("api-token", "POST"): "                400 400 400   400  400  400  400  400  400",
     ("api-organizations", "GET"): "         401 200 200   200  200  200  200  200  200",
+    # one's own passkeys: registering one for an organisation one owns data in
+    ("passkeys", "GET"): "                  302 200 200   200  200  200  200  200  200",
+    ("passkey-options", "POST"): "          302 403 200   403  403  200  200  404  404",
+    ("passkey-register", "POST"): "         302 302 302   302  302  302  302  302  302",
+    ("passkey-remove", "POST"): "           302 404 302   404  404  404  404  404  404",
     # the Charité's approval credentials: its owners' alone
     ("api-approval-credentials", "GET"): "  401 404 200   403  403  404  404  404  404",
     ("api-approval-credentials", "POST"): " 401 404 400   403  403  404  404  404  404",
@@ -304,6 +309,10 @@ def url_of(name: str, s: Scene) -> str:
         "audit-bundle-prepare": f"/audit/bundles/{room}/prepare",
         "api-token": "/api/token/",
         "api-organizations": "/api/organizations/",
+        "passkeys": "/account/passkeys/",
+        "passkey-options": "/account/passkeys/options/",
+        "passkey-register": "/account/passkeys/register/",
+        "passkey-remove": f"/account/passkeys/{s.alice_passkey}/remove/",
         "api-approval-credentials": "/api/organizations/charite/credentials/",
         "api-approval-credential-remove": (
             f"/api/organizations/charite/credentials/{s.alice_passkey}/remove/"
@@ -361,6 +370,8 @@ def body_of(name: str, persona: str, s: Scene) -> dict:
         return {"organization": org}
     if name == "query-decide":
         return {"organization": org, "decision": "approve"}
+    if name == "passkey-options":
+        return {"organization": org}
     if name in ("api-query-approve", "api-query-reject") and org:
         # The persona's own passkey answers the decision's challenge: the rule decides.
         organization = Organization.objects.get(slug=org)

@@ -68,4 +68,4 @@ def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page
     assert decisions == {"charite": "approve", "usz": "reject"}
     page.goto(f"/rooms/{study.slug}/queries/{query.pk}/")
     expect(page.locator("#status")).to_have_text("Rejected")
-    expect(page.get_by_text("signature verified")).to_have_count(2)
+    expect(page.get_by_text("assertion verified")).to_have_count(2)
