@@ -200,3 +200,29 @@ def test_the_run_gate_refuses_an_approval_by_a_passkey_removed_since(world, stud
     credentials.remove_credential(credential=passkey, by=world.carol)
     with pytest.raises(QueryRefused, match="University Hospital Zurich's approval is not"):
         queries.check_runnable(Query.objects.get(pk=query.pk))
+
+
+def test_a_counterless_passkeys_assertion_replayed_after_a_revocation_is_refused(world, study):
+    """Synced passkeys report a signature counter of 0 always, so the counter cannot catch a
+    replay: the server refuses an assertion that a stored approval already holds."""
+    device = factories.authenticator()
+    _, challenge = credentials.passkey_registration_options(
+        user=world.alice, organization=world.charite
+    )
+    device.sign_count = -1  # each answer counts up to 0: the counter stays 0
+    credentials.register_passkey(
+        user=world.alice,
+        organization=world.charite,
+        name="Synced",
+        credential=device.create(challenge),
+        challenge=challenge,
+    )
+    query = propose(study, world.bob, world.pharma)
+    device.sign_count = -1
+    message = queries.approval_message(Query.objects.get(pk=query.pk), world.charite, "approve")
+    answer = device.get(queries.evidence.approval_challenge(message))
+    approval = queries.decide_query(
+        query=query, organization=world.charite, by=world.alice, approve=True, response=answer
+    )
+    queries.revoke_approval(approval=approval, by=world.alice)
+    _refused(query, world.charite, world.alice, answer, "already decided")
