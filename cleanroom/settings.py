@@ -30,6 +30,10 @@ SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Owners' passkeys (WebAuthn) are bound to this relying party, a domain (never an IP address),
+# and asserted only from these origins.
+WEBAUTHN_RP_ID = env.str("CLEANROOM_WEBAUTHN_RP_ID", default="localhost")
+WEBAUTHN_ORIGINS = env.list("CLEANROOM_WEBAUTHN_ORIGINS", default=["http://localhost:8000"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -286,6 +286,7 @@ class QueryDecision(APIView):
             by=request.user,
             approve=self.approve,
             comment=serializer.validated_data["comment"],
+            response=serializer.validated_data["assertion"],
         )
         return Response(ApprovalSerializer(approval).data, status=status.HTTP_201_CREATED)
 

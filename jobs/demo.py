@@ -2,7 +2,12 @@
 pharmaceutical analyst (US), with an EU regulator, built through the same services a user would
 call. Two approved queries run at once: a UNION ALL of Berlin and Zurich in the simulated TEE,
 and a UNION ALL of all three hospitals under MPC (input steps at each hospital's own site,
-three compute parties in Paris, Geneva and Manchester)."""
+three compute parties in Paris, Geneva and Manchester).
+
+Every approval in the demo is an owner's own passkey assertion: each owner is seeded with a demo
+software authenticator (cleanroom.testing.SoftwareAuthenticator, its key in
+var/demo-devices/<username>.json) registered as that owner's passkey, since no browser is at
+hand while the demo sets up. It stands in for the owner's device; the platform holds no key."""
 
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from cleanroom.audit.verifier.approvals import approval_challenge
+from cleanroom.testing import SoftwareAuthenticator
 from jobs import queries, runner
 from jobs import services as rooms
-from jobs.models import Job, Query, Room
-from parties import services
+from jobs.models import Approval, Job, Query, Room
+from parties import credentials, services
 from parties.models import Authority, Jurisdiction, Organization
 
 AGE_BANDS = ["0-17", "18-39", "40-64", "65-79", "80+"]
@@ -42,6 +49,8 @@ SCHEMA = [
     {"name": "readmitted", "type": "boolean", "role": "other"},
 ]
 LOGINS_FILE = "demo-logins.json"
+DEVICES_DIR = "demo-devices"
+DEVICE_NAME = "Demo software authenticator (var/demo-devices)"
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,50 @@ def _user(person: Person, password: str) -> User:
         person.username, password=password, first_name=first, last_name=last
     )
     return user
+
+
+def _device_path(username: str) -> Path:
+    return settings.VAR_DIR / DEVICES_DIR / f"{username}.json"
+
+
+def _keep(username: str, device: SoftwareAuthenticator) -> None:
+    path = _device_path(username)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps(device.to_json(), indent=1))
+    path.chmod(0o600)
+
+
+def _register_demo_passkey(user: User, organization: Organization) -> None:
+    """Register the owner's demo software authenticator as their passkey, through the same
+    WebAuthn registration a browser's would take."""
+    _, challenge = credentials.passkey_registration_options(user=user, organization=organization)
+    device = SoftwareAuthenticator(
+        rp_id=settings.WEBAUTHN_RP_ID, origin=settings.WEBAUTHN_ORIGINS[0]
+    )
+    credentials.register_passkey(
+        user=user,
+        organization=organization,
+        name=DEVICE_NAME,
+        credential=device.create(challenge),
+        challenge=challenge,
+    )
+    _keep(user.username, device)
+
+
+def _approve(query: Query, organization: Organization, owner: User, comment: str) -> Approval:
+    """The owner approves with their demo software authenticator's assertion."""
+    device = SoftwareAuthenticator.from_json(json.loads(_device_path(owner.username).read_text()))
+    message = queries.approval_message(Query.objects.get(pk=query.pk), organization, "approve")
+    response = device.get(approval_challenge(message))
+    _keep(owner.username, device)  # its signature counter
+    return queries.decide_query(
+        query=query,
+        organization=organization,
+        by=owner,
+        approve=True,
+        comment=comment,
+        response=response,
+    )
 
 
 def is_seeded() -> bool:
@@ -139,6 +192,9 @@ def seed(
                     user=users[person.username],
                     role=person.role,
                 )
+        for person in PEOPLE:
+            if person.role == "owner":
+                _register_demo_passkey(users[person.username], orgs[person.organization])
         regulator = Authority.objects.create(slug="eu-dpa", name="EU Data Protection Authority")
         regulator.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
         regulator.members.add(users["rita"])
@@ -277,13 +333,7 @@ def _propose_queries(
     )
     approved = queries.submit_query(query=approved, by=users["bob"])
     for hospital, owner in (("charite", "alice"), ("usz", "carol")):
-        queries.decide_query(
-            query=approved,
-            organization=orgs[hospital],
-            by=users[owner],
-            approve=True,
-            comment="Within our policy; aggregate only.",
-        )
+        _approve(approved, orgs[hospital], users[owner], "Within our policy; aggregate only.")
     waiting = queries.save_draft(
         title="Costs of older patients treated in both cities",
         purpose="Estimate the cost in Zurich of older patients also treated in Berlin, by "
@@ -304,11 +354,10 @@ def _propose_queries(
     )
     across_three = queries.submit_query(query=across_three, by=users["bob"])
     for hospital, owner in (("charite", "alice"), ("usz", "carol"), ("barts", "uma")):
-        queries.decide_query(
-            query=across_three,
-            organization=orgs[hospital],
-            by=users[owner],
-            approve=True,
-            comment="Under MPC our rows stay here; aggregate only.",
+        _approve(
+            across_three,
+            orgs[hospital],
+            users[owner],
+            "Under MPC our rows stay here; aggregate only.",
         )
     return approved, across_three

@@ -171,7 +171,10 @@ class Query(models.Model):
 
 
 class Approval(models.Model):
-    """An owner organisation's decision on one query version, signed over its digest."""
+    """An owner organisation's decision on one query version, made by one of its own
+    credentials: `evidence` is the passkey's WebAuthn assertion or the machine key's signature
+    over the approval message (cleanroom/audit/verifier/approvals.py), with the credential's
+    id and public key, as the key services and verify.pyz check it."""
 
     class Decision(models.TextChoices):
         APPROVE = "approve", "Approved"
@@ -185,7 +188,10 @@ class Approval(models.Model):
     )
     comment = models.TextField(blank=True)
     digest = models.CharField(max_length=64)
-    signature = models.BinaryField(max_length=64)
+    credential = models.ForeignKey(
+        "parties.ApprovalCredential", on_delete=models.PROTECT, related_name="approvals"
+    )
+    evidence = models.JSONField()
     decided_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_by = models.ForeignKey(

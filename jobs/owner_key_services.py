@@ -1,9 +1,10 @@
 """The owners' key services of the embedded default, as separate processes on this machine:
 one `python -m keyservice` per organisation, each with its own SoftHSM2 token in
-var/keyservices/<slug>/, pinning what its organisation would (its approval key, its home
-jurisdiction's transfer rules, the sites, this deployment's attestation roots and the enclave
-code it accepts) and answering the platform's caller key. The demo starts them, names them to
-the web tier and the workers (KEY_SERVICES), and stops them with itself."""
+var/keyservices/<slug>/, pinning what its organisation would (its owners' approval credentials
+as registered when it starts, its home jurisdiction's transfer rules, the sites, this
+deployment's attestation roots and the enclave code it accepts) and answering the platform's
+caller key. The demo starts them, names them to the web tier and the workers (KEY_SERVICES),
+and stops them with itself."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from jobs.engines.tee.trust import TeeConfig, trusted_roots
 from keyservice import config
 from keyservice.config import OPERATIONS, Caller
 from parties.models import Organization, Site
+from parties.selectors import pinned_approvers
 
 
 def _caller_key() -> Ed25519PrivateKey:
@@ -40,7 +42,7 @@ def _pin(organization: Organization, state: Path, caller: Ed25519PrivateKey) -> 
     sites = Site.objects.exclude(kind=Site.Kind.MPC_PARTY).select_related("jurisdiction")
     pinned = config.config_json(
         organization=organization.pk,
-        approval_keys=[bytes(organization.public_key)],
+        approvers=list(pinned_approvers(organization)),
         jurisdictions=[organization.jurisdiction.rules()],
         sites={site.name: site.place() for site in sites},
         trusted_roots=trusted_roots(tee),

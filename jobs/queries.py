@@ -2,33 +2,33 @@
 
 A submitted query version is frozen: its canonical form (text, datasets at their versions,
 policy versions, mechanism, ε, δ, receivers, purpose, expiry) is hashed into its digest, and
-every approval is an Ed25519 signature by the approving organisation's key over that digest.
+every approval is the owner's own: a WebAuthn assertion by one of its passkeys, or a signature by
+a machine key it holds, over the approval message that binds the decision to that digest
+(cleanroom/audit/verifier/approvals.py). The platform holds no key that can make one.
 Editing makes a new version with no approvals. Every transition writes its audit event.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cleanroom.audit.log import record_room_event
+from cleanroom.audit.verifier import approvals as evidence
 from cleanroom.audit.verifier.canonical import canonical_json
-from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from dataplane.privacy import terms
 from jobs.models import Approval, Query, Room
 from jobs.permissions import Permission, require, require_query_editor
 from jobs.planner import Plan, plan_query
+from parties.credentials import decision_credential
 from parties.models import Organization
 
 EDITABLE = (
@@ -325,21 +325,37 @@ def revise_query(
 
 
 def approval_message(query: Query, organization: Organization, decision: str) -> bytes:
-    """What an organisation's key signs: the decision, bound to this version's digest."""
-    return (
-        f"cleanroom-approval/v1\nquery:{query.pk}\n{query.digest}\n"
-        f"org:{organization.pk}\n{decision}\n"
-    ).encode()
+    """What an owner's credential signs: the decision, bound to this version's digest."""
+    return evidence.approval_message(
+        f"query:{query.pk}", query.digest, f"org:{organization.pk}", decision
+    )
+
+
+def approval_challenge(query: Query, organization: Organization, decision: str) -> str:
+    """The WebAuthn challenge of this decision, base64url, as the browser is handed it."""
+    return evidence.b64url(
+        evidence.approval_challenge(approval_message(query, organization, decision))
+    )
 
 
 def verify_approval(approval: Approval) -> bool:
-    message = approval_message(approval.query, approval.organization, approval.decision)
-    public_key = Ed25519PublicKey.from_public_bytes(bytes(approval.organization.public_key))
-    try:
-        public_key.verify(bytes(approval.signature), message)
-    except InvalidSignature:
+    """Whether the approval is its organisation's: its evidence verifies, for this version and
+    decision, under the live credential of that organisation it names."""
+    credential = approval.credential
+    if credential.removed_at is not None or credential.organization_id != approval.organization_id:
         return False
-    return approval.digest == approval.query.digest
+    if approval.digest != approval.query.digest:
+        return False
+    try:
+        evidence.verify_evidence(
+            approval.evidence,
+            message=approval_message(approval.query, approval.organization, approval.decision),
+            organization=f"org:{approval.organization_id}",
+            pinned=[credential.pinned()],
+        )
+    except evidence.ApprovalError:
+        return False
+    return True
 
 
 def _expire_if_due(query: Query, now: datetime) -> bool:
@@ -352,9 +368,17 @@ def _expire_if_due(query: Query, now: datetime) -> bool:
 
 
 def decide_query(
-    *, query: Query, organization: Organization, by: User, approve: bool, comment: str = ""
+    *,
+    query: Query,
+    organization: Organization,
+    by: User,
+    approve: bool,
+    response: Any,
+    comment: str = "",
 ) -> Approval:
-    """An owner organisation approves or rejects this exact version; any rejection rejects it."""
+    """An owner organisation approves or rejects this exact version; any rejection rejects it.
+    `response` is the owner's answer to the decision's challenge: a passkey's assertion or a
+    machine key's signature (parties.credentials.decision_credential)."""
     if expire_queries(pk=query.pk):
         raise QueryRefused(
             "This query has expired; the analyst can submit a new version.", code="expired"
@@ -382,6 +406,18 @@ def decide_query(
                 conflict=True,
             )
         decision = Approval.Decision.APPROVE if approve else Approval.Decision.REJECT
+        credential, proof = decision_credential(
+            organization=organization,
+            by=by,
+            message=approval_message(query, organization, decision),
+            response=response,
+        )
+        replayed = Approval.objects.filter(evidence__signature=proof["signature"]).first()
+        if replayed is not None:
+            raise QueryRefused(
+                f"This assertion already decided {replayed.query}: each decision needs its own.",
+                code="replayed",
+            )
         approval = Approval.objects.create(
             query=query,
             organization=organization,
@@ -389,9 +425,8 @@ def decide_query(
             decided_by=by,
             comment=comment,
             digest=query.digest,
-            signature=key_service().sign(
-                organization.signing_key_id, approval_message(query, organization, decision)
-            ),
+            credential=credential,
+            evidence=proof,
             decided_at=timezone.now(),
         )
         _record(
@@ -400,8 +435,7 @@ def decide_query(
             by,
             digest=query.digest,
             organization=f"org:{organization.pk}",
-            signature=base64.b64encode(bytes(approval.signature)).decode(),
-            public_key=base64.b64encode(bytes(organization.public_key)).decode(),
+            approval=proof,
             comment_sha256=hashlib.sha256(comment.encode()).hexdigest(),
         )
         if not approve:
@@ -513,7 +547,8 @@ def check_runnable(query: Query, *, running: bool = False) -> Plan:
             raise QueryRefused(f"{org.name} has not approved this version.", code="unapproved")
         if not verify_approval(approval):
             raise QueryRefused(
-                f"{org.name}'s approval signature does not verify for this version.",
+                f"{org.name}'s approval is not a valid assertion or signature by one of its "
+                "live credentials for this version.",
                 code="bad_signature",
             )
     return plan

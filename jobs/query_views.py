@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from django.contrib import messages
@@ -128,7 +129,11 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     previous = selectors.previous_version(query)
-    approvals = list(query.approvals.select_related("organization", "decided_by", "query"))
+    approvals = list(
+        query.approvals.select_related(
+            "organization", "decided_by", "query", "credential", "credential__user"
+        )
+    )
     deciding = [org for q, org in selectors.inbox_for(request.user) if q.pk == query.pk]
     own_orgs = set(organizations_of(request.user).values_list("pk", flat=True))
     return render(
@@ -209,6 +214,7 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             by=request.user,
             approve=approve,
             comment=form.cleaned_data.get("comment", ""),
+            response=_assertion(request.POST.get("assertion", "")),
         )
         messages.success(
             request,
@@ -220,6 +226,14 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if request.POST.get("from") == "inbox":
         return redirect("inbox")
     return redirect("query-detail", slug=slug, pk=pk)
+
+
+def _assertion(posted: str) -> object:
+    """The passkey's assertion the page's script posts as JSON; None when there is none."""
+    try:
+        return json.loads(posted) if posted else None
+    except ValueError:
+        return None
 
 
 @login_required

@@ -1,5 +1,3 @@
-import base64
-
 from rest_framework import serializers
 
 from jobs.models import (
@@ -87,7 +85,7 @@ class ContributionInputSerializer(serializers.Serializer):
 
 class ApprovalSerializer(serializers.ModelSerializer):
     organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    signature = serializers.SerializerMethodField()
+    credential = serializers.SerializerMethodField()
     verified = serializers.SerializerMethodField()
 
     class Meta:
@@ -98,14 +96,21 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "decision",
             "comment",
             "digest",
-            "signature",
+            "credential",
+            "evidence",
             "verified",
             "decided_at",
             "revoked_at",
         ]
 
-    def get_signature(self, approval: Approval) -> str:
-        return base64.b64encode(bytes(approval.signature)).decode()
+    def get_credential(self, approval: Approval) -> dict[str, str]:
+        """Which of the organisation's credentials decided: its kind, name and holder."""
+        credential = approval.credential
+        return {
+            "kind": credential.kind,
+            "name": credential.name,
+            "holder": credential.user.username if credential.user else "",
+        }
 
     def get_verified(self, approval: Approval) -> bool:
         return verify_approval(approval)
@@ -230,6 +235,15 @@ class DecisionInputSerializer(serializers.Serializer):
         required=False, help_text="Which of your organisations decides (if several do)."
     )
     comment = serializers.CharField(required=False, allow_blank=True, default="")
+    assertion = serializers.JSONField(
+        required=False,
+        default=None,
+        help_text=(
+            "The owner's answer to the decision's challenge: the passkey's PublicKeyCredential "
+            'JSON, or {"type": "machine-key", "credential_id", "signature"} (base64) for a '
+            "machine key's detached Ed25519 signature over the approval message."
+        ),
+    )
 
 
 class JobStepSerializer(serializers.ModelSerializer):

@@ -20,6 +20,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from cleanroom.audit.verifier.approvals import PinnedCredential
 from cleanroom.residency import Place, SiteKind, TransferRules
 from keyservice.release import Dataset, Pinned, Refused
 
@@ -141,7 +142,7 @@ class Suspensions:
 def config_json(
     *,
     organization: int,
-    approval_keys: list[bytes],
+    approvers: list[PinnedCredential],
     jurisdictions: list[TransferRules],
     sites: Mapping[str, Place],
     trusted_roots: list[x509.Certificate],
@@ -152,7 +153,7 @@ def config_json(
 ) -> dict[str, Any]:
     return {
         "organization": organization,
-        "approval_keys": [base64.b64encode(k).decode() for k in approval_keys],
+        "approvers": [credential.as_json() for credential in approvers],
         "jurisdictions": {rules.code: rules_json(rules) for rules in jurisdictions},
         "sites": {
             name: {"kind": p.kind.value, "jurisdiction": p.jurisdiction, "active": p.active}
@@ -178,7 +179,7 @@ def load(state: Path) -> tuple[Pinned, DatasetBook, dict[str, Caller]]:
     book = DatasetBook(state / "datasets.json", jurisdictions)
     pinned = Pinned(
         organization=int(data["organization"]),
-        approval_keys=tuple(base64.b64decode(k) for k in data["approval_keys"]),
+        approvers=tuple(PinnedCredential.from_json(c) for c in data["approvers"]),
         datasets=book,
         sites={
             name: Place(

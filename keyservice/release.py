@@ -1,12 +1,13 @@
 """The key service's own decision to release a data key to an enclave.
 
 Nothing the host says is taken on trust: the key service recomputes the query's digest from the
-approved canonical form, checks its own organisation's signature over that digest with the
-organisation's pinned public keys, verifies the attestation document against its own trust
-roots and measurement allow-list and expects it to bind this job and that digest, decides
-residency for the enclave's site from its own pinned places and its dataset's own transfer
-rules, and releases each (job, dataset) once. Then the data key is unwrapped inside the
-organisation's token and sealed to the enclave's ephemeral public key.
+approved canonical form, checks that one of its own organisation's pinned credentials (an
+owner's passkey or the organisation's machine key) approved that digest, verifies the
+attestation document against its own trust roots and measurement allow-list and expects it to
+bind this job and that digest, decides residency for the enclave's site from its own pinned
+places and its dataset's own transfer rules, and releases each (job, dataset) once. Then the
+data key is unwrapped inside the organisation's token and sealed to the enclave's ephemeral
+public key.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.attestation.binding import binding, key_context
 from cleanroom.attestation.verify import AttestationError, verify_attestation
+from cleanroom.audit.verifier.approvals import (
+    ApprovalError,
+    PinnedCredential,
+    approval_message,
+    verify_evidence,
+)
 from cleanroom.audit.verifier.canonical import canonical_json
-from cleanroom.audit.verifier.rules import approval_message
 from cleanroom.crypto.sealing import seal
 from cleanroom.residency import Place, SiteKind, StepKind, TransferRules, decide
 
@@ -54,7 +58,8 @@ class Pinned:
     """What the key service trusts, set by its organisation, not by the platform."""
 
     organization: int
-    approval_keys: tuple[bytes, ...]  # the organisation's Ed25519 approval public keys
+    # The credentials the organisation's owners approve with (passkeys, machine keys).
+    approvers: tuple[PinnedCredential, ...]
     datasets: Mapping[int, Dataset]
     sites: Mapping[str, Place]  # enclave and worker sites by name, with where they are
     trusted_roots: tuple[x509.Certificate, ...]
@@ -72,7 +77,7 @@ class ReleaseRequest:
     query: int
     dataset: int
     canonical: dict
-    approval_signature: bytes
+    approval: dict  # the owner's evidence (cleanroom/audit/verifier/approvals.py)
     document: bytes
     site: str
     kek_id: str
@@ -97,7 +102,7 @@ class SiteKeyRequest:
     query: int
     dataset: int
     canonical: dict
-    approval_signature: bytes
+    approval: dict  # the owner's evidence, as for a release
     site: str
     kek_id: str
     wrapped_key: bytes
@@ -124,17 +129,15 @@ class ReleaseLog:
             return True
 
 
-def _approved(request: ReleaseRequest | SiteKeyRequest, pinned: Pinned, digest: str) -> bool:
-    message = approval_message(
-        f"query:{request.query}", digest, f"org:{pinned.organization}", "approve"
-    )
-    for raw in pinned.approval_keys:
-        try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(request.approval_signature, message)
-        except InvalidSignature:
-            continue
-        return True
-    return False
+def _check_approved(request: ReleaseRequest | SiteKeyRequest, pinned: Pinned, digest: str) -> None:
+    organization = f"org:{pinned.organization}"
+    message = approval_message(f"query:{request.query}", digest, organization, "approve")
+    try:
+        verify_evidence(
+            request.approval, message=message, organization=organization, pinned=pinned.approvers
+        )
+    except ApprovalError as exc:
+        raise Refused(f"this organisation did not approve the query's digest: {exc}") from None
 
 
 def _dataset(pinned: Pinned, dataset_id: int) -> Dataset:
@@ -180,8 +183,7 @@ def decide_site_key(
     if not any(d.get("name") == dataset.name for d in request.canonical.get("datasets", [])):
         raise Refused(f"the approved query does not read {dataset.name}")
     digest = hashlib.sha256(canonical_json(request.canonical)).hexdigest()
-    if not _approved(request, pinned, digest):
-        raise Refused("this organisation did not approve the query's digest")
+    _check_approved(request, pinned, digest)
     _check_room(pinned, request.canonical, dataset)
     place = _place(pinned, request.site)
     if place.kind != SiteKind.WORKER:
@@ -215,8 +217,7 @@ def decide_release(
         "version"
     ) != str(item.get("version")):
         raise Refused(f"the wrapped key relayed is not {dataset.name}'s approved version")
-    if not _approved(request, pinned, digest):
-        raise Refused("this organisation did not approve the query's digest")
+    _check_approved(request, pinned, digest)
     _check_room(pinned, request.canonical, dataset)
     try:
         verified = verify_attestation(

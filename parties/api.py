@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
@@ -17,11 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.api import named_in_body
-from parties import selectors, services
+from parties import credentials, selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
 from parties.permissions import Permission, require
 from parties.serializers import (
+    ApprovalCredentialSerializer,
     DatasetInputSerializer,
     DatasetSerializer,
     DatasetVersionInputSerializer,
@@ -29,6 +31,7 @@ from parties.serializers import (
     FileInputSerializer,
     InferredSchemaSerializer,
     JurisdictionSerializer,
+    MachineKeyInputSerializer,
     OrganizationSerializer,
     PolicyInputSerializer,
     PolicySerializer,
@@ -191,3 +194,43 @@ class PolicyHistory(generics.ListAPIView):
             self.request.user, self.kwargs["org"], self.kwargs["slug"]
         )
         return dataset.policies.prefetch_related("allowed_receivers").order_by("-version")
+
+
+class MachineKeys(APIView):
+    """The organisation's approval credentials (passkeys and machine keys); its owners register
+    a machine key here: the Ed25519 public half of a key the organisation holds itself."""
+
+    def _organization(self, request: Request, org: str):
+        organization = get_object_or_404(selectors.organizations_of(request.user), slug=org)
+        require(request.user, Permission.APPROVE_QUERIES, organization=organization)
+        return organization
+
+    @extend_schema(responses={200: ApprovalCredentialSerializer(many=True)})
+    def get(self, request: Request, org: str) -> Response:
+        organization = self._organization(request, org)
+        credentials_ = selectors.live_credentials(organization).select_related("user")
+        return Response(ApprovalCredentialSerializer(credentials_, many=True).data)
+
+    @extend_schema(request=MachineKeyInputSerializer, responses={201: ApprovalCredentialSerializer})
+    def post(self, request: Request, org: str) -> Response:
+        organization = self._organization(request, org)
+        serializer = MachineKeyInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        machine_key = credentials.register_machine_key(
+            organization=organization,
+            by=request.user,
+            name=serializer.validated_data["name"],
+            public_key=serializer.validated_data["public_key"],
+        )
+        return Response(
+            ApprovalCredentialSerializer(machine_key).data, status=status.HTTP_201_CREATED
+        )
+
+
+class CredentialRemove(APIView):
+    @extend_schema(request=None, responses={200: ApprovalCredentialSerializer})
+    def post(self, request: Request, org: str, pk: int) -> Response:
+        organization = get_object_or_404(selectors.organizations_of(request.user), slug=org)
+        credential = get_object_or_404(organization.approval_credentials, pk=pk)
+        credential = credentials.remove_credential(credential=credential, by=request.user)
+        return Response(ApprovalCredentialSerializer(credential).data)

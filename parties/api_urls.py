@@ -4,6 +4,16 @@ from parties import api
 
 urlpatterns = [
     path("organizations/", api.OrganizationList.as_view(), name="api-organizations"),
+    path(
+        "organizations/<slug:org>/credentials/",
+        api.MachineKeys.as_view(),
+        name="api-approval-credentials",
+    ),
+    path(
+        "organizations/<slug:org>/credentials/<int:pk>/remove/",
+        api.CredentialRemove.as_view(),
+        name="api-approval-credential-remove",
+    ),
     path("jurisdictions/", api.JurisdictionList.as_view(), name="api-jurisdictions"),
     path("sites/", api.SiteList.as_view(), name="api-sites"),
     path("datasets/", api.DatasetList.as_view(), name="api-datasets"),

@@ -19,6 +19,7 @@ from keyservice.client import RemoteKeyService
 from keyservice.release import Dataset, Pinned, ReleaseLog
 from keyservice.service import OrganizationKeyService
 from parties.models import Organization, Site
+from parties.selectors import pinned_approvers
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def embedded_pinned(
     datasets = organization.datasets.select_related("jurisdiction", "organization")
     return Pinned(
         organization=organization.pk,
-        approval_keys=(bytes(organization.public_key),),
+        approvers=pinned_approvers(organization),
         datasets={
             d.pk: Dataset(id=d.pk, name=d.qualified_name, rules=d.jurisdiction.rules())
             for d in datasets

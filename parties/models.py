@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
+from cleanroom.audit.verifier.approvals import MACHINE_KEY, PASSKEY, PinnedCredential
 from cleanroom.choices import text_choices
 from cleanroom.residency import Place, Receiver, SiteKind, TransferRules
 from dataplane import mechanisms
@@ -100,9 +101,6 @@ class Organization(models.Model):
     jurisdiction = models.ForeignKey(
         Jurisdiction, on_delete=models.PROTECT, related_name="organizations"
     )
-    # Its Ed25519 key at the key service, which signs its approvals; the public half is here.
-    signing_key_id = models.CharField(max_length=100)
-    public_key = models.BinaryField(max_length=32)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -113,6 +111,56 @@ class Organization(models.Model):
 
     def receiver(self) -> Receiver:
         return Receiver(f"org:{self.pk}", self.name, self.jurisdiction.code)
+
+
+class ApprovalCredential(models.Model):
+    """A credential an organisation's owners approve queries with, its private half never on
+    the platform: a member's passkey (WebAuthn), or a machine key (Ed25519) the organisation
+    holds itself for automation. Removal keeps the row (approvals name it) and ends its use."""
+
+    class Kind(models.TextChoices):
+        PASSKEY = PASSKEY, "Passkey"
+        MACHINE_KEY = MACHINE_KEY, "Machine key"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="approval_credentials"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # The passkey's holder; none for a machine key.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="passkeys",
+        null=True,
+        blank=True,
+    )
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    name = models.CharField(max_length=100)
+    credential_id = models.BinaryField(max_length=1023, unique=True)
+    # A passkey's COSE key; a machine key's raw Ed25519 public key.
+    public_key = models.BinaryField(max_length=2048)
+    rp_id = models.CharField(max_length=253, blank=True)  # a passkey's relying party
+    sign_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organization", "created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name} of {self.organization}"
+
+    def pinned(self) -> PinnedCredential:
+        return PinnedCredential(
+            organization=f"org:{self.organization_id}",
+            kind=self.kind,
+            credential_id=bytes(self.credential_id),
+            public_key=bytes(self.public_key),
+            rp_id=self.rp_id,
+        )
 
 
 class Membership(models.Model):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Jurisdiction, Organization
+from cleanroom.audit.verifier.approvals import PinnedCredential
+from parties.models import (
+    AnalysisPolicy,
+    ApprovalCredential,
+    Dataset,
+    DatasetVersion,
+    Jurisdiction,
+    Organization,
+)
 from parties.permissions import Permission, has_permission
 
 
@@ -19,6 +27,22 @@ def organizations_where(user, permission: Permission) -> list[Organization]:
     return [
         org for org in organizations_of(user) if has_permission(user, permission, organization=org)
     ]
+
+
+def live_credentials(organization: Organization) -> QuerySet[ApprovalCredential]:
+    """The credentials the organisation's owners approve with now."""
+    return ApprovalCredential.objects.filter(organization=organization, removed_at__isnull=True)
+
+
+def pinned_approvers(organization: Organization) -> tuple[PinnedCredential, ...]:
+    """What the organisation's key service and a regulator pin of its live credentials."""
+    return tuple(c.pinned() for c in live_credentials(organization).order_by("pk"))
+
+
+def passkeys_of(user) -> QuerySet[ApprovalCredential]:
+    return ApprovalCredential.objects.filter(
+        user=user, kind=ApprovalCredential.Kind.PASSKEY, removed_at__isnull=True
+    ).select_related("organization")
 
 
 def datasets_for(user) -> QuerySet[Dataset]:

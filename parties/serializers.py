@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
 from drf_spectacular.utils import extend_schema_field
@@ -9,6 +11,7 @@ from rest_framework import serializers
 
 from parties.models import (
     AnalysisPolicy,
+    ApprovalCredential,
     Column,
     Dataset,
     DatasetVersion,
@@ -195,3 +198,48 @@ class PolicyInputSerializer(serializers.ModelSerializer):
         model = AnalysisPolicy
         fields = [*POLICY_FIELDS, "allowed_receivers"]
         extra_kwargs = {name: {"required": False} for name in POLICY_FIELDS}
+
+
+class ApprovalCredentialSerializer(serializers.ModelSerializer):
+    """A credential an organisation's owners approve with: never a private key."""
+
+    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    holder = serializers.SerializerMethodField()
+    credential_id = serializers.SerializerMethodField()
+    public_key = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApprovalCredential
+        fields = [
+            "id",
+            "organization",
+            "kind",
+            "name",
+            "holder",
+            "credential_id",
+            "public_key",
+            "rp_id",
+            "created_at",
+            "last_used_at",
+            "removed_at",
+        ]
+
+    def get_holder(self, credential: ApprovalCredential) -> str:
+        return credential.user.username if credential.user else ""
+
+    def get_credential_id(self, credential: ApprovalCredential) -> str:
+        return base64.b64encode(bytes(credential.credential_id)).decode()
+
+    def get_public_key(self, credential: ApprovalCredential) -> str:
+        return base64.b64encode(bytes(credential.public_key)).decode()
+
+
+class MachineKeyInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    public_key = serializers.CharField(help_text="The raw 32-byte Ed25519 public key, base64.")
+
+    def validate_public_key(self, value: str) -> bytes:
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise serializers.ValidationError("Not base64.") from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ from django.db import IntegrityError, transaction
 
 from cleanroom.audit.log import record_platform_event
 from cleanroom.crypto.envelope import new_data_key
-from cleanroom.crypto.keys import key_service
 from cleanroom.errors import DomainError
 from parties.ingest import ColumnSpec, IngestError, StoredFile, parse_specs, store_encrypted
 from parties.keys import KeyServiceAccess, owner_key_service
@@ -41,21 +39,17 @@ def create_organization(
     *, slug: str, name: str, jurisdiction: str, by: User | None = None
 ) -> Organization:
     _check_identifier(slug)
-    keys = key_service()
-    signing_key_id = keys.create_signing_key()
+    # No approval key here: the owners approve with their own credentials (parties/credentials).
     organization = Organization.objects.create(
         slug=slug,
         name=name,
         jurisdiction=_jurisdiction(jurisdiction),
-        signing_key_id=signing_key_id,
-        public_key=keys.public_key(signing_key_id),
     )
     record_platform_event(
         "organization.created",
         by=by,
         subject=f"org:{organization.pk}",
         jurisdiction=organization.jurisdiction.code,
-        public_key=base64.b64encode(organization.public_key).decode(),
     )
     return organization
 

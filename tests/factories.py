@@ -8,17 +8,22 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import ApiToken
 from accounts.tokens import new_secret
+from cleanroom.audit.verifier.approvals import approval_challenge
+from cleanroom.testing import SoftwareAuthenticator
 from jobs import queries
 from jobs import services as room_services
-from jobs.models import Room
-from parties import services
+from jobs.models import Approval, Query, Room
+from parties import credentials, services
 from parties.models import Authority, DatasetVersion, Jurisdiction, Organization
+from parties.selectors import passkeys_of
 
 AGE_BANDS = ["0-17", "18-39", "40-64", "65+"]
 SEXES = ["F", "M"]
@@ -64,6 +69,72 @@ def organization(slug: str, name: str, home: str = "EU", **members: str) -> Orga
         account = User.objects.filter(username=username).first() or user(username)
         services.add_membership(organization=org, user=account, role=role)
     return org
+
+
+# The owners' devices in the tests: each registered passkey's software authenticator, by id.
+DEVICES: dict[bytes, SoftwareAuthenticator] = {}
+
+
+def authenticator() -> SoftwareAuthenticator:
+    """A new device for this deployment's relying party, registered nowhere."""
+    return SoftwareAuthenticator(rp_id=settings.WEBAUTHN_RP_ID, origin=settings.WEBAUTHN_ORIGINS[0])
+
+
+def register_passkey(user: User, org: Organization, name: str = "Laptop") -> SoftwareAuthenticator:
+    """Register a new passkey of `user` for `org`, as the passkeys page does."""
+    _, challenge = credentials.passkey_registration_options(user=user, organization=org)
+    device = authenticator()
+    credentials.register_passkey(
+        user=user,
+        organization=org,
+        name=name,
+        credential=device.create(challenge),
+        challenge=challenge,
+    )
+    DEVICES[device.credential_id] = device
+    return device
+
+
+def passkey(user: User, org: Organization) -> SoftwareAuthenticator:
+    """`user`'s passkey for `org`, registered on first use; where `user` may not approve for
+    `org`, a device registered nowhere (which the server refuses)."""
+    for credential_id in (
+        passkeys_of(user).filter(organization=org).values_list("credential_id", flat=True)
+    ):
+        if bytes(credential_id) in DEVICES:
+            return DEVICES[bytes(credential_id)]
+    try:
+        return register_passkey(user, org)
+    except PermissionDenied:
+        return authenticator()
+
+
+def assertion(query: Query, org: Organization, user: User, approve: bool = True) -> dict:
+    """`user`'s passkey assertion of the decision, as the browser hands it to the server."""
+    query = Query.objects.get(pk=query.pk)
+    message = queries.approval_message(query, org, "approve" if approve else "reject")
+    return passkey(user, org).get(approval_challenge(message))
+
+
+def decision_body(
+    query: Query, org: Organization, user: User, approve: bool = True, **fields
+) -> dict:
+    """An API decision's JSON body, with `user`'s passkey assertion."""
+    return {**fields, "assertion": assertion(query, org, user, approve)}
+
+
+def decide(
+    *, query: Query, organization: Organization, by: User, approve: bool = True, comment: str = ""
+) -> Approval:
+    """Decide as the owner would: with `by`'s own passkey, through the real service."""
+    return queries.decide_query(
+        query=query,
+        organization=organization,
+        by=by,
+        approve=approve,
+        comment=comment,
+        response=assertion(query, organization, by, approve),
+    )
 
 
 def dataset(

@@ -25,10 +25,11 @@ from accounts import services as account_services
 from accounts.models import ApiToken
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
-from jobs import queries, runner, tasks
+from jobs import runner, tasks
 from jobs import services as room_services
 from jobs.models import Approval, Job, Query, Room, RoomMembership
 from parties import services as party_services
+from parties.models import Organization
 from tests import factories
 from tests.factories import JOIN_SQL, propose
 
@@ -124,6 +125,15 @@ MATRIX: dict[tuple[str, str], str] = {
     ("api-token-detail", "DELETE"): "       401 204 404   404  404  404  404  404  404",
     # ---- API: parties
     ("api-organizations", "GET"): "         401 200 200   200  200  200  200  200  200",
+    # one's own passkeys: registering one for an organisation one owns data in
+    ("passkeys", "GET"): "                  302 200 200   200  200  200  200  200  200",
+    ("passkey-options", "POST"): "          302 403 200   403  403  200  200  404  404",
+    ("passkey-register", "POST"): "         302 302 302   302  302  302  302  302  302",
+    ("passkey-remove", "POST"): "           302 404 302   404  404  404  404  404  404",
+    # the Charité's approval credentials: its owners' alone
+    ("api-approval-credentials", "GET"): "  401 404 200   403  403  404  404  404  404",
+    ("api-approval-credentials", "POST"): " 401 404 400   403  403  404  404  404  404",
+    ("api-approval-credential-remove", "POST"): "401 404 200 403  403  404  404  404  404",
     ("api-jurisdictions", "GET"): "         401 200 200   200  200  200  200  200  200",
     ("api-sites", "GET"): "                 401 200 200   200  200  200  200  200  200",
     ("api-datasets", "GET"): "              401 200 200   200  200  200  200  200  200",
@@ -206,6 +216,7 @@ class Scene:
     invitation: RoomMembership
     approval: Approval  # the Charité's approval of `ready`
     token: ApiToken  # one of bob's API tokens
+    alice_passkey: int  # the passkey alice approved it with
 
 
 @pytest.fixture
@@ -261,12 +272,13 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
         invitation=invitation,
         approval=ready.approvals.get(organization=world.charite),
         token=account_services.issue_token(user=world.bob, name="bob's script").token,
+        alice_passkey=ready.approvals.get(organization=world.charite).credential_id,
     )
 
 
 def approve(world, query: Query) -> Query:
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 
@@ -324,6 +336,14 @@ def url_of(name: str, s: Scene) -> str:
         "api-tokens": "/api/tokens/",
         "api-token-detail": f"/api/tokens/{s.token.pk}/",
         "api-organizations": "/api/organizations/",
+        "passkeys": "/account/passkeys/",
+        "passkey-options": "/account/passkeys/options/",
+        "passkey-register": "/account/passkeys/register/",
+        "passkey-remove": f"/account/passkeys/{s.alice_passkey}/remove/",
+        "api-approval-credentials": "/api/organizations/charite/credentials/",
+        "api-approval-credential-remove": (
+            f"/api/organizations/charite/credentials/{s.alice_passkey}/remove/"
+        ),
         "api-jurisdictions": "/api/jurisdictions/",
         "api-sites": "/api/sites/",
         "api-datasets": "/api/datasets/",
@@ -379,6 +399,13 @@ def body_of(name: str, persona: str, s: Scene) -> dict:
         return {"organization": org}
     if name == "query-decide":
         return {"organization": org, "decision": "approve"}
+    if name == "passkey-options":
+        return {"organization": org}
+    if name in ("api-query-approve", "api-query-reject") and org:
+        # The persona's own passkey answers the decision's challenge: the rule decides.
+        organization = Organization.objects.get(slug=org)
+        approve = name == "api-query-approve"
+        return factories.decision_body(s.pending, organization, s.users[persona], approve)
     if name == "room-respond":
         return {"decision": "accept"}
     if name == "api-audit-witness":

@@ -44,6 +44,14 @@ VOCABULARY: tuple[Events, ...] = (
         "`sessions`: how many of the user's other sessions they signed out",
     ),
     Events(
+        ("passkey.registered", "passkey.removed", "machine_key.registered", "machine_key.removed"),
+        "platform",
+        (
+            "`organization`, `credential` (`kind`, `credential_id`, `public_key`, `rp_id`), "
+            "`name`, `holder`: a credential an organisation's owners approve with"
+        ),
+    ),
+    Events(
         ("dataset.registered", "dataset.version_added"),
         "platform",
         (
@@ -98,8 +106,9 @@ VOCABULARY: tuple[Events, ...] = (
         ("query.approved", "query.rejected"),
         "room",
         (
-            "`query`, `digest`, `organization`, `signature` (base64 Ed25519 over the approval "
-            "message), `public_key`"
+            "`query`, `digest`, `organization`, `approval`: the owner's evidence, a passkey's "
+            "WebAuthn assertion or a machine key's signature over the approval message, with "
+            "the credential's id and public key (`jobs/docs/queries-and-approvals.md`)"
         ),
     ),
     Events(

@@ -13,11 +13,20 @@ import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import transaction
 
 from cleanroom.audit.log import record_event
-from cleanroom.audit.verifier.rules import approval_message
+from cleanroom.audit.verifier.approvals import (
+    MACHINE_KEY,
+    PASSKEY,
+    PinnedCredential,
+    approval_challenge,
+    approval_message,
+    machine_key_id,
+)
+from cleanroom.testing import SoftwareAuthenticator
 
 DIGEST = "d" * 64
 CHARITE, USZ, PHARMA, OUTSIDER = "org:1", "org:2", "org:3", "org:9"
@@ -25,27 +34,81 @@ CHARITE, USZ, PHARMA, OUTSIDER = "org:1", "org:2", "org:3", "org:9"
 Run = list[tuple[str, dict]]
 
 
-def organization_key(organization: str) -> Ed25519PrivateKey:
-    """A fixed Ed25519 key per organisation id, so runs are reproducible."""
-    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(organization.encode()).digest())
+RP_ID, ORIGIN = "localhost", "http://localhost:8000"
 
 
-def public_key_of(organization: str) -> bytes:
-    return organization_key(organization).public_key().public_bytes_raw()
+def _seed(organization: str) -> bytes:
+    return hashlib.sha256(organization.encode()).digest()
+
+
+def organization_device(organization: str) -> SoftwareAuthenticator:
+    """Charité's owner approves with a passkey: a fixed software authenticator, so runs are
+    reproducible."""
+    scalar = int.from_bytes(_seed(organization), "big") % (2**255)
+    return SoftwareAuthenticator(
+        rp_id=RP_ID,
+        origin=ORIGIN,
+        private_key=ec.derive_private_key(scalar, ec.SECP256R1()),
+        credential_id=_seed(organization)[:16],
+    )
+
+
+def machine_key(organization: str) -> Ed25519PrivateKey:
+    """Zurich approves with a machine key it holds: a fixed Ed25519 key."""
+    return Ed25519PrivateKey.from_private_bytes(_seed(organization))
+
+
+def pinned_credential(organization: str) -> PinnedCredential:
+    """What a regulator pins for the organisation: a passkey for Charité, else a machine key."""
+    if organization == CHARITE:
+        device = organization_device(organization)
+        return PinnedCredential(
+            organization, PASSKEY, device.credential_id, device.cose_key(), RP_ID
+        )
+    public = machine_key(organization).public_key().public_bytes_raw()
+    return PinnedCredential(organization, MACHINE_KEY, machine_key_id(public), public)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unurl(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def evidence_for(organization: str, message: bytes) -> dict:
+    """The owner's evidence for `message`, as the platform stores and logs it."""
+    credential = pinned_credential(organization)
+    if credential.kind == MACHINE_KEY:
+        return {
+            "kind": MACHINE_KEY,
+            "credential_id": _b64(credential.credential_id),
+            "public_key": _b64(credential.public_key),
+            "signature": _b64(machine_key(organization).sign(message)),
+        }
+    answer = organization_device(organization).get(approval_challenge(message))["response"]
+    return {
+        "kind": PASSKEY,
+        "credential_id": _b64(credential.credential_id),
+        "public_key": _b64(credential.public_key),
+        "rp_id": RP_ID,
+        "authenticator_data": _b64(_unurl(answer["authenticatorData"])),
+        "client_data_json": _b64(_unurl(answer["clientDataJSON"])),
+        "signature": _b64(_unurl(answer["signature"])),
+    }
 
 
 def sign_decisions(run: Run) -> Run:
-    """Sign every approval and rejection of the run with its organisation's key, as
-    `jobs.queries.decide_query` does with the key in the key service."""
+    """Have each organisation's owner decide every approval and rejection of the run with its
+    own credential, as `jobs.queries.decide_query` takes it from the owner."""
     decisions = {"query.approved": "approve", "query.rejected": "reject"}
     for kind, data in run:
         if kind in decisions:
-            key = organization_key(data["organization"])
             message = approval_message(
                 data["query"], data["digest"], data["organization"], decisions[kind]
             )
-            data["signature"] = base64.b64encode(key.sign(message)).decode()
-            data["public_key"] = base64.b64encode(public_key_of(data["organization"])).decode()
+            data["approval"] = evidence_for(data["organization"], message)
     return run
 
 

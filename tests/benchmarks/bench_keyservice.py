@@ -11,6 +11,7 @@ Prints `name: value unit` lines.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,8 +28,13 @@ from django.conf import settings
 
 from cleanroom.attestation.binding import binding, key_context
 from cleanroom.attestation.verify import SimulatedEnclave, SimulatedRoot
+from cleanroom.audit.verifier.approvals import (
+    MACHINE_KEY,
+    PinnedCredential,
+    approval_message,
+    machine_key_id,
+)
 from cleanroom.audit.verifier.canonical import canonical_json
-from cleanroom.audit.verifier.rules import approval_message
 from cleanroom.crypto.sealing import public_bytes, seal
 from cleanroom.residency import Place, SiteKind, TransferRules
 from keyservice import config
@@ -50,6 +56,23 @@ SITE = Place(name="eu-tee", kind=SiteKind.TEE, jurisdiction="EU")
 PCRS = {0: hashlib.sha384(b"enclave").digest(), 1: hashlib.sha384(b"runtime").digest()}
 
 
+def _pinned_machine_key(approver) -> PinnedCredential:
+    public = approver.public_key().public_bytes_raw()
+    return PinnedCredential("org:1", MACHINE_KEY, machine_key_id(public), public)
+
+
+def _machine_key_approval(approver, digest: str) -> dict:
+    """The organisation's machine key approving query:1, as the platform relays it."""
+    pinned = _pinned_machine_key(approver)
+    signature = approver.sign(approval_message("query:1", digest, "org:1", "approve"))
+    return {
+        "kind": MACHINE_KEY,
+        "credential_id": base64.b64encode(pinned.credential_id).decode(),
+        "public_key": base64.b64encode(pinned.public_key).decode(),
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
 def _requests(root: SimulatedRoot, approver: Ed25519PrivateKey, kek: str, token: Token, first: int):
     canonical = {"format": "cleanroom-query/v2", "datasets": [{"name": "org.ds", "version": 1}]}
     digest = hashlib.sha256(canonical_json(canonical)).hexdigest()
@@ -65,9 +88,7 @@ def _requests(root: SimulatedRoot, approver: Ed25519PrivateKey, kek: str, token:
                 query=1,
                 dataset=1,
                 canonical=canonical,
-                approval_signature=approver.sign(
-                    approval_message("query:1", digest, "org:1", "approve")
-                ),
+                approval=_machine_key_approval(approver, digest),
                 document=enclave.attest(
                     pcrs=PCRS,
                     public_key=public_bytes(key),
@@ -102,7 +123,7 @@ def run() -> None:
         approver = Ed25519PrivateKey.generate()
         pinned = Pinned(
             organization=1,
-            approval_keys=(approver.public_key().public_bytes_raw(),),
+            approvers=(_pinned_machine_key(approver),),
             datasets={1: Dataset(id=1, name="org.ds", rules=EU)},
             sites={SITE.name: SITE},
             trusted_roots=(root.certificate,),
@@ -127,7 +148,7 @@ def run() -> None:
             json.dumps(
                 config.config_json(
                     organization=1,
-                    approval_keys=list(pinned.approval_keys),
+                    approvers=list(pinned.approvers),
                     jurisdictions=[EU],
                     sites=pinned.sites,
                     trusted_roots=[root.certificate],

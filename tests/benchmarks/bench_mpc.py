@@ -52,6 +52,7 @@ from dataplane.mpc import sharing
 from dataplane.privacy.calibration import laplace_scale
 from jobs.engines.mpc.certificates import ensure_credentials, party_private_key, party_public_key
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, party_addresses, start_party
+from tests import factories
 from tests.engines.support import mpc_config
 
 SIZES = (10**4, 10**5, 10**6)
@@ -213,7 +214,6 @@ def _e2e_room(folder: Path, rows: int):
     """A room of pharma (analyst bob) with each owner's `rows` visits, and the approved query."""
     from django.contrib.auth.models import User
 
-    from jobs import queries
     from jobs import services as room_services
     from parties import services
     from parties.models import Organization
@@ -272,7 +272,7 @@ def _e2e_room(folder: Path, rows: int):
     sql = f"SELECT u.clinic, COUNT(*) AS n, SUM(u.amount) AS total FROM ({branches}) AS u GROUP BY u.clinic"  # noqa: S608, E501
     query = propose(room, world["bob"], world["pharma"], sql=sql, epsilon=Decimal(str(EPSILON)))
     for slug, owner, _ in E2E_OWNERS:
-        queries.decide_query(
+        factories.decide(
             query=query,
             organization=Organization.objects.get(slug=slug),
             by=User.objects.get(username=owner),

@@ -45,6 +45,7 @@ from dataplane.privacy.calibration import measurements
 from dataplane.privacy.release import release_aggregates
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
+from tests import factories
 
 SIZES = (10**6, 10**7)
 RUNS = 3
@@ -212,7 +213,7 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
 
 def _run_end_to_end(world, rows: int, suffix: str) -> None:
     from cleanroom.celery import app
-    from jobs import queries, runner
+    from jobs import runner
     from jobs.models import Job, Query
     from jobs.workers import start_worker
     from parties.models import Site
@@ -225,7 +226,7 @@ def _run_end_to_end(world, rows: int, suffix: str) -> None:
     print(f"tee e2e setup {label}: {time.perf_counter() - start:.1f} s (two uploads)")
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query = Query.objects.get(pk=query.pk)
     site = Site.objects.get(name=query.plan["steps"][0]["site"])
     worker = start_worker(site)

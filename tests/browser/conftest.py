@@ -37,12 +37,38 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url)
+def page(browser, live_server, settings):
+    # localhost, not 127.0.0.1: passkeys (WebAuthn) need a domain as their relying party id.
+    origin = live_server.url.replace("127.0.0.1", "localhost")
+    settings.WEBAUTHN_RP_ID = "localhost"
+    settings.WEBAUTHN_ORIGINS = [origin]
+    context = browser.new_context(base_url=origin)
     context.set_default_timeout(10_000)
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def authenticator(page):
+    """Chromium's virtual authenticator on this page (CDP's WebAuthn domain): a platform
+    passkey that verifies its user, as a laptop's fingerprint reader would."""
+    session = page.context.new_cdp_session(page)
+    session.send("WebAuthn.enable")
+    added = session.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return session, added["authenticatorId"]
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from playwright.sync_api import expect
 
-from jobs import queries
+from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import JOIN_SQL, propose
 
@@ -23,7 +23,7 @@ def decided(world, settings, tmp_path):
     room = world.study(tmp_path)
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Costs by diagnosis")
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     return query
 
 
@@ -74,9 +74,8 @@ def test_a_regulator_downloads_a_bundle_and_verifies_it_offline(
     assert bundle.name == "study-audit-bundle.zip"
 
     keys = io.StringIO()
-    call_command("audit_keys", "--organizations", stdout=keys)
-    pinned = [line for line in keys.getvalue().splitlines() if line.startswith("organization ")]
-    verdict = run_verify(bundle, trust_file(tmp_path, *pinned))
+    call_command("export_owner_credentials", stdout=keys)
+    verdict = run_verify(bundle, trust_file(tmp_path, keys.getvalue()))
     assert verdict.ok, verdict.stderr
     assert verdict.stdout.startswith("OK: cleanroom.local/room/")
-    assert "the organisations' keys your trust file pins" in verdict.stdout
+    assert "credential your trust file pins for that organisation" in verdict.stdout

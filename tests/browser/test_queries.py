@@ -4,6 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from jobs.models import Approval, Query
+from tests.browser.test_passkeys import register
 from tests.factories import JOIN_SQL, propose
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -41,9 +42,12 @@ def test_the_plan_changes_as_the_analyst_types(world, study, page, log_in):
     assert query.status == Query.Status.PENDING and query.mechanism == "tee"
 
 
-def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page, log_in):
+def test_an_owner_approves_in_the_inbox_and_the_other_rejects(
+    world, study, page, log_in, authenticator
+):
     query = propose(study, world.bob, world.pharma)
     log_in(world.alice)
+    register(page, "Laptop")
     page.get_by_role("link", name="Approvals").click()
     item = page.get_by_role("article").filter(has_text=query.title)
     expect(item).to_contain_text("Plan bed capacity")
@@ -56,6 +60,7 @@ def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page
 
     page.get_by_role("button", name="Log out").click()
     log_in(world.carol)
+    register(page, "Phone")
     page.goto("/approvals/")
     page.get_by_role("article").get_by_role("button", name="Reject").click()
     expect(page.get_by_role("status")).to_contain_text("rejected version 1")
@@ -68,4 +73,4 @@ def test_an_owner_approves_in_the_inbox_and_the_other_rejects(world, study, page
     assert decisions == {"charite": "approve", "usz": "reject"}
     page.goto(f"/rooms/{study.slug}/queries/{query.pk}/")
     expect(page.locator("#status")).to_have_text("Rejected")
-    expect(page.get_by_text("signature verified")).to_have_count(2)
+    expect(page.get_by_text("assertion verified")).to_have_count(2)

@@ -10,8 +10,9 @@ from celery import _state, current_app
 from playwright.sync_api import expect
 
 from cleanroom.celery import app as project_app
-from jobs import queries, results, runner
+from jobs import results, runner
 from jobs.models import BudgetEntry, Job, Result
+from tests import factories
 from tests.factories import JOIN_SQL, propose
 from tests.jobs.conftest import site_worker  # noqa: F401 - the real worker, shared with tests/jobs
 
@@ -25,7 +26,7 @@ def approved(world, tmp_path):
     room = world.study(tmp_path)
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Costs by diagnosis")
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 from django.contrib.auth.models import User
 
-from jobs import queries
 from jobs import services as room_services
 from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.models import Query, Room
@@ -63,7 +62,7 @@ def approved_union(world: World, room: Room, **values) -> Query:
     query = propose(room, world.bob, world.pharma, sql=THREE_WAY_SQL, **values)
     barts = (Organization.objects.get(slug="barts"), User.objects.get(username="uma"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol), barts):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -5,6 +5,7 @@ result, at most one charge per dataset, a refund whenever no noisy value exists.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -31,11 +32,12 @@ from django.utils import timezone
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app as project_app
 from jobs import ledger as ledger_service
-from jobs import queries, runner, tasks
+from jobs import runner, tasks
 from jobs.engines.tee import engine as tee_engine
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
 from parties.models import Dataset
+from tests import factories
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, api, propose
 from tests.privacy.support import recalibrated
@@ -47,7 +49,7 @@ QUEUE = f"site.{SITE}"
 def approved(world, room, **values) -> Query:
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, **values)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 
@@ -607,20 +609,37 @@ def test_an_owner_cannot_revoke_an_approval_once_its_job_exists(world, study, he
     assert approval.revoked_at is None
 
 
+def _tampered_signature(approval: Approval) -> dict:
+    signature = bytearray(base64.b64decode(approval.evidence["signature"]))
+    signature[-1] ^= 1
+    return {"evidence": {**approval.evidence, "signature": base64.b64encode(signature).decode()}}
+
+
+def _charite_credential(approval: Approval) -> dict:
+    charite = Approval.objects.get(query=approval.query, organization__slug="charite")
+    return {"credential": charite.credential, "evidence": charite.evidence}
+
+
+NOT_VALID = "University Hospital Zurich's approval is not a valid assertion"
+
+
 @pytest.mark.parametrize(
     ("tamper", "reason"),
     [
-        ({"revoked_at": timezone.now()}, "University Hospital Zurich has not approved"),
-        ({"signature": bytes(64)}, "approval signature does not verify"),
+        (lambda a: {"revoked_at": timezone.now()}, "University Hospital Zurich has not approved"),
+        (_tampered_signature, NOT_VALID),
+        (lambda a: {"evidence": {}}, NOT_VALID),
+        (_charite_credential, NOT_VALID),
     ],
-    ids=["revoked", "forged signature"],
+    ids=["revoked", "tampered assertion", "missing assertion", "another organisation's"],
 )
 @pytest.mark.django_db
 def test_an_approval_changed_behind_the_services_stops_the_job_at_the_worker(
     world, study, held, tamper, reason
 ):
     job = runner.run_query(query=approved(world, study), by=world.bob)
-    Approval.objects.filter(query=job.query, organization=world.zurich).update(**tamper)
+    approval = Approval.objects.get(query=job.query, organization=world.zurich)
+    Approval.objects.filter(pk=approval.pk).update(**tamper(approval))
 
     assert runner.start_attempt(job.pk, SITE) is None
     job.refresh_from_db()

@@ -15,11 +15,12 @@ from cleanroom.attestation.binding import binding, key_context
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
-from jobs import queries, runner
+from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee import trust
 from jobs.models import Job
 from parties.models import DatasetVersion, Jurisdiction, Site
+from tests import factories
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
@@ -32,7 +33,7 @@ SITE = "eu-frankfurt-tee"
 def approved(world, room):
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -11,10 +11,11 @@ import json
 import pytest
 
 from cleanroom.crypto.keys import KeyServiceError, key_service
-from jobs import queries, results, runner
+from jobs import results, runner
 from jobs.models import Job, Result
 from jobs.owner_key_services import owner_key_services
 from parties.models import DatasetVersion
+from tests import factories
 from tests.factories import JOIN_SQL, propose
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -25,6 +26,9 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
 ):
     settings.VAR_DIR = tmp_path / "var"
     settings.KEY_SERVICE_CALLER_KEY = tmp_path / "caller.key"
+    # The owners register their passkeys first: each key service pins them when it starts.
+    factories.register_passkey(world.alice, world.charite)
+    factories.register_passkey(world.carol, world.zurich)
     with owner_key_services([world.charite, world.zurich, world.pharma]) as urls:
         assert sorted(urls) == sorted(["charite", "usz", world.pharma.slug])
         room = world.study(tmp_path)
@@ -35,7 +39,7 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
                 )
         query = propose(room, world.bob, world.pharma, sql=JOIN_SQL)
         for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-            queries.decide_query(query=query, organization=org, by=owner, approve=True)
+            factories.decide(query=query, organization=org, by=owner, approve=True)
         wait = site_worker("eu-frankfurt-tee")
         job = runner.run_query(query=query, by=world.bob)
         assert wait() == ("jobs.run_job", "SUCCESS", "released")

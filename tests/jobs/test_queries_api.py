@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Query
-from tests.factories import JOIN_SQL, UNION_SQL, api, propose
+from tests.factories import JOIN_SQL, UNION_SQL, api, decision_body, propose
 
 pytestmark = pytest.mark.django_db
 
@@ -81,15 +81,29 @@ def test_a_query_failing_its_plan_is_refused_on_submit_with_the_reason(
 def test_owners_approve_through_the_api_and_a_second_decision_is_refused(world, study):
     query = propose(study, world.bob, world.pharma)
     url = f"/api/rooms/{study.slug}/queries/{query.pk}"
-    assert api(world.alice).post(f"{url}/approve/", {"comment": "ok"}).status_code == 201
-    again = api(world.alice).post(f"{url}/approve/", {})
+    alice = decision_body(query, world.charite, world.alice, comment="ok")
+    assert api(world.alice).post(f"{url}/approve/", alice, format="json").status_code == 201
+    again = api(world.alice).post(
+        f"{url}/approve/", decision_body(query, world.charite, world.alice), format="json"
+    )
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "already_decided"
-    assert api(world.carol).post(f"{url}/approve/", {}).status_code == 201
+    carol = decision_body(query, world.zurich, world.carol)
+    assert api(world.carol).post(f"{url}/approve/", carol, format="json").status_code == 201
     query.refresh_from_db()
     assert query.status == Query.Status.APPROVED
     approvals = api(world.bob).get(f"{url}/").json()["approvals"]
     assert [a["verified"] for a in approvals] == [True, True]
+    assert [a["credential"]["kind"] for a in approvals] == ["passkey", "passkey"]
+
+
+def test_an_api_decision_without_the_owners_assertion_is_refused(world, study):
+    query = propose(study, world.bob, world.pharma)
+    url = f"/api/rooms/{study.slug}/queries/{query.pk}"
+    response = api(world.alice).post(f"{url}/approve/", {"comment": "ok"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "no_assertion"
+    assert not query.approvals.exists()
 
 
 def test_the_analyst_cannot_approve_and_an_outsider_cannot_see_the_query(world, study):
@@ -113,7 +127,11 @@ def test_the_inbox_lists_what_waits_for_the_owner_and_not_for_others(world, stud
 
 def test_patching_a_submitted_query_makes_a_new_version_without_approvals(world, study):
     query = propose(study, world.bob, world.pharma)
-    api(world.alice).post(f"/api/rooms/{study.slug}/queries/{query.pk}/approve/", {})
+    api(world.alice).post(
+        f"/api/rooms/{study.slug}/queries/{query.pk}/approve/",
+        decision_body(query, world.charite, world.alice),
+        format="json",
+    )
     response = api(world.bob).patch(
         f"/api/rooms/{study.slug}/queries/{query.pk}/",
         {"epsilon": "0.7", "submit": True},
@@ -129,7 +147,8 @@ def test_patching_a_submitted_query_makes_a_new_version_without_approvals(world,
 def test_an_owner_revokes_an_approval_before_the_run(world, study):
     query = propose(study, world.bob, world.pharma)
     url = f"/api/rooms/{study.slug}/queries/{query.pk}"
-    approval_id = api(world.alice).post(f"{url}/approve/", {}).json()["id"]
+    body = decision_body(query, world.charite, world.alice)
+    approval_id = api(world.alice).post(f"{url}/approve/", body, format="json").json()["id"]
     assert api(world.carol).post(f"{url}/approvals/{approval_id}/revoke/").status_code == 403
     response = api(world.alice).post(f"{url}/approvals/{approval_id}/revoke/")
     assert response.status_code == 200 and response.json()["revoked_at"]

@@ -11,6 +11,7 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.errors import DomainError
 from jobs import queries
 from jobs.models import Query
+from tests import factories
 from tests.factories import propose
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,10 +49,10 @@ def pending(world, tmp_path):
 
 def test_two_owners_approving_at_once_both_count(world, pending):
     outcomes = run_together(
-        lambda: queries.decide_query(
+        lambda: factories.decide(
             query=pending, organization=world.charite, by=world.alice, approve=True
         ),
-        lambda: queries.decide_query(
+        lambda: factories.decide(
             query=pending, organization=world.zurich, by=world.carol, approve=True
         ),
     )
@@ -75,7 +76,7 @@ def test_two_revisions_at_once_make_one_new_version(world, pending):
 def test_a_decision_racing_a_resubmission_is_never_counted_for_the_new_version(world, pending):
     draft = queries.revise_query(query=pending, by=world.bob, title="Edited")
     outcomes = run_together(
-        lambda: queries.decide_query(
+        lambda: factories.decide(
             query=pending, organization=world.charite, by=world.alice, approve=True
         ),
         lambda: queries.submit_query(query=draft, by=world.bob),

@@ -12,6 +12,7 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
 from jobs import queries, runner
 from jobs.models import BudgetEntry, Job
+from tests import factories
 from tests.factories import JOIN_SQL, api, propose
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +28,7 @@ def study(world, tmp_path):
 def approved(world, room, sql=JOIN_SQL, **values):
     query = propose(room, world.bob, world.pharma, sql=sql, **values)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

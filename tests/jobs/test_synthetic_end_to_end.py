@@ -18,9 +18,10 @@ from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.rules import result_commitment
 from dataplane.synthesis import SynthColumn, dp_cost
-from jobs import queries, runner
+from jobs import runner
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.runner import dispatch as send_to_broker
+from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import api, propose
@@ -47,7 +48,7 @@ def approved(world, tmp_path):
         synthetic_rows=300,
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     assert query.status == Query.Status.APPROVED
     return query
@@ -147,7 +148,7 @@ def test_an_sdv_extract_is_labelled_not_dp_everywhere_and_charges_nothing(
         synthetic_rows=100,
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     wait = site_worker("eu-frankfurt-tee")
     job = runner.run_query(query=Query.objects.get(pk=query.pk), by=world.bob)
     assert wait(600) == ("jobs.run_job", "SUCCESS", "released")

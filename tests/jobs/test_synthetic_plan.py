@@ -15,6 +15,7 @@ from jobs.models import Query
 from jobs.planner import plan_query
 from jobs.queries import QueryRefused, check_runnable
 from parties import services
+from tests import factories
 from tests.factories import propose
 from tests.jobs.test_sql_parser import hospitals, unit_joinable
 
@@ -218,7 +219,7 @@ def approved_extract(world, room):
         synthetic_rows=500,
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import queries, runner
+from jobs import runner
 from jobs.models import BudgetEntry, Job, Query, Result
+from tests import factories
 from tests.factories import JOIN_SQL, api, propose
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,7 +23,7 @@ def approved(world, tmp_path):
     room = world.study(tmp_path)
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -30,6 +30,7 @@ from keyservice.config import Caller
 from keyservice.release import Refused
 from keyservice.signing import HEADER, sign_request
 from parties.models import DatasetVersion, Site
+from parties.selectors import pinned_approvers
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.jobs.test_key_release import approved, document
@@ -58,7 +59,7 @@ def charite_service(world, tmp_path, settings):
     tee = tee_config()
     pinned = config.config_json(
         organization=world.charite.pk,
-        approval_keys=[bytes(world.charite.public_key)],
+        approvers=list(pinned_approvers(world.charite)),
         jurisdictions=[world.charite.jurisdiction.rules()],
         sites={site.name: site.place() for site in Site.objects.exclude(kind="mpc-party")},
         trusted_roots=trust.trusted_roots(tee),

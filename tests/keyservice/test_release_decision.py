@@ -4,24 +4,26 @@ is released."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import os
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cleanroom.attestation.binding import binding, key_context
+from cleanroom.audit.verifier.approvals import approval_challenge
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from cleanroom.residency import Place, SiteKind
 from jobs import services
 from jobs.engines.tee import trust
-from jobs.queries import digest_of
+from jobs.queries import approval_message, digest_of
 from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from parties.keys import embedded_pinned
+from tests import factories
 from tests.engines.support import tee_config
 from tests.jobs.test_key_release import document
 from tests.keyservice.support import release_request
@@ -70,12 +72,71 @@ def test_a_host_with_its_own_key_for_a_job_the_owner_did_not_approve_is_refused(
         charite_keys().release(release_request(job, evidence, canonical=canonical))
 
 
-def test_a_forged_approval_signature_is_refused(job, enclave_key, charite_keys):
-    forged = Ed25519PrivateKey.generate().sign(b"anything")
-    with pytest.raises(Refused, match="did not approve"):
-        charite_keys().release(
-            release_request(job, document(job, enclave_key), approval_signature=forged)
+def _charite_approval(job) -> dict:
+    return job.query.approvals.get(organization__slug="charite").evidence
+
+
+def _flipped(evidence: dict, name: str) -> dict:
+    raw = bytearray(base64.b64decode(evidence[name]))
+    raw[-1] ^= 1
+    return {**evidence, name: base64.b64encode(bytes(raw)).decode()}
+
+
+def test_a_missing_assertion_is_refused(job, enclave_key, charite_keys):
+    with pytest.raises(Refused, match="no owner's assertion"):
+        charite_keys().release(release_request(job, document(job, enclave_key), approval=None))
+    with pytest.raises(Refused, match="lacks 'signature'"):
+        evidence = {k: v for k, v in _charite_approval(job).items() if k != "signature"}
+        charite_keys().release(release_request(job, document(job, enclave_key), approval=evidence))
+
+
+def test_a_tampered_assertion_signature_is_refused(job, enclave_key, charite_keys):
+    tampered = _flipped(_charite_approval(job), "signature")
+    with pytest.raises(Refused, match=r"signature of org:\d+ does not verify"):
+        charite_keys().release(release_request(job, document(job, enclave_key), approval=tampered))
+
+
+def test_an_assertion_replayed_from_another_job_is_refused(job, start, enclave_key, charite_keys):
+    # The owner approved another query too: the host relays that approval for this one.
+    other = start()
+    replayed = _charite_approval(other)
+    with pytest.raises(Refused, match="answers another challenge"):
+        charite_keys().release(release_request(job, document(job, enclave_key), approval=replayed))
+
+
+def test_another_organisations_assertion_is_refused(job, enclave_key, charite_keys):
+    theirs = job.query.approvals.get(organization__slug="usz").evidence
+    with pytest.raises(Refused, match="not a credential pinned for org:"):
+        charite_keys().release(release_request(job, document(job, enclave_key), approval=theirs))
+
+
+def test_a_passkey_the_platform_registered_behind_the_owner_is_refused(
+    world, job, enclave_key, charite_keys
+):
+    # The key service pinned what Charité confirmed; then the platform adds a passkey of its
+    # own under alice's name and approves with it. The key service does not know that passkey.
+    pinned_before = charite_keys().pinned.approvers
+    factories.DEVICES.clear()
+    planted = factories.register_passkey(world.alice, world.charite, name="planted")
+    message = approval_message(job.query, world.charite, "approve")
+    answer = planted.get(approval_challenge(message))
+    planted_evidence = {
+        "kind": "passkey",
+        "credential_id": base64.b64encode(planted.credential_id).decode(),
+        "public_key": base64.b64encode(planted.cose_key()).decode(),
+        "rp_id": planted.rp_id,
+        "authenticator_data": _std(answer["response"]["authenticatorData"]),
+        "client_data_json": _std(answer["response"]["clientDataJSON"]),
+        "signature": _std(answer["response"]["signature"]),
+    }
+    with pytest.raises(Refused, match="not a credential pinned"):
+        charite_keys(approvers=pinned_before).release(
+            release_request(job, document(job, enclave_key), approval=planted_evidence)
         )
+
+
+def _std(b64url: str) -> str:
+    return base64.b64encode(base64.urlsafe_b64decode(b64url + "=" * (-len(b64url) % 4))).decode()
 
 
 def test_a_document_bound_to_another_job_is_refused(job, start, enclave_key, charite_keys):
@@ -157,7 +218,7 @@ def site_key_request(job, site: str, dataset: str = "charite.patients") -> SiteK
         query=relayed.query,
         dataset=relayed.dataset,
         canonical=relayed.canonical,
-        approval_signature=relayed.approval_signature,
+        approval=relayed.approval,
         site=site,
         kek_id=relayed.kek_id,
         wrapped_key=relayed.wrapped_key,

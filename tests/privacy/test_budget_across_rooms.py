@@ -18,11 +18,12 @@ from django.db import connection, connections
 from django.test import Client
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import ledger, queries, runner
+from jobs import ledger, runner
 from jobs import services as room_services
 from jobs.models import BudgetEntry, Job, Query, Room
 from jobs.planner import plan_query
 from parties.models import Dataset
+from tests import factories
 from tests.factories import JOIN_SQL, api, propose
 
 SITE = "eu-frankfurt-tee"
@@ -59,7 +60,7 @@ def approved(world, room: Room, epsilon: str = "1", title: str = "Costs") -> Que
         room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal(epsilon), title=title
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

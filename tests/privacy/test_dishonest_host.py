@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cleanroom.attestation.binding import binding
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
-from jobs import queries, results, runner, tasks
+from jobs import results, runner, tasks
 from jobs.engines.base import EngineError
 from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee import trust
 from jobs.models import BudgetEntry, Job, Query, Result
+from tests import factories
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
@@ -44,7 +45,7 @@ def held(monkeypatch):
 def approved(world, room) -> Query:
     query = propose(room, world.bob, world.pharma, sql=JOIN_SQL)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -135,7 +135,7 @@ def test_a_job_after_the_suspension_is_refused_by_the_planner_and_by_the_key_ser
         query=relayed.query,
         dataset=relayed.dataset,
         canonical=relayed.canonical,
-        approval_signature=relayed.approval_signature,
+        approval=relayed.approval,
         site="eu-frankfurt",
         kek_id=relayed.kek_id,
         wrapped_key=relayed.wrapped_key,

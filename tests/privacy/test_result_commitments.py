@@ -15,8 +15,9 @@ from django.test import Client
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.verifier.rules import result_commitment
-from jobs import queries, results, runner, tasks
+from jobs import results, runner, tasks
 from jobs.models import Result
+from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import api, propose
 
@@ -34,7 +35,7 @@ def released(world, tmp_path, monkeypatch) -> Result:
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
     query = propose(room, world.bob, world.pharma, sql=SQL, requested_mechanism="tee")
-    queries.decide_query(query=query, organization=world.charite, by=world.alice, approve=True)
+    factories.decide(query=query, organization=world.charite, by=world.alice, approve=True)
     query.refresh_from_db()
     job = runner.run_query(query=query, by=world.bob)
     assert tasks.run_job(job.pk, SITE) == "released"

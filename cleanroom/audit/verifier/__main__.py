@@ -67,11 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job in opened:
         print(f"  the result of {job} you hold matches the commitment its release logged")
     if report.approvals_pinned:
-        print("  approval signatures verify under the organisations' keys your trust file pins")
+        print("  every approval is an owner's assertion (passkey) or signature (machine key) by a")
+        print("  credential your trust file pins for that organisation")
     else:
-        print("  approval signatures verify under the keys the log names; pin the organisations'")
-        print("  keys with 'organization' lines (manage.py audit_keys --organizations) to check")
-        print("  them against keys you obtained yourself")
+        print("  every approval is an owner's assertion or signature by the credential the log")
+        print("  names; pin the owners' credentials ('passkey' and 'machine-key' lines, from")
+        print("  manage.py export_owner_credentials, confirmed with each owner) to check them")
+        print("  against credentials you obtained yourself")
     return 0
 
 

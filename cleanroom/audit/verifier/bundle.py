@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import VerificationError
+from .approvals import MACHINE_KEY, PASSKEY, PinnedCredential
 from .canonical import parse_canonical_event
 from .merkle import EMPTY_ROOT, CompactRange, leaf_hash
 from .notes import (
@@ -49,18 +50,21 @@ class Trust:
     log_keys: list[Verifier]
     witness_keys: list[Cosigner]
     allow_simulated_tee: bool = False
-    # Organisation id -> its approval keys (raw Ed25519), from `organization` lines.
-    organization_keys: dict[str, list[bytes]] = field(default_factory=dict)
+    # Organisation id -> the credentials its owners approve with, from `passkey` and
+    # `machine-key` lines.
+    approver_credentials: dict[str, list[PinnedCredential]] = field(default_factory=dict)
 
 
 def parse_trust_file(text: str) -> Trust:
     """One item a line: a log vkey (as ``manage.py audit_keys`` prints it), ``witness <vkey>``,
-    ``organization org:<id> <base64 Ed25519 key>`` (an organisation's approval key, as
-    ``audit_keys --organizations`` prints them), or ``allow-simulated-tee``; ``#`` starts a
-    comment. Once one organisation is pinned, every approval must be by a pinned key."""
+    an owner's credential (as ``manage.py export_owner_credentials`` prints them, and as the
+    owner should confirm): ``passkey org:<id> <rp id> <base64 credential id> <base64 COSE
+    key>`` or ``machine-key org:<id> <base64 key id> <base64 Ed25519 key>``, or
+    ``allow-simulated-tee``; ``#`` starts a comment. Once one organisation is pinned, every
+    approval must be by a pinned credential."""
     log_keys: list[Verifier] = []
     witness_keys: list[Cosigner] = []
-    organization_keys: dict[str, list[bytes]] = {}
+    credentials: dict[str, list[PinnedCredential]] = {}
     allow = False
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -71,26 +75,41 @@ def parse_trust_file(text: str) -> Trust:
                 allow = True
             elif line.startswith("witness "):
                 witness_keys.append(parse_cosigner_key(line[len("witness ") :].strip()))
-            elif line.startswith("organization "):
-                organization, key = _organization_key(line)
-                organization_keys.setdefault(organization, []).append(key)
+            elif line.startswith((f"{PASSKEY} ", f"{MACHINE_KEY} ")):
+                credential = _credential(line)
+                credentials.setdefault(credential.organization, []).append(credential)
             else:
                 log_keys.append(parse_verifier_key(line))
         except VerificationError as exc:
             raise VerificationError(f"trust file line {number}: {exc}") from exc
     if not log_keys:
         raise VerificationError("the trust file holds no log key")
-    return Trust(log_keys, witness_keys, allow, organization_keys)
+    return Trust(log_keys, witness_keys, allow, credentials)
 
 
-def _organization_key(line: str) -> tuple[str, bytes]:
+def _credential(line: str) -> PinnedCredential:
     parts = line.split()
-    if len(parts) != 3 or not re.fullmatch(r"org:[A-Za-z0-9_.\-]{1,80}", parts[1]):
-        raise VerificationError("an organization line is 'organization org:<id> <base64 key>'")
-    key = strict_b64decode(parts[2], f"the key of {parts[1]}")
-    if len(key) != 32:
-        raise VerificationError(f"the key of {parts[1]} is not a 32-byte Ed25519 key")
-    return parts[1], key
+    kind = parts[0]
+    shape = (
+        "passkey org:<id> <rp id> <base64 credential id> <base64 COSE key>"
+        if kind == PASSKEY
+        else "machine-key org:<id> <base64 key id> <base64 Ed25519 key>"
+    )
+    if len(parts) != (5 if kind == PASSKEY else 4) or not re.fullmatch(
+        r"org:[A-Za-z0-9_.\-]{1,80}", parts[1]
+    ):
+        raise VerificationError(f"a {kind} line is '{shape}'")
+    organization = parts[1]
+    key = strict_b64decode(parts[-1], f"the key of {organization}")
+    if kind == MACHINE_KEY and len(key) != 32:
+        raise VerificationError(f"the machine key of {organization} is not a 32-byte Ed25519 key")
+    return PinnedCredential(
+        organization=organization,
+        kind=kind,
+        credential_id=strict_b64decode(parts[-2], f"a credential id of {organization}"),
+        public_key=key,
+        rp_id=parts[2] if kind == PASSKEY else "",
+    )
 
 
 @dataclass
@@ -167,7 +186,7 @@ def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> 
 
         rules = DomainRules(
             allow_simulated_tee=trust.allow_simulated_tee,
-            approver_keys=trust.organization_keys or None,
+            approver_credentials=trust.approver_credentials or None,
         )
         with archive.open("events.jsonl") as stream:
             read = _read_events(stream, manifest["log"], checkpoint.size, rules, old)
@@ -206,7 +225,7 @@ def verify_bundle(bundle: Any, trust: Trust, *, previous: str | None = None) -> 
         cosigned_by,
         len(attachments),
         old.size if old is not None else None,
-        bool(trust.organization_keys),
+        bool(trust.approver_credentials),
         rules.released,
     )
 

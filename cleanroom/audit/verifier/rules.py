@@ -1,6 +1,6 @@
-"""The clean room's domain rules over a room log (:class:`DomainRules`), what an approval signs
-(:func:`approval_message`) and what the log commits to of a released result
-(:func:`result_commitment`, :func:`check_opening`).
+"""The clean room's domain rules over a room log (:class:`DomainRules`) and what the log commits
+to of a released result (:func:`result_commitment`, :func:`check_opening`); what an approval
+signs and how it is checked is approvals.py.
 
 The event types the rules read are those of the audit vocabulary (cleanroom/audit/events.py);
 tests/audit/test_vocabulary.py holds them, and the fields the rules require, to it.
@@ -14,10 +14,8 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from . import VerificationError
+from .approvals import PinnedCredential, approval_message, verify_evidence
 from .notes import strict_b64decode
 
 
@@ -57,8 +55,8 @@ def _time(value: Any, where: str) -> datetime:
 # (cleanroom/audit/events.py), which tests/audit/test_vocabulary.py holds this table to.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "query.submitted": ("query", "digest", "datasets", "required_approvers", "receivers"),
-    "query.approved": ("query", "digest", "organization", "signature", "public_key"),
-    "query.rejected": ("query", "digest", "organization", "signature", "public_key"),
+    "query.approved": ("query", "digest", "organization", "approval"),
+    "query.rejected": ("query", "digest", "organization", "approval"),
     "query.approval_revoked": ("query", "organization"),
     "query.expired": ("query",),
     "query.superseded": ("query",),
@@ -80,9 +78,10 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 class DomainRules:
     """The clean room's rules over a room log, fed one event at a time in log order.
 
-    - every ``query.approved`` and ``query.rejected`` carries the organisation's Ed25519
-      signature over the approval message (:func:`approval_message`), checked against the key
-      the trust file pins for that organisation, or else the key the event names;
+    - every ``query.approved`` and ``query.rejected`` carries the owner's own evidence (a
+      passkey's WebAuthn assertion or a machine key's signature over the approval message,
+      approvals.py), checked against the credentials the trust file pins for that
+      organisation, or else the credential the event names; no assertion counts twice;
     - every ``job.dispatched`` follows a ``query.submitted`` of its query with the same digest,
       whose ``required_approvers`` include every owner of the datasets it reads, and a
       ``query.approved`` of that digest by each of them, not rejected or revoked since, with
@@ -106,12 +105,13 @@ class DomainRules:
         self,
         *,
         allow_simulated_tee: bool = False,
-        approver_keys: dict[str, list[bytes]] | None = None,
+        approver_credentials: dict[str, list[PinnedCredential]] | None = None,
     ) -> None:
         self.allow_simulated_tee = allow_simulated_tee
-        # Organisation -> the Ed25519 keys pinned for it, or None to take each approval's key
-        # from the event itself (the log, signed by the log key, then vouches for the key).
-        self.approver_keys = approver_keys
+        # Organisation -> the credentials pinned for it, or None to take each approval's
+        # credential from the event itself (the log, signed by the log key, then vouches for it).
+        self.approver_credentials = approver_credentials
+        self.signatures_seen: dict[str, int] = {}  # an approval's signature -> its event
         self.submissions: dict[str, dict] = {}
         self.decisions: dict[str, dict[str, tuple[str, str, datetime, int]]] = {}
         self.closed: dict[str, tuple[str, int]] = {}
@@ -151,8 +151,8 @@ class DomainRules:
             query = data["query"]
             organization = data["organization"]
             if kind != "query.approval_revoked":
-                _check_approval_signature(
-                    where, kind, data, query, organization, self.approver_keys
+                _check_approval(
+                    i, where, kind, data, self.approver_credentials, self.signatures_seen
                 )
             self.decisions.setdefault(query, {})[organization] = (
                 kind,
@@ -252,23 +252,18 @@ def check_domain_rules(
     events: Iterable[dict],
     *,
     allow_simulated_tee: bool = False,
-    approver_keys: dict[str, list[bytes]] | None = None,
+    approver_credentials: dict[str, list[PinnedCredential]] | None = None,
 ) -> None:
     """Check :class:`DomainRules` over a whole room log, in log order."""
-    rules = DomainRules(allow_simulated_tee=allow_simulated_tee, approver_keys=approver_keys)
+    rules = DomainRules(
+        allow_simulated_tee=allow_simulated_tee, approver_credentials=approver_credentials
+    )
     for i, event in enumerate(events):
         rules.feed(i, event)
     rules.finish()
 
 
-APPROVAL_FORMAT = "cleanroom-approval/v1"
 _DECISIONS = {"query.approved": "approve", "query.rejected": "reject"}
-
-
-def approval_message(query: str, digest: str, organization: str, decision: str) -> bytes:
-    """What an organisation's key signs when it decides on a query version: the format, the
-    query id, its digest, the organisation id and ``approve`` or ``reject``, one a line."""
-    return f"{APPROVAL_FORMAT}\n{query}\n{digest}\n{organization}\n{decision}\n".encode()
 
 
 RESULT_COMMITMENT = "cleanroom-result-commitment/v1"
@@ -317,28 +312,26 @@ def _hex(value: Any, what: str) -> bytes:
         raise VerificationError(f"{what} is not hexadecimal") from None
 
 
-def _check_approval_signature(where, kind, data, query, organization, pinned) -> None:
-    digest = data["digest"]
-    signature = strict_b64decode(str(data["signature"]), f"{where}: the signature")
-    public_key = strict_b64decode(str(data["public_key"]), f"{where}: the public key")
-    if pinned is not None:
-        keys = pinned.get(organization)
-        if not keys:
-            raise VerificationError(f"{where}: the trust file pins no key for {organization}")
-        if public_key not in keys:
-            raise VerificationError(
-                f"{where}: {organization} decided on {query} with a key the trust file does "
-                "not pin for it"
-            )
-    if len(public_key) != 32:
-        raise VerificationError(f"{where}: the public key of {organization} is not Ed25519")
-    message = approval_message(query, digest, organization, _DECISIONS[kind])
+def _check_approval(i, where, kind, data, pinned, seen) -> None:
+    query, organization = data["query"], data["organization"]
+    if pinned is not None and not pinned.get(organization):
+        raise VerificationError(f"{where}: the trust file pins no credential for {organization}")
+    message = approval_message(query, data["digest"], organization, _DECISIONS[kind])
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except InvalidSignature:
+        verify_evidence(
+            data["approval"],
+            message=message,
+            organization=organization,
+            pinned=None if pinned is None else pinned[organization],
+        )
+    except VerificationError as exc:
+        raise VerificationError(f"{where}: {organization} on {query}: {exc}") from None
+    signature = str(data["approval"]["signature"])
+    if signature in seen:
         raise VerificationError(
-            f"{where}: the signature of {organization} on {query} does not verify"
-        ) from None
+            f"{where}: {organization}'s assertion on {query} replays event {seen[signature]}"
+        )
+    seen[signature] = i
 
 
 def _check_dispatch(i, where, event, data, job, query, submissions, decisions, closed) -> None:

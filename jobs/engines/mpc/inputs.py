@@ -138,7 +138,7 @@ def _decrypt(
         query=query.pk,
         dataset=version.dataset_id,
         canonical=query.canonical,
-        approval_signature=bytes(approval.signature),
+        approval=approval.evidence,
         site=step.site.name,
         kek_id=version.kek_id,
         wrapped_key=bytes(version.wrapped_data_key),

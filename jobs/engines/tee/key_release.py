@@ -104,13 +104,14 @@ def release_request(job: Job, version: DatasetVersion, document: bytes) -> Relea
         query=job.query,
         organization=version.dataset.organization,
         decision=Approval.Decision.APPROVE,
+        revoked_at__isnull=True,
     )
     return ReleaseRequest(
         job=job.pk,
         query=job.query_id,
         dataset=version.dataset_id,
         canonical=job.query.canonical,
-        approval_signature=bytes(approval.signature),
+        approval=approval.evidence,
         document=document,
         site=job.site.name,
         kek_id=version.kek_id,

@@ -35,7 +35,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-serve", action="store_true", help="Set up, then stop.")
-        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        # localhost, not 127.0.0.1: passkeys (WebAuthn) need a domain as their relying party.
+        parser.add_argument("--addrport", default="localhost:8000")
         parser.add_argument(
             "--patients", type=int, default=4000, help="Generated patients per hospital."
         )
@@ -190,6 +191,11 @@ class Command(BaseCommand):
         out("  job's page lists the site of every party) and the budget they spent; alice and")
         out("  carol each have a query waiting in Approvals; carol has an invitation in")
         out("  'Readmissions follow-up'. Stop everything with Ctrl+C.")
+        out("")
+        out("  Every approval is the owner's own passkey assertion. The demo's owners approved")
+        out("  with a DEMO SOFTWARE AUTHENTICATOR each (var/demo-devices/, a stand-in for a")
+        out("  passkey on the owner's device, registered as their passkey; not for production).")
+        out(f"  To approve in the browser, register a passkey first: {url}account/passkeys/")
         out("")
 
 

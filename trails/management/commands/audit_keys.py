@@ -1,17 +1,13 @@
 """`manage.py audit_keys`: the log's verification keys, one signed-note vkey a line.
 
 Redirect it into the trust file a regulator keeps: `./manage.py audit_keys > trust.txt`.
-With `--organizations`, also each organisation's approval key, which a regulator should rather
-obtain from the organisation itself and compare.
+The owners' approval credentials are `manage.py export_owner_credentials`.
 """
-
-import base64
 
 from django.core.management.base import BaseCommand
 
 from cleanroom.audit.checkpoints import current_log_key, log_vkeys
 from cleanroom.audit.witness import witness_vkeys
-from parties.models import Organization
 
 
 class Command(BaseCommand):
@@ -23,19 +19,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Also print the member organisations' witness keys, as 'witness <vkey>' lines.",
         )
-        parser.add_argument(
-            "--organizations",
-            action="store_true",
-            help="Also print each organisation's approval key, as 'organization org:<id> <key>'.",
-        )
 
-    def handle(self, *args, witnesses: bool, organizations: bool, **options):
+    def handle(self, *args, witnesses: bool, **options):
         current_log_key()  # made on first use, so a trust file can be written before any event
         for vkey in log_vkeys():
             self.stdout.write(vkey)
         if witnesses:
             for vkey in witness_vkeys():
                 self.stdout.write(f"witness {vkey}")
-        if organizations:
-            for pk, key in Organization.objects.order_by("pk").values_list("pk", "public_key"):
-                self.stdout.write(f"organization org:{pk} {base64.b64encode(bytes(key)).decode()}")

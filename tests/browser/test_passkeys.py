@@ -1,0 +1,91 @@
+"""Owners register passkeys and approve or reject with them, in Chromium with its virtual
+authenticator (CDP's WebAuthn domain): the page asks the browser's passkey prompt for each
+decision, and the server stores the assertion it made."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from cleanroom.audit.verifier.approvals import PASSKEY
+from jobs import queries
+from jobs.models import Approval, Query
+from parties.models import ApprovalCredential
+from tests.factories import propose
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+
+@pytest.fixture
+def study(world, tmp_path):
+    return world.study(tmp_path)
+
+
+def register(page, name: str) -> None:
+    page.goto("/account/passkeys/")
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Register a passkey").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Passkey “{name}” registered")
+    expect(page.get_by_role("cell", name=name, exact=True)).to_be_visible()
+
+
+def test_owners_register_passkeys_then_approve_and_reject_with_them(
+    world, study, page, log_in, authenticator
+):
+    session, authenticator_id = authenticator
+    query = propose(study, world.bob, world.pharma)
+
+    log_in(world.alice)
+    page.goto("/approvals/")
+    expect(page.get_by_role("link", name="Register a passkey")).to_be_visible()
+    register(page, "Alice's laptop")
+    [passkey] = ApprovalCredential.objects.filter(user=world.alice)
+    assert passkey.kind == PASSKEY and passkey.organization == world.charite
+
+    page.get_by_role("link", name="Approvals").click()
+    item = page.get_by_role("article").filter(has_text=query.title)
+    item.get_by_role("button", name="Approve for Charité Berlin").click()
+    expect(page.get_by_role("status")).to_contain_text("Charité Berlin approved version 1")
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(world.carol)
+    register(page, "Carol's phone")
+    page.goto("/approvals/")
+    page.get_by_role("article").get_by_role("button", name="Reject").click()
+    expect(page.get_by_role("status")).to_contain_text("rejected version 1")
+
+    query = Query.objects.get(pk=query.pk)
+    assert query.status == Query.Status.REJECTED
+    for approval in Approval.objects.filter(query=query):
+        assert approval.evidence["kind"] == PASSKEY
+        assert approval.credential.user in (world.alice, world.carol)
+        assert queries.verify_approval(approval)
+    credentials = session.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})
+    assert len(credentials["credentials"]) == 2  # the private keys stayed in the authenticator
+
+    page.goto(f"/rooms/{study.slug}/queries/{query.pk}/")
+    expect(page.get_by_text("assertion verified")).to_have_count(2)
+    expect(page.get_by_text("the passkey “Alice's laptop” of alice")).to_be_visible()
+
+
+def test_a_decision_without_a_passkey_is_refused_and_nothing_is_stored(world, study, page, log_in):
+    """No passkey answers (no authenticator): the form never posts; a post forged without the
+    script (as a hand-made request would) is refused by the server."""
+    query = propose(study, world.bob, world.pharma)
+    log_in(world.alice)
+    page.goto("/approvals/")
+    response = page.request.post(
+        f"/rooms/{study.slug}/queries/{query.pk}/decide/",
+        form={
+            "organization": "charite",
+            "decision": "approve",
+            "assertion": "",
+            "csrfmiddlewaretoken": page.locator(
+                "input[name=csrfmiddlewaretoken]"
+            ).first.get_attribute("value"),
+        },
+        headers={"Referer": page.url},
+    )
+    assert response.ok
+    assert not Approval.objects.filter(query=query).exists()
+    assert Query.objects.get(pk=query.pk).status == Query.Status.PENDING
