@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import Resolver404, resolve
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -14,17 +13,6 @@ from accounts import selectors, services
 from accounts.forms import TokenForm
 from accounts.permissions import own_token
 from cleanroom.errors import DomainError
-
-# The passkeys page (issue #16, item 1) is its own; this page links to it once it exists.
-PASSKEYS_PATH = "/account/passkeys/"
-
-
-def _passkeys_url() -> str | None:
-    try:
-        resolve(PASSKEYS_PATH)
-    except Resolver404:
-        return None
-    return PASSKEYS_PATH
 
 
 def _page(request: HttpRequest, form: TokenForm, issued=None, status: int = 200) -> HttpResponse:
@@ -35,7 +23,6 @@ def _page(request: HttpRequest, form: TokenForm, issued=None, status: int = 200)
         "tokens": selectors.tokens_of(request.user),
         "sessions": selectors.sessions_of(request.user),
         "current_session_key": current,
-        "passkeys_url": _passkeys_url(),
     }
     return render(request, "accounts/security.html", context, status=status)
 

@@ -200,6 +200,9 @@ class MachineKeys(APIView):
     """The organisation's approval credentials (passkeys and machine keys); its owners register
     a machine key here: the Ed25519 public half of a key the organisation holds itself."""
 
+    # Reading them, too, is for the organisation's owners: other members are refused.
+    refusals = {"GET": (403, 404), "POST": (400, 403, 404)}
+
     def _organization(self, request: Request, org: str):
         organization = get_object_or_404(selectors.organizations_of(request.user), slug=org)
         require(request.user, Permission.APPROVE_QUERIES, organization=organization)

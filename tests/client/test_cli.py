@@ -12,6 +12,7 @@ import pytest
 
 from cleanroom.client.cli import main
 from jobs import queries
+from tests import factories
 from tests.client.conftest import PASSWORD
 from tests.factories import JOIN_SQL, propose, token_for
 
@@ -46,7 +47,7 @@ def test_submit_run_and_result_from_the_command_line(world, as_bob, study, site_
     assert "is pending_approval" in out and "Approvals needed from: charite, usz" in out
     query = queries.Query.objects.get(title="Costs")
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
 
     assert main(["run", "study", str(query.pk)]) == 0
     captured = capsys.readouterr()

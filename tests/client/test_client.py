@@ -11,6 +11,7 @@ import pytest
 
 from cleanroom.client import ApiError, CannotConnect, Client, Plan
 from jobs import queries
+from tests import factories
 from tests.client.conftest import PASSWORD
 from tests.factories import JOIN_SQL, token_for
 
@@ -21,7 +22,7 @@ def approve_as_owners(world, query_id: int) -> None:
     # The owners' own approval is their key's (issue #16), outside this client for now.
     query = queries.Query.objects.get(pk=query_id)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
 
 
 def test_an_analyst_goes_from_login_to_a_dataframe_of_the_released_result(

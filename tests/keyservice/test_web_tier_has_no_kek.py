@@ -26,10 +26,10 @@ import pytest
 from django.conf import settings as django_settings
 
 from cleanroom.crypto.keys import key_service
-from jobs import queries
 from jobs.owner_key_services import owner_key_services
 from keyservice.token import SOFTHSM
 from parties.models import DatasetVersion
+from tests import factories
 from tests.factories import JOIN_SQL, propose
 
 pytestmark = [
@@ -200,11 +200,12 @@ def test_the_web_process_reaches_no_kek_by_any_path_it_has(deployment, world, tm
     interpreter = _interpreter_for_web_user()
     with owner_key_services([world.charite, world.zurich, world.pharma]) as urls:
         room = world.study(tmp_path)
-        # An approved query: the platform's key folder holds what running one needs (the
-        # organisations' approval keys and the log's), as the web tier's would.
+        # An approved query: the owners approved with their own passkeys, so the platform's key
+        # folder holds at most the log's signing key, as the web tier's would.
         query = propose(room, world.bob, world.pharma, sql=JOIN_SQL)
         for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-            queries.decide_query(query=query, organization=org, by=owner, approve=True)
+            factories.decide(query=query, organization=org, by=owner, approve=True)
+        django_settings.KEY_SERVICE_ROOT.mkdir(parents=True, exist_ok=True)
         states = sorted(str(deployment / "keyservices" / slug) for slug in urls)
         web = pwd.getpwnam(WEB_USER)
         for path in [
