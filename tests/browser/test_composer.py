@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 from jobs import services as room_services
 from jobs.models import Query
 from parties import services
+from tests.browser.test_accessibility import AXE, AXE_URL, axe_violations
 from tests.factories import JOIN_SQL
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -56,6 +57,7 @@ def expect_offered(page, label: str, detail: str) -> None:
 def test_the_editor_completes_allowed_columns_and_marks_the_refusal_inline(
     world, study, page, log_in, csp_reports
 ):
+    page.context.route(f"**{AXE_URL}", lambda route: route.fulfill(path=AXE))
     log_in(world.bob)
     page.goto(f"/rooms/{study.slug}/queries/new/")
     editor = page.get_by_role("textbox", name="Query")
@@ -83,6 +85,7 @@ def test_the_editor_completes_allowed_columns_and_marks_the_refusal_inline(
             "sex": "dimension, filter",
         },
     )
+    assert axe_violations(page) == []  # the editor with its completion list open
     page.keyboard.type("person_hash")
     page.keyboard.press("Escape")
     page.keyboard.press("Enter")
@@ -102,6 +105,7 @@ def test_the_editor_completes_allowed_columns_and_marks_the_refusal_inline(
     expect(page.locator(".cm-panel.cm-panel-lint")).to_contain_text(
         "usz.patients's policy does not allow cost as a measure"
     )
+    assert axe_violations(page) == []  # the editor with its mark, gutter and panel
     page.keyboard.press("Escape")
 
     # Typing over the whole text (select all, then type it anew) marks a refusal on line 3, and
