@@ -23,13 +23,16 @@ urlpatterns = [
     path("", include("trails.urls")),
     path("api/", include("cleanroom.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # Swagger UI from the project's static files; the split view serves its start-up script as
-    # a file of its own, not inline. Swagger UI sets inline styles as it renders, which this one
+    # Swagger UI from the project's static files, with a template of its own (a language, a main
+    # landmark, and its styles as a file); the split view serves its start-up script as a file
+    # of its own, not inline. Swagger UI sets inline styles as it renders, which this one
     # page allows (styles only: scripts stay the project's own).
     path(
         "api/docs/",
         csp_update({"style-src": ["'unsafe-inline'"]})(
-            SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+            SpectacularSwaggerSplitView.as_view(
+                url_name="api-schema", template_name="api_swagger.html"
+            )
         ),
         name="api-docs",
     ),

@@ -18,7 +18,7 @@ from django.conf import settings
 from cleanroom.residency import StepKind, decide
 from dataplane.mechanisms import Mechanism, Stage
 from dataplane.privacy.calibration import CONFIDENCE, Measurement, inexact_draw, measurements
-from dataplane.sql.parser import parse_query
+from dataplane.sql.parser import allowed_uses, parse_query
 from dataplane.sql.plan import (
     AggregateKind,
     ColumnInfo,
@@ -126,6 +126,22 @@ def room_catalog(room: Room) -> dict[str, tuple[RoomDataset, DatasetInfo]]:
         )
         catalog[info.qualified_name] = (contribution, info)
     return catalog
+
+
+def completion_schema(room: Room) -> list[dict[str, Any]]:
+    """What the composer completes: the room's datasets, each with only the columns its roles
+    and policy allow a query to name, and for which uses (the parser's own rule)."""
+    return [
+        {
+            "name": name,
+            "owner": contribution.dataset.organization.name,
+            "columns": [
+                {"name": column, "type": info.columns[column].type, "uses": list(uses)}
+                for column, uses in allowed_uses(info).items()
+            ],
+        }
+        for name, (contribution, info) in sorted(room_catalog(room).items())
+    ]
 
 
 def plan_query(

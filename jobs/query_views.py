@@ -23,7 +23,7 @@ from jobs.permissions import (
     require_acting_organization,
     require_query_editor,
 )
-from jobs.planner import plan_query
+from jobs.planner import completion_schema, plan_query
 from parties.selectors import organizations_of
 
 
@@ -71,6 +71,7 @@ def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResp
             "query": query,
             "plan": plan,
             "catalog": selectors.contributions_of(room),
+            "completion_schema": completion_schema(room),
         },
     )
 

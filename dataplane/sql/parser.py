@@ -146,6 +146,20 @@ def parse_query(
     return _Parser(sql, datasets, Output(output)).parse()
 
 
+def allowed_uses(dataset: DatasetInfo) -> dict[str, tuple[Use, ...]]:
+    """Each column of `dataset` a query may name, with the uses both its role and the dataset's
+    policy allow (the rule `parse_query` enforces), for the composer to offer in completion."""
+    uses = {
+        name: tuple(
+            use
+            for use in Use
+            if column.role in _ROLES_FOR_USE[use] and name in dataset.allowed.get(use, frozenset())
+        )
+        for name, column in dataset.columns.items()
+    }
+    return {name: allowed for name, allowed in uses.items() if allowed}
+
+
 def _is_set(value: Any) -> bool:
     return value is not None and value is not False and not (isinstance(value, list) and not value)
 

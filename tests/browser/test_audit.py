@@ -53,7 +53,7 @@ def test_an_owner_reads_its_trail_with_verified_marks_and_filters_it(world, deci
     page.get_by_role("button", name="Filter").click()
     expect(events).to_have_count(3)  # submitted, then approved by each owner
     for kind in ("query.submitted", "query.approved"):
-        expect(page.get_by_role("region", name="Events")).to_contain_text(kind)
+        expect(page.get_by_role("region", name="Events", exact=True)).to_contain_text(kind)
 
     page.get_by_role("link", name="Clear filters").click()
     expect(events).to_have_count(shown)

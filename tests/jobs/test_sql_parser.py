@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from dataplane.sql.parser import parse_query
+from dataplane.sql.parser import allowed_uses, parse_query
 from dataplane.sql.plan import (
     Aggregate,
     AggregateKind,
@@ -724,3 +724,41 @@ def test_a_join_condition_cannot_filter_the_unit_against_a_value():
         unit_joinable(),
     )
     assert "a join condition is one equality of two join keys" in error.reason
+
+
+# What the composer offers -----------------------------------------------------------------------
+
+
+def test_the_composer_is_offered_only_the_uses_a_role_and_a_policy_both_allow():
+    # Charité's policy lists its privacy unit for every use and `readmitted` (an "other"
+    # column) as a filter: the unit is offered only as a join key, `readmitted` only as a filter.
+    assert allowed_uses(hospitals()[CHARITE]) == {
+        "patient_id": (Use.JOIN_KEY,),
+        "person_hash": (Use.JOIN_KEY,),
+        "age_band": (Use.DIMENSION, Use.FILTER),
+        "sex": (Use.DIMENSION, Use.FILTER),
+        "length_of_stay": (Use.MEASURE, Use.FILTER),
+        "cost": (Use.MEASURE, Use.FILTER),
+        "readmitted": (Use.FILTER,),
+    }
+    # What USZ's policy leaves out is not offered at all: sex, cost, readmitted, its unit.
+    assert allowed_uses(hospitals()[USZ]) == {
+        "person_hash": (Use.JOIN_KEY,),
+        "age_band": (Use.DIMENSION, Use.FILTER),
+        "length_of_stay": (Use.MEASURE, Use.FILTER),
+    }
+
+
+@pytest.mark.parametrize("name", [CHARITE, USZ])
+def test_what_the_composer_offers_as_a_dimension_or_measure_is_what_the_parser_accepts(name):
+    datasets = hospitals()
+    offered = allowed_uses(datasets[name])
+    for column in patient_columns():
+        uses = offered.get(column, ())
+        grouped = f"SELECT {column}, COUNT(*) AS n FROM {name} GROUP BY {column}"  # noqa: S608
+        summed = f"SELECT SUM({column}) AS total FROM {name}"  # noqa: S608
+        for use, sql in ((Use.DIMENSION, grouped), (Use.MEASURE, summed)):
+            if use in uses:
+                assert (name, column, use) in parse_query(sql, datasets).uses
+            else:
+                refusal(sql, datasets)
