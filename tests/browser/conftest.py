@@ -51,6 +51,10 @@ def page(browser, live_server, settings):
 
 @pytest.fixture
 def authenticator(page):
+    return add_virtual_authenticator(page)
+
+
+def add_virtual_authenticator(page):
     """Chromium's virtual authenticator on this page (CDP's WebAuthn domain): a platform
     passkey that verifies its user, as a laptop's fingerprint reader would."""
     session = page.context.new_cdp_session(page)

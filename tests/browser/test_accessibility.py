@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from jobs import queries, runner, tasks
+from jobs import runner, tasks
 from jobs.models import Job, Query
+from tests import factories
+from tests.browser.conftest import add_virtual_authenticator
+from tests.browser.test_passkeys import register
 from tests.browser.test_security import API_REFERENCES
 from tests.factories import JOIN_SQL, propose
 from tests.jobs.test_synthetic_plan import JOINED, allow_synthetic
@@ -97,7 +100,7 @@ def extract_job(world, scene) -> Job:  # noqa: F811 - the matrix's scene
         synthetic_rows=100,
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     job = runner.run_query(query=query, by=world.bob)
     assert tasks.run_job(job.pk, TEE_SITE) == "released"
     return job
@@ -142,8 +145,10 @@ def tab_to(page, target, limit: int = 60) -> None:
 
 
 def test_an_analyst_composes_and_an_owner_approves_with_the_keyboard_alone(
-    world, tmp_path, browser, live_server
+    world, tmp_path, browser, live_server, settings
 ):
+    settings.WEBAUTHN_RP_ID = "localhost"
+    settings.WEBAUTHN_ORIGINS = [live_server.url.replace("127.0.0.1", "localhost")]
     room = world.study(tmp_path)
     page = new_page(browser, live_server)
     log_in(page, world.bob)
@@ -182,9 +187,11 @@ def test_an_analyst_composes_and_an_owner_approves_with_the_keyboard_alone(
     assert axe_on_composer == []
     page.context.close()
 
-    # The owner decides in the inbox, from the keyboard.
+    # The owner decides in the inbox, from the keyboard; the passkey prompt is the device's own.
     page = new_page(browser, live_server)
+    add_virtual_authenticator(page)
     log_in(page, world.alice)
+    register(page, "Laptop")
     page.goto("/approvals/")
     item = page.get_by_role("article").filter(has_text="Costs by diagnosis")
     tab_to(page, item.get_by_label("Comment for Charité Berlin"))
