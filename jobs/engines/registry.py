@@ -5,10 +5,10 @@ its site, else the TEE."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from dataplane.mechanisms import Mechanism
-from jobs.engines.base import Engine, Recorder
+from jobs.engines.base import Engine, EngineError, Recorder, StepEngine
 from jobs.engines.mpc.engine import MpcEngine
 from jobs.engines.tee.engine import TeeEngine
 
@@ -21,6 +21,16 @@ ENGINES: dict[Mechanism, type[Engine]] = {
 def engine_of(mechanism: str) -> type[Engine]:
     """The engine class of `mechanism`: what planning and step creation ask."""
     return ENGINES[Mechanism(mechanism)]
+
+
+def step_engine_of(mechanism: str) -> type[StepEngine]:
+    """The engine class of `mechanism`, whose jobs run as steps at several sites."""
+    kind = engine_of(mechanism)
+    if not kind.in_steps:
+        raise EngineError(f"The {mechanism} engine does not run a job as steps.")
+    # `in_steps` is what says an engine is a StepEngine: a protocol with attributes cannot be
+    # checked with issubclass.
+    return cast(type[StepEngine], kind)
 
 
 def configured(mechanism: str, *, settings: Any, recorder: Recorder) -> Engine:
