@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from dataplane.mechanisms import Stage
 from jobs import queries, runner
 from jobs.engines.base import EngineError
 from jobs.engines.registry import configured
@@ -68,14 +69,14 @@ def run_step(step_id: int, site: str) -> str:
             runner.fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
             raise
         runner.complete_step(step_id, output)
-        if step.kind == JobStep.Kind.INPUT:
+        if step.kind == Stage.INPUT:
             return "shared"
     job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
     # A redelivered compute step whose share is stored may still have a delivery to finish.
     outputs = runner.claim_delivery(job_id, retake=step is None)
     if outputs is None:
         return "computed" if step is not None else "nothing to do"
-    delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)
+    delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
     try:
         table = _engine(delivery.job.mechanism).deliver(delivery.job, outputs)
     except EngineError as exc:
