@@ -5,14 +5,18 @@ from django.conf import settings
 
 from dataplane.mechanisms import Stage
 from jobs import queries, runner
-from jobs.engines.base import EngineError
-from jobs.engines.registry import configured
+from jobs.engines.base import EngineError, SiteEngine, StepEngine
+from jobs.engines.registry import build, site_engine_of, step_engine_of
 from jobs.models import JobStep
 from parties.models import Site
 
 
-def _engine(mechanism: str):
-    return configured(mechanism, settings=settings, recorder=runner.JobRecorder())
+def _site_engine(mechanism: str) -> SiteEngine:
+    return build(site_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
+
+
+def _step_engine(mechanism: str) -> StepEngine:
+    return build(step_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
@@ -36,7 +40,7 @@ def run_job(job_id: int, site: str) -> str:
     if job is None:
         return "nothing to do"
     try:
-        table = _engine(job.mechanism).run(
+        table = _site_engine(job.mechanism).run(
             job, lambda percent, message: runner.report_progress(job_id, percent, message)
         )
     except EngineError as exc:
@@ -61,7 +65,7 @@ def run_step(step_id: int, site: str) -> str:
     step = runner.start_step(step_id, site)
     if step is not None:
         try:
-            output = _engine(step.job.mechanism).run_step(step)
+            output = _step_engine(step.job.mechanism).run_step(step)
         except EngineError as exc:
             runner.fail_step(step_id, str(exc))
             return "failed"
@@ -78,7 +82,7 @@ def run_step(step_id: int, site: str) -> str:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
     try:
-        table = _engine(delivery.job.mechanism).deliver(delivery.job, outputs)
+        table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
     except EngineError as exc:
         runner.fail_step(delivery.pk, str(exc))
         return "failed"
