@@ -20,8 +20,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
     ]
     list_filter = ["revoked_at"]
     search_fields = ["prefix", "name", "user__username"]
-    fields = ["user", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "user",
+        "name",
+        "prefix",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    )
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:

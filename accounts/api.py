@@ -19,6 +19,7 @@ from accounts.serializers import (
     PasswordTokenRequestSerializer,
     TokenRequestSerializer,
 )
+from cleanroom.http import AuthenticatedRequest
 
 
 def _issued(issued: services.IssuedToken) -> dict:
@@ -53,7 +54,7 @@ class TokenList(APIView):
         return Response(ApiTokenSerializer(selectors.tokens_of(request.user), many=True).data)
 
     @extend_schema(request=TokenRequestSerializer, responses={201: IssuedTokenSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         require_password_sign_in(isinstance(request.auth, ApiToken))
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

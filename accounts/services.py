@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,6 +32,11 @@ class IssuedToken:
     secret: str  # shown once
 
 
+_token_name_length = ApiToken._meta.get_field("name").max_length
+assert _token_name_length is not None  # a CharField has one
+TOKEN_NAME_LENGTH: int = _token_name_length
+
+
 def _lifetime(days: int | None) -> timedelta:
     limit = settings.TOKEN_LIFETIME_DAYS
     if days is None:
@@ -41,11 +47,11 @@ def _lifetime(days: int | None) -> timedelta:
 
 
 @transaction.atomic
-def issue_token(*, user, name: str, days: int | None = None) -> IssuedToken:
+def issue_token(*, user: User, name: str, days: int | None = None) -> IssuedToken:
     name = name.strip()
     if not name:
         raise TokenRequestError("Name the token, e.g. after the script or machine that uses it.")
-    if len(name) > ApiToken._meta.get_field("name").max_length:
+    if len(name) > TOKEN_NAME_LENGTH:
         raise TokenRequestError("A token's name is at most 100 characters.")
     made = new_secret()
     token = ApiToken.objects.create(
@@ -138,7 +144,7 @@ def end_session(record: SessionRecord) -> None:
 
 
 @transaction.atomic
-def sign_out_other_sessions(*, user, current_session_key: str | None) -> int:
+def sign_out_other_sessions(*, user: User, current_session_key: str | None) -> int:
     """End every session of the user but the current one; audited with how many."""
     others = list(SessionRecord.objects.filter(user=user).exclude(session_key=current_session_key))
     for record in others:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -13,9 +13,15 @@ from accounts import selectors, services
 from accounts.forms import TokenForm
 from accounts.permissions import own_token
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 
 
-def _page(request: HttpRequest, form: TokenForm, issued=None, status: int = 200) -> HttpResponse:
+def _page(
+    request: AuthenticatedHttpRequest,
+    form: TokenForm,
+    issued: services.IssuedToken | None = None,
+    status: int = 200,
+) -> HttpResponse:
     current = request.session.session_key
     context = {
         "form": form,
@@ -30,14 +36,14 @@ def _page(request: HttpRequest, form: TokenForm, issued=None, status: int = 200)
 @never_cache
 @login_required
 @require_GET
-def security(request: HttpRequest) -> HttpResponse:
+def security(request: AuthenticatedHttpRequest) -> HttpResponse:
     return _page(request, TokenForm())
 
 
 @never_cache
 @login_required
 @require_POST
-def token_create(request: HttpRequest) -> HttpResponse:
+def token_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The new token's secret is in this response only: rendered, not redirected, so it is
     never kept in a message or the session."""
     form = TokenForm(request.POST)
@@ -57,7 +63,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     token = services.revoke_token(token=own_token(request.user, pk), by=request.user)
     messages.success(request, f"Token “{token.name}” ({token.prefix}…) is revoked.")
     return redirect("account-security")
@@ -65,7 +71,7 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def sign_out_other_sessions(request: HttpRequest) -> HttpResponse:
+def sign_out_other_sessions(request: AuthenticatedHttpRequest) -> HttpResponse:
     ended = services.sign_out_other_sessions(
         user=request.user, current_session_key=request.session.session_key
     )

@@ -16,14 +16,12 @@ class ReadOnlyInline(admin.TabularInline):
 
 class MembershipInline(ReadOnlyInline):
     model = RoomMembership
-    fields = ["organization", "status", "responded_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("organization", "status", "responded_at")
 
 
 class ContributionInline(ReadOnlyInline):
     model = RoomDataset
-    fields = ["dataset", "version", "policy", "contributed_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("dataset", "version", "policy", "contributed_at")
 
 
 @admin.register(Room)

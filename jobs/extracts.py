@@ -27,7 +27,7 @@ def marginal_charts(
     if not reference:
         return []
     rows = pl.read_csv(io.BytesIO(extract_csv), comment_prefix="#", infer_schema_length=None)
-    charts = []
+    charts: list[dict[str, Any]] = []
     for column in plan_columns:
         name = column["name"]
         if name not in reference or name not in rows.columns:

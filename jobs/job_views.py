@@ -8,12 +8,13 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 from jobs import extracts, results, runner, selectors
 from jobs.models import Job, Query, Result
 from jobs.permissions import receiving_organization, result_reader
@@ -21,7 +22,7 @@ from jobs.planner import number
 from parties.models import Organization
 
 
-def _job(request: HttpRequest, slug: str, pk: int) -> Job:
+def _job(request: AuthenticatedHttpRequest, slug: str, pk: int) -> Job:
     room = selectors.get_room_for_reader(request.user, slug)
     return get_object_or_404(
         Job.objects.select_related("query__room", "site__jurisdiction"), pk=pk, query__room=room
@@ -30,7 +31,7 @@ def _job(request: HttpRequest, slug: str, pk: int) -> Job:
 
 @login_required
 @require_POST
-def job_run(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_run(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     query = selectors.get_query_for_member(request.user, room, pk)
     try:
@@ -43,7 +44,7 @@ def job_run(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_detail(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     job = _job(request, slug, pk)
     result = Result.objects.filter(job=job).first()
     context = {
@@ -59,7 +60,7 @@ def job_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def job_cancel(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     job = _job(request, slug, pk)
     try:
         runner.cancel_job(job=job, by=request.user)
@@ -69,13 +70,17 @@ def job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("job-detail", slug=slug, pk=pk)
 
 
-def _receiving(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, Organization]:
+def _receiving(
+    request: AuthenticatedHttpRequest, slug: str, pk: int
+) -> tuple[Job, Result, Organization]:
     job = _job(request, slug, pk)
     result = get_object_or_404(Result, job=job)
     return job, result, result_reader(request.user, result)
 
 
-def _readable_result(request: HttpRequest, slug: str, pk: int) -> tuple[Job, Result, dict]:
+def _readable_result(
+    request: AuthenticatedHttpRequest, slug: str, pk: int
+) -> tuple[Job, Result, dict]:
     job, result, organization = _receiving(request, slug, pk)
     return job, result, results.read_result(result, organization, request.user)
 
@@ -111,15 +116,21 @@ def _result_charts(table: dict) -> list[dict]:
 
 
 def _extract_page(
-    request: HttpRequest, job: Job, result: Result, manifest: dict, organization: Organization
+    request: AuthenticatedHttpRequest,
+    job: Job,
+    result: Result,
+    manifest: dict,
+    organization: Organization,
 ) -> HttpResponse:
     quality = manifest.get("quality") or {}
     charts = []
     extract_file = result.files.filter(name="extract.csv").first()
     if result.differentially_private and extract_file is not None:
+        plan = job.query.plan
+        assert plan is not None  # a query with a result was submitted, with its plan
         charts = extracts.marginal_charts(
             results.read_file_for(extract_file, organization, request.user),
-            job.query.plan["synthetic"]["columns"],
+            plan["synthetic"]["columns"],
             quality,
         )
     return render(
@@ -148,7 +159,7 @@ def _extract_page(
 
 @login_required
 @require_GET
-def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def result_detail(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     job, result, organization = _receiving(request, slug, pk)
     table = results.read_result(result, organization, request.user)
     if result.output_kind == Query.OutputKind.SYNTHETIC:
@@ -170,7 +181,9 @@ def result_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
+def result_download(
+    request: AuthenticatedHttpRequest, slug: str, pk: int, fmt: str
+) -> HttpResponse:
     job, result, table = _readable_result(request, slug, pk)
     if result.output_kind == Query.OutputKind.SYNTHETIC:
         raise Http404("A synthetic extract is downloaded as its files or archive.")
@@ -211,7 +224,7 @@ def result_download(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpR
 
 @login_required
 @require_GET
-def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def result_opening(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     """The result's exact bytes and salt, which open the commitment its release logged: what a
     receiver hands a regulator for `verify.pyz --result`."""
     job, result, organization = _receiving(request, slug, pk)
@@ -225,7 +238,7 @@ def result_opening(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResponse:
+def result_file(request: AuthenticatedHttpRequest, slug: str, pk: int, name: str) -> HttpResponse:
     """One released file of a synthetic extract (the extract or a report), for receivers."""
     _, result, organization = _receiving(request, slug, pk)
     released = result.files.filter(name=name).first()
@@ -243,7 +256,7 @@ def result_file(request: HttpRequest, slug: str, pk: int, name: str) -> HttpResp
 
 @login_required
 @require_GET
-def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
+def result_archive(request: AuthenticatedHttpRequest, slug: str, pk: int, fmt: str) -> HttpResponse:
     """The extract as CSV or Parquet with its reports, manifest and README.txt, zipped."""
     job, result, organization = _receiving(request, slug, pk)
     if result.output_kind != Query.OutputKind.SYNTHETIC:
@@ -261,7 +274,7 @@ def result_archive(request: HttpRequest, slug: str, pk: int, fmt: str) -> HttpRe
 
 @login_required
 @require_GET
-def room_budget(request: HttpRequest, slug: str) -> HttpResponse:
+def room_budget(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_reader(request.user, slug)
     rows = selectors.budget_of(room)
     for index, row in enumerate(rows):

@@ -22,6 +22,7 @@ from dataplane.sql.parser import allowed_uses, parse_query
 from dataplane.sql.plan import (
     AggregateKind,
     ColumnInfo,
+    ColumnRole,
     DatasetInfo,
     Output,
     ParsedQuery,
@@ -64,7 +65,7 @@ class Plan:
     cells: list[dict[str, Any]] = field(default_factory=list)
     groups: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
-    output_kind: str = Output.AGGREGATE
+    output_kind: Output = Output.AGGREGATE
     # A synthetic extract's columns with their public domains or bins, method, cost, owners.
     synthetic: dict[str, Any] | None = None
     # What the canonical form's terms are made of: the datasets read as the parser saw them,
@@ -106,7 +107,7 @@ def room_catalog(room: Room) -> dict[str, tuple[RoomDataset, DatasetInfo]]:
             c.name: ColumnInfo(
                 name=c.name,
                 type=c.type,
-                role=c.role,
+                role=ColumnRole(c.role),
                 domain=tuple(c.domain),
                 lower=c.lower,
                 upper=c.upper,
@@ -185,20 +186,29 @@ def plan_query(
         )
         plan.checks += [Check(*check) for check in checks]
         epsilon, delta, private = charge.epsilon, charge.delta, charge.differentially_private
-    _check_datasets(plan, room, epsilon, delta, mechanism, receivers, private=private)
-    _choose_mechanism(plan, mechanism)
+    _check_datasets(plan, parsed, room, epsilon, delta, receivers, private=private)
+    _choose_mechanism(plan, parsed, mechanism)
     if plan.mechanism:
-        _place_steps(plan, receivers)
+        _place_steps(plan, parsed, plan.mechanism, receivers)
     if parsed.output is Output.AGGREGATE:
-        _calibrate(plan, {name: info for name, (_, info) in catalog.items()}, epsilon)
+        _calibrate(plan, parsed, {name: info for name, (_, info) in catalog.items()}, epsilon)
     plan.ok = not plan.failed()
     return plan
 
 
-def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private=True) -> None:
+def _check_datasets(
+    plan: Plan,
+    parsed: ParsedQuery,
+    room: Room,
+    epsilon: Decimal,
+    delta: Decimal,
+    receivers: list[Organization],
+    *,
+    private: bool = True,
+) -> None:
     uses: dict[str, dict[str, list[str]]] = {}
-    for dataset, column, use in sorted(plan.parsed.uses):
-        uses.setdefault(dataset, {}).setdefault(column, []).append(use.value)
+    for dataset_name, column, use in sorted(parsed.uses):
+        uses.setdefault(dataset_name, {}).setdefault(column, []).append(use.value)
     members = set(
         room.memberships.filter(status="active").values_list("organization_id", flat=True)
     )
@@ -285,12 +295,11 @@ def _check_datasets(plan, room, epsilon, delta, mechanism, receivers, *, private
             )
 
 
-def _choose_mechanism(plan: Plan, requested: str) -> None:
+def _choose_mechanism(plan: Plan, parsed: ParsedQuery, requested: str) -> None:
     """The requested engine if it can run the query; on automatic, the first in the registry's
     order that can."""
     refusals = {
-        mechanism: kind.refusal(plan.parsed, plan.contributions)
-        for mechanism, kind in ENGINES.items()
+        mechanism: kind.refusal(parsed, plan.contributions) for mechanism, kind in ENGINES.items()
     }
     if requested != Query.Mechanism.AUTO:
         mechanism = Mechanism(requested)
@@ -303,7 +312,7 @@ def _choose_mechanism(plan: Plan, requested: str) -> None:
     else:
         fitting = [mechanism for mechanism, refusal in refusals.items() if refusal is None]
         chosen = fitting[0] if fitting else None
-        passed_over = [refusals[m] for m in ENGINES if m != chosen and refusals[m]]
+        passed_over = [r for m, r in refusals.items() if m != chosen and r]
         if chosen is None:
             reason = f"No mechanism can run it: {'; '.join(passed_over)}."
         elif chosen == next(iter(ENGINES)):
@@ -327,9 +336,11 @@ def _named(mechanism: Mechanism) -> str:
     return {Mechanism.MPC: "MPC", Mechanism.TEE: "The TEE"}.get(mechanism, mechanism.label)
 
 
-def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
+def _place_steps(
+    plan: Plan, parsed: ParsedQuery, mechanism: str, receivers: list[Organization]
+) -> None:
     data = [(c.dataset.qualified_name, c.dataset.jurisdiction.rules()) for c in plan.contributions]
-    planned = engine_of(plan.mechanism).place(plan.parsed, plan.contributions)
+    planned = engine_of(mechanism).place(parsed, plan.contributions)
     plan.steps.extend(planned.steps)
     plan.checks.extend(Check("residency", False, problem) for problem in planned.problems)
     for receiver in receivers:
@@ -353,8 +364,9 @@ def _place_steps(plan: Plan, receivers: list[Organization]) -> None:
     )
 
 
-def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) -> None:
-    parsed = plan.parsed
+def _calibrate(
+    plan: Plan, parsed: ParsedQuery, catalog: dict[str, DatasetInfo], epsilon: Decimal
+) -> None:
     dims = []
     count = 1
     for dimension in parsed.dimensions:
@@ -389,18 +401,21 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
         else {}
     )
     for aggregate in parsed.aggregates:
-        ref = aggregate.column
-        total = released.get(f"sum({ref.dataset}.{ref.column})") if ref else None
         if aggregate.kind == AggregateKind.COUNT:
             cell = released["count"].as_dict()
+            used = ["count"]
         elif aggregate.kind == AggregateKind.SUM:
+            ref = aggregate.measured_column
+            total = released[f"sum({ref.dataset}.{ref.column})"]
             cell = total.as_dict()
+            used = [total.name]
         else:
+            ref = aggregate.measured_column
+            total = released[f"sum({ref.dataset}.{ref.column})"]
             noisy_count = released["count"]
-            bound = max(
-                abs(float(columns[(ref.dataset, ref.column)].lower)),
-                abs(float(columns[(ref.dataset, ref.column)].upper)),
-            )
+            lower, upper = columns[(ref.dataset, ref.column)].bounds()
+            bound = max(abs(float(lower)), abs(float(upper)))
+            used = [total.name, "count"]
             cell = {
                 "name": f"{total.name} / count",
                 "mechanism": f"{total.mechanism} sum over {noisy_count.mechanism} count",
@@ -412,8 +427,6 @@ def _calibrate(plan: Plan, catalog: dict[str, DatasetInfo], epsilon: Decimal) ->
                 "note": f"approximate, for a group of {min_group} rows",
             }
         if sampling:
-            used = ["count"] if ref is None else [total.name]
-            used += ["count"] if aggregate.kind == AggregateKind.AVG else []
             worst = max(sampling["deviation"][name] for name in used)
             cell["sampling"] = (
                 f"sampled inside MPC from secret random bits, within {worst:.2g} total "

@@ -19,6 +19,7 @@ takes the job's row lock, so redelivered steps and concurrent parties change not
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,10 +37,11 @@ from django.utils.text import Truncator
 from cleanroom.audit.log import record_room_event
 from cleanroom.errors import DomainError
 from cleanroom.residency import StepKind, decide
+from dataplane.mechanisms import Stage
 from jobs import ledger, results
-from jobs.engines.base import EngineError
+from jobs.engines.base import EngineError, canonical_of, dataset_of, party_of, site_of
 from jobs.engines.mpc.engine import delivery_purpose
-from jobs.engines.registry import ENGINES, engine_of
+from jobs.engines.registry import ENGINES, engine_of, step_engine_of
 from jobs.models import BudgetEntry, Job, JobStep, Query, Result
 from jobs.permissions import Permission, acting_organization
 from jobs.queries import QueryRefused, check_runnable
@@ -50,7 +52,9 @@ from parties.models import Organization, Site
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
-PROGRESS_MESSAGE_LENGTH = Job._meta.get_field("progress_message").max_length
+_progress_message_length = Job._meta.get_field("progress_message").max_length
+assert _progress_message_length is not None  # a CharField has one
+PROGRESS_MESSAGE_LENGTH: int = _progress_message_length
 
 
 class JobRefused(DomainError):
@@ -112,6 +116,8 @@ def run_query(*, query: Query, by: User) -> Job:
                 conflict=True,
             )
         plan = check_runnable(query)
+        if plan.mechanism is None:
+            raise JobRefused("The plan chose no mechanism to run this query.", code="no_mechanism")
         engine = engine_of(plan.mechanism)
         site = None if engine.in_steps else Site.objects.get(name=plan.steps[0].site)
         try:
@@ -145,7 +151,7 @@ def run_query(*, query: Query, by: User) -> Job:
                 if step.site_id
             )
         else:
-            allowed = _record_residency(job, "enclave", site, checked_by="dispatcher")
+            allowed = _record_residency(job, "enclave", _job_site(job), checked_by="dispatcher")
         if not allowed:
             raise JobRefused("Residency refuses this step at its site.", code="residency")
         transaction.on_commit(lambda: dispatch(job.pk))
@@ -155,9 +161,17 @@ def run_query(*, query: Query, by: User) -> Job:
 def _record_step_residency(job: Job, step: JobStep, checked_by: str) -> bool:
     """An input step reads its own dataset's rows at its site; a compute step receives shares
     of every dataset the job reads."""
-    if step.kind == JobStep.Kind.INPUT:
-        return _record_residency(job, step.name, step.site, checked_by, datasets=[step.dataset_id])
-    return _record_residency(job, step.name, step.site, checked_by, StepKind.RECEIVE_SHARES)
+    site = site_of(step)
+    if step.kind == Stage.INPUT:
+        return _record_residency(job, step.name, site, checked_by, datasets=[dataset_of(step).pk])
+    return _record_residency(job, step.name, site, checked_by, StepKind.RECEIVE_SHARES)
+
+
+def _job_site(job: Job) -> Site:
+    """The site of a job that is one step at one site (the TEE's enclave)."""
+    if job.site is None:
+        raise JobRefused(f"Job {job.pk} runs as steps, not at one site.", code="no_site")
+    return job.site
 
 
 class JobQueue(Protocol):
@@ -183,8 +197,9 @@ def dispatch(job_id: int) -> bool:
         return _dispatch_steps(job)
     if job.dispatched_at or job.finished:
         return False
+    site = _job_site(job)
     try:
-        _queue[0].send_job(job.pk, job.site)
+        _queue[0].send_job(job.pk, site)
     except Exception:
         log.warning("broker unavailable: job %s waits to be dispatched", job.pk, exc_info=True)
         return False
@@ -195,11 +210,11 @@ def dispatch(job_id: int) -> bool:
 def _ready_steps(job: Job) -> list[JobStep]:
     """The steps to send now: the input steps, then the compute steps together once every
     input step has succeeded; only those the broker has not taken yet."""
-    steps = list(job.steps.select_related("site").exclude(kind=JobStep.Kind.DELIVER))
-    inputs = [s for s in steps if s.kind == JobStep.Kind.INPUT]
+    steps = list(job.steps.select_related("site").exclude(kind=Stage.DELIVER))
+    inputs = [s for s in steps if s.kind == Stage.INPUT]
     ready = [s for s in inputs if s.state == JobStep.State.QUEUED]
     if all(s.state == JobStep.State.SUCCEEDED for s in inputs):
-        ready = [s for s in steps if s.kind == JobStep.Kind.COMPUTE]
+        ready = [s for s in steps if s.kind == Stage.COMPUTE]
     return [s for s in ready if s.dispatched_at is None]
 
 
@@ -208,8 +223,9 @@ def _dispatch_steps(job: Job) -> bool:
         return False
     sent = False
     for step in _ready_steps(job):
+        site = site_of(step)
         try:
-            _queue[0].send_step(step.pk, step.site)
+            _queue[0].send_step(step.pk, site)
         except Exception:
             log.warning(
                 "broker unavailable: step %s of job %s waits", step.name, job.pk, exc_info=True
@@ -237,7 +253,7 @@ def dispatch_pending() -> int:
         mechanism__in=in_steps,
         state__in=[Job.State.QUEUED, Job.State.RUNNING],
         steps__dispatched_at__isnull=True,
-        steps__kind__in=[JobStep.Kind.INPUT, JobStep.Kind.COMPUTE],
+        steps__kind__in=[Stage.INPUT, Stage.COMPUTE],
     ).distinct()
     return sum(
         dispatch(pk)
@@ -279,17 +295,18 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
         if job.finished:
             return None
         if site.name != step_site or site.pk != job.site_id:
+            intended = job.site.name if job.site else "no site"
             _record(
                 job,
                 "access.refused",
                 what="step",
                 site=site.name,
-                reason=f"worker at {site.name} received a step for {job.site.name}",
+                reason=f"worker at {site.name} received a step for {intended}",
             )
             _finish(
                 job,
                 Job.State.FAILED,
-                f"A worker at {site.name} received this job's step for {job.site.name}.",
+                f"A worker at {site.name} received this job's step for {intended}.",
             )
             return None
         if job.cancel_requested:
@@ -352,7 +369,7 @@ def charge_of(query: Query) -> tuple[Decimal, Decimal]:
     """What the ledger reserves on each dataset: the query's ε and δ, or for a synthetic
     extract the cost of its method as approved (part of the digest every owner signed)."""
     if query.output_kind == Query.OutputKind.SYNTHETIC:
-        charge = query.canonical["synthetic"]["charge"]
+        charge = canonical_of(query)["synthetic"]["charge"]
         return Decimal(charge["epsilon"]), Decimal(charge["delta"])
     return query.epsilon, query.delta
 
@@ -366,7 +383,7 @@ def _record_step(job: Job, type: str, step: JobStep, **data: Any) -> None:
         type,
         step=step.name,
         kind=step.kind,
-        site=step.site.name if step.site_id else None,
+        site=step.site.name if step.site else None,
         attempt=step.attempt,
         **data,
     )
@@ -403,7 +420,7 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
         if job.finished or step.state in (JobStep.State.SUCCEEDED, JobStep.State.FAILED):
             return None
         if site.name != step_site or site.pk != step.site_id:
-            intended = step.site.name if step.site_id else "no site"
+            intended = step.site.name if step.site else "no site"
             _record(
                 job,
                 "access.refused",
@@ -424,7 +441,7 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
         if not _record_step_residency(job, step, checked_by="worker"):
             _fail_step(job, step, f"Residency refused the step '{step.name}' at the worker.")
             return None
-        if step.kind == JobStep.Kind.COMPUTE and step.attempt > 0:
+        if step.kind == Stage.COMPUTE and step.attempt > 0:
             # The parties of an MPC round run together; a new process cannot join a round
             # whose other parties have moved on or stopped.
             _fail_step(
@@ -438,10 +455,8 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
             _fail_step(job, step, f"Gave up after {step.attempt} attempts.")
             return None
         if (
-            step.kind == JobStep.Kind.COMPUTE
-            and job.steps.filter(kind=JobStep.Kind.INPUT)
-            .exclude(state=JobStep.State.SUCCEEDED)
-            .exists()
+            step.kind == Stage.COMPUTE
+            and job.steps.filter(kind=Stage.INPUT).exclude(state=JobStep.State.SUCCEEDED).exists()
         ):
             _fail_step(job, step, "A compute step arrived before every input step succeeded.")
             return None
@@ -478,7 +493,7 @@ def complete_step(step_id: int, output: dict[str, Any]) -> bool:
         step.output = output
         step.finished_at = timezone.now()
         step.save(update_fields=["state", "output", "finished_at"])
-        if step.kind == JobStep.Kind.INPUT:
+        if step.kind == Stage.INPUT:
             shares = [
                 {"party": int(party), "site": ref["site"], "sha256": ref["sha256"]}
                 for party, ref in sorted(output["shares"].items())
@@ -497,19 +512,19 @@ def complete_step(step_id: int, output: dict[str, Any]) -> bool:
             # A party that finished after the job was released or failed: its share is unused.
             return False
         _progress(job)
-        pending = job.steps.filter(kind=JobStep.Kind.INPUT).exclude(state=JobStep.State.SUCCEEDED)
-        if step.kind == JobStep.Kind.INPUT and not pending.exists():
+        pending = job.steps.filter(kind=Stage.INPUT).exclude(state=JobStep.State.SUCCEEDED)
+        if step.kind == Stage.INPUT and not pending.exists():
             job.progress_message = "Shares sent; the compute parties start"
             transaction.on_commit(lambda: dispatch(job.pk))
-        elif step.kind == JobStep.Kind.COMPUTE:
-            job.progress_message = f"Compute party {step.party + 1} stored its noisy share"
+        elif step.kind == Stage.COMPUTE:
+            job.progress_message = f"Compute party {party_of(step) + 1} stored its noisy share"
         job.save(update_fields=["progress", "progress_message"])
     return True
 
 
 def _recombination_threshold(job: Job) -> int:
-    computing = job.steps.filter(kind=JobStep.Kind.COMPUTE).count()
-    return engine_of(job.mechanism).outputs_needed(computing)
+    computing = job.steps.filter(kind=Stage.COMPUTE).count()
+    return step_engine_of(job.mechanism).outputs_needed(computing)
 
 
 def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None:
@@ -523,16 +538,14 @@ def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None
         if job.finished:
             return None
         outputs = list(
-            job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED).order_by(
-                "party"
-            )
+            job.steps.filter(kind=Stage.COMPUTE, state=JobStep.State.SUCCEEDED).order_by("party")
         )
         if len(outputs) < _recombination_threshold(job):
             return None
         if job.cancel_requested and job.charged_at is None:
             _finish(job, Job.State.CANCELLED, "Cancelled before the noisy result was opened.")
             return None
-        delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
+        delivery = job.steps.get(kind=Stage.DELIVER)
         if delivery.state == JobStep.State.RUNNING and not retake:
             return None
         if delivery.attempt >= MAX_ATTEMPTS:
@@ -573,8 +586,8 @@ def _fail_step(job: Job, step: JobStep, reason: str) -> None:
     _record_step(job, "job.step.failed", step, reason=reason)
     if job.finished:
         return
-    if step.kind == JobStep.Kind.COMPUTE and (
-        job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED).count()
+    if step.kind == Stage.COMPUTE and (
+        job.steps.filter(kind=Stage.COMPUTE, state=JobStep.State.SUCCEEDED).count()
         >= _recombination_threshold(job)
     ):
         return
@@ -586,11 +599,10 @@ def _shred_delivery_key(job: Job) -> None:
     """Once an MPC job has ended, its delivery key is destroyed in the receiver's token: no
     noisy output share stored by a party that finishes later can ever be opened, so a refund
     given when fewer than t + 1 shares existed stays sound."""
-    for delivery in job.steps.filter(kind=JobStep.Kind.DELIVER):
+    for delivery in job.steps.filter(kind=Stage.DELIVER):
         if "receiver" in delivery.output and not delivery.output.get("shredded"):
-            transaction.on_commit(
-                lambda slug=delivery.output["receiver"]: _destroy_delivery_key(job.pk, slug)
-            )
+            receiver: str = delivery.output["receiver"]
+            transaction.on_commit(functools.partial(_destroy_delivery_key, job.pk, receiver))
         delivery.output = {**delivery.output, "shredded": True}
         delivery.save(update_fields=["output"])
 
@@ -609,7 +621,7 @@ def _destroy_delivery_key(job_id: int, receiver: str) -> None:
 def _complete_delivery(job: Job) -> None:
     """The delivery step of an MPC job succeeds with its release (in release_result's
     transaction)."""
-    delivery = job.steps.filter(kind=JobStep.Kind.DELIVER).first()
+    delivery = job.steps.filter(kind=Stage.DELIVER).first()
     if delivery is None:
         return
     delivery.state = JobStep.State.SUCCEEDED
@@ -769,7 +781,7 @@ def _finish(job: Job, state: str, reason: str, by: User | None = None) -> None:
     job.error = reason
     job.finished_at = timezone.now()
     job.progress = 100 if state == Job.State.SUCCEEDED else job.progress
-    message = {Job.State.SUCCEEDED: "Released to the receivers"}.get(state, reason)
+    message = "Released to the receivers" if state == Job.State.SUCCEEDED else reason
     # The whole reason is in `error`; the progress line holds what fits.
     job.progress_message = Truncator(message).chars(PROGRESS_MESSAGE_LENGTH)
     job.save()
@@ -833,10 +845,10 @@ class JobRecorder:
             return _record_residency(
                 job,
                 step.name,
-                party.site,
+                site_of(party),
                 checked_by=f"{step.name} sending shares",
                 kind=StepKind.RECEIVE_SHARES,
-                datasets=[step.dataset_id],
+                datasets=[dataset_of(step).pk],
             )
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
+from dataplane.mechanisms import Stage
 from jobs.ledger import balance, budget_check, plain
 from jobs.models import BudgetEntry, JobStep, Query, Room, RoomDataset, RoomMembership
 from jobs.permissions import require_room_reader
@@ -98,6 +100,8 @@ def inbox_for(user) -> list[tuple[Query, Organization]]:
                 "organization__slug", flat=True
             )
         )
+        if query.plan is None:
+            raise ValueError(f"Query {query.pk} is pending approval but has no plan.")
         for slug in query.plan["required_approvers"]:
             if slug in owner_orgs and slug not in decided:
                 waiting.append((query, owner_orgs[slug]))
@@ -189,7 +193,7 @@ def budget_of(room: Room) -> list[dict]:
     return rows
 
 
-def plan_with_live_budget(query: Query) -> dict:
+def plan_with_live_budget(query: Query) -> dict[str, Any] | None:
     """A submitted query's plan with each dataset's balance and budget check as they stand now,
     not as at submission: queries in this room or any other may have spent since. Only while
     the query waits to run (afterwards its own charge is in the balance); the charge and the
@@ -245,7 +249,7 @@ def plan_with_live_budget(query: Query) -> dict:
 def compute_steps(job_id: int) -> list[JobStep]:
     """An MPC job's compute parties, in party order."""
     return list(
-        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.COMPUTE)
+        JobStep.objects.filter(job_id=job_id, kind=Stage.COMPUTE)
         .select_related("site__jurisdiction")
         .order_by("party")
     )
@@ -254,7 +258,7 @@ def compute_steps(job_id: int) -> list[JobStep]:
 def input_steps(job_id: int) -> list[JobStep]:
     """An MPC job's input steps, one per dataset."""
     return list(
-        JobStep.objects.filter(job_id=job_id, kind=JobStep.Kind.INPUT)
+        JobStep.objects.filter(job_id=job_id, kind=Stage.INPUT)
         .select_related("site__jurisdiction", "dataset")
         .order_by("dataset_id")
     )

@@ -123,6 +123,8 @@ def contribute_dataset(
     if version is None or version.dataset_id != dataset.pk:
         raise RoomError(f"{dataset.name} has no such version to contribute.")
     policy = dataset.policies.order_by("-version").first()
+    if policy is None:
+        raise RoomError(f"{dataset.name} has no analysis policy to contribute it under.")
     contribution, _ = RoomDataset.objects.update_or_create(
         room=room,
         dataset=dataset,
@@ -164,12 +166,12 @@ def _switch(dataset: Dataset, by: User, *, suspend: bool) -> Dataset:
         dataset.suspended_by = by if suspend else None
         dataset.save(update_fields=["suspended_at", "suspended_by"])
         event = "dataset.suspended" if suspend else "dataset.resumed"
-        data = {"dataset": f"dataset:{dataset.pk}", "owner": f"org:{dataset.organization_id}"}
-        record_platform_event(event, by=by, subject=f"dataset:{dataset.pk}", **data)
+        subject, owner = f"dataset:{dataset.pk}", f"org:{dataset.organization_id}"
+        record_platform_event(event, by=by, subject=subject, dataset=subject, owner=owner)
         for room_id in RoomDataset.objects.filter(dataset=dataset).values_list(
             "room_id", flat=True
         ):
-            record_room_event(room_id, event, by=by, subject=f"dataset:{dataset.pk}", **data)
+            record_room_event(room_id, event, by=by, subject=subject, dataset=subject, owner=owner)
         transaction.on_commit(
             lambda: _tell_key_service(
                 dataset.organization,

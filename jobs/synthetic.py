@@ -65,7 +65,7 @@ def plan_extract(
         checks.append(("synthetic", False, f"Unknown synthesis method {method}."))
         method = DEFAULT_METHOD
     private = is_differentially_private(method)
-    allowed_by = [
+    allowed_by: list[dict[str, Any]] = [
         {
             "dataset": c.dataset.qualified_name,
             "owner": c.dataset.organization.name,

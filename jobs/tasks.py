@@ -3,15 +3,20 @@
 from celery import shared_task
 from django.conf import settings
 
+from dataplane.mechanisms import Stage
 from jobs import queries, runner
-from jobs.engines.base import EngineError
-from jobs.engines.registry import configured
+from jobs.engines.base import EngineError, SiteEngine, StepEngine
+from jobs.engines.registry import build, site_engine_of, step_engine_of
 from jobs.models import JobStep
 from parties.models import Site
 
 
-def _engine(mechanism: str):
-    return configured(mechanism, settings=settings, recorder=runner.JobRecorder())
+def _site_engine(mechanism: str) -> SiteEngine:
+    return build(site_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
+
+
+def _step_engine(mechanism: str) -> StepEngine:
+    return build(step_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
@@ -35,7 +40,7 @@ def run_job(job_id: int, site: str) -> str:
     if job is None:
         return "nothing to do"
     try:
-        table = _engine(job.mechanism).run(
+        table = _site_engine(job.mechanism).run(
             job, lambda percent, message: runner.report_progress(job_id, percent, message)
         )
     except EngineError as exc:
@@ -60,7 +65,7 @@ def run_step(step_id: int, site: str) -> str:
     step = runner.start_step(step_id, site)
     if step is not None:
         try:
-            output = _engine(step.job.mechanism).run_step(step)
+            output = _step_engine(step.job.mechanism).run_step(step)
         except EngineError as exc:
             runner.fail_step(step_id, str(exc))
             return "failed"
@@ -68,16 +73,16 @@ def run_step(step_id: int, site: str) -> str:
             runner.fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
             raise
         runner.complete_step(step_id, output)
-        if step.kind == JobStep.Kind.INPUT:
+        if step.kind == Stage.INPUT:
             return "shared"
     job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
     # A redelivered compute step whose share is stored may still have a delivery to finish.
     outputs = runner.claim_delivery(job_id, retake=step is None)
     if outputs is None:
         return "computed" if step is not None else "nothing to do"
-    delivery = JobStep.objects.get(job_id=job_id, kind=JobStep.Kind.DELIVER)
+    delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
     try:
-        table = _engine(delivery.job.mechanism).deliver(delivery.job, outputs)
+        table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
     except EngineError as exc:
         runner.fail_step(delivery.pk, str(exc))
         return "failed"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 from jobs import selectors, services
 from jobs.forms import ContributeForm, InviteForm, RoomForm
 from jobs.models import Query, Room, RoomMembership
@@ -26,7 +27,7 @@ from parties.permissions import require as require_party
 from parties.selectors import get_dataset_for_user, organizations_of, organizations_where
 
 
-def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
+def _room_context(request: AuthenticatedHttpRequest, room: Room, **extra) -> dict:
     user = request.user
     inviter = acting_organization(user, room, Permission.INVITE)
     contributors = [
@@ -67,14 +68,14 @@ def _room_context(request: HttpRequest, room: Room, **extra) -> dict:
 
 @login_required
 @require_GET
-def room_list(request: HttpRequest) -> HttpResponse:
+def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     rooms = selectors.rooms_for(request.user).prefetch_related("memberships__organization")
     return render(request, "jobs/room_list.html", {"rooms": rooms})
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def room_create(request: HttpRequest) -> HttpResponse:
+def room_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     organizations = organizations_where(request.user, PartyPermission.CREATE_ROOMS)
     if not organizations:
         raise PermissionDenied("Only data owners and analysts can create rooms.")
@@ -92,12 +93,12 @@ def room_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
+def room_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
     return render(request, "jobs/room_detail.html", _room_context(request, room))
 
 
-def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
+def _panel(request: AuthenticatedHttpRequest, room: Room, **extra) -> HttpResponse:
     """Answer htmx with the refreshed panel, everyone else with a redirect."""
     if request.htmx:
         return render(request, "jobs/_room_panel.html", _room_context(request, room, **extra))
@@ -108,7 +109,7 @@ def _panel(request: HttpRequest, room: Room, **extra) -> HttpResponse:
 
 @login_required
 @require_POST
-def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
+def room_invite(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
     acting = require_acting_organization(request.user, room, Permission.INVITE)
     form = InviteForm(request.POST, room=room)
@@ -126,7 +127,7 @@ def room_invite(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def room_respond(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+def room_respond(request: AuthenticatedHttpRequest, slug: str, membership_id: int) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
     membership = get_object_or_404(
         room.memberships, pk=membership_id, organization__in=organizations_of(request.user)
@@ -141,7 +142,7 @@ def room_respond(request: HttpRequest, slug: str, membership_id: int) -> HttpRes
 
 @login_required
 @require_POST
-def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
+def room_contribute(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = selectors.get_room_for_member(request.user, slug)
     require_acting_organization(request.user, room, Permission.CONTRIBUTE)
     contributors = [
@@ -164,7 +165,7 @@ def room_contribute(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def participation_suspension(request: HttpRequest, slug: str) -> HttpResponse:
+def participation_suspension(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The owner's kill switch for its organisation's participation, on the room's page:
     `suspend` or `lift`."""
     room = selectors.get_room_for_member(request.user, slug)
@@ -193,7 +194,7 @@ def participation_suspension(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def dataset_suspension(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+def dataset_suspension(request: AuthenticatedHttpRequest, org: str, slug: str) -> HttpResponse:
     """The owner's kill switch on the dataset's page: `suspend` or `lift`."""
     dataset = get_dataset_for_user(request.user, org, slug)
     require_party(request.user, PartyPermission.MANAGE_DATASETS, organization=dataset.organization)

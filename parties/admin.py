@@ -66,8 +66,7 @@ class ColumnInline(admin.TabularInline):
     model = Column
     extra = 0
     can_delete = False
-    fields = ["position", "name", "type", "role", "domain", "lower", "upper"]
-    readonly_fields = fields
+    fields = readonly_fields = ("position", "name", "type", "role", "domain", "lower", "upper")
 
 
 @admin.register(DatasetVersion)

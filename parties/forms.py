@@ -54,9 +54,12 @@ def schema_from_post(data: QueryDict) -> list[dict[str, Any]] | None:
         def field(name: str, i: int = i) -> str:
             return data.get(f"col-{i}-{name}", "").strip()
 
-        domain = [line.strip() for line in field("domain").splitlines() if line.strip()]
-        if field("type") == Column.Type.INTEGER:
-            domain = [int(v) if v.lstrip("-").isdigit() else v for v in domain]
+        lines = [line.strip() for line in field("domain").splitlines() if line.strip()]
+        domain: list[str | int] = (
+            [int(v) if v.lstrip("-").isdigit() else v for v in lines]
+            if field("type") == Column.Type.INTEGER
+            else list(lines)
+        )
         schema.append(
             {
                 "name": field("name"),

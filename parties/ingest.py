@@ -27,6 +27,7 @@ from polars.io.plugins import register_io_source
 
 from cleanroom.crypto.envelope import encrypt_stream
 from cleanroom.errors import DomainError
+from dataplane.sql.plan import ColumnRole
 from parties.models import Column
 
 READ_CHUNK = 1024 * 1024
@@ -45,7 +46,7 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     Column.Type.DATE: pl.Date(),
 }
 NUMERIC = {Column.Type.INTEGER, Column.Type.FLOAT}
-NOT_NULL_ROLES = {Column.Role.UNIT, Column.Role.JOIN_KEY, Column.Role.DIMENSION}
+NOT_NULL_ROLES = {ColumnRole.UNIT, ColumnRole.JOIN_KEY, ColumnRole.DIMENSION}
 MAX_BOUND = Decimal(10) ** 20
 
 
@@ -327,24 +328,29 @@ def _suggest(series: pl.Series) -> ColumnSpec:
     else:
         col_type = Column.Type.STRING
     distinct = series.drop_nulls().unique()
-    spec = ColumnSpec(name=series.name, type=col_type, role=Column.Role.OTHER)
+    spec = ColumnSpec(name=series.name, type=col_type, role=ColumnRole.OTHER)
     if _identifies_rows(series):
         # The unit is chosen among these by _suggest_one_unit; the rest may link datasets.
-        spec.role = Column.Role.JOIN_KEY if _names_a_key(series.name) else Column.Role.OTHER
+        spec.role = ColumnRole.JOIN_KEY if _names_a_key(series.name) else ColumnRole.OTHER
     elif (
         col_type != Column.Type.FLOAT
         and len(distinct) <= DIMENSION_MAX_VALUES
         # Values that repeat: a column whose every value is on one row lists people.
         and 2 * len(distinct) <= series.drop_nulls().len()
     ):
-        spec.role = Column.Role.DIMENSION
+        spec.role = ColumnRole.DIMENSION
         spec.domain = sorted(_jsonable(v) for v in distinct.to_list())
     elif col_type in NUMERIC:
-        spec.role = Column.Role.MEASURE
+        spec.role = ColumnRole.MEASURE
         # Not the sample's exact minimum and maximum: bounds are shared with every room partner
         # (and are public in differential privacy), so they must not be a row's value.
         low, high = series.min(), series.max()
-        if all(v is not None and math.isfinite(v) for v in (low, high)):
+        if (
+            isinstance(low, int | float | Decimal)
+            and isinstance(high, int | float | Decimal)
+            and math.isfinite(low)
+            and math.isfinite(high)
+        ):
             spec.lower = Decimal(0) if low >= 0 else -_round_up(-low)
             spec.upper = Decimal(0) if high <= 0 else _round_up(high)
             if spec.upper <= spec.lower:
@@ -362,12 +368,12 @@ def _suggest_one_unit(specs: list[ColumnSpec], sample: pl.DataFrame) -> None:
         if _identifies_rows(sample[spec.name]) and sample[spec.name].null_count() == 0
     ]
     named = [spec for spec in candidates if _names_a_unit(spec.name)]
-    chosen = (named or candidates or [None])[0]
+    chosen = next(iter(named or candidates), None)
     if chosen is not None:
-        chosen.role = Column.Role.UNIT
+        chosen.role = ColumnRole.UNIT
 
 
-def _round_up(value: float) -> Decimal:
+def _round_up(value: float | Decimal) -> Decimal:
     """The smallest 1, 2 or 5 times a power of ten at or above `value` (> 0)."""
     exact = Decimal(str(value))
     exponent = math.floor(math.log10(value))
@@ -399,7 +405,7 @@ def parse_specs(raw: list[dict[str, Any]]) -> list[ColumnSpec]:
         if role not in Column.Role.values:
             raise IngestError(f"Column {name!r}: unknown role {role!r}.")
         spec = ColumnSpec(name=name, type=col_type, role=role)
-        if role == Column.Role.DIMENSION:
+        if role == ColumnRole.DIMENSION:
             domain = item.get("domain") or []
             if not isinstance(domain, list) or not domain:
                 raise IngestError(
@@ -408,7 +414,7 @@ def parse_specs(raw: list[dict[str, Any]]) -> list[ColumnSpec]:
             if len(set(map(str, domain))) != len(domain):
                 raise IngestError(f"Column {name!r}: the domain lists a value twice.")
             spec.domain = domain
-        if role == Column.Role.MEASURE:
+        if role == ColumnRole.MEASURE:
             if col_type not in NUMERIC:
                 raise IngestError(f"Column {name!r} is a measure, so it must be numeric.")
             try:
@@ -427,7 +433,7 @@ def parse_specs(raw: list[dict[str, Any]]) -> list[ColumnSpec]:
             if not spec.lower < spec.upper:
                 raise IngestError(f"Column {name!r}: the lower bound must be below the upper.")
         specs.append(spec)
-    units = [s.name for s in specs if s.role == Column.Role.UNIT]
+    units = [s.name for s in specs if s.role == ColumnRole.UNIT]
     if len(units) != 1:
         raise IngestError(
             "Declare exactly one column as the privacy unit (the id of the person or entity "
@@ -537,7 +543,7 @@ def _write_validated(path: Path, fmt: str, specs: list[ColumnSpec], plain: Path)
         checks.append((spec, source.is_not_null() & typed.is_null(), f"is not a valid {spec.type}"))
         if spec.role in NOT_NULL_ROLES:
             checks.append((spec, source.is_null(), f"is empty, but a {spec.role} needs a value"))
-        if spec.role == Column.Role.DIMENSION:
+        if spec.role == ColumnRole.DIMENSION:
             checks.append(
                 (
                     spec,

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
+from django.forms import Form
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 from parties import selectors, services
 from parties.forms import DatasetForm, PolicyForm, VersionForm, schema_from_post
-from parties.ingest import IngestError, detect_format, infer_schema
-from parties.models import Column
+from parties.ingest import ColumnSpec, IngestError, detect_format, infer_schema
+from parties.models import Column, DatasetVersion
 from parties.permissions import Permission, has_permission
 from parties.uploads import discard, refusal_of, stage, staged_file, staged_filename
 
 
 @login_required
 @require_GET
-def dataset_list(request: HttpRequest) -> HttpResponse:
+def dataset_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     datasets = selectors.datasets_for(request.user).prefetch_related("versions")
     can_upload = bool(selectors.organizations_where(request.user, Permission.MANAGE_DATASETS))
     return render(
@@ -31,7 +36,21 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _schema_context(fmt: str, specs) -> dict:
+# What a page shows of a schema: as inferred from the file, or as the owner confirmed it.
+Schema = list[ColumnSpec] | list[dict[str, Any]]
+# Stores the file at a path, under its filename and confirmed schema, as a dataset version.
+Store = Callable[[Path, str, list[dict[str, Any]]], DatasetVersion]
+
+
+def _uploaded_path(upload: UploadedFile) -> Path:
+    """Where the uploaded file is: uploads stream to temporary files, never into memory
+    (FILE_UPLOAD_HANDLERS)."""
+    if not isinstance(upload, TemporaryUploadedFile):
+        raise ImproperlyConfigured("Uploads must stream to temporary files (FILE_UPLOAD_HANDLERS).")
+    return Path(upload.temporary_file_path())
+
+
+def _schema_context(fmt: str, specs: Schema) -> dict[str, Any]:
     return {
         "format": fmt,
         "specs": specs,
@@ -42,22 +61,24 @@ def _schema_context(fmt: str, specs) -> dict:
 
 @login_required
 @require_POST
-def schema_suggestion(request: HttpRequest) -> HttpResponse:
+def schema_suggestion(request: AuthenticatedHttpRequest) -> HttpResponse:
     """htmx: the confirmation table for a sample of the chosen file. Stores nothing."""
     if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
         raise PermissionDenied("Only data owners upload datasets.")
     upload = request.FILES.get("file")
     error = refusal_of(request) or ("Choose a file first." if upload is None else None)
-    if error is None:
+    if error is None and upload is not None:
         try:
-            fmt, specs = infer_schema(Path(upload.temporary_file_path()), upload.name)
+            fmt, specs = infer_schema(_uploaded_path(upload), upload.name or "")
             return render(request, "parties/_schema.html", _schema_context(fmt, specs))
         except IngestError as exc:
             error = str(exc)
     return render(request, "parties/_schema.html", {"error": error}, status=422)
 
 
-def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
+def _upload(
+    request: AuthenticatedHttpRequest, form: Form, store: Store
+) -> tuple[DatasetVersion | None, dict[str, Any]]:
     """Run `store(path, filename, schema)` for a valid form with a confirmed schema. On any
     refusal the chosen file is staged (parties/uploads.py) and the page keeps every setting."""
     schema = schema_from_post(request.POST)
@@ -68,10 +89,11 @@ def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
         form.add_error("file", refusal)
     upload = request.FILES.get("file")
     kept_name = staged_filename(request, token)
+    source: AbstractContextManager[Path]
     if upload is not None:
         discard(request, token)  # a newly chosen file replaces the kept one
-        token, filename = "", upload.name
-        source = nullcontext(Path(upload.temporary_file_path()))
+        token, filename = "", upload.name or ""
+        source = nullcontext(_uploaded_path(upload))
     elif kept_name is not None:
         filename, source = kept_name, staged_file(request, token)
     else:
@@ -83,7 +105,9 @@ def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
                 else "Choose a file.",
             )
         return None, _kept_schema(schema)
-    fmt, specs, version = None, schema, None
+    fmt: str | None = None
+    specs: Schema | None = schema
+    version: DatasetVersion | None = None
     with source as path:
         try:
             fmt = detect_format(path, filename)
@@ -106,14 +130,14 @@ def _upload(request: HttpRequest, form, store) -> tuple[object | None, dict]:
     return None, context
 
 
-def _kept_schema(specs, fmt: str | None = None) -> dict:
+def _kept_schema(specs: Schema | None, fmt: str | None = None) -> dict[str, Any]:
     """The schema suggested, or as the owner had confirmed it, shown again as they left it."""
     return _schema_context(fmt or "", specs) if specs else {}
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def dataset_create(request: HttpRequest) -> HttpResponse:
+def dataset_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     organizations = selectors.organizations_where(request.user, Permission.MANAGE_DATASETS)
     if not organizations:
         raise PermissionDenied("Only data owners can upload datasets.")
@@ -126,7 +150,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
     context: dict = {}
     if request.method == "POST":
 
-        def store(path, filename, schema):
+        def store(path: Path, filename: str, schema: list[dict[str, Any]]) -> DatasetVersion:
             data = form.cleaned_data
             return services.register_dataset(
                 organization=data["organization"],
@@ -155,7 +179,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def dataset_detail(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+def dataset_detail(request: AuthenticatedHttpRequest, org: str, slug: str) -> HttpResponse:
     dataset = selectors.get_dataset_for_user(request.user, org, slug)
     version = selectors.latest_version(dataset)
     manage = has_permission(
@@ -178,7 +202,7 @@ def dataset_detail(request: HttpRequest, org: str, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def version_create(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+def version_create(request: AuthenticatedHttpRequest, org: str, slug: str) -> HttpResponse:
     dataset = selectors.get_dataset_for_user(request.user, org, slug)
     if not has_permission(
         request.user, Permission.MANAGE_DATASETS, organization=dataset.organization
@@ -207,7 +231,7 @@ def version_create(request: HttpRequest, org: str, slug: str) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def policy_edit(request: HttpRequest, org: str, slug: str) -> HttpResponse:
+def policy_edit(request: AuthenticatedHttpRequest, org: str, slug: str) -> HttpResponse:
     dataset = selectors.get_dataset_for_user(request.user, org, slug)
     if not has_permission(
         request.user, Permission.MANAGE_POLICIES, organization=dataset.organization

@@ -21,8 +21,9 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
+from django.contrib.auth.models import User
 from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
@@ -43,7 +44,15 @@ def room_log_name(room_id: int) -> str:
     return f"room/{room_id}"
 
 
-def actor_ref(user) -> str | None:
+@overload
+def actor_ref(user: User) -> str: ...
+
+
+@overload
+def actor_ref(user: User | None) -> str | None: ...
+
+
+def actor_ref(user: User | None) -> str | None:
     """Events carry stable ids only, never names or e-mail addresses."""
     return f"user:{user.pk}" if user is not None else None
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from cleanroom.residency import Decision, StepKind, TransferRules, decide
 from dataplane.mechanisms import Stage
 from dataplane.sql.plan import ParsedQuery
-from jobs.models import Job, JobStep, RoomDataset
-from parties.models import Site
+from jobs.models import Job, JobStep, Query, RoomDataset
+from parties.models import Dataset, Site
 
 # progress(percent, message) -> False when the job was cancelled meanwhile
 Progress = Callable[[int, str], bool]
@@ -113,13 +113,25 @@ class Planned:
     problems: list[str] = field(default_factory=list)
 
 
+class EngineConfig(Protocol):
+    """An engine's configuration, built from the deployment's settings (an object with them as
+    attributes) by the registry."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Self: ...
+
+
 class Engine(Protocol):
     """Planning asks the engine's class (no configuration needed); running, an instance built
-    by the registry with its configuration and recorder."""
+    by the registry with its configuration and recorder. An engine subclasses SiteEngine or
+    StepEngine, so the registry's table of engine classes is checked against them."""
 
-    name: str
-    in_steps: bool  # a job of steps at several sites (StepEngine), not one step at one site
-    Config: type
+    name: ClassVar[str]
+    # A job of steps at several sites (StepEngine), not one step at one site.
+    in_steps: ClassVar[bool]
+    Config: ClassVar[type[EngineConfig]]
+
+    def __init__(self, config: Any, recorder: Recorder) -> None: ...
 
     @classmethod
     def refusal(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> str | None:
@@ -154,6 +166,35 @@ class StepEngine(Engine, Protocol):
     def run_step(self, step: JobStep) -> dict[str, Any]: ...
 
     def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]: ...
+
+
+def site_of(step: JobStep) -> Site:
+    """The site an input or compute step runs at (only the delivery has none)."""
+    if step.site is None:
+        raise EngineError(f"The step '{step.name}' has no site to run at.")
+    return step.site
+
+
+def party_of(step: JobStep) -> int:
+    """The MPC party a compute step is."""
+    if step.party is None:
+        raise EngineError(f"The step '{step.name}' is not a compute party.")
+    return step.party
+
+
+def dataset_of(step: JobStep) -> Dataset:
+    """The dataset an input step reads."""
+    if step.dataset is None:
+        raise EngineError(f"The step '{step.name}' reads no dataset.")
+    return step.dataset
+
+
+def canonical_of(query: Query) -> dict[str, Any]:
+    """The canonical form a query was submitted, approved and runs as."""
+    if query.canonical is None:
+        raise EngineError(f"The query {query.pk} was never submitted: it has no canonical form.")
+    canonical: dict[str, Any] = query.canonical
+    return canonical
 
 
 def active_sites(kind: str) -> list[Site]:

@@ -5,10 +5,10 @@ its site, else the TEE."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from dataplane.mechanisms import Mechanism
-from jobs.engines.base import Engine, Recorder
+from jobs.engines.base import Engine, EngineError, Recorder, SiteEngine, StepEngine
 from jobs.engines.mpc.engine import MpcEngine
 from jobs.engines.tee.engine import TeeEngine
 
@@ -23,8 +23,34 @@ def engine_of(mechanism: str) -> type[Engine]:
     return ENGINES[Mechanism(mechanism)]
 
 
-def configured(mechanism: str, *, settings: Any, recorder: Recorder) -> Engine:
-    """The engine of `mechanism` ready to run: configured from `settings` (an object with the
-    deployment's settings as attributes), recording through `recorder`."""
+def site_engine_of(mechanism: str) -> type[SiteEngine]:
+    """The engine class of `mechanism`, whose jobs are one step at one site."""
     kind = engine_of(mechanism)
+    if kind.in_steps:
+        raise EngineError(f"The {mechanism} engine runs a job as steps, not at one site.")
+    # As in step_engine_of: `in_steps` is what tells the two interfaces apart.
+    return cast(type[SiteEngine], kind)
+
+
+def step_engine_of(mechanism: str) -> type[StepEngine]:
+    """The engine class of `mechanism`, whose jobs run as steps at several sites."""
+    kind = engine_of(mechanism)
+    if not kind.in_steps:
+        raise EngineError(f"The {mechanism} engine does not run a job as steps.")
+    # `in_steps` is what says an engine is a StepEngine: a protocol with attributes cannot be
+    # checked with issubclass.
+    return cast(type[StepEngine], kind)
+
+
+AnyEngine = TypeVar("AnyEngine", bound=Engine)
+
+
+def build(kind: type[AnyEngine], *, settings: Any, recorder: Recorder) -> AnyEngine:
+    """An engine of class `kind` ready to run: configured from `settings` (an object with the
+    deployment's settings as attributes), recording through `recorder`."""
     return kind(kind.Config.from_settings(settings), recorder)
+
+
+def configured(mechanism: str, *, settings: Any, recorder: Recorder) -> Engine:
+    """The engine of `mechanism` ready to run (`build`)."""
+    return build(engine_of(mechanism), settings=settings, recorder=recorder)

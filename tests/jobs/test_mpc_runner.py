@@ -193,3 +193,20 @@ def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_f
 
 def ledger_kinds(job: Job) -> list[str]:
     return sorted(BudgetEntry.objects.filter(query=job.query).values_list("kind", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_one_site_step_forged_for_an_mpc_job_is_refused_and_nothing_is_charged(
+    world, room, monkeypatch, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False):
+        job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    # A run_job message, as a TEE job's, naming the worker's own site: an MPC job has no one site.
+    monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt")
+    assert runner.start_attempt(job.pk, "eu-frankfurt") is None
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert "A worker at eu-frankfurt received this job's step for no site." in job.error
+    assert not BudgetEntry.objects.filter(query=job.query).exists()
+    [refused] = step_events(job, "access.refused")
+    assert refused["data"]["reason"] == "worker at eu-frankfurt received a step for no site"

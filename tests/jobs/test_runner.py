@@ -11,7 +11,10 @@ from kombu import Connection
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
 from jobs import queries, runner
+from jobs.engines.tee.engine import NO_ENCLAVE_SITE, TeeEngine
 from jobs.models import BudgetEntry, Job
+from jobs.queries import plan_for
+from parties.models import Site
 from tests import factories
 from tests.factories import JOIN_SQL, api, propose
 
@@ -164,3 +167,10 @@ def test_a_failure_after_the_keys_were_released_spends_instead_of_refunding(
     runner.fail_job(job.pk, "lost after the keys left")
     kinds = sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
     assert kinds == ["reserve", "reserve", "spend", "spend"]
+
+
+def test_placing_a_tee_job_with_no_tee_site_left_is_a_plan_problem(world, study):
+    plan = plan_for(propose(study, world.bob, world.pharma, sql=JOIN_SQL, submit=False))
+    Site.objects.filter(kind=Site.Kind.TEE).update(active=False)
+    placed = TeeEngine.place(plan.parsed, plan.contributions)
+    assert placed.steps == [] and placed.problems == [NO_ENCLAVE_SITE]

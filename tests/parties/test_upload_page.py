@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.test import Client
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client, override_settings
 
 from parties import uploads
 from parties.forms import DatasetForm
@@ -212,3 +213,16 @@ def test_a_new_version_keeps_its_file_across_a_refusal_too(world, patients_csv):
     fields = schema_fields(schema) | {"staged": staged_token(response)}
     assert client.post(url, fields).status_code == 302
     assert Dataset.objects.get(slug="inpatients").versions.count() == 2
+
+
+@override_settings(FILE_UPLOAD_HANDLERS=["django.core.files.uploadhandler.MemoryFileUploadHandler"])
+def test_an_upload_held_in_memory_is_refused_as_a_misconfiguration(world, patients_csv):
+    """Uploads must stream to temporary files (settings.FILE_UPLOAD_HANDLERS): a deployment that
+    keeps them in memory is told so, and nothing is stored."""
+    client = browser(world.alice)
+    with (
+        patients_csv.open("rb") as file,
+        pytest.raises(ImproperlyConfigured, match="FILE_UPLOAD_HANDLERS"),
+    ):
+        client.post("/datasets/schema/", {"file": file})
+    assert not Dataset.objects.exists()

@@ -159,6 +159,8 @@ def _make_party(root: Path, site: str) -> None:
     """Make the site's TLS key and certificate, and its share key unless it has one (a folder
     of an earlier layout, whose certificate did not carry the share key, keeps its key)."""
     ca_key = serialization.load_pem_private_key((root / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise EngineError(f"The MPC CA key in {root} is not the EC key this module makes.")
     ca = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
     folder = _site_folder(root, site)
     if (folder / "share.key").exists():
@@ -193,7 +195,7 @@ def _make_party(root: Path, site: str) -> None:
             critical=False,
         )
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
         .add_extension(_share_key_extension(share_public), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -44,8 +44,12 @@ from jobs.engines.base import (
     Planned,
     PlannedStep,
     Recorder,
+    StepEngine,
     active_sites,
     allowed_everywhere,
+    dataset_of,
+    party_of,
+    site_of,
     transfer_rules,
 )
 from jobs.engines.mpc import certificates, inputs, parties
@@ -142,19 +146,20 @@ def run_compute(
     """Run this party's MPyC process on its input shares; returns the step's output: its noisy
     output share sealed to the delivery, and what the party reports (traffic, timings)."""
     job = step.job
+    site, party = site_of(step), party_of(step)
     context = inputs.query_context(job)
     noise = _checked_noise(context)
-    private_key = certificates.party_private_key(config.credentials, step.site.name)
+    private_key = certificates.party_private_key(config.credentials, site.name)
     vectors = []
     for source in sources:
-        reference = source.output["shares"][str(step.party)]
-        if reference["site"] != step.site.name:
+        reference = source.output["shares"][str(party)]
+        if reference["site"] != site.name:
             raise EngineError(f"The shares of {source.name} were sealed for another site.")
         blob = inputs.read_share(reference)
         try:
             vectors.append(
                 sharing.open_for_party(
-                    blob, private_key, inputs.input_context(job.pk, source.dataset_id, step.party)
+                    blob, private_key, inputs.input_context(job.pk, dataset_of(source).pk, party)
                 )
             )
         except (InvalidTag, ValueError) as exc:
@@ -162,10 +167,10 @@ def run_compute(
     expected = context.groups * len(context.layout)
     if any(len(vector) != expected for vector in vectors):
         raise EngineError("An input share vector does not have the query's layout.")
-    sites = [party.site.name for party in compute]
+    sites = [site_of(peer).name for peer in compute]
     spec = parties.PartySpec(
         job=job.pk,
-        index=step.party,
+        index=party,
         sites=sites,
         addresses=parties.party_addresses(job.pk, sites, config),
         inputs=vectors,
@@ -173,14 +178,14 @@ def run_compute(
         noise=noise,
     )
     party_output = parties.run_party(spec, config)
-    delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
+    delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
     blob = sharing.seal_for_receiver(
         party_output.output,
         base64.b64decode(delivery.output["public_key"]),
-        output_context(job.pk, step.party),
+        output_context(job.pk, party),
     )
     return {
-        "share": inputs.write_share(job.pk, step.site, f"output-party{step.party}.sealed", blob),
+        "share": inputs.write_share(job.pk, site, f"output-party{party}.sealed", blob),
         "bytes_sent": party_output.bytes_sent,
         "bytes_received": party_output.bytes_received,
         "seconds": party_output.seconds,
@@ -191,11 +196,11 @@ def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, An
     """Open and recombine the parties' noisy output shares (at least t + 1 of them) and build
     the released table; only differentially private values exist here."""
     context = inputs.query_context(job)
-    delivery = JobStep.objects.get(job=job, kind=JobStep.Kind.DELIVER)
+    delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
     open_share = _open_output_share(delivery, config)
     shares = {
-        step.party: open_share(
-            inputs.read_share(step.output["share"]), output_context(job.pk, step.party)
+        party_of(step): open_share(
+            inputs.read_share(step.output["share"]), output_context(job.pk, party_of(step))
         )
         for step in outputs
     }
@@ -281,7 +286,7 @@ def sampling_statement(measurements: dict[str, Measurement], groups: int) -> dic
     }
 
 
-class MpcEngine:
+class MpcEngine(StepEngine):
     """Runs a job as steps at several sites: input steps at each owner's site, compute parties
     on secret shares, and the delivery that opens only noisy values."""
 
@@ -377,7 +382,7 @@ class MpcEngine:
                     JobStep(
                         job=job,
                         name=step.name,
-                        kind=JobStep.Kind.INPUT,
+                        kind=Stage.INPUT,
                         site=sites[step.site],
                         dataset=datasets[step.reads[0]],
                     )
@@ -387,7 +392,7 @@ class MpcEngine:
                     JobStep(
                         job=job,
                         name=step.name,
-                        kind=JobStep.Kind.COMPUTE,
+                        kind=Stage.COMPUTE,
                         site=sites[step.site],
                         party=step.party,
                     )
@@ -396,7 +401,7 @@ class MpcEngine:
             JobStep(
                 job=job,
                 name="delivery",
-                kind=JobStep.Kind.DELIVER,
+                kind=Stage.DELIVER,
                 output=new_delivery_key(job, config.key_services),
             )
         )
@@ -412,7 +417,7 @@ class MpcEngine:
         return (compute_steps - 1) // 2 + 1
 
     def run_step(self, step: JobStep) -> dict[str, Any]:
-        if step.kind == JobStep.Kind.INPUT:
+        if step.kind == Stage.INPUT:
             return inputs.run_input(step, self.config, self.recorder)
         return run_compute(
             step,

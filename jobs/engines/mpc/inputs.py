@@ -35,7 +35,14 @@ from dataplane.privacy.terms import TermsError, approved_measurements, read_term
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import ColumnInfo, ParsedQuery, QueryError
 from jobs import selectors
-from jobs.engines.base import EngineError, Recorder
+from jobs.engines.base import (
+    EngineError,
+    Recorder,
+    canonical_of,
+    dataset_of,
+    party_of,
+    site_of,
+)
 from jobs.engines.mpc import certificates
 from jobs.engines.mpc.config import MpcConfig
 from jobs.models import Approval, Job, JobStep
@@ -74,7 +81,7 @@ def query_context(job: Job) -> QueryContext:
     """The context from the approved canonical form's terms alone (dataplane.privacy.terms): the
     step's claim checked its digest and every owner's signature over it (`check_runnable`), so
     nothing the platform's catalog or a host says sets the bounds, the unit or the noise."""
-    canonical = job.query.canonical
+    canonical = canonical_of(job.query)
     try:
         approved = read_terms(canonical)
         parsed = parse_query(canonical["sql"], approved.datasets)
@@ -139,7 +146,7 @@ def _decrypt(
         dataset=version.dataset_id,
         canonical=query.canonical,
         approval=approval.evidence,
-        site=step.site.name,
+        site=site_of(step).name,
         kek_id=version.kek_id,
         wrapped_key=bytes(version.wrapped_data_key),
         key_context=version.key_context,
@@ -151,7 +158,7 @@ def _decrypt(
     except (Refused, KeyServiceUnavailable) as exc:
         raise EngineError(f"Key service refuses {name}: {exc}") from None
     recorder.key_released(
-        step.job_id, dataset=version.dataset_id, site=step.site.name, reason=reason
+        step.job_id, dataset=version.dataset_id, site=site_of(step).name, reason=reason
     )
     plain = io.BytesIO()
     with Path(stored_file(version)).open("rb") as source:
@@ -165,9 +172,9 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     per party, the sealed share file and its SHA-256."""
     job = step.job
     context = query_context(job)
-    dataset = step.dataset
+    dataset = dataset_of(step)
     name = dataset.qualified_name
-    item = next(i for i in job.query.canonical["datasets"] if i["name"] == name)
+    item = next(i for i in canonical_of(job.query)["datasets"] if i["name"] == name)
     version = DatasetVersion.objects.select_related(
         "dataset__jurisdiction", "dataset__organization"
     ).get(dataset=dataset, number=item["version"])
@@ -185,30 +192,31 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     del frame
     flat = [value for measure in context.layout for value in vectors[measure]]
     del vectors
-    parties = selectors.compute_steps(job.pk)
+    compute = selectors.compute_steps(job.pk)
+    sites = {party_of(party): site_of(party) for party in compute}
     try:
-        shares = sharing.split(flat, len(parties))
+        shares = sharing.split(flat, len(sites))
     except ValueError as exc:
         raise EngineError(str(exc)) from None
     del flat
     # Every transfer is decided before any share is written: one refusal sends none.
-    for party in parties:
+    for party in compute:
         if not recorder.shares_may_move(step, party):
-            raise EngineError(f"Residency refuses shares of {name} at {party.site.name}.")
+            raise EngineError(f"Residency refuses shares of {name} at {site_of(party).name}.")
     # Each party's key only from its certificate, verified against this site's MPC CA; every
     # certificate is checked before any share is written: one refusal sends none.
     keys = {
-        party.party: certificates.party_public_key(
-            config.credentials, party.site.name, certificates=config.certificates
+        index: certificates.party_public_key(
+            config.credentials, site.name, certificates=config.certificates
         )
-        for party in parties
+        for index, site in sites.items()
     }
     sent = {}
-    for party in parties:
+    for index, site in sites.items():
         blob = sharing.seal_for_party(
-            shares[party.party], keys[party.party], input_context(job.pk, dataset.pk, party.party)
+            shares[index], keys[index], input_context(job.pk, dataset.pk, index)
         )
-        sent[str(party.party)] = write_share(
-            job.pk, party.site, f"input-{dataset.pk}-party{party.party}.sealed", blob
+        sent[str(index)] = write_share(
+            job.pk, site, f"input-{dataset.pk}-party{index}.sealed", blob
         )
     return {"length": len(shares[0]), "shares": sent}

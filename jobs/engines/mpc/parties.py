@@ -177,6 +177,7 @@ def start_party(
         stderr=subprocess.PIPE,
     )
     started = time.monotonic()
+    assert process.stdin  # started with stdin=PIPE
     # A dead process leaves the pipe closed; `wait` reports why it died.
     with contextlib.suppress(BrokenPipeError):
         process.stdin.write(json.dumps(document) + "\n")

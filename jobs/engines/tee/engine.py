@@ -26,8 +26,10 @@ from jobs.engines.base import (
     PlannedStep,
     Progress,
     Recorder,
+    SiteEngine,
     active_sites,
     allowed_everywhere,
+    canonical_of,
     minimal_environment,
     transfer_rules,
 )
@@ -41,7 +43,8 @@ from parties.storage import stored_file
 def _job_message(job: Job, config: trust.TeeConfig) -> dict[str, Any]:
     query = job.query
     files = {}
-    for dataset_id, item in zip(query.dataset_ids, query.canonical["datasets"], strict=True):
+    canonical = canonical_of(query)
+    for dataset_id, item in zip(query.dataset_ids, canonical["datasets"], strict=True):
         version = DatasetVersion.objects.select_related("dataset__jurisdiction").get(
             dataset_id=dataset_id, number=item["version"]
         )
@@ -51,7 +54,7 @@ def _job_message(job: Job, config: trust.TeeConfig) -> dict[str, Any]:
         # The approved canonical form itself: the enclave hashes it into the digest it is
         # attested with and takes the SQL, ε, δ, extract terms and every term that sets the
         # noise from it, so a host that changes any of them gets no keys.
-        "query": query.canonical,
+        "query": canonical,
         "files": files,
     }
     if query.output_kind == Query.OutputKind.SYNTHETIC:
@@ -72,7 +75,10 @@ def enclave_site(contributions: list[RoomDataset]) -> Site | None:
     return None
 
 
-class TeeEngine:
+NO_ENCLAVE_SITE = "no TEE site may process rows of every dataset under their jurisdictions' rules"
+
+
+class TeeEngine(SiteEngine):
     """Runs a job as one step at one site: an attested enclave (simulated on this machine
     unless a Nitro document comes from real hardware; the verifier labels which)."""
 
@@ -95,12 +101,14 @@ class TeeEngine:
         if refusing:
             return f"the policy of {', '.join(refusing)} does not allow the TEE"
         if enclave_site(contributions) is None:
-            return "no TEE site may process rows of every dataset under their jurisdictions' rules"
+            return NO_ENCLAVE_SITE
         return None
 
     @classmethod
     def place(cls, parsed: ParsedQuery, contributions: list[RoomDataset]) -> Planned:
         site = enclave_site(contributions)
+        if site is None:
+            return Planned(problems=[NO_ENCLAVE_SITE])
         step = PlannedStep.at(
             "enclave",
             Stage.ENCLAVE,
@@ -155,27 +163,31 @@ class TeeEngine:
                 if enclave.poll() is None:
                     enclave.kill()
                 enclave.wait(timeout=self.config.enclave_timeout)
-                for stream in (enclave.stdin, enclave.stdout, enclave.stderr):
+                for stream in filter(None, (enclave.stdin, enclave.stdout, enclave.stderr)):
                     # A dead enclave leaves unsent bytes behind; they must not mask the error.
                     with contextlib.suppress(BrokenPipeError):
                         stream.close()
 
     def _converse(
-        self, job: Job, enclave: subprocess.Popen, progress: Progress, home: Path
-    ) -> dict:
+        self, job: Job, enclave: subprocess.Popen[str], progress: Progress, home: Path
+    ) -> dict[str, Any]:
+        # `run` starts the enclave with all three pipes.
+        assert enclave.stdin and enclave.stdout and enclave.stderr
+        stdin, stdout, stderr = enclave.stdin, enclave.stdout, enclave.stderr
+
         def stopped() -> EngineError:
             enclave.wait(timeout=self.config.enclave_timeout)
-            return EngineError(f"The enclave stopped: {enclave.stderr.read()[-2000:]}")
+            return EngineError(f"The enclave stopped: {stderr.read()[-2000:]}")
 
-        def send(message: dict) -> None:
+        def send(message: dict[str, Any]) -> None:
             try:
-                enclave.stdin.write(json.dumps(message) + "\n")
-                enclave.stdin.flush()
+                stdin.write(json.dumps(message) + "\n")
+                stdin.flush()
             except BrokenPipeError:
                 raise stopped() from None
 
-        def receive() -> dict:
-            line = enclave.stdout.readline()
+        def receive() -> dict[str, Any]:
+            line = stdout.readline()
             if not line:
                 raise stopped()
             return json.loads(line)
