@@ -9,6 +9,7 @@ released to the organisation is sealed to, and one per MPC job whose delivery it
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -84,23 +85,16 @@ class OrganizationKeyService:
         return decide_site_key(request, self.pinned, keys=self.keys)
 
     def suspend(self, dataset: int) -> None:
-        self._suspensions().suspend(dataset)
+        _kept(self.pinned.suspended).suspend(dataset)
 
     def resume(self, dataset: int) -> None:
-        self._suspensions().resume(dataset)
-
-    def _suspensions(self) -> Suspensions:
-        suspended = self.pinned.suspended
-        if not isinstance(suspended, Suspensions):
-            # The embedded service reads suspensions from the platform's records.
-            raise Refused("this key service keeps no suspensions: suspend on the platform")
-        return suspended
+        _kept(self.pinned.suspended).resume(dataset)
 
     def suspend_room(self, room: int) -> None:
-        self.pinned.suspended_rooms.suspend(room)
+        _kept(self.pinned.suspended_rooms).suspend(room)
 
     def resume_room(self, room: int) -> None:
-        self.pinned.suspended_rooms.resume(room)
+        _kept(self.pinned.suspended_rooms).resume(room)
 
     def _label(self, purpose: str) -> str:
         if not _PURPOSE.fullmatch(purpose):
@@ -127,3 +121,11 @@ class OrganizationKeyService:
         if purpose == RESULTS:
             raise Refused("the results key is the organisation's own; it is not destroyed")
         self.keys.destroy_receiving_key(self._label(purpose))
+
+
+def _kept(suspended: Container[int]) -> Suspensions:
+    """The service's own switch; the embedded service reads suspensions from the platform's
+    records and keeps none."""
+    if not isinstance(suspended, Suspensions):
+        raise Refused("this key service keeps no suspensions: suspend on the platform")
+    return suspended
