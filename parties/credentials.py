@@ -248,7 +248,7 @@ def _machine_key_evidence(organization: Organization, response: dict) -> tuple:
     try:
         key_id = base64.b64decode(str(response.get("credential_id", "")), validate=True)
         signature = base64.b64decode(str(response.get("signature", "")), validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
         raise CredentialRefused("The machine key's id and signature are base64.") from None
     credential = _live(key_id, MACHINE_KEY)
     _check_organization(credential, organization)

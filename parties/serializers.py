@@ -241,5 +241,5 @@ class MachineKeyInputSerializer(serializers.Serializer):
     def validate_public_key(self, value: str) -> bytes:
         try:
             return base64.b64decode(value, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
             raise serializers.ValidationError("Not base64.") from None

@@ -21,7 +21,8 @@ from schemathesis import GenerationMode
 
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
-from jobs import queries, runner, tasks
+from jobs import runner, tasks
+from tests import factories
 from tests.factories import JOIN_SQL, propose, token_for
 from tests.test_authorization_matrix import MATRIX, PERSONAS
 
@@ -43,7 +44,7 @@ CHECKS_CONFIG = {
 
 def approve(world, query):
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        queries.decide_query(query=query, organization=org, by=owner, approve=True)
+        factories.decide(query=query, organization=org, by=owner, approve=True)
     query.refresh_from_db()
     return query
 

@@ -13,6 +13,7 @@ from playwright.sync_api import expect
 
 from cleanroom.celery import app as project_app
 from jobs.models import BudgetEntry, Job, Query
+from tests.browser.test_passkeys import register
 from tests.jobs.conftest import site_worker  # noqa: F401 - the real worker, shared with tests/jobs
 from tests.jobs.test_synthetic_plan import JOINED, allow_synthetic
 
@@ -29,7 +30,7 @@ def worker(site_worker):  # noqa: F811 - the fixture imported above
 
 
 def test_a_dp_extract_is_composed_approved_run_and_downloaded(
-    world, tmp_path, worker, page, log_in
+    world, tmp_path, worker, page, log_in, authenticator
 ):
     room = world.study(tmp_path)
     allow_synthetic(world, room)
@@ -62,6 +63,7 @@ def test_a_dp_extract_is_composed_approved_run_and_downloaded(
     ):
         page.get_by_role("button", name="Log out").click()
         log_in(owner)
+        register(page, f"{owner.username}'s laptop")
         page.goto("/approvals/")
         item = page.get_by_role("article").filter(has_text="Synthetic patients")
         expect(item).to_contain_text("Synthetic extract of 200 rows by dp-marginals")

@@ -17,6 +17,7 @@ from cleanroom.audit.log import PLATFORM_LOG, events_of
 from jobs import queries
 from jobs.models import Approval, Query
 from keyservice.approve import decision_body
+from parties.models import ApprovalCredential
 from tests.factories import api, propose
 
 pytestmark = pytest.mark.django_db
@@ -167,3 +168,14 @@ def test_a_removed_machine_key_no_longer_approves(world, study, tmp_path):
     assert api(world.alice).post(url, body, format="json").json()["error"]["code"] == (
         "unknown_credential"
     )
+
+
+def test_a_public_key_that_is_not_ascii_is_refused_not_an_error(world):
+    """Found by schemathesis: non-ASCII text is not base64 either (400, nothing stored)."""
+    response = api(world.alice).post(
+        "/api/organizations/charite/credentials/",
+        {"name": "Pipeline", "public_key": "clé-publique"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert not ApprovalCredential.objects.filter(name="Pipeline").exists()
