@@ -23,9 +23,12 @@ from parties.services import POLICY_FIELDS
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
+    """`id` is the organisation's number in what its credentials sign (`org:<id>` in the
+    approval message) and in the audit log."""
+
     class Meta:
         model = Organization
-        fields = ["slug", "name"]
+        fields = ["id", "slug", "name"]
 
 
 class JurisdictionSerializer(serializers.ModelSerializer):

@@ -1,7 +1,8 @@
 """A Python client for the clean room's REST API, and the `cleanroom` command line on it.
 
 It imports no Django and nothing of the apps (an import-linter contract holds it), so an
-analyst's notebook needs only this package's dependencies (polars; pandas for `.to_pandas()`).
+analyst's notebook needs only this package's dependencies (polars; cryptography to sign an
+owner's decision; pandas for `.to_pandas()`).
 Every operation it calls is declared in `operations.py` and checked against the live OpenAPI
 schema by `tests/client/test_schema_contract.py`. The reference is README.md beside this file.
 """

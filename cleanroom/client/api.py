@@ -18,6 +18,7 @@ from cleanroom.client.errors import ApiError
 from cleanroom.client.plan import Plan
 from cleanroom.client.progress import ProgressBar
 from cleanroom.client.results import Extract, table_frame
+from cleanroom.client.signing import load_machine_key, machine_key_assertion
 from cleanroom.client.transport import Transport
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -32,6 +33,7 @@ class Query:
     title: str
     status: str
     version: int
+    digest: str
     epsilon: str
     mechanism: str
     plan: Plan
@@ -44,6 +46,7 @@ class Query:
             title=data["title"],
             status=data["status"],
             version=data["version"],
+            digest=data["digest"],
             epsilon=data["epsilon"],
             mechanism=data["mechanism"],
             plan=Plan(data["plan"]),
@@ -199,6 +202,59 @@ class Client:
     def query(self, room: str, query_id: int) -> Query:
         return Query.from_api(self.transport.call("query", slug=room, id=query_id))
 
+    # Deciding ----------------------------------------------------------------------------
+
+    def approve(
+        self,
+        query: Query | int,
+        organization: str,
+        key_file: str | Path,
+        comment: str = "",
+        *,
+        room: str | None = None,
+    ) -> dict[str, Any]:
+        """Approve the query's current version for `organization` (a slug), signed here with
+        the organisation's registered machine key (`key_file`, which never leaves this
+        machine). Returns the stored approval: `id`, `organization`, `decision`, `digest`,
+        `verified`."""
+        return self._decide("approve", query, organization, key_file, comment, room)
+
+    def reject(
+        self,
+        query: Query | int,
+        organization: str,
+        key_file: str | Path,
+        comment: str = "",
+        *,
+        room: str | None = None,
+    ) -> dict[str, Any]:
+        """Reject the query's current version, signed as `approve` is."""
+        return self._decide("reject", query, organization, key_file, comment, room)
+
+    def _decide(
+        self,
+        decision: str,
+        query: Query | int,
+        organization: str,
+        key_file: str | Path,
+        comment: str,
+        room: str | None,
+    ) -> dict[str, Any]:
+        key = load_machine_key(key_file)
+        room, query_id = _target(query, room)
+        # The digest as the server holds it now, not as a Query object once showed it: the
+        # signature binds exactly that version, and a stale one would only be refused.
+        digest = self.transport.call("query", slug=room, id=query_id)["digest"]
+        assertion = machine_key_assertion(
+            key,
+            query_id=query_id,
+            digest=digest,
+            organization_id=self._organization_id(organization),
+            decision=decision,
+        )
+        body = {"organization": organization, "comment": comment, "assertion": assertion}
+        return self.transport.call(decision, body, slug=room, id=query_id)
+
     # Running -----------------------------------------------------------------------------
 
     def run(self, query: Query | int, room: str | None = None) -> Job:
@@ -296,6 +352,14 @@ class Client:
 
     def _own_organizations(self) -> list[str]:
         return [org["slug"] for org in self.transport.call("organizations")]
+
+    def _organization_id(self, slug: str) -> int:
+        for org in self.transport.call("organizations"):
+            if org["slug"] == slug:
+                return org["id"]
+        raise ApiError(
+            "not_a_member", f"You are not a member of an organisation {slug!r}.", status=404
+        )
 
 
 def _target(thing: Query | Job | int, room: str | None) -> tuple[str, int]:

@@ -93,6 +93,19 @@ def parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--json", action="store_true", help="the report as JSON")
 
+    for name, help_text in (
+        ("approve", "approve a query for your organisation, signed with its machine key"),
+        ("reject", "reject a query for your organisation, signed with its machine key"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("room")
+        command.add_argument("query", type=int)
+        command.add_argument("--org", required=True, help="the organisation that decides (slug)")
+        command.add_argument(
+            "--key", required=True, type=Path, help="its registered machine key file"
+        )
+        command.add_argument("--comment", default="")
+
     run = commands.add_parser("run", help="run an approved query and wait for its job")
     run.add_argument("room")
     run.add_argument("query", type=int)
@@ -238,6 +251,21 @@ def submit(args) -> int:
     return OK
 
 
+def decide(args) -> int:
+    client = _client(args)
+    decide_with = client.approve if args.command == "approve" else client.reject
+    try:
+        approval = decide_with(args.query, args.org, args.key, args.comment, room=args.room)
+    except ValueError as problem:  # a key file that is not a machine key
+        raise UsageError(str(problem)) from None
+    verb = "approved" if approval["decision"] == "approve" else "rejected"
+    print(
+        f"Query {args.query} {verb} for {approval['organization']} "
+        f"(version digest {approval['digest']})."
+    )
+    return OK
+
+
 def run(args) -> int:
     client = _client(args)
     job = client.run(args.query, args.room)
@@ -318,6 +346,8 @@ COMMANDS = {
     "budget": budget,
     "plan": plan,
     "submit": submit,
+    "approve": decide,
+    "reject": decide,
     "run": run,
     "wait": wait,
     "result": result,

@@ -73,7 +73,21 @@ PLAN_READS = (
     "required_approvers",
 )
 
-QUERY_READS = ("id", "room", "title", "status", "version", "epsilon", "mechanism", "plan")
+QUERY_READS = (
+    "id",
+    "room",
+    "title",
+    "status",
+    "version",
+    "digest",
+    "epsilon",
+    "mechanism",
+    "plan",
+)
+
+DECISION_SENDS = _fields("organization", "comment", "assertion")
+
+APPROVAL_READS = ("id", "organization", "decision", "digest", "verified")
 
 JOB_READS = (
     "id",
@@ -94,7 +108,7 @@ OPERATIONS: dict[str, Operation] = {
         sends=_fields("username", "password", "name", "expires_in_days"),
         reads=("token", "expires_at"),
     ),
-    "organizations": Operation("GET", "/api/organizations/", reads=("slug",), paginated=True),
+    "organizations": Operation("GET", "/api/organizations/", reads=("id", "slug"), paginated=True),
     "rooms": Operation(
         "GET",
         "/api/rooms/",
@@ -137,6 +151,18 @@ OPERATIONS: dict[str, Operation] = {
         reads=QUERY_READS,
     ),
     "query": Operation("GET", "/api/rooms/{slug}/queries/{id}/", reads=QUERY_READS),
+    "approve": Operation(
+        "POST",
+        "/api/rooms/{slug}/queries/{id}/approve/",
+        sends=DECISION_SENDS,
+        reads=APPROVAL_READS,
+    ),
+    "reject": Operation(
+        "POST",
+        "/api/rooms/{slug}/queries/{id}/reject/",
+        sends=DECISION_SENDS,
+        reads=APPROVAL_READS,
+    ),
     "run": Operation("POST", "/api/rooms/{slug}/queries/{id}/run/", reads=JOB_READS),
     "job": Operation("GET", "/api/rooms/{slug}/jobs/{id}/", reads=JOB_READS),
     "result": Operation(

@@ -129,7 +129,7 @@ def test_a_wrong_method_gets_405_and_changes_nothing(world, patients, method, ur
 
 def test_a_member_sees_only_their_own_organisations(world):
     assert results(factories.api(world.alice).get("/api/organizations/")) == [
-        {"slug": "charite", "name": "Charité Berlin"}
+        {"id": world.charite.pk, "slug": "charite", "name": "Charité Berlin"}
     ]
     assert [
         o["slug"] for o in results(factories.api(world.mallory).get("/api/organizations/"))
