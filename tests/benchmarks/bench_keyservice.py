@@ -74,7 +74,11 @@ def _machine_key_approval(approver, digest: str) -> dict:
 
 
 def _requests(root: SimulatedRoot, approver: Ed25519PrivateKey, kek: str, token: Token, first: int):
-    canonical = {"format": "cleanroom-query/v2", "datasets": [{"name": "org.ds", "version": 1}]}
+    canonical = {
+        "format": "cleanroom-query/v2",
+        "room": "room:1",
+        "datasets": [{"name": "org.ds", "version": 1}],
+    }
     digest = hashlib.sha256(canonical_json(canonical)).hexdigest()
     context = {"dataset": "1", "version": "1", "content_sha256": "ab" * 32}
     wrapped = token.wrap(kek, os.urandom(32), context=context)
