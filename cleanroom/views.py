@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from cleanroom.http import AuthenticatedHttpRequest
-from jobs.selectors import invitations_for, rooms_for
+from jobs.rooms.selectors import invitations_for, rooms_for
 from parties.selectors import datasets_for
 
 

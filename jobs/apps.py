@@ -9,6 +9,7 @@ class JobsConfig(AppConfig):
         # The Celery app, which shared tasks publish through; loaded here rather than by the
         # cleanroom package, whose __init__ also runs in the enclave.
         import cleanroom.celery  # noqa: F401
-        from jobs import checks, runner, tasks  # noqa: F401 - checks registers the system checks
+        from jobs import checks, tasks  # noqa: F401 - checks registers the system checks
+        from jobs.execution.outbox import use_queue
 
-        runner.use_queue(tasks.CeleryJobQueue())
+        use_queue(tasks.CeleryJobQueue())

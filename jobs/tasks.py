@@ -4,31 +4,36 @@ from celery import shared_task
 from django.conf import settings
 
 from dataplane.mechanisms import Stage
-from jobs import queries, runner
 from jobs.engines.base import EngineError, SiteEngine, StepEngine
 from jobs.engines.registry import build, site_engine_of, step_engine_of
+from jobs.execution import lifecycle, outbox
+from jobs.execution.lifecycle import fail_job, start_attempt
+from jobs.execution.recorder import JobRecorder
+from jobs.execution.steps import claim_delivery, complete_step, fail_step, start_step
 from jobs.models import JobStep
+from jobs.queries import services as query_services
+from jobs.results.release import release_extract, release_result
 from parties.models import Site
 
 
 def _site_engine(mechanism: str) -> SiteEngine:
-    return build(site_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
+    return build(site_engine_of(mechanism), settings=settings, recorder=JobRecorder())
 
 
 def _step_engine(mechanism: str) -> StepEngine:
-    return build(step_engine_of(mechanism), settings=settings, recorder=runner.JobRecorder())
+    return build(step_engine_of(mechanism), settings=settings, recorder=JobRecorder())
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
 def expire_queries() -> int:
     """Mark pending and approved queries past their expiry as expired (idempotent)."""
-    return queries.expire_queries()
+    return query_services.expire_queries()
 
 
 @shared_task(name="jobs.dispatch_pending")
 def dispatch_pending() -> int:
     """The outbox: hand queued jobs to their sites' queues once the broker is back."""
-    return runner.dispatch_pending()
+    return outbox.dispatch_pending()
 
 
 # Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
@@ -36,65 +41,65 @@ def dispatch_pending() -> int:
 # and the job's attempt counter and row lock make the redelivery harmless.
 @shared_task(name="jobs.run_job", acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int, site: str) -> str:
-    job = runner.start_attempt(job_id, site)
+    job = start_attempt(job_id, site)
     if job is None:
         return "nothing to do"
     try:
         table = _site_engine(job.mechanism).run(
-            job, lambda percent, message: runner.report_progress(job_id, percent, message)
+            job, lambda percent, message: lifecycle.report_progress(job_id, percent, message)
         )
     except EngineError as exc:
-        runner.fail_job(job_id, str(exc))
+        fail_job(job_id, str(exc))
         return "failed"
     except Exception as exc:
         # Anything unforeseen still ends the job (refunded unless it was charged): a job left
         # running would hold its reservation forever, and the acked message is not redelivered.
-        runner.fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
+        fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
         raise
     if "extract" in table:
-        runner.release_extract(job_id, table["extract"], table["files"])
+        release_extract(job_id, table["extract"], table["files"])
     else:
-        runner.release_result(job_id, table)
+        release_result(job_id, table)
     return "released"
 
 
 # One task per step of a job of steps (MPC), on its site's queue, with run_job's guarantees:
-# each delivery claims the step's next attempt under the job's row lock (runner.start_step).
+# each delivery claims the step's next attempt under the job's row lock (start_step).
 @shared_task(name="jobs.run_step", acks_late=True, reject_on_worker_lost=True)
 def run_step(step_id: int, site: str) -> str:
-    step = runner.start_step(step_id, site)
+    step = start_step(step_id, site)
     if step is not None:
         try:
             output = _step_engine(step.job.mechanism).run_step(step)
         except EngineError as exc:
-            runner.fail_step(step_id, str(exc))
+            fail_step(step_id, str(exc))
             return "failed"
         except Exception as exc:
-            runner.fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
+            fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
             raise
-        runner.complete_step(step_id, output)
+        complete_step(step_id, output)
         if step.kind == Stage.INPUT:
             return "shared"
     job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
     # A redelivered compute step whose share is stored may still have a delivery to finish.
-    outputs = runner.claim_delivery(job_id, retake=step is None)
+    outputs = claim_delivery(job_id, retake=step is None)
     if outputs is None:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
     try:
         table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
     except EngineError as exc:
-        runner.fail_step(delivery.pk, str(exc))
+        fail_step(delivery.pk, str(exc))
         return "failed"
     except Exception as exc:
-        runner.fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
+        fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
         raise
-    runner.release_result(job_id, table)
+    release_result(job_id, table)
     return "released"
 
 
 class CeleryJobQueue:
-    """The broker as the job lifecycle's queue (runner.use_queue): each job or step goes to its
+    """The broker as the job lifecycle's queue (use_queue): each job or step goes to its
     site's queue only; nothing is retried here, the outbox sends it again."""
 
     def send_job(self, job_id: int, site: Site) -> None:

@@ -18,9 +18,15 @@ from accounts.models import ApiToken
 from accounts.tokens import new_secret
 from cleanroom.audit.verifier.approvals import approval_challenge
 from cleanroom.testing import SoftwareAuthenticator
-from jobs import queries
-from jobs import services as room_services
 from jobs.models import Approval, Query, Room
+from jobs.queries.canonical import approval_message
+from jobs.queries.services import decide_query, save_draft, submit_query
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    respond_to_invitation,
+)
 from parties import credentials, services
 from parties.models import Authority, DatasetVersion, Jurisdiction, Organization
 from parties.selectors import passkeys_of
@@ -112,7 +118,7 @@ def passkey(user: User, org: Organization) -> SoftwareAuthenticator:
 def assertion(query: Query, org: Organization, user: User, approve: bool = True) -> dict:
     """`user`'s passkey assertion of the decision, as the browser hands it to the server."""
     query = Query.objects.get(pk=query.pk)
-    message = queries.approval_message(query, org, "approve" if approve else "reject")
+    message = approval_message(query, org, "approve" if approve else "reject")
     return passkey(user, org).get(approval_challenge(message))
 
 
@@ -127,7 +133,7 @@ def decide(
     *, query: Query, organization: Organization, by: User, approve: bool = True, comment: str = ""
 ) -> Approval:
     """Decide as the owner would: with `by`'s own passkey, through the real service."""
-    return queries.decide_query(
+    return decide_query(
         query=query,
         organization=organization,
         by=by,
@@ -215,14 +221,14 @@ class World:
 
     def room(self, slug: str = "cardio") -> Room:
         """A room made by charite with usz invited (not yet answered)."""
-        room = room_services.create_room(
+        room = create_room(
             organization=self.charite,
             slug=slug,
             name="Cardiology outcomes",
             purpose="Research",
             by=self.alice,
         )
-        room_services.invite_organization(
+        invite_organization(
             room=room, organization=self.zurich, acting_for=self.charite, by=self.alice
         )
         return room
@@ -230,7 +236,7 @@ class World:
     def study(self, tmp_path: Path, slug: str = "study", rows: int = 200) -> Room:
         """A room of pharma (analyst bob) with both hospitals' patients (`rows` each)
         contributed, their policies opened for joins and aggregates, results allowed to pharma."""
-        room = room_services.create_room(
+        room = create_room(
             organization=self.pharma,
             slug=slug,
             name="Outcomes study",
@@ -241,10 +247,10 @@ class World:
             (self.charite, self.alice, "EU", 1),
             (self.zurich, self.carol, "CH", 2),
         ):
-            membership = room_services.invite_organization(
+            membership = invite_organization(
                 room=room, organization=org, acting_for=self.pharma, by=self.bob
             )
-            room_services.respond_to_invitation(membership=membership, accept=True, by=owner)
+            respond_to_invitation(membership=membership, accept=True, by=owner)
             path = patients_csv(tmp_path / f"{org.slug}.csv", rows=rows, seed=seed)
             version = dataset(org, owner, path, jurisdiction=home)
             services.update_policy(
@@ -260,7 +266,7 @@ class World:
                 max_epsilon_per_query=Decimal("1"),
                 total_epsilon=Decimal("3"),
             )
-            room_services.contribute_dataset(room=room, dataset=version.dataset, by=owner)
+            contribute_dataset(room=room, dataset=version.dataset, by=owner)
         return room
 
 
@@ -292,11 +298,11 @@ def propose(
         "expires_at": timezone.now() + timedelta(days=7),
     }
     defaults.update(values)
-    query = queries.save_draft(
+    query = save_draft(
         room=room,
         acting_for=organization,
         by=analyst,
         receivers=receivers or [organization],
         **defaults,
     )
-    return queries.submit_query(query=query, by=analyst) if submit else query
+    return submit_query(query=query, by=analyst) if submit else query

@@ -25,9 +25,11 @@ from accounts import services as account_services
 from accounts.models import ApiToken
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
-from jobs import runner, tasks
-from jobs import services as room_services
+from jobs import tasks
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query
 from jobs.models import Approval, Job, Query, Room, RoomMembership
+from jobs.rooms.services import invite_organization
 from parties import services as party_services
 from parties.models import Organization
 from tests import factories
@@ -225,7 +227,7 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
     ivan = factories.user("ivan")
     party_services.add_membership(organization=world.charite, user=ivan, role="analyst")
     leiden = factories.organization("leiden", "Leiden UMC", lena="owner")
-    invitation = room_services.invite_organization(
+    invitation = invite_organization(
         room=room, organization=leiden, acting_for=world.pharma, by=world.bob
     )
     operator = User.objects.create_superuser("operator", password="correct-horse-battery")
@@ -236,8 +238,8 @@ def scene(world, tmp_path, monkeypatch) -> Scene:
     ran = approve(world, propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Ran"))
     # Run `ran` to a released result, in this process (the broker is not involved).
     monkeypatch.setenv("CLEANROOM_SITE", TEE_SITE)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    job = runner.run_query(query=ran, by=world.bob)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    job = run_query(query=ran, by=world.bob)
     assert tasks.run_job(job.pk, TEE_SITE) == "released"
     checkpoints.sign_checkpoint(room_log_name(room.pk))
 

@@ -21,7 +21,9 @@ from schemathesis import GenerationMode
 
 from cleanroom.audit import checkpoints
 from cleanroom.audit.log import room_log_name
-from jobs import runner, tasks
+from jobs import tasks
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query
 from tests import factories
 from tests.factories import JOIN_SQL, propose, token_for
 from tests.test_authorization_matrix import MATRIX, PERSONAS
@@ -58,8 +60,8 @@ def api_scene(world, tmp_path, monkeypatch):
     ready = approve(world, propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Ready"))
     ran = approve(world, propose(room, world.bob, world.pharma, sql=JOIN_SQL, title="Ran"))
     monkeypatch.setenv("CLEANROOM_SITE", TEE_SITE)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    job = runner.run_query(query=ran, by=world.bob)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    job = run_query(query=ran, by=world.bob)
     assert tasks.run_job(job.pk, TEE_SITE) == "released"
     checkpoints.sign_checkpoint(room_log_name(room.pk))
     return {

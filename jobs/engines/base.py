@@ -8,9 +8,10 @@ claimed step, `deliver` once `outputs_needed` of them are done); the lifecycle d
 claims the steps either way.
 
 What must be recorded on the way (attestation verdicts, the charge before keys leave, key
-releases, share transfers, progress) an engine asks of its `Recorder`, which the job lifecycle
-implements (`jobs.runner.JobRecorder`): no engine imports the lifecycle. Its settings come as a
-configuration object built by the registry (`from_settings`), so no engine reads Django's.
+releases, share transfers, progress) an engine asks of its `Recorder`, which the job
+lifecycle implements (`jobs.execution.recorder.JobRecorder`): no engine imports the
+lifecycle. Its settings come as a configuration object built by the registry
+(`from_settings`), so no engine reads Django's.
 """
 
 from __future__ import annotations
@@ -224,3 +225,21 @@ def minimal_environment(home: str, code_root: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONHASHSEED": "random",
     }
+
+
+def compute_steps(job_id: int) -> list[JobStep]:
+    """An MPC job's compute parties, in party order."""
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=Stage.COMPUTE)
+        .select_related("site__jurisdiction")
+        .order_by("party")
+    )
+
+
+def input_steps(job_id: int) -> list[JobStep]:
+    """An MPC job's input steps, one per dataset."""
+    return list(
+        JobStep.objects.filter(job_id=job_id, kind=Stage.INPUT)
+        .select_related("site__jurisdiction", "dataset")
+        .order_by("dataset_id")
+    )

@@ -10,7 +10,7 @@ import json
 from django import template
 from django.conf import settings
 
-from jobs import queries
+from jobs.queries.canonical import approval_challenge
 from parties.selectors import passkeys_of
 
 register = template.Library()
@@ -22,8 +22,8 @@ def passkey_challenges(query, organization, user) -> dict[str, str]:
         passkeys_of(user).filter(organization=organization).values_list("credential_id", flat=True)
     )
     return {
-        "approve": queries.approval_challenge(query, organization, "approve"),
-        "reject": queries.approval_challenge(query, organization, "reject"),
+        "approve": approval_challenge(query, organization, "approve"),
+        "reject": approval_challenge(query, organization, "reject"),
         "rp_id": settings.WEBAUTHN_RP_ID,
         "credentials": json.dumps(
             [base64.urlsafe_b64encode(bytes(i)).rstrip(b"=").decode() for i in ids]

@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection, transaction
 from cleanroom.audit import tree
 from cleanroom.audit.log import PLATFORM_LOG, events_of, record_event, room_log_name
 from cleanroom.audit.models import AuditEvent, AuditLog
-from jobs import services as room_services
+from jobs.rooms.services import contribute_dataset, respond_to_invitation
 from parties import services
 from tests import factories
 
@@ -143,9 +143,9 @@ def test_sequence_numbers_are_gap_free_per_log_across_services(world, patients_c
     rooms = [world.room("cardio"), world.room("onco")]
     for room in rooms:
         membership = room.memberships.get(organization=world.zurich)
-        room_services.respond_to_invitation(membership=membership, accept=True, by=world.carol)
-        room_services.contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
-        room_services.contribute_dataset(room=room, dataset=usz.dataset, by=world.carol)
+        respond_to_invitation(membership=membership, accept=True, by=world.carol)
+        contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
+        contribute_dataset(room=room, dataset=usz.dataset, by=world.carol)
     services.add_dataset_version(
         dataset=version.dataset,
         upload=patients_csv,
@@ -156,7 +156,7 @@ def test_sequence_numbers_are_gap_free_per_log_across_services(world, patients_c
     # A refused change writes nothing and leaves no gap.
     with pytest.raises(services.PolicyError):
         services.update_policy(dataset=version.dataset, by=world.alice, allowed_measures=["sex"])
-    room_services.contribute_dataset(room=rooms[0], dataset=version.dataset, by=world.alice)
+    contribute_dataset(room=rooms[0], dataset=version.dataset, by=world.alice)
 
     logs = AuditLog.objects.order_by("name")
     assert {log.name for log in logs} >= {PLATFORM_LOG, *(room_log_name(r.pk) for r in rooms)}

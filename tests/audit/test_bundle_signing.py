@@ -166,11 +166,11 @@ def test_a_regulator_downloads_the_bundle_the_audit_worker_built_and_verify_py_a
 ) -> None:
     production_web_tier(settings, tmp_path / "keys")
     world = factories.World.build()
-    from jobs import services as room_services
+    from jobs.rooms.services import contribute_dataset
 
     room = world.room()
     version = factories.dataset(world.charite, world.alice, patients_csv, jurisdiction="EU")
-    room_services.contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
+    contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
     client.force_login(world.rita)
     assert client.get(reverse("audit-bundle-download", args=[room.slug])).status_code == 404
 

@@ -22,7 +22,7 @@ from cleanroom.audit.verifier.build import build_zipapp
 from cleanroom.audit.verifier.bundle import manifest_note_text, parse_trust_file
 from cleanroom.audit.verifier.merkle import leaf_hash, root_from_leaf_hashes
 from cleanroom.audit.verifier.notes import verify_checkpoint, verify_note
-from jobs import services as room_services
+from jobs.rooms.services import contribute_dataset, create_room
 from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.audit.domain import happy_run, index_of, mutate, record_run
@@ -224,12 +224,12 @@ def test_the_export_command_writes_one_room_or_every_room(world, cardio, tmp_pat
 def eu_room(world, cardio, patients_csv):
     """cardio with charite's EU patients contributed; a second room with CH data only."""
     version = factories.dataset(world.charite, world.alice, patients_csv, jurisdiction="EU")
-    room_services.contribute_dataset(room=cardio, dataset=version.dataset, by=world.alice)
-    swiss = room_services.create_room(
+    contribute_dataset(room=cardio, dataset=version.dataset, by=world.alice)
+    swiss = create_room(
         organization=world.zurich, slug="swiss", name="Swiss only", purpose="", by=world.carol
     )
     ch = factories.dataset(world.zurich, world.carol, patients_csv, slug="ch", jurisdiction="CH")
-    room_services.contribute_dataset(room=swiss, dataset=ch.dataset, by=world.carol)
+    contribute_dataset(room=swiss, dataset=ch.dataset, by=world.carol)
     return cardio
 
 

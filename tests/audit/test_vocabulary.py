@@ -95,7 +95,7 @@ def test_an_event_lacking_a_field_the_rules_require_is_refused_naming_it(event_t
 
 def _read_from_environment() -> set[str]:
     names = set()
-    for path in ("cleanroom/settings.py", "cleanroom/bootstrap.py", "jobs/runner.py"):
+    for path in ("cleanroom/settings.py", "cleanroom/bootstrap.py", "jobs/execution/sites.py"):
         source = (ROOT / path).read_text()
         names |= set(re.findall(r'env\.\w+\(\s*"([A-Z0-9_]+)"', source))
         names |= set(re.findall(r'os\.environ\.get\(\s*"([A-Z0-9_]+)"', source))

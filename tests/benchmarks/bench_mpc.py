@@ -214,14 +214,19 @@ def _e2e_room(folder: Path, rows: int):
     """A room of pharma (analyst bob) with each owner's `rows` visits, and the approved query."""
     from django.contrib.auth.models import User
 
-    from jobs import services as room_services
+    from jobs.rooms.services import (
+        contribute_dataset,
+        create_room,
+        invite_organization,
+        respond_to_invitation,
+    )
     from parties import services
     from parties.models import Organization
     from tests.factories import propose
 
     label = f"visits{len(str(rows)) - 1}"
     world = _e2e_world()
-    room = room_services.create_room(
+    room = create_room(
         organization=world["pharma"], slug=label, name=label, purpose="Benchmark", by=world["bob"]
     )
     schema = [
@@ -236,10 +241,10 @@ def _e2e_room(folder: Path, rows: int):
     ]
     for seed, (slug, owner, jurisdiction) in enumerate(E2E_OWNERS):
         org, user = Organization.objects.get(slug=slug), User.objects.get(username=owner)
-        membership = room_services.invite_organization(
+        membership = invite_organization(
             room=room, organization=org, acting_for=world["pharma"], by=world["bob"]
         )
-        room_services.respond_to_invitation(membership=membership, accept=True, by=user)
+        respond_to_invitation(membership=membership, accept=True, by=user)
         path = _visits_csv(folder / f"{slug}-{label}.csv", rows, seed)
         version = services.register_dataset(
             organization=org,
@@ -263,7 +268,7 @@ def _e2e_room(folder: Path, rows: int):
             max_epsilon_per_query=Decimal(str(EPSILON)),
             total_epsilon=Decimal(str(EPSILON)),
         )
-        room_services.contribute_dataset(room=room, dataset=version.dataset, by=user)
+        contribute_dataset(room=room, dataset=version.dataset, by=user)
     # The joint query language, planned and approved like any query; no database runs it.
     branches = " UNION ALL ".join(
         f"SELECT clinic, amount FROM {slug}.{label}"  # noqa: S608
@@ -310,7 +315,7 @@ def end_to_end() -> None:
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
-    from jobs.owner_key_services import owner_key_services
+    from jobs.demo.key_services import owner_key_services
     from parties.models import Organization
 
     setup_test_environment()  # the API client's host name
@@ -329,9 +334,9 @@ def end_to_end() -> None:
 
 def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
     from cleanroom.celery import app
-    from jobs import runner
+    from jobs.demo.workers import start_worker
+    from jobs.execution.lifecycle import run_query
     from jobs.models import Job, JobStep, Query
-    from jobs.workers import start_worker
     from parties.models import Site
     from tests.factories import api
 
@@ -349,7 +354,7 @@ def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
             print(f"mpc e2e setup {label}: {time.perf_counter() - start:.1f} s (three uploads)")
             query = Query.objects.get(pk=query.pk)
             start = time.perf_counter()
-            job = runner.run_query(query=query, by=world["bob"])
+            job = run_query(query=query, by=world["bob"])
             while not Job.objects.get(pk=job.pk).finished:
                 time.sleep(0.02)
             job.refresh_from_db()

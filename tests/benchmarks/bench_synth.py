@@ -68,7 +68,7 @@ def columns():
 
 
 def write_rows(folder: Path, rows: int) -> Path:
-    from jobs.demo import SCHEMA, generate_patients
+    from jobs.demo.scenario import SCHEMA, generate_patients
 
     assert [c.name for c in columns()[:6]] == [
         s["name"] for s in SCHEMA if s["role"] not in ("unit", "join_key")

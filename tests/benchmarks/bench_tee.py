@@ -197,7 +197,7 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
-    from jobs.owner_key_services import owner_key_services
+    from jobs.demo.key_services import owner_key_services
     from tests.factories import World
 
     setup_test_environment()  # the API client's host name
@@ -213,9 +213,9 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
 
 def _run_end_to_end(world, rows: int, suffix: str) -> None:
     from cleanroom.celery import app
-    from jobs import runner
+    from jobs.demo.workers import start_worker
+    from jobs.execution.lifecycle import run_query
     from jobs.models import Job, Query
-    from jobs.workers import start_worker
     from parties.models import Site
     from tests.factories import JOIN_SQL, api, propose
 
@@ -236,7 +236,7 @@ def _run_end_to_end(world, rows: int, suffix: str) -> None:
         while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
             assert time.monotonic() < deadline, "the site worker did not start"
         start = time.perf_counter()
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
         while not Job.objects.get(pk=job.pk).finished:
             time.sleep(0.02)
         job.refresh_from_db()

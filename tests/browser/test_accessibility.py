@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from jobs import runner, tasks
+from jobs import tasks
+from jobs.execution.lifecycle import run_query
 from jobs.models import Job, Query
 from tests import factories
 from tests.browser.conftest import add_virtual_authenticator
@@ -101,7 +102,7 @@ def extract_job(world, scene) -> Job:  # noqa: F811 - the matrix's scene
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         factories.decide(query=query, organization=org, by=owner, approve=True)
-    job = runner.run_query(query=query, by=world.bob)
+    job = run_query(query=query, by=world.bob)
     assert tasks.run_job(job.pk, TEE_SITE) == "released"
     return job
 

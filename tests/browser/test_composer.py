@@ -5,8 +5,8 @@ for an extract, runs under the strict CSP, and the form still works without Java
 import pytest
 from playwright.sync_api import expect
 
-from jobs import services as room_services
 from jobs.models import Query
+from jobs.rooms.services import contribute_dataset
 from parties import services
 from tests.browser.test_accessibility import AXE, AXE_URL, axe_violations
 from tests.factories import JOIN_SQL
@@ -23,7 +23,7 @@ def study(world, tmp_path):
     room = world.study(tmp_path)
     dataset = world.zurich.datasets.get(slug="patients")
     services.update_policy(dataset=dataset, by=world.carol, allowed_measures=["length_of_stay"])
-    room_services.contribute_dataset(room=room, dataset=dataset, by=world.carol)
+    contribute_dataset(room=room, dataset=dataset, by=world.carol)
     return room
 
 

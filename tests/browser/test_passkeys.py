@@ -8,8 +8,8 @@ import pytest
 from playwright.sync_api import expect
 
 from cleanroom.audit.verifier.approvals import PASSKEY
-from jobs import queries
 from jobs.models import Approval, Query
+from jobs.queries.canonical import verify_approval
 from parties.models import ApprovalCredential
 from tests.factories import propose
 
@@ -59,7 +59,7 @@ def test_owners_register_passkeys_then_approve_and_reject_with_them(
     for approval in Approval.objects.filter(query=query):
         assert approval.evidence["kind"] == PASSKEY
         assert approval.credential.user in (world.alice, world.carol)
-        assert queries.verify_approval(approval)
+        assert verify_approval(approval)
     credentials = session.send("WebAuthn.getCredentials", {"authenticatorId": authenticator_id})
     assert len(credentials["credentials"]) == 2  # the private keys stayed in the authenticator
 

@@ -10,8 +10,9 @@ from celery import _state, current_app
 from playwright.sync_api import expect
 
 from cleanroom.celery import app as project_app
-from jobs import results, runner
+from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, Result
+from jobs.results.storage import read_result
 from tests import factories
 from tests.factories import JOIN_SQL, propose
 from tests.jobs.conftest import site_worker  # noqa: F401 - the real worker, shared with tests/jobs
@@ -82,7 +83,7 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     page.reload()
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)  # a finished job
 
-    table = results.read_result(Result.objects.get(job=job), world.pharma, world.bob)
+    table = read_result(Result.objects.get(job=job), world.pharma, world.bob)
     released = [row for row in table["rows"] if not row["suppressed"]]
     assert released, table
     progress.get_by_role("link", name="See the result").click()
@@ -156,7 +157,7 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
 def test_a_member_who_does_not_receive_the_result_sees_the_job_but_not_the_table(
     world, approved, worker, page, log_in
 ):
-    job = runner.run_query(query=approved, by=world.bob)
+    job = run_query(query=approved, by=world.bob)
     assert worker() == ("jobs.run_job", "SUCCESS", "released")
 
     log_in(world.alice)

@@ -9,21 +9,23 @@ import threading
 import pytest
 from django.db import connections
 
-from jobs import runner, tasks
+from jobs import tasks
+from jobs.execution import outbox
+from jobs.execution.sites import set_worker_site
 
 TEE_SITE = "eu-frankfurt-tee"
 PASSWORD = "correct-horse-battery"  # tests.factories.user's
 
 
 class ThreadWorkerQueue:
-    """The job lifecycle's queue (runner.use_queue), each job run at once in a worker thread."""
+    """The job lifecycle's queue (use_queue), each job run at once in a worker thread."""
 
     def __init__(self):
         self.threads: list[threading.Thread] = []
 
     def send_job(self, job_id: int, site) -> None:
         def work() -> None:
-            runner.set_worker_site(site.name)
+            set_worker_site(site.name)
             try:
                 tasks.run_job(job_id, site.name)
             finally:
@@ -40,7 +42,7 @@ class ThreadWorkerQueue:
 @pytest.fixture
 def site_worker(monkeypatch):
     queue = ThreadWorkerQueue()
-    monkeypatch.setattr(runner, "_queue", [queue])
+    monkeypatch.setattr(outbox, "_queue", [queue])
     yield queue
     for thread in queue.threads:
         thread.join()

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cleanroom.audit.verifier import approvals as kernel
 from cleanroom.client import ApiError, Client, signing
 from cleanroom.client.cli import main
-from jobs import queries
 from jobs.models import Approval
+from jobs.queries.canonical import verify_approval
 from keyservice.approve import new_key
 from tests.factories import JOIN_SQL, api, propose, token_for
 
@@ -52,7 +52,7 @@ def test_an_owner_approves_with_the_organisations_machine_key(world, study, live
     assert approval["digest"] == query.digest
     stored = Approval.objects.get(query=query, organization=world.charite)
     assert stored.comment == "Fine by us" and stored.evidence["kind"] == "machine-key"
-    assert queries.verify_approval(stored)
+    assert verify_approval(stored)
 
 
 def test_reject_from_the_command_line(world, as_alice, study, tmp_path, capsys):
@@ -63,7 +63,7 @@ def test_reject_from_the_command_line(world, as_alice, study, tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"Query {query.pk} rejected for charite")
     query.refresh_from_db()
     assert query.status == query.Status.REJECTED
-    assert queries.verify_approval(query.approvals.get())
+    assert verify_approval(query.approvals.get())
 
 
 def test_another_organisations_key_is_refused_with_exit_1(world, as_alice, study, tmp_path, capsys):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cleanroom.client.cli import main
-from jobs import queries
+from jobs.models import Query
 from tests import factories
 from tests.client.conftest import PASSWORD
 from tests.factories import JOIN_SQL, propose, token_for
@@ -45,7 +45,7 @@ def test_submit_run_and_result_from_the_command_line(world, as_bob, study, site_
     assert code == 0
     out = capsys.readouterr().out
     assert "is pending_approval" in out and "Approvals needed from: charite, usz" in out
-    query = queries.Query.objects.get(title="Costs")
+    query = Query.objects.get(title="Costs")
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         factories.decide(query=query, organization=org, by=owner, approve=True)
 

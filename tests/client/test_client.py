@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from cleanroom.client import ApiError, CannotConnect, Client, Plan
-from jobs import queries
+from jobs.models import Query
 from tests import factories
 from tests.client.conftest import PASSWORD
 from tests.factories import JOIN_SQL, token_for
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def approve_as_owners(world, query_id: int) -> None:
     # The owners' own approval is their key's (issue #16), outside this client for now.
-    query = queries.Query.objects.get(pk=query_id)
+    query = Query.objects.get(pk=query_id)
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         factories.decide(query=query, organization=org, by=owner, approve=True)
 

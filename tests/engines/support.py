@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from jobs import runner
 from jobs.engines.mpc.config import MpcConfig
 from jobs.engines.registry import configured
 from jobs.engines.tee.trust import TeeConfig
+from jobs.execution.recorder import JobRecorder
 
 
 def tee_config() -> TeeConfig:
@@ -20,4 +20,4 @@ def mpc_config() -> MpcConfig:
 
 
 def tee_engine():
-    return configured("tee", settings=settings, recorder=runner.JobRecorder())
+    return configured("tee", settings=settings, recorder=JobRecorder())

@@ -15,17 +15,15 @@ from celery.signals import task_postrun
 from django.db import connections
 
 from cleanroom.celery import app as project_app
-from jobs import (
-    runner,
-    tasks,  # noqa: F401 - registers the shared tasks before the worker's app exists
-)
+from jobs import tasks  # noqa: F401 - registers the shared tasks before the worker's app exists
+from jobs.execution.sites import set_worker_site
 
 REDIS = ("127.0.0.1", 6379)
 
 
 class ThreadedSiteWorker(TestWorkController):
     """A site's worker in a thread of the test process, knowing its site from its app's
-    `cleanroom_site` setting (runner.set_worker_site, for this thread). kombu's event loop
+    `cleanroom_site` setting (set_worker_site, for this thread). kombu's event loop
     (hub) is one per process, so several workers in threads would poll each other's queues
     through it: each drains its own connection instead."""
 
@@ -33,7 +31,7 @@ class ThreadedSiteWorker(TestWorkController):
         return False
 
     def start(self):
-        runner.set_worker_site(self.app.conf.cleanroom_site)
+        set_worker_site(self.app.conf.cleanroom_site)
         return super().start()
 
 

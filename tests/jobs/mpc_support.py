@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 from django.contrib.auth.models import User
 
-from jobs import services as room_services
 from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.models import Query, Room
+from jobs.rooms.services import contribute_dataset, invite_organization, respond_to_invitation
 from parties import services
 from parties.models import Organization
 from tests import factories
@@ -36,10 +36,10 @@ def three_hospitals(world: World, tmp_path: Path) -> Room:
     room = world.study(tmp_path)
     barts = factories.organization("barts", "Barts Health", "UK", uma="owner")
     uma = User.objects.get(username="uma")
-    membership = room_services.invite_organization(
+    membership = invite_organization(
         room=room, organization=barts, acting_for=world.pharma, by=world.bob
     )
-    room_services.respond_to_invitation(membership=membership, accept=True, by=uma)
+    respond_to_invitation(membership=membership, accept=True, by=uma)
     path = factories.patients_csv(tmp_path / "barts.csv", rows=200, seed=3, id_offset=10_000)
     version = factories.dataset(barts, uma, path, jurisdiction="UK")
     services.update_policy(
@@ -54,7 +54,7 @@ def three_hospitals(world: World, tmp_path: Path) -> Room:
         max_epsilon_per_query=Decimal("1"),
         total_epsilon=Decimal("3"),
     )
-    room_services.contribute_dataset(room=room, dataset=version.dataset, by=uma)
+    contribute_dataset(room=room, dataset=version.dataset, by=uma)
     return room
 
 

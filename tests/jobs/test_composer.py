@@ -7,8 +7,8 @@ import re
 import pytest
 from django.test import Client
 
-from jobs import services as room_services
-from jobs.planner import completion_schema
+from jobs.planning.planner import completion_schema
+from jobs.rooms.services import contribute_dataset
 from parties import services
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def study(world, tmp_path):
     room = world.study(tmp_path)
     dataset = world.zurich.datasets.get(slug="patients")
     services.update_policy(dataset=dataset, by=world.carol, allowed_measures=["length_of_stay"])
-    room_services.contribute_dataset(room=room, dataset=dataset, by=world.carol)
+    contribute_dataset(room=room, dataset=dataset, by=world.carol)
     return room
 
 

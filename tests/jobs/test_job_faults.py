@@ -31,11 +31,14 @@ from django.utils import timezone
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app as project_app
-from jobs import ledger as ledger_service
-from jobs import runner, tasks
+from jobs import tasks
+from jobs.budget import ledger as budget_ledger
+from jobs.budget.ledger import BudgetExceeded
 from jobs.engines.tee import engine as tee_engine
+from jobs.execution import lifecycle, outbox
+from jobs.execution.lifecycle import MAX_ATTEMPTS, cancel_job, run_query, start_attempt
+from jobs.execution.outbox import dispatch as send_to_broker
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
-from jobs.runner import dispatch as send_to_broker
 from parties.models import Dataset
 from tests import factories
 from tests.engines.support import tee_engine as tee_engine_of_worker
@@ -113,14 +116,14 @@ def held(monkeypatch):
     the worker side is then driven step by step."""
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     kept: list[int] = []
-    monkeypatch.setattr(runner, "dispatch", kept.append)
+    monkeypatch.setattr(outbox, "dispatch", kept.append)
     return kept
 
 
 def pause_progress_at(monkeypatch, percent: int) -> tuple[threading.Event, threading.Event]:
     """Hold the worker at its progress report of `percent` until the test lets it go on."""
     reached, go_on = threading.Event(), threading.Event()
-    report = runner.report_progress
+    report = lifecycle.report_progress
 
     def held_report(job_id: int, at: int, message: str) -> bool:
         if at == percent:
@@ -128,7 +131,7 @@ def pause_progress_at(monkeypatch, percent: int) -> tuple[threading.Event, threa
             assert go_on.wait(60), "the test never let the worker go on"
         return report(job_id, at, message)
 
-    monkeypatch.setattr(runner, "report_progress", held_report)
+    monkeypatch.setattr(lifecycle, "report_progress", held_report)
     return reached, go_on
 
 
@@ -143,11 +146,11 @@ class WorkerLost(BaseException):
 def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_once(
     world, study, held, site_worker
 ):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    first = runner.start_attempt(job.pk, SITE)
+    job = run_query(query=approved(world, study), by=world.bob)
+    first = start_attempt(job.pk, SITE)
 
     def lost_once_attested(percent: int, message: str) -> bool:
-        runner.report_progress(job.pk, percent, message)
+        lifecycle.report_progress(job.pk, percent, message)
         if percent == 25:
             raise WorkerLost
         return True
@@ -188,7 +191,7 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
 def test_an_enclave_killed_before_it_asks_for_keys_fails_the_job_and_refunds(
     world, study, held, monkeypatch
 ):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
     started: list[subprocess.Popen] = []
     popen = subprocess.Popen
@@ -221,8 +224,8 @@ def test_an_enclave_killed_while_waiting_for_its_keys_is_charged_as_its_keys_lef
 ):
     """Once attested, the enclave's keys leave the key service whether or not it still lives:
     the key service cannot tell a dead enclave from a host that says so, so the job is charged."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    report = runner.report_progress
+    job = run_query(query=approved(world, study), by=world.bob)
+    report = lifecycle.report_progress
 
     def kill_the_enclave_once_attested(job_id: int, percent: int, message: str) -> bool:
         if percent == 25:
@@ -230,7 +233,7 @@ def test_an_enclave_killed_while_waiting_for_its_keys_is_charged_as_its_keys_lef
             kill_and_reap(enclave)
         return report(job_id, percent, message)
 
-    monkeypatch.setattr(runner, "report_progress", kill_the_enclave_once_attested)
+    monkeypatch.setattr(lifecycle, "report_progress", kill_the_enclave_once_attested)
     assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
@@ -243,14 +246,14 @@ def test_an_enclave_killed_while_waiting_for_its_keys_is_charged_as_its_keys_lef
 
 @pytest.mark.django_db
 def test_after_its_last_attempt_a_redelivered_job_fails_cleanly_and_refunds(world, study, held):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    for attempt in range(1, runner.MAX_ATTEMPTS + 1):
-        assert runner.start_attempt(job.pk, SITE).attempt == attempt
-    assert runner.start_attempt(job.pk, SITE) is None
+    job = run_query(query=approved(world, study), by=world.bob)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert start_attempt(job.pk, SITE).attempt == attempt
+    assert start_attempt(job.pk, SITE) is None
 
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
-    assert job.error == f"Gave up after {runner.MAX_ATTEMPTS} attempts."
+    assert job.error == f"Gave up after {MAX_ATTEMPTS} attempts."
     assert ledger(job.query) == ["refund", "refund", "reserve", "reserve"]
     assert types(job).count("budget.refunded") == 2
 
@@ -385,7 +388,7 @@ def test_a_worker_process_sigkilled_after_the_keys_left_is_redelivered_and_never
             stderr=subprocess.STDOUT,
         )
     try:
-        job = runner.run_query(query=approved(world, study), by=world.bob)  # sent on commit
+        job = run_query(query=approved(world, study), by=world.bob)  # sent on commit
         job.refresh_from_db()
         assert job.dispatched_at is not None
 
@@ -449,7 +452,7 @@ def test_many_jobs_started_at_once_never_reserve_more_than_the_total(world, stud
         )
     # Each dataset allows ε 3 in total; five approved queries ask ε 1 each.
     jobs = [
-        runner.run_query(query=approved(world, study, epsilon=Decimal("1")), by=world.bob)
+        run_query(query=approved(world, study, epsilon=Decimal("1")), by=world.bob)
         for _ in range(5)
     ]
     barrier = threading.Barrier(len(jobs))
@@ -457,7 +460,7 @@ def test_many_jobs_started_at_once_never_reserve_more_than_the_total(world, stud
     def start(job: Job) -> Job | None:
         try:
             barrier.wait(timeout=30)
-            return runner.start_attempt(job.pk, SITE)
+            return start_attempt(job.pk, SITE)
         finally:
             connections.close_all()  # this thread's own connection
 
@@ -497,11 +500,11 @@ def test_concurrent_reservations_in_the_ledger_itself_never_exceed_the_total(wor
         try:
             barrier.wait(timeout=30)
             with transaction.atomic():
-                ledger_service.reserve(
+                budget_ledger.reserve(
                     query=query, room=study, epsilon=query.epsilon, delta=query.delta
                 )
             return True
-        except ledger_service.BudgetExceeded:
+        except BudgetExceeded:
             return False
         finally:
             connections.close_all()
@@ -519,7 +522,7 @@ def test_concurrent_reservations_in_the_ledger_itself_never_exceed_the_total(wor
 @pytest.mark.django_db
 def test_a_job_refused_budget_on_one_dataset_reserves_nothing_on_the_other(world, study, held):
     query = approved(world, study, epsilon=Decimal("1"))
-    job = runner.run_query(query=query, by=world.bob)
+    job = run_query(query=query, by=world.bob)
     # Zurich's budget is nearly used by another query; Berlin's is untouched.
     zurich = Dataset.objects.get(organization=world.zurich)
     BudgetEntry.objects.create(
@@ -531,7 +534,7 @@ def test_a_job_refused_budget_on_one_dataset_reserves_nothing_on_the_other(world
         delta=Decimal(0),
     )
 
-    assert runner.start_attempt(job.pk, SITE) is None
+    assert start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
     assert "usz.patients: charges ε 1, but only 0.5 of 3 is left" in job.error
@@ -555,7 +558,7 @@ def test_a_host_that_edits_the_approved_query_on_its_way_to_the_enclave_gets_no_
 ):
     """The enclave hashes the canonical form it receives into its attestation: a worker that
     hands it anything but what the owners signed is refused every key, and nothing is spent."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
     def tampered(job: Job, config) -> dict:
@@ -581,11 +584,11 @@ def test_a_host_that_edits_the_approved_query_on_its_way_to_the_enclave_gets_no_
 def test_a_job_whose_approvals_expired_in_the_queue_fails_at_the_worker_uncharged(
     world, study, held, monkeypatch
 ):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     later = job.query.expires_at + timedelta(seconds=1)
     monkeypatch.setattr(timezone, "now", lambda: later)
 
-    assert runner.start_attempt(job.pk, SITE) is None
+    assert start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert (job.state, job.attempt) == (Job.State.FAILED, 0)
     assert job.error == "The query's approvals have expired."
@@ -597,7 +600,7 @@ def test_a_job_whose_approvals_expired_in_the_queue_fails_at_the_worker_uncharge
 
 @pytest.mark.django_db
 def test_an_owner_cannot_revoke_an_approval_once_its_job_exists(world, study, held):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     approval = Approval.objects.get(query=job.query, organization=world.zurich)
 
     response = api(world.carol).post(
@@ -637,11 +640,11 @@ NOT_VALID = "University Hospital Zurich's approval is not a valid assertion"
 def test_an_approval_changed_behind_the_services_stops_the_job_at_the_worker(
     world, study, held, tamper, reason
 ):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     approval = Approval.objects.get(query=job.query, organization=world.zurich)
     Approval.objects.filter(pk=approval.pk).update(**tamper(approval))
 
-    assert runner.start_attempt(job.pk, SITE) is None
+    assert start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and reason in job.error
     assert ledger(job.query) == []
@@ -653,8 +656,8 @@ def test_an_approval_changed_behind_the_services_stops_the_job_at_the_worker(
 
 @pytest.mark.django_db
 def test_a_queued_job_cancelled_before_dispatch_is_never_sent(world, study, held):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    runner.cancel_job(job=job, by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
+    cancel_job(job=job, by=world.bob)
 
     assert send_to_broker(job.pk) is False
     job.refresh_from_db()
@@ -669,7 +672,7 @@ def test_a_queued_job_cancelled_after_dispatch_is_dropped_by_the_worker(
     world, study, held, site_worker
 ):
     wait = site_worker(SITE)
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     response = api(world.bob).post(f"/api/rooms/{study.slug}/jobs/{job.pk}/cancel/")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
 
@@ -693,7 +696,7 @@ def test_a_running_job_cancelled_stops_at_its_next_progress_report(
 ):
     reached, go_on = pause_progress_at(monkeypatch, percent)
     wait = site_worker(SITE)
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     assert reached.wait(60), f"the worker never reported {percent} %"
 
     response = api(world.bob).post(f"/api/rooms/{study.slug}/jobs/{job.pk}/cancel/")
@@ -716,7 +719,7 @@ def test_a_running_job_cancelled_stops_at_its_next_progress_report(
 
 @pytest.mark.django_db
 def test_only_members_of_a_receiving_organisation_read_the_result(world, study, held):
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     assert tasks.run_job(job.pk, SITE) == "released"
     result = Result.objects.get(job=job)
     api_path = f"/api/rooms/{study.slug}/jobs/{job.pk}/result/"

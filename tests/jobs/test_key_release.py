@@ -15,9 +15,9 @@ from cleanroom.attestation.binding import binding, key_context
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
-from jobs import runner
 from jobs.engines.base import EngineError
 from jobs.engines.tee import trust
+from jobs.execution.lifecycle import cancel_job, fail_job, run_query, start_attempt
 from jobs.models import Job
 from parties.models import DatasetVersion, Jurisdiction, Site
 from tests import factories
@@ -47,8 +47,8 @@ def start(world, tmp_path, monkeypatch, django_capture_on_commit_callbacks):
 
     def started() -> Job:
         with django_capture_on_commit_callbacks(execute=False):
-            job = runner.run_query(query=approved(world, room), by=world.bob)
-        job = runner.start_attempt(job.pk, SITE)
+            job = run_query(query=approved(world, room), by=world.bob)
+        job = start_attempt(job.pk, SITE)
         assert job is not None and job.state == Job.State.RUNNING
         return job
 
@@ -203,7 +203,7 @@ def test_a_simulated_document_is_refused_when_the_simulated_root_is_not_trusted(
 
 def test_a_job_that_is_not_running_gets_no_keys(job, enclave_key):
     evidence = document(job, enclave_key)
-    runner.fail_job(job.pk, "stopped before the keys")
+    fail_job(job.pk, "stopped before the keys")
 
     with pytest.raises(EngineError, match="not running"):
         tee_engine_of_worker().release_keys(job, evidence)
@@ -212,7 +212,7 @@ def test_a_job_that_is_not_running_gets_no_keys(job, enclave_key):
 
 def test_a_running_job_whose_cancellation_was_requested_gets_no_keys(job, enclave_key, world):
     evidence = document(job, enclave_key)
-    runner.cancel_job(job=job, by=world.bob)
+    cancel_job(job=job, by=world.bob)
     assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING  # the worker has not noticed
 
     with pytest.raises(EngineError, match="cancelled"):

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from cleanroom.audit.log import PLATFORM_LOG, events_of
-from jobs import queries
 from jobs.models import Approval, Query
+from jobs.queries.canonical import verify_approval
 from keyservice.approve import decision_body
 from parties.models import ApprovalCredential
 from tests.factories import api, propose
@@ -91,7 +91,7 @@ def test_an_organisation_approves_with_its_own_machine_key_through_the_api(world
         "holder": "",
     }
     approval = Approval.objects.get(query=query, organization=world.charite)
-    assert approval.evidence["kind"] == "machine-key" and queries.verify_approval(approval)
+    assert approval.evidence["kind"] == "machine-key" and verify_approval(approval)
 
 
 def test_a_machine_key_signature_for_another_decision_or_query_is_refused(world, study, tmp_path):

@@ -15,10 +15,12 @@ import pytest
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.rules import check_domain_rules
 from dataplane.mpc import sharing
-from jobs import runner, tasks
+from jobs import tasks
 from jobs.engines.mpc import parties
 from jobs.engines.mpc.config import MpcConfig
 from jobs.engines.mpc.engine import delivery_purpose, output_context
+from jobs.execution.lifecycle import run_query
+from jobs.execution.sites import own_site
 from jobs.models import BudgetEntry, Job, JobStep, Result
 from keyservice.release import Refused
 from parties.keys import KeyServiceAccess, owner_key_service
@@ -67,7 +69,7 @@ def types(job: Job) -> list[str]:
 def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
     world, room, workers, tmp_path
 ):
-    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    job = run_query(query=approved_union(world, room), by=world.bob)
     outcomes = workers(6)
     assert sorted(outcomes).count("shared") == 3
     assert "released" in outcomes, outcomes
@@ -132,10 +134,10 @@ def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
     from_settings = MpcConfig.from_settings
 
     def at_own_site(settings):
-        return replace(from_settings(settings), credentials=roots[runner.own_site().name])
+        return replace(from_settings(settings), credentials=roots[own_site().name])
 
     monkeypatch.setattr(MpcConfig, "from_settings", at_own_site)
-    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    job = run_query(query=approved_union(world, room), by=world.bob)
     # The compute steps are sent once every input step has shared.
     assert workers(3) == ["shared"] * 3, Job.objects.get(pk=job.pk).error
     outcomes = workers(3)
@@ -163,7 +165,7 @@ def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
         return process
 
     monkeypatch.setattr(parties.subprocess, "Popen", observed)
-    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    job = run_query(query=approved_union(world, room), by=world.bob)
     first = started.get(timeout=120)
     first.kill()
     outcomes = workers(6, timeout=settings.MPC_PARTY_TIMEOUT + 60)

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import runner, tasks
+from jobs import tasks
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query, start_attempt
+from jobs.execution.outbox import dispatch_pending
+from jobs.execution.steps import claim_delivery, start_step
 from jobs.models import BudgetEntry, Job, JobStep, Result
-from jobs.queries import plan_for
+from jobs.queries.services import plan_for
 from parties.models import Site
 from tests.factories import propose
 from tests.jobs.mpc_support import (
@@ -81,7 +85,7 @@ def test_an_mpc_job_has_an_input_step_per_dataset_three_compute_steps_and_a_deli
 ):
     query = approved_union(world, room)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     assert len(callbacks) == 1 and job.site is None and job.mechanism == "mpc"
     steps = list(job.steps.select_related("site", "dataset"))
     inputs = [s for s in steps if s.kind == JobStep.Kind.INPUT]
@@ -115,24 +119,24 @@ def test_only_the_input_steps_go_out_first_and_the_outbox_resends_what_the_broke
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(tasks.run_step, "apply_async", broker_down)
-    job = runner.run_query(query=query, by=world.bob)
+    job = run_query(query=query, by=world.bob)
     assert not job.steps.exclude(dispatched_at=None).exists()
 
     def broker_up(*, args, queue, retry):
         sent.append((args[0], args[1], queue))
 
     monkeypatch.setattr(tasks.run_step, "apply_async", broker_up)
-    assert runner.dispatch_pending() == 1
+    assert dispatch_pending() == 1
     assert sorted(queue for _, _, queue in sent) == [f"site.{s}" for s in INPUT_SITES]
-    assert runner.dispatch_pending() == 0  # the compute steps wait for every input
+    assert dispatch_pending() == 0  # the compute steps wait for every input
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_of_another_site_receiving_a_step_refuses_it_and_nothing_is_charged(
     world, room, site_worker, monkeypatch
 ):
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    job = run_query(query=approved_union(world, room), by=world.bob)
     step = job.steps.get(kind=JobStep.Kind.INPUT, site__name="eu-frankfurt")
 
     # The Zurich worker gets Berlin's step, named as if it were its own.
@@ -162,12 +166,12 @@ def run_inputs(job: Job, monkeypatch) -> None:
 def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_fails_the_job(
     world, room, monkeypatch
 ):
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    job = runner.run_query(query=approved_union(world, room), by=world.bob)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    job = run_query(query=approved_union(world, room), by=world.bob)
     # Berlin's worker claims its step and is lost; the broker delivers the step again.
     berlin = job.steps.get(kind=JobStep.Kind.INPUT, site__name="eu-frankfurt")
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt")
-    assert runner.start_step(berlin.pk, "eu-frankfurt").attempt == 1
+    assert start_step(berlin.pk, "eu-frankfurt").attempt == 1
     run_inputs(job, monkeypatch)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING
@@ -180,14 +184,14 @@ def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_f
 
     party = job.steps.select_related("site").get(kind=JobStep.Kind.COMPUTE, party=0)
     monkeypatch.setenv("CLEANROOM_SITE", party.site.name)
-    assert runner.start_step(party.pk, party.site.name).attempt == 1
+    assert start_step(party.pk, party.site.name).attempt == 1
     # The party's worker dies mid-round; the broker delivers its step again.
-    assert runner.start_step(party.pk, party.site.name) is None
+    assert start_step(party.pk, party.site.name) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and "lost mid-computation" in job.error
     assert ledger_kinds(job) == ["refund"] * 3 + ["reserve"] * 3
     assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
-    assert runner.claim_delivery(job.pk, retake=True) is None
+    assert claim_delivery(job.pk, retake=True) is None
     assert not Result.objects.filter(job=job).exists()
 
 
@@ -200,10 +204,10 @@ def test_a_one_site_step_forged_for_an_mpc_job_is_refused_and_nothing_is_charged
     world, room, monkeypatch, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved_union(world, room), by=world.bob)
+        job = run_query(query=approved_union(world, room), by=world.bob)
     # A run_job message, as a TEE job's, naming the worker's own site: an MPC job has no one site.
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt")
-    assert runner.start_attempt(job.pk, "eu-frankfurt") is None
+    assert start_attempt(job.pk, "eu-frankfurt") is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
     assert "A worker at eu-frankfurt received this job's step for no site." in job.error

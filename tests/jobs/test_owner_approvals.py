@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import queries
+from cleanroom.audit.verifier import approvals as evidence
 from jobs.models import Approval, Query
-from jobs.queries import QueryRefused
+from jobs.queries.canonical import approval_message
+from jobs.queries.services import QueryRefused, check_runnable, decide_query, revoke_approval
 from parties import credentials, services
 from parties.credentials import CredentialRefused
 from tests import factories
@@ -32,7 +33,7 @@ def study(world, tmp_path):
 def _refused(query, organization, by, response, match, approve=True):
     before = (Approval.objects.count(), len(events_of(room_log_name(query.room_id))))
     with pytest.raises((CredentialRefused, QueryRefused), match=match):
-        queries.decide_query(
+        decide_query(
             query=query, organization=organization, by=by, approve=approve, response=response
         )
     assert (Approval.objects.count(), len(events_of(room_log_name(query.room_id)))) == before
@@ -68,18 +69,18 @@ def test_an_approving_assertion_cannot_reject_and_a_rejecting_one_cannot_approve
 def test_an_assertion_for_another_digest_is_refused(world, study):
     query = propose(study, world.bob, world.pharma)
     device = factories.passkey(world.alice, world.charite)
-    other = queries.evidence.approval_message(
+    other = evidence.approval_message(
         f"query:{query.pk}", "0" * 64, f"org:{world.charite.pk}", "approve"
     )
-    forged = device.get(queries.evidence.approval_challenge(other))
+    forged = device.get(evidence.approval_challenge(other))
     _refused(query, world.charite, world.alice, forged, "does not verify")
 
 
 def test_another_organisations_passkey_cannot_decide_for_this_one(world, study):
     query = propose(study, world.bob, world.pharma)
     zurich = factories.passkey(world.carol, world.zurich)
-    message = queries.approval_message(query, world.charite, "approve")
-    answer = zurich.get(queries.evidence.approval_challenge(message))
+    message = approval_message(query, world.charite, "approve")
+    answer = zurich.get(evidence.approval_challenge(message))
     _refused(query, world.charite, world.alice, answer, "decides for University Hospital Zurich")
 
 
@@ -101,8 +102,8 @@ def test_a_tampered_signature_is_refused(world, study):
 def test_an_unregistered_device_is_refused(world, study):
     query = propose(study, world.bob, world.pharma)
     stranger = factories.authenticator()
-    message = queries.approval_message(query, world.charite, "approve")
-    answer = stranger.get(queries.evidence.approval_challenge(message))
+    message = approval_message(query, world.charite, "approve")
+    answer = stranger.get(evidence.approval_challenge(message))
     _refused(query, world.charite, world.alice, answer, "No registered passkey")
 
 
@@ -117,10 +118,10 @@ def test_a_removed_passkey_no_longer_decides(world, study):
 def test_an_assertion_replayed_after_a_revocation_is_refused(world, study):
     query = propose(study, world.bob, world.pharma)
     answer = factories.assertion(query, world.charite, world.alice)
-    approval = queries.decide_query(
+    approval = decide_query(
         query=query, organization=world.charite, by=world.alice, approve=True, response=answer
     )
-    queries.revoke_approval(approval=approval, by=world.alice)
+    revoke_approval(approval=approval, by=world.alice)
     _refused(query, world.charite, world.alice, answer, "already decided|sign count")
 
 
@@ -150,7 +151,7 @@ def _approved(world, study):
         factories.decide(query=query, organization=org, by=owner)
     query.refresh_from_db()
     assert query.status == Query.Status.APPROVED
-    queries.check_runnable(query)
+    check_runnable(query)
     return query
 
 
@@ -162,7 +163,7 @@ def test_the_run_gate_refuses_an_approval_whose_assertion_is_replayed_from_anoth
     old = first.approvals.get(organization=world.charite)
     Approval.objects.filter(query=second, organization=world.charite).update(evidence=old.evidence)
     with pytest.raises(QueryRefused, match="Charité Berlin's approval is not a valid assertion"):
-        queries.check_runnable(Query.objects.get(pk=second.pk))
+        check_runnable(Query.objects.get(pk=second.pk))
 
 
 def test_the_run_gate_refuses_a_tampered_assertion(world, study):
@@ -174,7 +175,7 @@ def test_the_run_gate_refuses_a_tampered_assertion(world, study):
     evidence["signature"] = base64.b64encode(bytes(signature)).decode()
     Approval.objects.filter(pk=approval.pk).update(evidence=evidence)
     with pytest.raises(QueryRefused, match="University Hospital Zurich's approval is not a valid"):
-        queries.check_runnable(Query.objects.get(pk=query.pk))
+        check_runnable(Query.objects.get(pk=query.pk))
 
 
 def test_the_run_gate_refuses_another_organisations_credential(world, study):
@@ -184,14 +185,14 @@ def test_the_run_gate_refuses_another_organisations_credential(world, study):
         credential=zurich.credential, evidence=zurich.evidence
     )
     with pytest.raises(QueryRefused, match="Charité Berlin's approval is not"):
-        queries.check_runnable(Query.objects.get(pk=query.pk))
+        check_runnable(Query.objects.get(pk=query.pk))
 
 
 def test_the_run_gate_refuses_a_missing_assertion(world, study):
     query = _approved(world, study)
     Approval.objects.filter(query=query, organization=world.charite).update(evidence={})
     with pytest.raises(QueryRefused, match="Charité Berlin's approval is not"):
-        queries.check_runnable(Query.objects.get(pk=query.pk))
+        check_runnable(Query.objects.get(pk=query.pk))
 
 
 def test_the_run_gate_refuses_an_approval_by_a_passkey_removed_since(world, study):
@@ -199,7 +200,7 @@ def test_the_run_gate_refuses_an_approval_by_a_passkey_removed_since(world, stud
     passkey = world.carol.passkeys.get()
     credentials.remove_credential(credential=passkey, by=world.carol)
     with pytest.raises(QueryRefused, match="University Hospital Zurich's approval is not"):
-        queries.check_runnable(Query.objects.get(pk=query.pk))
+        check_runnable(Query.objects.get(pk=query.pk))
 
 
 def test_a_counterless_passkeys_assertion_replayed_after_a_revocation_is_refused(world, study):
@@ -219,10 +220,10 @@ def test_a_counterless_passkeys_assertion_replayed_after_a_revocation_is_refused
     )
     query = propose(study, world.bob, world.pharma)
     device.sign_count = -1
-    message = queries.approval_message(Query.objects.get(pk=query.pk), world.charite, "approve")
-    answer = device.get(queries.evidence.approval_challenge(message))
-    approval = queries.decide_query(
+    message = approval_message(Query.objects.get(pk=query.pk), world.charite, "approve")
+    answer = device.get(evidence.approval_challenge(message))
+    approval = decide_query(
         query=query, organization=world.charite, by=world.alice, approve=True, response=answer
     )
-    queries.revoke_approval(approval=approval, by=world.alice)
+    revoke_approval(approval=approval, by=world.alice)
     _refused(query, world.charite, world.alice, answer, "already decided")

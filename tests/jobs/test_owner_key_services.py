@@ -11,9 +11,10 @@ import json
 import pytest
 
 from cleanroom.crypto.keys import KeyServiceError, key_service
-from jobs import results, runner
+from jobs.demo.key_services import owner_key_services
+from jobs.execution.lifecycle import run_query
 from jobs.models import Job, Result
-from jobs.owner_key_services import owner_key_services
+from jobs.results.storage import read_result
 from parties.models import DatasetVersion
 from tests import factories
 from tests.factories import JOIN_SQL, propose
@@ -41,9 +42,9 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
         for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
             factories.decide(query=query, organization=org, by=owner, approve=True)
         wait = site_worker("eu-frankfurt-tee")
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
         assert wait() == ("jobs.run_job", "SUCCESS", "released")
-        table = results.read_result(Result.objects.get(job=job), world.pharma, world.bob)
+        table = read_result(Result.objects.get(job=job), world.pharma, world.bob)
         assert table["rows"]
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED

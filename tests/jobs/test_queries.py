@@ -11,9 +11,16 @@ from django.utils import timezone
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.approvals import verify_evidence
-from jobs import queries
 from jobs.models import Approval, BudgetEntry, Query
-from jobs.queries import QueryRefused
+from jobs.queries.canonical import approval_message
+from jobs.queries.services import (
+    QueryRefused,
+    check_runnable,
+    revise_query,
+    revoke_approval,
+    submit_query,
+)
+from jobs.rooms.services import invite_organization, respond_to_invitation
 from jobs.tasks import expire_queries
 from tests import factories
 from tests.factories import JOIN_SQL, UNION_SQL, propose
@@ -60,7 +67,7 @@ def test_a_join_goes_to_the_tee_with_the_reason(world, study):
 def test_every_owner_approving_makes_the_query_runnable_with_verified_assertions(world, study):
     query = approve_all(world, propose(study, world.bob, world.pharma))
     assert query.status == Query.Status.APPROVED
-    plan = queries.check_runnable(query)
+    plan = check_runnable(query)
     assert plan.ok
     approved = [e for e in events_of(room_log_name(study.pk)) if e["type"] == "query.approved"]
     assert len(approved) == 2
@@ -72,7 +79,7 @@ def test_every_owner_approving_makes_the_query_runnable_with_verified_assertions
         assert approval.evidence["kind"] == "passkey"
         verify_evidence(
             event["data"]["approval"],
-            message=queries.approval_message(query, approval.organization, "approve"),
+            message=approval_message(query, approval.organization, "approve"),
             organization=event["data"]["organization"],
             pinned=[approval.credential.pinned()],
         )
@@ -95,16 +102,16 @@ def test_one_rejection_rejects_the_query(world, study):
 
 def test_a_query_edited_after_approval_needs_new_approvals(world, study):
     approved = approve_all(world, propose(study, world.bob, world.pharma))
-    draft = queries.revise_query(query=approved, by=world.bob, epsilon=Decimal("0.8"))
+    draft = revise_query(query=approved, by=world.bob, epsilon=Decimal("0.8"))
     assert draft.version == 2 and draft.approvals.count() == 0
-    new = queries.submit_query(query=draft, by=world.bob)
+    new = submit_query(query=draft, by=world.bob)
     approved.refresh_from_db()
     assert approved.status == Query.Status.SUPERSEDED
     assert new.status == Query.Status.PENDING and new.digest != approved.digest
     with pytest.raises(QueryRefused, match=r"superseded|not approved"):
-        queries.check_runnable(approved)
+        check_runnable(approved)
     with pytest.raises(QueryRefused, match="not approved"):
-        queries.check_runnable(new)
+        check_runnable(new)
 
 
 def test_a_query_text_changed_in_the_database_after_approval_is_refused(world, study):
@@ -112,7 +119,7 @@ def test_a_query_text_changed_in_the_database_after_approval_is_refused(world, s
     Query.objects.filter(pk=query.pk).update(sql=UNION_SQL.replace("age_band", "sex"))
     query.refresh_from_db()
     with pytest.raises(QueryRefused, match="changed since approval"):
-        queries.check_runnable(query)
+        check_runnable(query)
 
 
 def test_an_analyst_cannot_approve(world, study):
@@ -139,11 +146,11 @@ def test_an_owner_decides_once_per_version(world, study):
 def test_a_revoked_approval_before_the_run_stops_the_query(world, study):
     query = approve_all(world, propose(study, world.bob, world.pharma))
     approval = query.approvals.get(organization=world.zurich)
-    queries.revoke_approval(approval=approval, by=world.carol)
+    revoke_approval(approval=approval, by=world.carol)
     query.refresh_from_db()
     assert query.status == Query.Status.REVOKED
     with pytest.raises(QueryRefused):
-        queries.check_runnable(query)
+        check_runnable(query)
     assert events_of(room_log_name(study.pk))[-1]["type"] == "query.approval_revoked"
 
 
@@ -170,24 +177,22 @@ def test_a_query_that_fails_its_plan_is_kept_as_a_draft_but_not_submitted(
 ):
     draft = propose(study, world.bob, world.pharma, submit=False, **change)
     with pytest.raises(QueryRefused, match=reason):
-        queries.submit_query(query=draft, by=world.bob)
+        submit_query(query=draft, by=world.bob)
     draft.refresh_from_db()
     assert draft.status == Query.Status.DRAFT and not draft.digest
 
 
 def test_a_receiver_the_policy_does_not_allow_is_refused(world, study):
-    factories.room_services.invite_organization(
+    invite_organization(
         room=study, organization=world.outsider, acting_for=world.pharma, by=world.bob
     )
     membership = study.memberships.get(organization=world.outsider)
-    factories.room_services.respond_to_invitation(
-        membership=membership, accept=True, by=world.mallory
-    )
+    respond_to_invitation(membership=membership, accept=True, by=world.mallory)
     draft = propose(
         study, world.bob, world.pharma, submit=False, receivers=[world.pharma, world.outsider]
     )
     with pytest.raises(QueryRefused, match="does not allow Mallory Inc to receive"):
-        queries.submit_query(query=draft, by=world.bob)
+        submit_query(query=draft, by=world.bob)
 
 
 def test_epsilon_above_the_remaining_budget_is_refused(world, study):
@@ -198,7 +203,7 @@ def test_epsilon_above_the_remaining_budget_is_refused(world, study):
     )
     draft = propose(study, world.bob, world.pharma, submit=False, title="More")
     with pytest.raises(QueryRefused, match=r"charges ε 0\.5, but only 0\.2 of 3 is left"):
-        queries.submit_query(query=draft, by=world.bob)
+        submit_query(query=draft, by=world.bob)
 
 
 def test_the_periodic_task_expires_what_is_due_once(world, study):

@@ -9,8 +9,8 @@ from django.db import connection, connections
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.errors import DomainError
-from jobs import queries
 from jobs.models import Query
+from jobs.queries.services import revise_query, submit_query
 from tests import factories
 from tests.factories import propose
 
@@ -65,7 +65,7 @@ def test_two_owners_approving_at_once_both_count(world, pending):
 
 def test_two_revisions_at_once_make_one_new_version(world, pending):
     outcomes = run_together(
-        *[lambda: queries.revise_query(query=pending, by=world.bob, title="Edited")] * 4
+        *[lambda: revise_query(query=pending, by=world.bob, title="Edited")] * 4
     )
     made = [o for o in outcomes if isinstance(o, Query)]
     refused = [o for o in outcomes if isinstance(o, DomainError)]
@@ -74,12 +74,12 @@ def test_two_revisions_at_once_make_one_new_version(world, pending):
 
 
 def test_a_decision_racing_a_resubmission_is_never_counted_for_the_new_version(world, pending):
-    draft = queries.revise_query(query=pending, by=world.bob, title="Edited")
+    draft = revise_query(query=pending, by=world.bob, title="Edited")
     outcomes = run_together(
         lambda: factories.decide(
             query=pending, organization=world.charite, by=world.alice, approve=True
         ),
-        lambda: queries.submit_query(query=draft, by=world.bob),
+        lambda: submit_query(query=draft, by=world.bob),
     )
     # The decision either lands on the old version first or is refused; nothing else breaks.
     assert all(isinstance(o, DomainError) or not isinstance(o, Exception) for o in outcomes), (

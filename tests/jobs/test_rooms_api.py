@@ -9,8 +9,8 @@ from rest_framework.test import APIClient
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.models import AuditEvent
-from jobs import services as room_services
 from jobs.models import Room, RoomDataset, RoomMembership
+from jobs.rooms.services import contribute_dataset, create_room, respond_to_invitation
 from parties import services
 from parties.models import DatasetVersion
 from tests import factories
@@ -70,7 +70,7 @@ def accept(room: Room, owner: User) -> None:
     membership = room.memberships.get(
         organization__memberships__user=owner, status=RoomMembership.Status.INVITED
     )
-    room_services.respond_to_invitation(membership=membership, accept=True, by=owner)
+    respond_to_invitation(membership=membership, accept=True, by=owner)
 
 
 def slugs(response) -> list[str]:
@@ -210,7 +210,7 @@ def test_an_active_member_invites_an_organisation(world, room):
 
 
 def test_an_analyst_of_an_active_member_may_invite(world):
-    study = room_services.create_room(
+    study = create_room(
         organization=world.pharma, slug="study", name="Study", purpose="", by=world.bob
     )
     response = factories.api(world.bob).post(
@@ -451,7 +451,7 @@ def test_a_dataset_of_an_organisation_not_in_the_room_is_refused(world, room, tm
 
 def test_only_the_datasets_owners_may_contribute_it(world, room, charite_patients, usz_patients):
     accept(room, world.carol)
-    room_services.contribute_dataset(room=room, dataset=usz_patients.dataset, by=world.carol)
+    contribute_dataset(room=room, dataset=usz_patients.dataset, by=world.carol)
     before = state()
     # charite.patients is not in the room, so carol does not see it; alice sees usz.patients.
     assert contribute(world.carol, "charite.patients").status_code == 404

@@ -10,10 +10,13 @@ from kombu import Connection
 
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
-from jobs import queries, runner
 from jobs.engines.tee.engine import NO_ENCLAVE_SITE, TeeEngine
+from jobs.execution import lifecycle
+from jobs.execution.lifecycle import fail_job, run_query, start_attempt
+from jobs.execution.outbox import dispatch_pending
+from jobs.execution.records import JobRefused
 from jobs.models import BudgetEntry, Job
-from jobs.queries import plan_for
+from jobs.queries.services import QueryRefused, plan_for
 from parties.models import Site
 from tests import factories
 from tests.factories import JOIN_SQL, api, propose
@@ -59,15 +62,15 @@ def broker():
 
 def test_a_query_that_is_not_approved_does_not_run(world, study):
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
-    with pytest.raises(queries.QueryRefused, match="not approved"):
-        runner.run_query(query=query, by=world.bob)
+    with pytest.raises(QueryRefused, match="not approved"):
+        run_query(query=query, by=world.bob)
     assert not Job.objects.exists()
 
 
 def test_an_owner_cannot_start_a_run(world, study):
     query = approved(world, study)
     with pytest.raises(PermissionDenied, match="Only analysts"):
-        runner.run_query(query=query, by=world.alice)
+        run_query(query=query, by=world.alice)
     # Through the API, with the owner's own token: forbidden, and no job exists.
     response = api(world.alice).post(f"/api/rooms/{study.slug}/queries/{query.pk}/run/")
     assert response.status_code == 403
@@ -79,10 +82,10 @@ def test_an_owner_cannot_start_a_run(world, study):
 
 def test_a_query_runs_at_most_once(world, study, broker):
     query = approved(world, study)
-    runner.run_query(query=query, by=world.bob)
+    run_query(query=query, by=world.bob)
     query.refresh_from_db()
-    with pytest.raises((runner.JobRefused, queries.QueryRefused)):
-        runner.run_query(query=query, by=world.bob)
+    with pytest.raises((JobRefused, QueryRefused)):
+        run_query(query=query, by=world.bob)
     assert Job.objects.filter(query=query).count() == 1
 
 
@@ -91,7 +94,7 @@ def test_a_job_goes_to_its_sites_queue_only_after_commit(
 ):
     query = approved(world, study)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
         assert broker.llen("site.eu-frankfurt-tee") == 0
     assert len(callbacks) == 1
     callbacks[0]()
@@ -109,13 +112,13 @@ def test_a_broker_outage_at_dispatch_loses_nothing(
     query = approved(world, study)
     use_broker("redis://127.0.0.1:9/0")  # nothing listens there
     with django_capture_on_commit_callbacks(execute=True):
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED and job.dispatched_at is None
 
     use_broker(REDIS)
-    assert runner.dispatch_pending() == 1
-    assert runner.dispatch_pending() == 0
+    assert dispatch_pending() == 1
+    assert dispatch_pending() == 0
     with Connection(REDIS) as connection:
         message = connection.SimpleQueue("site.eu-frankfurt-tee").get(timeout=5)
         assert message.headers["task"] == "jobs.run_job"
@@ -128,9 +131,9 @@ def test_a_worker_of_another_site_refuses_the_step_and_nothing_is_charged(
 ):
     query = approved(world, study)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     monkeypatch.setenv("CLEANROOM_SITE", "us-virginia-tee")
-    assert runner.start_attempt(job.pk, "eu-frankfurt-tee") is None
+    assert start_attempt(job.pk, "eu-frankfurt-tee") is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED
     assert "us-virginia-tee received this job's step" in job.error
@@ -144,13 +147,13 @@ def test_starting_an_attempt_reserves_once_and_a_failure_before_noise_refunds(
 ):
     query = approved(world, study)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt-tee")
-    assert runner.start_attempt(job.pk, "eu-frankfurt-tee").attempt == 1
-    assert runner.start_attempt(job.pk, "eu-frankfurt-tee").attempt == 2  # a redelivery
+    assert start_attempt(job.pk, "eu-frankfurt-tee").attempt == 1
+    assert start_attempt(job.pk, "eu-frankfurt-tee").attempt == 2  # a redelivery
     assert BudgetEntry.objects.filter(query=query, kind="reserve").count() == 2  # two datasets
-    runner.fail_job(job.pk, "the enclave stopped")
-    runner.fail_job(job.pk, "the enclave stopped")
+    fail_job(job.pk, "the enclave stopped")
+    fail_job(job.pk, "the enclave stopped")
     kinds = sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
     assert kinds == ["refund", "refund", "reserve", "reserve"]
 
@@ -160,11 +163,11 @@ def test_a_failure_after_the_keys_were_released_spends_instead_of_refunding(
 ):
     query = approved(world, study)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt-tee")
-    runner.start_attempt(job.pk, "eu-frankfurt-tee")
-    runner.charge_at_key_release(job.pk)
-    runner.fail_job(job.pk, "lost after the keys left")
+    start_attempt(job.pk, "eu-frankfurt-tee")
+    lifecycle.charge_at_key_release(job.pk)
+    fail_job(job.pk, "lost after the keys left")
     kinds = sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
     assert kinds == ["reserve", "reserve", "spend", "spend"]
 

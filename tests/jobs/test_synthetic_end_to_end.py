@@ -18,9 +18,10 @@ from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.rules import result_commitment
 from dataplane.synthesis import SynthColumn, dp_cost
-from jobs import runner
+from jobs.execution import lifecycle, outbox
+from jobs.execution.lifecycle import run_query, start_attempt
+from jobs.execution.outbox import dispatch as send_to_broker
 from jobs.models import BudgetEntry, Job, Query, Result
-from jobs.runner import dispatch as send_to_broker
 from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.engines.support import tee_engine as tee_engine_of_worker
@@ -62,7 +63,7 @@ def test_a_dp_extract_of_joined_data_reaches_only_its_receiver_with_reports(
         "dataplane.synthesis.dp_marginals" in measured and "dataplane.privacy.extract" in measured
     )
     wait = site_worker("eu-frankfurt-tee")
-    job = runner.run_query(query=approved, by=world.bob)
+    job = run_query(query=approved, by=world.bob)
     assert wait(600) == ("jobs.run_job", "SUCCESS", "released")
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED, job.error
@@ -150,7 +151,7 @@ def test_an_sdv_extract_is_labelled_not_dp_everywhere_and_charges_nothing(
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         factories.decide(query=query, organization=org, by=owner, approve=True)
     wait = site_worker("eu-frankfurt-tee")
-    job = runner.run_query(query=Query.objects.get(pk=query.pk), by=world.bob)
+    job = run_query(query=Query.objects.get(pk=query.pk), by=world.bob)
     assert wait(600) == ("jobs.run_job", "SUCCESS", "released")
 
     answer = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/").json()
@@ -175,15 +176,15 @@ def test_a_worker_lost_mid_fit_is_charged_once_what_opendp_gives_and_never_fitte
 ):
     site = "eu-frankfurt-tee"
     monkeypatch.setenv("CLEANROOM_SITE", site)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)  # the test sends it
-    job = runner.run_query(query=approved, by=world.bob)
-    first = runner.start_attempt(job.pk, site)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)  # the test sends it
+    job = run_query(query=approved, by=world.bob)
+    first = start_attempt(job.pk, site)
 
     messages = []
 
     def lost_while_fitting(percent: int, message: str) -> bool:
         messages.append(message)
-        runner.report_progress(job.pk, percent, message)
+        lifecycle.report_progress(job.pk, percent, message)
         if percent == 65:  # the enclave has the keys and is fitting now
             raise WorkerLost
         return True

@@ -10,10 +10,9 @@ import pytest
 
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import Output, QueryError, Shape, Use
-from jobs import queries
 from jobs.models import Query
-from jobs.planner import plan_query
-from jobs.queries import QueryRefused, check_runnable
+from jobs.planning.planner import plan_query
+from jobs.queries.services import QueryRefused, check_runnable, revise_query, submit_query
 from parties import services
 from tests import factories
 from tests.factories import propose
@@ -32,7 +31,7 @@ FROM (SELECT age_band, length_of_stay FROM charite.patients
 def allow_synthetic(world, room, *, non_dp=(), max_rows=100_000, delta=Decimal("1e-6")):
     """Open synthetic extracts on both hospitals' data (SDV's too for the orgs in `non_dp`)
     and give each a δ budget, then contribute the new policy versions to the room."""
-    from jobs import services as room_services
+    from jobs.rooms.services import contribute_dataset
 
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         dataset = org.datasets.get(slug="patients")
@@ -44,7 +43,7 @@ def allow_synthetic(world, room, *, non_dp=(), max_rows=100_000, delta=Decimal("
             max_synthetic_rows=max_rows,
             total_delta=delta * 10,
         )
-        room_services.contribute_dataset(room=room, dataset=dataset, by=owner)
+        contribute_dataset(room=room, dataset=dataset, by=owner)
 
 
 def plan(world, room, sql=JOINED, **values):
@@ -248,8 +247,8 @@ def test_an_edit_of_the_rows_is_a_new_version_without_approvals(world, tmp_path)
     room = world.study(tmp_path)
     allow_synthetic(world, room)
     query = approved_extract(world, room)
-    draft = queries.revise_query(query=query, by=world.bob, synthetic_rows=600)
-    submitted = queries.submit_query(query=draft, by=world.bob)
+    draft = revise_query(query=query, by=world.bob, synthetic_rows=600)
+    submitted = submit_query(query=draft, by=world.bob)
     assert submitted.digest != query.digest
     assert submitted.canonical["synthetic"]["rows"] == 600
     assert not submitted.approvals.exists()

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import runner
+from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, Query, Result
 from tests import factories
 from tests.factories import JOIN_SQL, api, propose
@@ -32,7 +32,7 @@ def test_an_approved_join_runs_in_the_attested_enclave_and_only_receivers_read_i
     world, approved, site_worker, tmp_path
 ):
     wait = site_worker("eu-frankfurt-tee")
-    job = runner.run_query(query=approved, by=world.bob)
+    job = run_query(query=approved, by=world.bob)
     name, state, outcome = wait()
     assert (name, state, outcome) == ("jobs.run_job", "SUCCESS", "released")
 
@@ -87,7 +87,7 @@ def test_an_approved_join_runs_in_the_attested_enclave_and_only_receivers_read_i
 
 def test_a_second_run_of_the_same_version_is_refused(world, approved, site_worker):
     wait = site_worker("eu-frankfurt-tee")
-    job = runner.run_query(query=approved, by=world.bob)
+    job = run_query(query=approved, by=world.bob)
     assert wait()[2] == "released"
     again = api(world.bob).post(f"/api/rooms/{approved.room.slug}/queries/{approved.pk}/run/")
     assert again.status_code in (400, 409)

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from dataplane.sql.plan import Output
-from jobs import services as room_services
-from jobs.planner import plan_query
+from jobs.planning.planner import plan_query
+from jobs.rooms.services import contribute_dataset
 from parties import services
 from parties.forms import PolicyForm
 from parties.services import PolicyError
@@ -23,7 +23,7 @@ def allow_joining_on_the_unit(world, room, orgs):
     for org, owner in orgs:
         dataset = org.datasets.get(slug="patients")
         services.update_policy(dataset=dataset, by=owner, allowed_join_keys=["patient_id"])
-        room_services.contribute_dataset(room=room, dataset=dataset, by=owner)
+        contribute_dataset(room=room, dataset=dataset, by=owner)
 
 
 def plan(world, room, sql):

@@ -22,8 +22,9 @@ from django.conf import settings as django_settings
 from cleanroom.attestation.binding import key_context
 from cleanroom.crypto.keys import KeyServiceError, key_service
 from cleanroom.crypto.sealing import open_sealed
-from jobs import runner, services
 from jobs.engines.tee import trust
+from jobs.execution.lifecycle import run_query
+from jobs.rooms.services import suspend_dataset, suspend_participation
 from keyservice import config
 from keyservice.client import KeyServiceUnavailable, RemoteKeyService
 from keyservice.config import Caller
@@ -186,7 +187,7 @@ def test_a_suspension_on_the_platform_reaches_the_owners_service_and_only_the_ow
     uploaded_through(url, caller, world)
     dataset = world.charite.datasets.get()
     with django_capture_on_commit_callbacks(execute=True):
-        services.suspend_dataset(dataset=dataset, by=world.alice)
+        suspend_dataset(dataset=dataset, by=world.alice)
     remote = RemoteKeyService(url, "platform", caller)
     with pytest.raises(Refused, match="suspended by its owner"):
         remote.release(release_request(job, document(job, enclave_key)))
@@ -227,11 +228,11 @@ def test_a_participation_suspension_reaches_the_owners_service_for_that_room_alo
     # service was named, so pharma may receive without a service of its own).
     settings.KEY_SERVICES = {}
     with django_capture_on_commit_callbacks(execute=False):
-        elsewhere = runner.run_query(query=approved(world, second_room(world)), by=world.bob)
+        elsewhere = run_query(query=approved(world, second_room(world)), by=world.bob)
     settings.KEY_SERVICES = {"charite": url}
     room = job.query.room
     with django_capture_on_commit_callbacks(execute=True):
-        services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+        suspend_participation(room=room, organization=world.charite, by=world.alice)
     remote = RemoteKeyService(url, "platform", caller)
     # Asked directly, as an operator skipping the platform's checks would: refused for this
     # room, read from the approved form; the same dataset's key still goes to the other room.

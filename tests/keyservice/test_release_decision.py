@@ -17,9 +17,9 @@ from cleanroom.audit.verifier.approvals import approval_challenge
 from cleanroom.crypto.keys import key_service
 from cleanroom.crypto.sealing import open_sealed, public_bytes
 from cleanroom.residency import Place, SiteKind
-from jobs import services
 from jobs.engines.tee import trust
-from jobs.queries import approval_message, digest_of
+from jobs.queries.canonical import approval_message, digest_of
+from jobs.rooms.services import suspend_dataset
 from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from parties.keys import embedded_pinned
@@ -241,6 +241,6 @@ def test_the_owners_own_worker_site_gets_the_key_and_no_other_kind_of_site_does(
 def test_a_dataset_its_owner_suspended_on_the_platform_gets_no_key(
     job, enclave_key, charite_keys, world
 ):
-    services.suspend_dataset(dataset=world.charite.datasets.get(), by=world.alice)
+    suspend_dataset(dataset=world.charite.datasets.get(), by=world.alice)
     with pytest.raises(Refused, match="suspended by its owner"):
         charite_keys().release(release_request(job, document(job, enclave_key)))

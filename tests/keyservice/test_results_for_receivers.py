@@ -11,11 +11,14 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 
 from cleanroom.crypto.sealing import open_received
-from jobs import queries, results, runner
+from jobs.demo.key_services import owner_key_services
 from jobs.models import Job, ResultKey
-from jobs.owner_key_services import owner_key_services
+from jobs.queries.services import plan_for
+from jobs.results.release import release_result
+from jobs.results.storage import _key_context, _result_aad, read_result
 from keyservice.release import Refused
 from keyservice.service import RESULTS
 from parties.keys import KeyServiceAccess, owner_key_service
@@ -43,15 +46,15 @@ def released(world, tmp_path, services):
     job = Job.objects.create(
         query=query, mechanism="tee", state=Job.State.RUNNING, created_by=world.bob
     )
-    return runner.release_result(job.pk, TABLE)
+    return release_result(job.pk, TABLE)
 
 
 def service_of(organization):
-    return owner_key_service(organization, KeyServiceAccess.from_settings(runner.settings))
+    return owner_key_service(organization, KeyServiceAccess.from_settings(settings))
 
 
 def test_a_receivers_service_opens_its_result_and_logs_who_read_it(world, released, settings):
-    assert results.read_result(released, world.pharma, world.bob) == TABLE
+    assert read_result(released, world.pharma, world.bob) == TABLE
     log = settings.VAR_DIR / "keyservices" / world.pharma.slug / "decisions.jsonl"
     [entry] = [json.loads(line) for line in log.read_text().splitlines()]
     assert entry["operation"] == "open" and entry["opened"] is True
@@ -61,7 +64,7 @@ def test_a_receivers_service_opens_its_result_and_logs_who_read_it(world, releas
 
 def test_another_organisations_key_service_cannot_open_it(world, released, settings):
     sealed = bytes(ResultKey.objects.get(result=released, organization=world.pharma).wrapped_key)
-    context = results._key_context(released.job_id, world.pharma)
+    context = _key_context(released.job_id, world.pharma)
     charite = service_of(world.charite)
     charite.receiving_key(RESULTS)  # Charité receives results of its own elsewhere
     with pytest.raises(Refused, match="not sealed"):
@@ -71,7 +74,7 @@ def test_another_organisations_key_service_cannot_open_it(world, released, setti
     assert entry["opened"] is False and entry["reader"] == "alice"
     # Nor is there a wrapped key for an organisation that is not a receiver.
     with pytest.raises(ResultKey.DoesNotExist):
-        results.read_result(released, world.charite, world.alice)
+        read_result(released, world.charite, world.alice)
 
 
 def test_the_platforms_key_folder_and_database_hold_nothing_that_opens_it(
@@ -79,7 +82,7 @@ def test_the_platforms_key_folder_and_database_hold_nothing_that_opens_it(
 ):
     """The operator tries every key file it can read as a P-256 scalar and as an AES key."""
     sealed = bytes(ResultKey.objects.get(result=released, organization=world.pharma).wrapped_key)
-    context = results._key_context(released.job_id, world.pharma)
+    context = _key_context(released.job_id, world.pharma)
     files = [p for p in settings.KEY_SERVICE_ROOT.rglob("*") if p.is_file()]
     tried = 0
     for path in files:
@@ -98,7 +101,7 @@ def test_the_platforms_key_folder_and_database_hold_nothing_that_opens_it(
             )
         with pytest.raises(InvalidTag):
             ciphertext = bytes(released.ciphertext)
-            aad = results._result_aad(released.job_id)
+            aad = _result_aad(released.job_id)
             AESGCM(material).decrypt(ciphertext[:12], ciphertext[12:], aad)
         tried += 1
     assert tried and not [p for p in files if p.name.startswith("rcv-")]
@@ -111,7 +114,7 @@ def test_a_query_cannot_name_a_receiver_without_its_own_key_service(world, tmp_p
     room = world.study(tmp_path)
     query = propose(room, world.bob, world.pharma, submit=False)
     settings.KEY_SERVICES = {"charite": "http://127.0.0.1:9"}
-    [refusal] = [c for c in queries.plan_for(query).failed() if c.name == "receivers"]
+    [refusal] = [c for c in plan_for(query).failed() if c.name == "receivers"]
     assert "runs no key service of its own" in refusal.message
     settings.KEY_SERVICES = {"charite": "http://127.0.0.1:9", world.pharma.slug: "http://x:9"}
-    assert not [c for c in queries.plan_for(query).failed() if c.name == "receivers"]
+    assert not [c for c in plan_for(query).failed() if c.name == "receivers"]

@@ -26,7 +26,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from cleanroom.crypto.keys import key_service
-from jobs.owner_key_services import owner_key_services
+from jobs.demo.key_services import owner_key_services
 from keyservice.token import SOFTHSM
 from parties.models import DatasetVersion
 from tests import factories

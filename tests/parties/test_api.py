@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from cleanroom.audit.log import PLATFORM_LOG, events_of
 from cleanroom.audit.models import AuditEvent
-from jobs import services as room_services
+from jobs.rooms.services import contribute_dataset, respond_to_invitation
 from parties import services
 from parties.models import AnalysisPolicy, Dataset, DatasetVersion
 from parties.storage import stored_file
@@ -317,8 +317,8 @@ def test_a_room_partner_reads_a_contributed_datasets_metadata_but_cannot_change_
 ):
     room = world.room()
     [invitation] = room.memberships.filter(organization=world.zurich)
-    room_services.respond_to_invitation(membership=invitation, accept=True, by=world.carol)
-    room_services.contribute_dataset(room=room, dataset=patients.dataset, by=world.alice)
+    respond_to_invitation(membership=invitation, accept=True, by=world.carol)
+    contribute_dataset(room=room, dataset=patients.dataset, by=world.alice)
     client = factories.api(world.carol)
     assert client.get(DATASET).status_code == 200
     assert [d["qualified_name"] for d in results(client.get("/api/datasets/"))] == [
@@ -440,7 +440,7 @@ def test_no_endpoint_ever_returns_a_row_value(world, patients, patients_csv, eri
         allowed_measures=["cost"],
     )
     room = world.room()
-    room_services.contribute_dataset(room=room, dataset=patients.dataset, by=world.alice)
+    contribute_dataset(room=room, dataset=patients.dataset, by=world.alice)
     rows = pl.read_csv(patients_csv)
     secrets = [*rows["person_hash"], *(f"{c:.2f}" for c in rows["cost"] if c >= 1000)]
     assert len(secrets) > 300

@@ -10,8 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from cleanroom.audit.log import PLATFORM_LOG, events_of
-from jobs.planner import plan_query
-from jobs.services import contribute_dataset
+from jobs.planning.planner import plan_query
+from jobs.rooms.services import contribute_dataset
 from parties.forms import PolicyForm
 from parties.models import AnalysisPolicy, Dataset, DatasetVersion
 from parties.serializers import PolicyInputSerializer, PolicySerializer

@@ -18,10 +18,17 @@ from django.db import connection, connections
 from django.test import Client
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import ledger, runner
-from jobs import services as room_services
+from jobs.budget.ledger import BudgetExceeded, balance, reserve, settle
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query, start_attempt
 from jobs.models import BudgetEntry, Job, Query, Room
-from jobs.planner import plan_query
+from jobs.planning.planner import plan_query
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    respond_to_invitation,
+)
 from parties.models import Dataset
 from tests import factories
 from tests.factories import JOIN_SQL, api, propose
@@ -33,7 +40,7 @@ SITE = "eu-frankfurt-tee"
 def held(monkeypatch):
     """Jobs stay off the broker; the test starts their attempts itself."""
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
 
 
 @pytest.fixture
@@ -41,17 +48,15 @@ def rooms(world, tmp_path) -> tuple[Room, Room]:
     """The study room, and a second room of the same analyst's organisation into which both
     hospitals contribute the very same datasets (each with a lifetime ε of 3)."""
     first = world.study(tmp_path)
-    second = room_services.create_room(
+    second = create_room(
         organization=world.pharma, slug="second", name="Second study", purpose="More", by=world.bob
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        membership = room_services.invite_organization(
+        membership = invite_organization(
             room=second, organization=org, acting_for=world.pharma, by=world.bob
         )
-        room_services.respond_to_invitation(membership=membership, accept=True, by=owner)
-        room_services.contribute_dataset(
-            room=second, dataset=Dataset.objects.get(organization=org), by=owner
-        )
+        respond_to_invitation(membership=membership, accept=True, by=owner)
+        contribute_dataset(room=second, dataset=Dataset.objects.get(organization=org), by=owner)
     return first, second
 
 
@@ -67,12 +72,12 @@ def approved(world, room: Room, epsilon: str = "1", title: str = "Costs") -> Que
 
 def used(dataset: Dataset) -> Decimal:
     """ε reserved or spent on the dataset in every room, less refunds."""
-    return ledger.balance(dataset).used_epsilon
+    return balance(dataset).used_epsilon
 
 
 def spend(job: Job) -> None:
     """The job's result released: its reservation becomes a spend."""
-    ledger.settle(query=job.query, kind=BudgetEntry.Kind.SPEND)
+    settle(query=job.query, kind=BudgetEntry.Kind.SPEND)
 
 
 def plan_in(room: Room, world, epsilon: str = "1"):
@@ -87,10 +92,10 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
     # Every query is approved while the budget is untouched, so each passes its plan.
     in_first = [approved(world, first, title=f"First {i}") for i in range(2)]
     in_second = [approved(world, second, title=f"Second {i}") for i in range(2)]
-    jobs = [runner.run_query(query=query, by=world.bob) for query in in_first + in_second]
+    jobs = [run_query(query=query, by=world.bob) for query in in_first + in_second]
 
     for job in jobs[:2]:
-        assert runner.start_attempt(job.pk, SITE) is not None
+        assert start_attempt(job.pk, SITE) is not None
         spend(job)
 
     plan = plan_in(second, world).as_dict()
@@ -101,7 +106,7 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
         c["message"].split(" (")[0] for c in plan["checks"]
     ]
 
-    assert runner.start_attempt(jobs[2].pk, SITE) is not None
+    assert start_attempt(jobs[2].pk, SITE) is not None
     refused = plan_in(second, world)
     assert not refused.ok
     assert any(
@@ -109,7 +114,7 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
     )
 
     # The last job was approved and dispatched before the budget ran out: its start is refused.
-    assert runner.start_attempt(jobs[3].pk, SITE) is None
+    assert start_attempt(jobs[3].pk, SITE) is None
     jobs[3].refresh_from_db()
     assert jobs[3].state == Job.State.FAILED
     assert "charges ε 1, but only 0 of 3 is left" in jobs[3].error
@@ -132,17 +137,17 @@ def test_the_second_room_sees_the_first_rooms_spend_and_cannot_go_past_the_lifet
 def test_a_refused_reservation_in_the_ledger_reserves_nothing(world, rooms):
     first, second = rooms
     big, late = approved(world, first), approved(world, second)
-    ledger.reserve(query=big, room=first, epsilon=Decimal("2.5"), delta=Decimal(0))
-    with pytest.raises(ledger.BudgetExceeded, match=r"charges ε 1, but only 0\.5 of 3 is left"):
-        ledger.reserve(query=late, room=second, epsilon=Decimal(1), delta=Decimal(0))
+    reserve(query=big, room=first, epsilon=Decimal("2.5"), delta=Decimal(0))
+    with pytest.raises(BudgetExceeded, match=r"charges ε 1, but only 0\.5 of 3 is left"):
+        reserve(query=late, room=second, epsilon=Decimal(1), delta=Decimal(0))
     assert not BudgetEntry.objects.filter(query=late).exists()
 
 
 @pytest.mark.django_db
 def test_the_budget_page_and_api_of_each_room_show_the_one_lifetime_balance(world, rooms, held):
     first, second = rooms
-    job = runner.run_query(query=approved(world, first), by=world.bob)
-    runner.start_attempt(job.pk, SITE)
+    job = run_query(query=approved(world, first), by=world.bob)
+    start_attempt(job.pk, SITE)
     spend(job)
 
     for room, here, elsewhere in ((first, "1.0000", "0.0000"), (second, "0.0000", "1.0000")):
@@ -168,8 +173,8 @@ def test_the_approvals_page_shows_the_balance_now_not_at_submission(world, rooms
     waiting = propose(second, world.bob, world.pharma, sql=JOIN_SQL, title="Waiting")
     assert waiting.plan["datasets"][0]["remaining_epsilon"] == "3"  # frozen at submission
     for _ in range(2):
-        job = runner.run_query(query=approved(world, first), by=world.bob)
-        runner.start_attempt(job.pk, SITE)
+        job = run_query(query=approved(world, first), by=world.bob)
+        start_attempt(job.pk, SITE)
         spend(job)
 
     browser = Client()
@@ -184,8 +189,8 @@ def test_the_approvals_page_shows_the_balance_now_not_at_submission(world, rooms
         assert "Rows per unit (L)" in page, url
 
     # Once the rest is spent, the owner sees that the query would now be refused.
-    job = runner.run_query(query=approved(world, first), by=world.bob)
-    runner.start_attempt(job.pk, SITE)
+    job = run_query(query=approved(world, first), by=world.bob)
+    start_attempt(job.pk, SITE)
     page = browser.get("/approvals/").content.decode()
     assert "Would be refused now" in page
     assert "charges ε 0.5, but only 0 of 3 is left" in page
@@ -202,7 +207,7 @@ def test_jobs_racing_in_two_rooms_never_reserve_more_than_the_lifetime_total(wor
     first, second = rooms
     # Three approved queries of ε 1 in each room, against a lifetime ε of 3 per dataset.
     jobs = [
-        runner.run_query(query=approved(world, room, title=f"{room.slug} {i}"), by=world.bob)
+        run_query(query=approved(world, room, title=f"{room.slug} {i}"), by=world.bob)
         for room in (first, second)
         for i in range(3)
     ]
@@ -211,7 +216,7 @@ def test_jobs_racing_in_two_rooms_never_reserve_more_than_the_lifetime_total(wor
     def start(job: Job) -> Job | None:
         try:
             barrier.wait(timeout=30)
-            return runner.start_attempt(job.pk, SITE)
+            return start_attempt(job.pk, SITE)
         finally:
             connections.close_all()  # this thread's own connection
 
@@ -234,8 +239,8 @@ def test_jobs_racing_in_two_rooms_never_reserve_more_than_the_lifetime_total(wor
     # Settling: one job's result released, the others refunded; a second settle is a no-op.
     for index, job in enumerate(running):
         kind = BudgetEntry.Kind.SPEND if index == 0 else BudgetEntry.Kind.REFUND
-        ledger.settle(query=job.query, kind=kind)
-        assert ledger.settle(query=job.query, kind=BudgetEntry.Kind.SPEND) == []
+        settle(query=job.query, kind=kind)
+        assert settle(query=job.query, kind=BudgetEntry.Kind.SPEND) == []
     for job in running:
         entries = BudgetEntry.objects.filter(query=job.query)
         for dataset in Dataset.objects.all():

@@ -14,11 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cleanroom.attestation.binding import binding
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
-from jobs import results, runner, tasks
+from jobs import tasks
 from jobs.engines.base import EngineError
 from jobs.engines.tee import engine as tee_engine
 from jobs.engines.tee import trust
+from jobs.execution import lifecycle, outbox
+from jobs.execution.lifecycle import fail_job, run_query, start_attempt
 from jobs.models import BudgetEntry, Job, Query, Result
+from jobs.results.storage import read_result
 from tests import factories
 from tests.engines.support import tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
@@ -39,7 +42,7 @@ def study(world, tmp_path):
 def held(monkeypatch):
     """run_query's jobs stay off the broker: the test plays the host's worker itself."""
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
 
 
 def approved(world, room) -> Query:
@@ -130,7 +133,7 @@ def test_a_host_that_changes_a_noise_term_on_its_way_to_the_enclave_gets_no_keys
     """Every term that sets the noise is in the canonical form the enclave hashes into its
     attestation: a host that edits any of them gets an enclave attested for another digest,
     no keys, and the job fails closed, refunded."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
     def tampered(job: Job, config) -> dict:
@@ -156,7 +159,7 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
 ):
     """The enclave takes no catalog, bound or unit from the host: one slipped in beside the
     canonical form (a swapped unit, L = 60, no minimum group) changes nothing released."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
+    job = run_query(query=approved(world, study), by=world.bob)
     message = tee_engine._job_message
 
     def with_a_catalog(job: Job, config) -> dict:
@@ -171,7 +174,7 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
     assert tasks.run_job(job.pk, SITE) == "released"
 
     [result] = Result.objects.filter(job=job)
-    table = results.read_result(result, world.pharma, world.bob)
+    table = read_result(result, world.pharma, world.bob)
     signed = job.query.canonical["accountant"]
     assert table["rows_per_unit"] == signed["rows_per_unit"] == 1
     assert table["min_group_size"] == signed["min_group_size"]
@@ -182,8 +185,8 @@ def test_a_catalog_the_host_adds_beside_the_approved_form_is_ignored(
 def test_a_host_asking_twice_for_one_jobs_keys_gets_them_only_once(world, study, held):
     """A host that starts a second enclave for the same job, to draw a second noisy release
     against one charge, is refused its keys, and the refusal is audited."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    job = runner.start_attempt(job.pk, SITE)
+    job = run_query(query=approved(world, study), by=world.bob)
+    job = start_attempt(job.pk, SITE)
     first = tee_engine_of_worker().release_keys(job, document(job))
     assert sorted(first) == ["charite.patients", "usz.patients"]
 
@@ -196,7 +199,7 @@ def test_a_host_asking_twice_for_one_jobs_keys_gets_them_only_once(world, study,
     assert seen.count("key.released") == 2 and seen.count("key.refused") == 1
     assert seen.count("job.charged") == 1
     # However the job ends now, its reservation is spent.
-    runner.fail_job(job.pk, "the host gave up")
+    fail_job(job.pk, "the host gave up")
     assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
 
 
@@ -205,15 +208,15 @@ def test_a_host_that_hides_the_noise_and_reports_a_failure_is_charged(
 ):
     """The charge is taken when the keys leave the key service, not on the host's word: a
     host that lets the enclave run, keeps what it printed and reports a failure is charged."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    report = runner.report_progress
+    job = run_query(query=approved(world, study), by=world.bob)
+    report = lifecycle.report_progress
 
     def claims_a_crash_once_decrypted(job_id: int, percent: int, message: str) -> bool:
         if percent == 60:
             raise EngineError("the enclave crashed (says the host)")
         return report(job_id, percent, message)
 
-    monkeypatch.setattr(runner, "report_progress", claims_a_crash_once_decrypted)
+    monkeypatch.setattr(lifecycle, "report_progress", claims_a_crash_once_decrypted)
     assert tasks.run_job(job.pk, SITE) == "failed"
 
     job.refresh_from_db()
@@ -231,13 +234,13 @@ def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
 ):
     """A worker lost after the keys went out (or a host that says so) gets its task again: the
     new attempt fails the job, charged once, and starts no enclave and asks for no key."""
-    job = runner.run_query(query=approved(world, study), by=world.bob)
-    first = runner.start_attempt(job.pk, SITE)
+    job = run_query(query=approved(world, study), by=world.bob)
+    first = start_attempt(job.pk, SITE)
 
     def lost_after_decrypting(percent: int, message: str) -> bool:
         if percent == 60:
             raise WorkerLost
-        return runner.report_progress(job.pk, percent, message)
+        return lifecycle.report_progress(job.pk, percent, message)
 
     with pytest.raises(WorkerLost):
         tee_engine_of_worker().run(first, lost_after_decrypting)

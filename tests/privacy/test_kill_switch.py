@@ -8,8 +8,10 @@ import pytest
 from django.test import Client
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import queries, runner, services
+from jobs.execution.lifecycle import run_query, start_attempt
 from jobs.models import BudgetEntry, Job
+from jobs.queries.services import QueryRefused, plan_for
+from jobs.rooms.services import lift_suspension, suspend_dataset
 from parties.models import Dataset
 from tests.factories import api
 from tests.jobs.test_key_release import SITE, approved
@@ -33,10 +35,10 @@ def test_a_suspension_fails_a_running_job_closed_and_refunds_it(
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved(world, room), by=world.bob)
-    services.suspend_dataset(dataset=charite_patients(world), by=world.alice)
+        job = run_query(query=approved(world, room), by=world.bob)
+    suspend_dataset(dataset=charite_patients(world), by=world.alice)
 
-    assert runner.start_attempt(job.pk, SITE) is None
+    assert start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and "suspended by its owner" in job.error
     assert job.charged_at is None
@@ -51,14 +53,14 @@ def test_while_suspended_no_new_query_plans_and_a_lifted_suspension_lets_it_run(
 ):
     room = world.study(tmp_path)
     query = approved(world, room)
-    services.suspend_dataset(dataset=charite_patients(world), by=world.alice)
-    plan = queries.plan_for(query)
+    suspend_dataset(dataset=charite_patients(world), by=world.alice)
+    plan = plan_for(query)
     assert any(c.name == "suspension" and not c.ok for c in plan.checks)
-    with pytest.raises(queries.QueryRefused, match="suspended by its owner"):
-        runner.run_query(query=query, by=world.bob)
-    services.lift_suspension(dataset=charite_patients(world), by=world.alice)
+    with pytest.raises(QueryRefused, match="suspended by its owner"):
+        run_query(query=query, by=world.bob)
+    lift_suspension(dataset=charite_patients(world), by=world.alice)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=query, by=world.bob)
+        job = run_query(query=query, by=world.bob)
     assert job.state == Job.State.QUEUED
     types = [e["type"] for e in events_of(room_log_name(room.pk))]
     assert types.count("dataset.suspended") == types.count("dataset.resumed") == 1

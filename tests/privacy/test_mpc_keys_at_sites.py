@@ -27,7 +27,7 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.crypto.sealing import public_bytes
 from dataplane.mpc import sharing
 from dataplane.privacy.release import COUNT
-from jobs import runner, tasks
+from jobs import tasks
 from jobs.engines.base import EngineError
 from jobs.engines.mpc import inputs
 from jobs.engines.mpc.certificates import (
@@ -36,6 +36,8 @@ from jobs.engines.mpc.certificates import (
     ensure_credentials,
     party_private_key,
 )
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query
 from jobs.models import Job, JobStep
 from tests.jobs.mpc_support import (
     INPUT_SITES,
@@ -73,10 +75,8 @@ def files_opened() -> Iterator[list[Path]]:
 
 @pytest.fixture
 def job(world, tmp_path, monkeypatch) -> Job:
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    return runner.run_query(
-        query=approved_union(world, three_hospitals(world, tmp_path)), by=world.bob
-    )
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    return run_query(query=approved_union(world, three_hospitals(world, tmp_path)), by=world.bob)
 
 
 @pytest.fixture

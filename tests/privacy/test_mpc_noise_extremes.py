@@ -19,10 +19,15 @@ from django.utils import timezone
 
 from dataplane.mpc import noise, sharing
 from dataplane.privacy.calibration import MAX_DISCRETE_SCALE
-from jobs import queries
-from jobs import services as room_services
 from jobs.engines.mpc.parties import PartyOutput
 from jobs.models import Room
+from jobs.queries.services import plan_for, save_draft
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    respond_to_invitation,
+)
 from parties import services
 from tests.engines.test_mpc_parties import credentials, run_all, specs  # noqa: F401
 
@@ -35,13 +40,13 @@ LEDGER_SQL = (
 
 def _ledger_room(world, tmp_path: Path) -> Room:
     """Pharma's room with one EU dataset of three integer measures bounded by 2·10^9."""
-    room = room_services.create_room(
+    room = create_room(
         organization=world.pharma, slug="ledger", name="Ledger", purpose="Audit", by=world.bob
     )
-    membership = room_services.invite_organization(
+    membership = invite_organization(
         room=room, organization=world.charite, acting_for=world.pharma, by=world.bob
     )
-    room_services.respond_to_invitation(membership=membership, accept=True, by=world.alice)
+    respond_to_invitation(membership=membership, accept=True, by=world.alice)
     path = tmp_path / "ledger.csv"
     path.write_text(
         "account,region,a,b,c\n"
@@ -75,12 +80,12 @@ def _ledger_room(world, tmp_path: Path) -> Room:
         max_epsilon_per_query=Decimal("1"),
         total_epsilon=Decimal("3"),
     )
-    room_services.contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
+    contribute_dataset(room=room, dataset=version.dataset, by=world.alice)
     return room
 
 
 def _plan(world, room: Room, epsilon: str):
-    draft = queries.save_draft(
+    draft = save_draft(
         room=room,
         acting_for=world.pharma,
         by=world.bob,
@@ -92,7 +97,7 @@ def _plan(world, room: Room, epsilon: str):
         requested_mechanism="mpc",
         expires_at=timezone.now() + timedelta(days=1),
     )
-    return queries.plan_for(draft)
+    return plan_for(draft)
 
 
 @pytest.mark.django_db

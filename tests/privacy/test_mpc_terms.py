@@ -10,9 +10,11 @@ from decimal import Decimal
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
-from jobs import runner, tasks
+from jobs import tasks
 from jobs.engines.base import EngineError
 from jobs.engines.mpc import engine as mpc_engine
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, JobStep, Query
 from parties.models import Column
 from tests.engines.support import mpc_config
@@ -23,10 +25,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def job(world, tmp_path, monkeypatch) -> Job:
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
-    return runner.run_query(
-        query=approved_union(world, three_hospitals(world, tmp_path)), by=world.bob
-    )
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    return run_query(query=approved_union(world, three_hospitals(world, tmp_path)), by=world.bob)
 
 
 def _run_input(job: Job, monkeypatch, site: str = "eu-frankfurt") -> str:

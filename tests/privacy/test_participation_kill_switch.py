@@ -15,10 +15,19 @@ from django.test import Client
 from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.audit.verifier.rules import VerificationError, check_domain_rules
 from cleanroom.crypto.keys import key_service
-from jobs import queries, runner, services
 from jobs.engines.base import EngineError
 from jobs.engines.tee import trust
+from jobs.execution.lifecycle import run_query, start_attempt
 from jobs.models import BudgetEntry, Job, Room, RoomMembership
+from jobs.queries.services import QueryRefused, plan_for
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    lift_participation_suspension,
+    respond_to_invitation,
+    suspend_participation,
+)
 from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from parties.keys import embedded_pinned
@@ -58,15 +67,15 @@ def charite_keys(world, tmp_path) -> OrganizationKeyService:
 
 def second_room(world) -> Room:
     """Another room of pharma's with the same two datasets, under the same policies."""
-    room = services.create_room(
+    room = create_room(
         organization=world.pharma, slug="follow-up", name="Follow-up", purpose="", by=world.bob
     )
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        membership = services.invite_organization(
+        membership = invite_organization(
             room=room, organization=org, acting_for=world.pharma, by=world.bob
         )
-        services.respond_to_invitation(membership=membership, accept=True, by=owner)
-        services.contribute_dataset(room=room, dataset=org.datasets.get(), by=owner)
+        respond_to_invitation(membership=membership, accept=True, by=owner)
+        contribute_dataset(room=room, dataset=org.datasets.get(), by=owner)
     return room
 
 
@@ -89,7 +98,7 @@ def test_only_the_owner_organisation_suspends_or_lifts_its_participation(world, 
         assert client_for(user).post(page, {"action": "lift"}).status_code in (403, 404)
     assert api(world.carol).delete(endpoint).status_code == 409
     with pytest.raises(PermissionDenied, match="may not suspend participation"):
-        services.lift_participation_suspension(room=room, organization=world.charite, by=world.bob)
+        lift_participation_suspension(room=room, organization=world.charite, by=world.bob)
     assert charite_in(room).suspended_at is not None
 
     response = client_for(world.alice).post(page, {"action": "lift"})
@@ -104,7 +113,7 @@ def test_only_the_owner_organisation_suspends_or_lifts_its_participation(world, 
     assert {e["data"]["organization"] for e in events} == {f"org:{world.charite.pk}"}
     assert events[0]["data"]["datasets"] == [f"dataset:{world.charite.datasets.get().pk}"]
     # And every member sees it on the room's page while it holds.
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
     assert b"Participation suspended" in client_for(world.carol).get(f"/rooms/{room.slug}/").content
 
 
@@ -114,15 +123,15 @@ def test_a_job_after_the_suspension_is_refused_by_the_planner_and_by_the_key_ser
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved(world, room), by=world.bob)
+        job = run_query(query=approved(world, room), by=world.bob)
     query = approved(world, room)
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
 
-    plan = queries.plan_for(query)
+    plan = plan_for(query)
     [check] = [c for c in plan.checks if c.name == "suspension"]
     assert not check.ok and "suspended its participation in this room" in check.message
-    with pytest.raises(queries.QueryRefused, match="suspended its participation"):
-        runner.run_query(query=query, by=world.bob)
+    with pytest.raises(QueryRefused, match="suspended its participation"):
+        run_query(query=query, by=world.bob)
     # A dishonest operator skips the platform's checks and asks Charité's key service itself,
     # with a genuine document and Charité's genuine approval: the service reads the room from
     # the approved form and refuses, for the enclave and for Charité's own worker site.
@@ -157,15 +166,15 @@ def test_the_same_dataset_still_runs_in_another_room(
     room = world.study(tmp_path)
     other = second_room(world)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
-    with pytest.raises(queries.QueryRefused, match="suspended its participation"):
-        runner.run_query(query=approved(world, room), by=world.bob)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
+    with pytest.raises(QueryRefused, match="suspended its participation"):
+        run_query(query=approved(world, room), by=world.bob)
 
     query = approved(world, other)
-    assert not [c for c in queries.plan_for(query).checks if not c.ok]
+    assert not [c for c in plan_for(query).checks if not c.ok]
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=query, by=world.bob)
-    job = runner.start_attempt(job.pk, SITE)
+        job = run_query(query=query, by=world.bob)
+    job = start_attempt(job.pk, SITE)
     assert job is not None and job.state == Job.State.RUNNING
     released = charite_keys(world, tmp_path).release(
         release_request(job, document(job, enclave_key))
@@ -180,10 +189,10 @@ def test_a_queued_job_fails_closed_and_is_refunded(
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved(world, room), by=world.bob)
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+        job = run_query(query=approved(world, room), by=world.bob)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
 
-    assert runner.start_attempt(job.pk, SITE) is None
+    assert start_attempt(job.pk, SITE) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and "suspended its participation" in job.error
     assert job.charged_at is None
@@ -197,11 +206,11 @@ def test_a_running_job_fails_closed_at_its_key_release_and_stays_charged(
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved(world, room), by=world.bob)
-    job = runner.start_attempt(job.pk, SITE)
+        job = run_query(query=approved(world, room), by=world.bob)
+    job = start_attempt(job.pk, SITE)
     assert job.state == Job.State.RUNNING
     # Suspended while the attempt runs, after its claim, before the enclave asks for keys.
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
 
     with pytest.raises(EngineError, match="suspended its participation"):
         tee_engine_of_worker().release_keys(job, document(job, enclave_key))
@@ -223,8 +232,8 @@ def test_the_offline_verifier_refuses_a_log_with_a_key_released_while_suspended(
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
     with django_capture_on_commit_callbacks(execute=False):
-        job = runner.run_query(query=approved(world, room), by=world.bob)
-    services.suspend_participation(room=room, organization=world.charite, by=world.alice)
+        job = run_query(query=approved(world, room), by=world.bob)
+    suspend_participation(room=room, organization=world.charite, by=world.alice)
     log = events_of(room_log_name(room.pk))
     check_domain_rules(log, allow_simulated_tee=True)
     # What a platform that ignored the switch would have to write: Charité's key released.

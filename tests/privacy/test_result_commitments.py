@@ -15,8 +15,11 @@ from django.test import Client
 
 from cleanroom.audit.bundles import export_bundle
 from cleanroom.audit.verifier.rules import result_commitment
-from jobs import results, runner, tasks
+from jobs import tasks
+from jobs.execution import outbox
+from jobs.execution.lifecycle import run_query
 from jobs.models import Result
+from jobs.results.storage import read_result, result_opening
 from tests import factories
 from tests.audit.bundling import run_verify, trust_file
 from tests.factories import api, propose
@@ -33,11 +36,11 @@ def released(world, tmp_path, monkeypatch) -> Result:
     """A two-group COUNT released to pharma only: small enough to enumerate."""
     room = world.study(tmp_path)
     monkeypatch.setenv("CLEANROOM_SITE", SITE)
-    monkeypatch.setattr(runner, "dispatch", lambda job_id: None)
+    monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
     query = propose(room, world.bob, world.pharma, sql=SQL, requested_mechanism="tee")
     factories.decide(query=query, organization=world.charite, by=world.alice, approve=True)
     query.refresh_from_db()
-    job = runner.run_query(query=query, by=world.bob)
+    job = run_query(query=query, by=world.bob)
     assert tasks.run_job(job.pk, SITE) == "released"
     return Result.objects.get(job=job)
 
@@ -68,7 +71,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
     # What the attacker enumerates is sound: under a plain SHA-256, as the log used to hold,
     # the enumeration finds the released table.
-    table = results.read_result(released, world.pharma, world.bob)
+    table = read_result(released, world.pharma, world.bob)
     plain = hashlib.sha256(_plaintext(table)).hexdigest()
     hashes = {hashlib.sha256(candidate).hexdigest() for candidate in _candidates(table)}
     assert plain in hashes
@@ -78,7 +81,7 @@ def test_a_non_receiver_cannot_recover_a_small_result_from_the_log(world, releas
 
 
 def test_the_salt_is_only_in_the_encrypted_result(world, released, tmp_path):
-    salt = bytes.fromhex(results.result_opening(released, world.pharma, world.bob)["salt"])
+    salt = bytes.fromhex(result_opening(released, world.pharma, world.bob)["salt"])
     assert len(salt) == 32 and salt not in bytes(released.sealed_salt)
     bundle = tmp_path / "room.zip"
     export_bundle(room=released.job.query.room, output=bundle, by=None)

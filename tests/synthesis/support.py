@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 
 from dataplane.synthesis import SynthColumn
-from jobs.demo import SCHEMA, generate_patients
+from jobs.demo.scenario import SCHEMA, generate_patients
 
 DEMO_COLUMNS = [
     SynthColumn(

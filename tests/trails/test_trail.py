@@ -13,7 +13,7 @@ from cleanroom.audit.log import PLATFORM_LOG, record_event, room_log_name
 from cleanroom.audit.models import AuditEvent
 from cleanroom.audit.verifier.merkle import leaf_hash, verify_consistency, verify_inclusion
 from cleanroom.audit.verifier.notes import verify_checkpoint
-from jobs import services as room_services
+from jobs.rooms.services import invite_organization, respond_to_invitation
 from parties import services as party_services
 from tests import factories
 from tests.audit.tampering import tamper
@@ -31,12 +31,12 @@ def cardio(world):
     """charite's room, usz invited (not yet answered), pharma joined (its owner nina accepted
     for it); all logs signed."""
     room = world.room()
-    membership = room_services.invite_organization(
+    membership = invite_organization(
         room=room, organization=world.pharma, acting_for=world.charite, by=world.alice
     )
     nina = factories.user("nina")
     party_services.add_membership(organization=world.pharma, user=nina, role="owner")
-    room_services.respond_to_invitation(membership=membership, accept=True, by=nina)
+    respond_to_invitation(membership=membership, accept=True, by=nina)
     checkpoints.sign_all()
     return room
 
@@ -93,7 +93,7 @@ def test_an_invited_organisation_reads_the_room_only_once_it_has_joined(world, c
         e["log"] for e in api_events(world.carol).json()["results"]
     }
     membership = cardio.memberships.get(organization=world.zurich)
-    room_services.respond_to_invitation(membership=membership, accept=True, by=world.carol)
+    respond_to_invitation(membership=membership, accept=True, by=world.carol)
     assert room_log_name(cardio.pk) in {e["log"] for e in api_events(world.carol).json()["results"]}
 
 

@@ -38,7 +38,6 @@ from dataplane.mpc.noise import deviation_bound
 from dataplane.privacy.calibration import Measurement, inexact_draw
 from dataplane.privacy.release import COUNT, ReleaseError, noisy_table
 from dataplane.sql.plan import Output, ParsedQuery, Shape
-from jobs import selectors
 from jobs.engines.base import (
     EngineError,
     Planned,
@@ -47,7 +46,9 @@ from jobs.engines.base import (
     StepEngine,
     active_sites,
     allowed_everywhere,
+    compute_steps,
     dataset_of,
+    input_steps,
     party_of,
     site_of,
     transfer_rules,
@@ -421,8 +422,8 @@ class MpcEngine(StepEngine):
             return inputs.run_input(step, self.config, self.recorder)
         return run_compute(
             step,
-            selectors.input_steps(step.job_id),
-            selectors.compute_steps(step.job_id),
+            input_steps(step.job_id),
+            compute_steps(step.job_id),
             self.config,
         )
 

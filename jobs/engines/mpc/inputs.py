@@ -34,11 +34,11 @@ from dataplane.privacy.release import ReleaseError, input_vectors
 from dataplane.privacy.terms import TermsError, approved_measurements, read_terms
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import ColumnInfo, ParsedQuery, QueryError
-from jobs import selectors
 from jobs.engines.base import (
     EngineError,
     Recorder,
     canonical_of,
+    compute_steps,
     dataset_of,
     party_of,
     site_of,
@@ -192,7 +192,7 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     del frame
     flat = [value for measure in context.layout for value in vectors[measure]]
     del vectors
-    compute = selectors.compute_steps(job.pk)
+    compute = compute_steps(job.pk)
     sites = {party_of(party): site_of(party) for party in compute}
     try:
         shares = sharing.split(flat, len(sites))

@@ -12,10 +12,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs import demo
+from jobs.demo.key_services import owner_key_services
+from jobs.demo.scenario import PEOPLE, is_seeded, logins, organizations, seed
+from jobs.demo.workers import runs_as_root, site_workers
 from jobs.models import Job
-from jobs.owner_key_services import owner_key_services
-from jobs.workers import runs_as_root, site_workers
 from parties.models import Authority, Organization, Site
 
 JOB_TIMEOUT = 300
@@ -51,16 +51,14 @@ class Command(BaseCommand):
             def start_key_services(organizations: list[Organization]) -> None:
                 key_services.update(running.enter_context(owner_key_services(organizations)))
 
-            if demo.is_seeded():
+            if is_seeded():
                 self.stdout.write(
                     "The demo collaboration is already set up (delete var/ to start over)."
                 )
-                start_key_services(demo.organizations())
+                start_key_services(organizations())
             else:
                 self.stdout.write("Setting up the demo collaboration…")
-                jobs = demo.seed(
-                    patients_per_hospital=patients, start_key_services=start_key_services
-                )
+                jobs = seed(patients_per_hospital=patients, start_key_services=start_key_services)
             self._run(jobs, started, addrport, no_serve, key_services)
 
     def _run(
@@ -178,8 +176,8 @@ class Command(BaseCommand):
             out("  silenced here. Production runs them as their own user: deploy/systemd.)")
         out("")
         out(f"  Open {url} and log in as:")
-        passwords = demo.logins()
-        for person in demo.PEOPLE:
+        passwords = logins()
+        for person in PEOPLE:
             where = person.organization or "EU Data Protection Authority"
             out(
                 f"    {person.username:<6} {passwords.get(person.username, '?'):<14} "

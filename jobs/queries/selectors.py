@@ -1,4 +1,4 @@
-"""Reads about rooms, scoped to the caller's organisations."""
+"""Reads about queries: a room's queries, an inbox, versions, a plan with today's budget."""
 
 from __future__ import annotations
 
@@ -6,75 +6,24 @@ import difflib
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import OuterRef, QuerySet, Subquery, Sum
 from django.shortcuts import get_object_or_404
 
-from dataplane.mechanisms import Stage
-from jobs.ledger import balance, budget_check, plain
-from jobs.models import BudgetEntry, JobStep, Query, Room, RoomDataset, RoomMembership
-from jobs.permissions import require_room_reader
+from jobs.budget.ledger import balance, budget_check, plain
+from jobs.models import Query, Room, RoomMembership
+from jobs.rooms.selectors import get_room_for_reader
 from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
-
-
-def rooms_for(user) -> QuerySet[Room]:
-    """Rooms where one of the caller's organisations is a member or has a pending invitation."""
-    return (
-        Room.objects.filter(
-            memberships__organization__in=organizations_of(user),
-            memberships__status__in=[RoomMembership.Status.ACTIVE, RoomMembership.Status.INVITED],
-        )
-        .distinct()
-        .select_related("created_by_organization")
-    )
-
-
-def get_room_for_member(user, slug: str) -> Room:
-    """A room the caller's organisation is in or invited to; outsiders get a 404."""
-    return get_object_or_404(rooms_for(user), slug=slug)
-
-
-def get_room_for_reader(user, slug: str) -> Room:
-    """A room whose queries, jobs and budget the caller reads: outsiders get a 404, an
-    invitee that has not joined yet a 403 (jobs/permissions.py)."""
-    room = get_room_for_member(user, slug)
-    require_room_reader(user, room)
-    return room
-
-
-def invitations_for(user) -> QuerySet[RoomMembership]:
-    return RoomMembership.objects.filter(
-        organization__in=organizations_of(user),
-        organization__memberships__user=user,
-        organization__memberships__role="owner",
-        status=RoomMembership.Status.INVITED,
-    ).select_related("room", "organization")
-
-
-def contributions_of(room: Room) -> QuerySet[RoomDataset]:
-    return room.contributions.select_related(
-        "dataset__organization", "dataset__jurisdiction", "version", "policy"
-    )
-
-
-def queries_of(room: Room) -> QuerySet[Query]:
-    """The latest version of each query in the room, newest first."""
-    latest = (
-        Query.objects.filter(room=room, lineage=OuterRef("lineage"))
-        .order_by("-version")
-        .values("pk")[:1]
-    )
-    return (
-        Query.objects.filter(room=room, pk=Subquery(latest))
-        .select_related("author", "author_organization")
-        .order_by("-created_at")
-    )
 
 
 def get_query_for_member(user, room: Room, pk: int) -> Query:
     return get_object_or_404(
         Query.objects.select_related("room", "author_organization"), room=room, pk=pk
     )
+
+
+def get_query_for_reader(user, slug: str, pk: int) -> Query:
+    """A query of a room the caller reads (jobs/permissions.py: outsiders 404, invitees 403)."""
+    return get_query_for_member(user, get_room_for_reader(user, slug), pk)
 
 
 def inbox_for(user) -> list[tuple[Query, Organization]]:
@@ -141,58 +90,6 @@ def changes_since(query: Query, previous: Query | None) -> list[dict]:
     return changes
 
 
-def budget_of(room: Room) -> list[dict]:
-    """Per dataset in the room: its one lifetime balance (spent, reserved and remaining ε over
-    every room), what this room used of it, and this room's history. Other rooms' queries are
-    not named: the room's members may not see them, only the ε they used."""
-    rows = []
-    for contribution in contributions_of(room):
-        dataset = contribution.dataset
-        funds = balance(dataset)
-        spent = BudgetEntry.objects.filter(dataset=dataset, kind=BudgetEntry.Kind.SPEND).aggregate(
-            total=Sum("epsilon")
-        )["total"] or Decimal(0)
-        entries = list(
-            BudgetEntry.objects.filter(room=room, dataset=dataset)
-            .select_related("query")
-            .order_by("created_at", "pk")
-        )
-        history, used = [], Decimal(0)
-        for entry in entries:
-            if entry.kind == BudgetEntry.Kind.RESERVE:
-                used += entry.epsilon
-            elif entry.kind == BudgetEntry.Kind.REFUND:
-                used -= entry.epsilon
-            history.append(
-                {
-                    "at": entry.created_at,
-                    "kind": entry.kind,
-                    "epsilon": entry.epsilon,
-                    "used": used,
-                    "query": entry.query,
-                }
-            )
-        total = funds.total_epsilon
-        reserved = funds.used_epsilon - spent
-        rows.append(
-            {
-                "contribution": contribution,
-                "total": total,
-                "spent": spent,
-                "reserved": reserved,
-                "remaining": funds.remaining_epsilon,
-                "used_in_room": used,
-                "used_elsewhere": funds.used_epsilon - used,
-                "total_delta": funds.total_delta,
-                "remaining_delta": funds.remaining_delta,
-                "spent_percent": float(spent / total * 100) if total else 0,
-                "reserved_percent": float(reserved / total * 100) if total else 0,
-                "history": history,
-            }
-        )
-    return rows
-
-
 def plan_with_live_budget(query: Query) -> dict[str, Any] | None:
     """A submitted query's plan with each dataset's balance and budget check as they stand now,
     not as at submission: queries in this room or any other may have spent since. Only while
@@ -244,21 +141,3 @@ def plan_with_live_budget(query: Query) -> dict[str, Any] | None:
         "ok": all(check["ok"] for check in checks),
         "budget_as_of_now": True,
     }
-
-
-def compute_steps(job_id: int) -> list[JobStep]:
-    """An MPC job's compute parties, in party order."""
-    return list(
-        JobStep.objects.filter(job_id=job_id, kind=Stage.COMPUTE)
-        .select_related("site__jurisdiction")
-        .order_by("party")
-    )
-
-
-def input_steps(job_id: int) -> list[JobStep]:
-    """An MPC job's input steps, one per dataset."""
-    return list(
-        JobStep.objects.filter(job_id=job_id, kind=Stage.INPUT)
-        .select_related("site__jurisdiction", "dataset")
-        .order_by("dataset_id")
-    )

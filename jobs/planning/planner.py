@@ -3,8 +3,7 @@
 It parses the SQL against the room's datasets, checks each dataset's policy and budget, chooses
 the mechanism (MPC where it fits and every policy allows it, else the TEE), places every step at
 a site, asks the residency function about each, and calibrates the noise of every output cell.
-The report is plain JSON: shown while composing, frozen into the query at submission.
-"""
+The report is plain JSON: shown while composing, frozen into the query at submission."""
 
 from __future__ import annotations
 
@@ -29,12 +28,12 @@ from dataplane.sql.plan import (
     QueryError,
     Use,
 )
-from jobs import synthetic
+from jobs.budget.ledger import balance, budget_check
 from jobs.engines.base import PlannedStep
 from jobs.engines.registry import ENGINES, engine_of
-from jobs.ledger import balance, budget_check
 from jobs.models import Query, Room, RoomDataset
-from jobs.selectors import contributions_of
+from jobs.planning.synthetic import plan_extract
+from jobs.rooms.selectors import contributions_of
 from parties.models import Organization
 
 
@@ -175,7 +174,7 @@ def plan_query(
     private = True
     if parsed.output is Output.SYNTHETIC:
         # The ledger is charged what the method costs, which dp_cost says is within (ε, δ).
-        plan.synthetic, checks, charge = synthetic.plan_extract(
+        plan.synthetic, checks, charge = plan_extract(
             parsed=parsed,
             catalog={name: info for name, (_, info) in catalog.items()},
             contributions=plan.contributions,

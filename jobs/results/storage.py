@@ -4,8 +4,7 @@ and a synthetic extract's files, encrypted beside it outside the database.
 
 Only a receiver's key service opens a result's data key (`result_data_key`), for a reader it
 logs; with it come the result, the salt that opens its commitment (`result_opening`, for
-`verify.pyz --result`) and its files. The platform keeps no key that opens a stored result.
-"""
+`verify.pyz --result`) and its files. The platform keeps no key that opens a stored result."""
 
 from __future__ import annotations
 
@@ -124,9 +123,6 @@ def result_opening(result: Result, organization: Organization, reader: User) -> 
             _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
         ).decode(),
     }
-
-
-# A synthetic extract's files -------------------------------------------------------------
 
 
 def root() -> Path:

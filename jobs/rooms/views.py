@@ -11,8 +11,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cleanroom.errors import DomainError
 from cleanroom.http import AuthenticatedHttpRequest
-from jobs import selectors, services
-from jobs.forms import ContributeForm, InviteForm, RoomForm
 from jobs.models import Query, Room, RoomMembership
 from jobs.permissions import (
     Permission,
@@ -20,6 +18,18 @@ from jobs.permissions import (
     has_permission,
     may_read_room,
     require_acting_organization,
+)
+from jobs.rooms.forms import ContributeForm, InviteForm, RoomForm
+from jobs.rooms.selectors import contributions_of, get_room_for_member, queries_of, rooms_for
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    lift_participation_suspension,
+    lift_suspension,
+    respond_to_invitation,
+    suspend_dataset,
+    suspend_participation,
 )
 from parties.models import Dataset
 from parties.permissions import Permission as PartyPermission
@@ -41,11 +51,11 @@ def _room_context(request: AuthenticatedHttpRequest, room: Room, **extra) -> dic
     return {
         "room": room,
         "memberships": room.memberships.select_related("organization", "invited_by"),
-        "contributions": selectors.contributions_of(room),
+        "contributions": contributions_of(room),
         "invite_form": InviteForm(room=room) if inviter else None,
         "contribute_form": ContributeForm(datasets=datasets) if contributors else None,
         "can_read": reader,
-        "queries": selectors.queries_of(room) if reader else Query.objects.none(),
+        "queries": queries_of(room) if reader else Query.objects.none(),
         "can_propose": acting_organization(user, room, Permission.PROPOSE_QUERY) is not None,
         "answerable": [
             m
@@ -69,7 +79,7 @@ def _room_context(request: AuthenticatedHttpRequest, room: Room, **extra) -> dic
 @login_required
 @require_GET
 def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    rooms = selectors.rooms_for(request.user).prefetch_related("memberships__organization")
+    rooms = rooms_for(request.user).prefetch_related("memberships__organization")
     return render(request, "jobs/room_list.html", {"rooms": rooms})
 
 
@@ -82,7 +92,7 @@ def room_create(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = RoomForm(request.POST or None, organizations=organizations)
     if request.method == "POST" and form.is_valid():
         try:
-            room = services.create_room(by=request.user, **form.cleaned_data)
+            room = create_room(by=request.user, **form.cleaned_data)
         except DomainError as exc:
             form.add_error("slug", str(exc))
         else:
@@ -94,7 +104,7 @@ def room_create(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def room_detail(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = get_room_for_member(request.user, slug)
     return render(request, "jobs/room_detail.html", _room_context(request, room))
 
 
@@ -110,16 +120,14 @@ def _panel(request: AuthenticatedHttpRequest, room: Room, **extra) -> HttpRespon
 @login_required
 @require_POST
 def room_invite(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = get_room_for_member(request.user, slug)
     acting = require_acting_organization(request.user, room, Permission.INVITE)
     form = InviteForm(request.POST, room=room)
     if not form.is_valid():
         return _panel(request, room, error="Choose an organisation to invite.")
     invitee = form.cleaned_data["organization"]
     try:
-        services.invite_organization(
-            room=room, organization=invitee, acting_for=acting, by=request.user
-        )
+        invite_organization(room=room, organization=invitee, acting_for=acting, by=request.user)
     except DomainError as exc:
         return _panel(request, room, error=str(exc))
     return _panel(request, room, success=f"{invitee.name} is invited.")
@@ -128,12 +136,12 @@ def room_invite(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def room_respond(request: AuthenticatedHttpRequest, slug: str, membership_id: int) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = get_room_for_member(request.user, slug)
     membership = get_object_or_404(
         room.memberships, pk=membership_id, organization__in=organizations_of(request.user)
     )
     accept = request.POST.get("decision") == "accept"
-    services.respond_to_invitation(membership=membership, accept=accept, by=request.user)
+    respond_to_invitation(membership=membership, accept=accept, by=request.user)
     if not accept:
         messages.info(request, f"{membership.organization.name} declined “{room.name}”.")
         return redirect("room-list")
@@ -143,7 +151,7 @@ def room_respond(request: AuthenticatedHttpRequest, slug: str, membership_id: in
 @login_required
 @require_POST
 def room_contribute(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_member(request.user, slug)
+    room = get_room_for_member(request.user, slug)
     require_acting_organization(request.user, room, Permission.CONTRIBUTE)
     contributors = [
         org
@@ -157,7 +165,7 @@ def room_contribute(request: AuthenticatedHttpRequest, slug: str) -> HttpRespons
         return _panel(request, room, error="Choose one of your datasets.")
     dataset = form.cleaned_data["dataset"]
     try:
-        services.contribute_dataset(room=room, dataset=dataset, by=request.user)
+        contribute_dataset(room=room, dataset=dataset, by=request.user)
     except DomainError as exc:
         return _panel(request, room, error=str(exc))
     return _panel(request, room, success=f"{dataset.name} is now in the room.")
@@ -168,11 +176,11 @@ def room_contribute(request: AuthenticatedHttpRequest, slug: str) -> HttpRespons
 def participation_suspension(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """The owner's kill switch for its organisation's participation, on the room's page:
     `suspend` or `lift`."""
-    room = selectors.get_room_for_member(request.user, slug)
+    room = get_room_for_member(request.user, slug)
     organization = require_acting_organization(request.user, room, Permission.SUSPEND_PARTICIPATION)
     change = {
-        "suspend": services.suspend_participation,
-        "lift": services.lift_participation_suspension,
+        "suspend": suspend_participation,
+        "lift": lift_participation_suspension,
     }.get(request.POST.get("action", ""))
     if change is None:
         messages.error(request, "Choose to suspend the participation or to lift its suspension.")
@@ -198,7 +206,7 @@ def dataset_suspension(request: AuthenticatedHttpRequest, org: str, slug: str) -
     """The owner's kill switch on the dataset's page: `suspend` or `lift`."""
     dataset = get_dataset_for_user(request.user, org, slug)
     require_party(request.user, PartyPermission.MANAGE_DATASETS, organization=dataset.organization)
-    change = {"suspend": services.suspend_dataset, "lift": services.lift_suspension}.get(
+    change = {"suspend": suspend_dataset, "lift": lift_suspension}.get(
         request.POST.get("action", "")
     )
     if change is None:

@@ -29,15 +29,28 @@ from django.utils import timezone
 
 from cleanroom.audit.verifier.approvals import approval_challenge
 from cleanroom.testing import SoftwareAuthenticator
-from jobs import queries, runner
-from jobs import services as rooms
+from jobs.execution.lifecycle import run_query
 from jobs.models import Approval, Job, Query, Room
+from jobs.queries.canonical import approval_message
+from jobs.queries.services import decide_query, save_draft, submit_query
+from jobs.rooms.services import (
+    contribute_dataset,
+    create_room,
+    invite_organization,
+    respond_to_invitation,
+)
 from parties import credentials, services
 from parties.models import Authority, Jurisdiction, Organization
 
 AGE_BANDS = ["0-17", "18-39", "40-64", "65-79", "80+"]
+
+
 SEXES = ["F", "M"]
+
+
 DIAGNOSES = ["circulatory", "respiratory", "neoplasms", "digestive", "injury", "other"]
+
+
 SCHEMA = [
     {"name": "patient_id", "type": "string", "role": "unit"},
     {"name": "person_hash", "type": "string", "role": "join_key"},
@@ -48,8 +61,14 @@ SCHEMA = [
     {"name": "cost", "type": "float", "role": "measure", "lower": 0, "upper": 200000},
     {"name": "readmitted", "type": "boolean", "role": "other"},
 ]
+
+
 LOGINS_FILE = "demo-logins.json"
+
+
 DEVICES_DIR = "demo-devices"
+
+
 DEVICE_NAME = "Demo software authenticator (var/demo-devices)"
 
 
@@ -131,10 +150,10 @@ def _register_demo_passkey(user: User, organization: Organization) -> None:
 def _approve(query: Query, organization: Organization, owner: User, comment: str) -> Approval:
     """The owner approves with their demo software authenticator's assertion."""
     device = SoftwareAuthenticator.from_json(json.loads(_device_path(owner.username).read_text()))
-    message = queries.approval_message(Query.objects.get(pk=query.pk), organization, "approve")
+    message = approval_message(Query.objects.get(pk=query.pk), organization, "approve")
     response = device.get(approval_challenge(message))
     _keep(owner.username, device)  # its signature counter
-    return queries.decide_query(
+    return decide_query(
         query=query,
         organization=organization,
         by=owner,
@@ -249,7 +268,7 @@ def seed(
             )
             datasets[slug] = version.dataset
 
-    study = rooms.create_room(
+    study = create_room(
         organization=orgs["novapharm"],
         slug="cardio-outcomes",
         name="Cardiology outcomes study",
@@ -258,23 +277,23 @@ def seed(
         by=users["bob"],
     )
     for hospital, owner in (("charite", "alice"), ("usz", "carol"), ("barts", "uma")):
-        membership = rooms.invite_organization(
+        membership = invite_organization(
             room=study, organization=orgs[hospital], acting_for=orgs["novapharm"], by=users["bob"]
         )
-        rooms.respond_to_invitation(membership=membership, accept=True, by=users[owner])
-        rooms.contribute_dataset(room=study, dataset=datasets[hospital], by=users[owner])
+        respond_to_invitation(membership=membership, accept=True, by=users[owner])
+        contribute_dataset(room=study, dataset=datasets[hospital], by=users[owner])
 
     approved, across_three = _propose_queries(study, users, orgs)
 
     # A second room with an invitation left open, for a new user to accept.
-    followup = rooms.create_room(
+    followup = create_room(
         organization=orgs["charite"],
         slug="readmissions",
         name="Readmissions follow-up",
         purpose="Which stays end in a readmission within 30 days.",
         by=users["alice"],
     )
-    rooms.invite_organization(
+    invite_organization(
         room=followup, organization=orgs["usz"], acting_for=orgs["charite"], by=users["alice"]
     )
 
@@ -282,8 +301,8 @@ def seed(
     path.write_text(json.dumps(passwords, indent=2))
     path.chmod(0o600)
     return [
-        runner.run_query(query=approved, by=users["bob"]),
-        runner.run_query(query=across_three, by=users["bob"]),
+        run_query(query=approved, by=users["bob"]),
+        run_query(query=across_three, by=users["bob"]),
     ]
 
 
@@ -293,6 +312,7 @@ FROM (SELECT age_band, length_of_stay FROM charite.inpatients
       SELECT age_band, length_of_stay FROM usz.inpatients) AS u
 GROUP BY u.age_band"""
 
+
 THREE_COUNTRIES_QUERY = """SELECT u.age_band, COUNT(*) AS stays, AVG(u.length_of_stay) AS mean_stay,
        AVG(u.cost) AS mean_cost
 FROM (SELECT age_band, length_of_stay, cost FROM charite.inpatients
@@ -301,6 +321,7 @@ FROM (SELECT age_band, length_of_stay, cost FROM charite.inpatients
       UNION ALL
       SELECT age_band, length_of_stay, cost FROM barts.inpatients) AS u
 GROUP BY u.age_band"""
+
 
 JOIN_QUERY = """SELECT b.diagnosis, COUNT(*) AS patients, AVG(z.cost) AS mean_cost_in_zurich
 FROM charite.inpatients AS b
@@ -322,7 +343,7 @@ def _propose_queries(
         "receivers": [orgs["novapharm"]],
         "expires_at": expiry,
     }
-    approved = queries.save_draft(
+    approved = save_draft(
         title="Length of stay by age band",
         purpose="Compare inpatient length of stay by age band across Berlin and Zurich to plan "
         "a cardiology trial's follow-up visits.",
@@ -331,10 +352,10 @@ def _propose_queries(
         requested_mechanism=Query.Mechanism.TEE,
         **common,
     )
-    approved = queries.submit_query(query=approved, by=users["bob"])
+    approved = submit_query(query=approved, by=users["bob"])
     for hospital, owner in (("charite", "alice"), ("usz", "carol")):
         _approve(approved, orgs[hospital], users[owner], "Within our policy; aggregate only.")
-    waiting = queries.save_draft(
+    waiting = save_draft(
         title="Costs of older patients treated in both cities",
         purpose="Estimate the cost in Zurich of older patients also treated in Berlin, by "
         "diagnosis, for a health-economics model.",
@@ -342,8 +363,8 @@ def _propose_queries(
         epsilon=Decimal("0.8"),
         **common,
     )
-    queries.submit_query(query=waiting, by=users["bob"])
-    across_three = queries.save_draft(
+    submit_query(query=waiting, by=users["bob"])
+    across_three = save_draft(
         title="Length of stay and cost across three countries",
         purpose="Compare inpatient length of stay and cost by age band across Berlin, Zurich "
         "and London, where no hospital's data may leave its own country.",
@@ -352,7 +373,7 @@ def _propose_queries(
         requested_mechanism=Query.Mechanism.MPC,
         **common,
     )
-    across_three = queries.submit_query(query=across_three, by=users["bob"])
+    across_three = submit_query(query=across_three, by=users["bob"])
     for hospital, owner in (("charite", "alice"), ("usz", "carol"), ("barts", "uma")):
         _approve(
             across_three,

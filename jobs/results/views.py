@@ -1,4 +1,5 @@
-"""Job and result pages: run, live progress, cancel, the released table, and the budget."""
+"""Result pages: the released table with its charts, downloads, the opening of its commitment, and a
+synthetic extract's files and archives. Receivers only."""
 
 from __future__ import annotations
 
@@ -6,74 +7,26 @@ import csv
 import io
 import json
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.timezone import localtime
-from django.views.decorators.http import require_GET, require_POST
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
 
-from cleanroom.errors import DomainError
 from cleanroom.http import AuthenticatedHttpRequest
-from jobs import extracts, results, runner, selectors
+from jobs.execution.selectors import get_job_for_reader
 from jobs.models import Job, Query, Result
-from jobs.permissions import receiving_organization, result_reader
-from jobs.planner import number
+from jobs.permissions import result_reader
+from jobs.planning.planner import number
+from jobs.results import storage
+from jobs.results.archive import FORMATS, archive, marginal_charts
+from jobs.results.storage import read_file_for, read_result
 from parties.models import Organization
-
-
-def _job(request: AuthenticatedHttpRequest, slug: str, pk: int) -> Job:
-    room = selectors.get_room_for_reader(request.user, slug)
-    return get_object_or_404(
-        Job.objects.select_related("query__room", "site__jurisdiction"), pk=pk, query__room=room
-    )
-
-
-@login_required
-@require_POST
-def job_run(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
-    try:
-        job = runner.run_query(query=query, by=request.user)
-    except DomainError as exc:
-        messages.error(request, str(exc))
-        return redirect("query-detail", slug=slug, pk=pk)
-    return redirect("job-detail", slug=slug, pk=job.pk)
-
-
-@login_required
-@require_GET
-def job_detail(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
-    job = _job(request, slug, pk)
-    result = Result.objects.filter(job=job).first()
-    context = {
-        "job": job,
-        "room": job.query.room,
-        "query": job.query,
-        "result": result,
-        "can_read": bool(result and receiving_organization(request.user, result)),
-    }
-    template = "jobs/_job_progress.html" if request.htmx else "jobs/job_detail.html"
-    return render(request, template, context)
-
-
-@login_required
-@require_POST
-def job_cancel(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
-    job = _job(request, slug, pk)
-    try:
-        runner.cancel_job(job=job, by=request.user)
-        messages.success(request, "Cancellation requested.")
-    except DomainError as exc:
-        messages.error(request, str(exc))
-    return redirect("job-detail", slug=slug, pk=pk)
 
 
 def _receiving(
     request: AuthenticatedHttpRequest, slug: str, pk: int
 ) -> tuple[Job, Result, Organization]:
-    job = _job(request, slug, pk)
+    job = get_job_for_reader(request.user, slug, pk)
     result = get_object_or_404(Result, job=job)
     return job, result, result_reader(request.user, result)
 
@@ -82,7 +35,7 @@ def _readable_result(
     request: AuthenticatedHttpRequest, slug: str, pk: int
 ) -> tuple[Job, Result, dict]:
     job, result, organization = _receiving(request, slug, pk)
-    return job, result, results.read_result(result, organization, request.user)
+    return job, result, read_result(result, organization, request.user)
 
 
 def _result_charts(table: dict) -> list[dict]:
@@ -128,8 +81,8 @@ def _extract_page(
     if result.differentially_private and extract_file is not None:
         plan = job.query.plan
         assert plan is not None  # a query with a result was submitted, with its plan
-        charts = extracts.marginal_charts(
-            results.read_file_for(extract_file, organization, request.user),
+        charts = marginal_charts(
+            read_file_for(extract_file, organization, request.user),
             plan["synthetic"]["columns"],
             quality,
         )
@@ -151,7 +104,7 @@ def _extract_page(
             ],
             "charged": {"epsilon": number(result.epsilon), "delta": number(result.delta)},
             "files": result.files.all(),
-            "formats": extracts.FORMATS,
+            "formats": FORMATS,
             "charts": charts,
         },
     )
@@ -161,7 +114,7 @@ def _extract_page(
 @require_GET
 def result_detail(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     job, result, organization = _receiving(request, slug, pk)
-    table = results.read_result(result, organization, request.user)
+    table = read_result(result, organization, request.user)
     if result.output_kind == Query.OutputKind.SYNTHETIC:
         return _extract_page(request, job, result, table, organization)
     return render(
@@ -229,7 +182,7 @@ def result_opening(request: AuthenticatedHttpRequest, slug: str, pk: int) -> Htt
     receiver hands a regulator for `verify.pyz --result`."""
     job, result, organization = _receiving(request, slug, pk)
     response = HttpResponse(
-        json.dumps(results.result_opening(result, organization, request.user), indent=2),
+        json.dumps(storage.result_opening(result, organization, request.user), indent=2),
         content_type="application/json",
     )
     response["Content-Disposition"] = f'attachment; filename="result-job-{job.pk}-opening.json"'
@@ -248,7 +201,7 @@ def result_file(request: AuthenticatedHttpRequest, slug: str, pk: int, name: str
     if name.endswith(".parquet"):
         content_type = "application/vnd.apache.parquet"
     response = HttpResponse(
-        results.read_file_for(released, organization, request.user), content_type=content_type
+        read_file_for(released, organization, request.user), content_type=content_type
     )
     response["Content-Disposition"] = f'attachment; filename="job-{pk}-{name}"'
     return response
@@ -261,43 +214,10 @@ def result_archive(request: AuthenticatedHttpRequest, slug: str, pk: int, fmt: s
     job, result, organization = _receiving(request, slug, pk)
     if result.output_kind != Query.OutputKind.SYNTHETIC:
         raise Http404("Only a synthetic extract is downloaded as an archive.")
-    manifest = results.read_result(result, organization, request.user)
-    files = {
-        f.name: results.read_file_for(f, organization, request.user) for f in result.files.all()
-    }
+    manifest = read_result(result, organization, request.user)
+    files = {f.name: read_file_for(f, organization, request.user) for f in result.files.all()}
     response = HttpResponse(
-        extracts.archive(files, manifest, job.query.digest, fmt), content_type="application/zip"
+        archive(files, manifest, job.query.digest, fmt), content_type="application/zip"
     )
     response["Content-Disposition"] = f'attachment; filename="synthetic-job-{pk}-{fmt}.zip"'
     return response
-
-
-@login_required
-@require_GET
-def room_budget(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    rows = selectors.budget_of(room)
-    for index, row in enumerate(rows):
-        row["chart"] = _budget_chart(index, row)
-    return render(request, "jobs/budget.html", {"room": room, "rows": rows})
-
-
-def _budget_chart(index: int, row: dict) -> dict | None:
-    """ε used in this room after each ledger entry, against the dataset's total as a rule, for
-    cleanroom/static/js/charts.js; the history table beside it holds the same numbers."""
-    if not row["history"]:
-        return None
-    return {
-        "id": f"budget-chart-{index}",
-        "kind": "budget",
-        "title": f"ε used in this room, of the total {number(row['total'])}",
-        "total": float(row["total"]),
-        "points": [
-            {
-                "at": entry["at"].isoformat(),
-                "when": localtime(entry["at"]).strftime("%Y-%m-%d %H:%M:%S"),
-                "used": float(entry["used"]),
-            }
-            for entry in row["history"]
-        ],
-    }

@@ -1,86 +1,13 @@
+"""The API's shapes for queries, their plans, approvals and the inbox."""
+
 from rest_framework import serializers
 
 from jobs.models import (
     Approval,
-    Job,
-    JobStep,
     Query,
-    Result,
-    Room,
-    RoomDataset,
-    RoomMembership,
 )
-from jobs.queries import verify_approval
+from jobs.queries.canonical import verify_approval
 from parties.models import Organization
-
-
-class RoomMembershipSerializer(serializers.ModelSerializer):
-    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    invited_by = serializers.SlugRelatedField(
-        read_only=True, slug_field="username", allow_null=True
-    )
-
-    class Meta:
-        model = RoomMembership
-        fields = [
-            "organization",
-            "status",
-            "invited_by",
-            "created_at",
-            "responded_at",
-            "suspended_at",
-        ]
-
-
-class RoomDatasetSerializer(serializers.ModelSerializer):
-    dataset = serializers.CharField(source="dataset.qualified_name", read_only=True)
-    jurisdiction = serializers.CharField(source="dataset.jurisdiction.code", read_only=True)
-    version = serializers.IntegerField(source="version.number", read_only=True)
-    policy_version = serializers.IntegerField(source="policy.version", read_only=True)
-
-    class Meta:
-        model = RoomDataset
-        fields = ["dataset", "jurisdiction", "version", "policy_version", "contributed_at"]
-
-
-class RoomSerializer(serializers.ModelSerializer):
-    created_by_organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    memberships = RoomMembershipSerializer(many=True, read_only=True)
-    contributions = RoomDatasetSerializer(many=True, read_only=True)
-
-    class Meta:
-        model = Room
-        fields = [
-            "slug",
-            "name",
-            "purpose",
-            "created_by_organization",
-            "created_at",
-            "memberships",
-            "contributions",
-        ]
-
-
-class RoomInputSerializer(serializers.Serializer):
-    organization = serializers.SlugField(help_text="The organisation creating the room.")
-    slug = serializers.SlugField(max_length=60)
-    name = serializers.CharField(max_length=200)
-    purpose = serializers.CharField(required=False, allow_blank=True, default="")
-
-
-class InvitationInputSerializer(serializers.Serializer):
-    organization = serializers.SlugField(help_text="The organisation to invite.")
-
-
-class InvitationResponseSerializer(serializers.Serializer):
-    organization = serializers.SlugField(
-        required=False, help_text="Which of your organisations answers (if you are in several)."
-    )
-
-
-class ContributionInputSerializer(serializers.Serializer):
-    dataset = serializers.CharField(help_text="`org_slug.dataset_slug`")
-    version = serializers.IntegerField(required=False, help_text="Defaults to the latest.")
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
@@ -246,78 +173,6 @@ class DecisionInputSerializer(serializers.Serializer):
     )
 
 
-class JobStepSerializer(serializers.ModelSerializer):
-    """An MPC job's step and the site it runs at (none for the delivery)."""
-
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
-    jurisdiction = serializers.CharField(
-        source="site.jurisdiction.code", default=None, allow_null=True
-    )
-
-    class Meta:
-        model = JobStep
-        fields = ["name", "kind", "site", "jurisdiction", "party", "state", "attempt", "error"]
-
-
-class JobSerializer(serializers.ModelSerializer):
-    query = serializers.PrimaryKeyRelatedField(read_only=True)
-    # None for an MPC job: its steps run at their own sites.
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
-    steps = JobStepSerializer(many=True, read_only=True)
-    simulated_tee = serializers.SerializerMethodField()
-    has_result = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Job
-        fields = [
-            "id",
-            "query",
-            "state",
-            "mechanism",
-            "site",
-            "steps",
-            "attempt",
-            "progress",
-            "progress_message",
-            "attestation",
-            "simulated_tee",
-            "error",
-            "has_result",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
-
-    def get_simulated_tee(self, job: Job) -> bool:
-        return (job.attestation or {}).get("kind") == "simulated"
-
-    def get_has_result(self, job: Job) -> bool:
-        return Result.objects.filter(job=job).exists()
-
-
-class BudgetSerializer(serializers.Serializer):
-    """A dataset's one lifetime balance (over every room), and what this room used of it."""
-
-    dataset = serializers.CharField(source="contribution.dataset.qualified_name")
-    total_epsilon = serializers.DecimalField(source="total", max_digits=8, decimal_places=4)
-    spent_epsilon = serializers.DecimalField(source="spent", max_digits=8, decimal_places=4)
-    reserved_epsilon = serializers.DecimalField(source="reserved", max_digits=8, decimal_places=4)
-    remaining_epsilon = serializers.DecimalField(source="remaining", max_digits=8, decimal_places=4)
-    used_epsilon_in_room = serializers.DecimalField(
-        source="used_in_room", max_digits=8, decimal_places=4
-    )
-    used_epsilon_elsewhere = serializers.DecimalField(
-        source="used_elsewhere", max_digits=8, decimal_places=4
-    )
-    total_delta = serializers.DecimalField(max_digits=13, decimal_places=12)
-    remaining_delta = serializers.DecimalField(max_digits=13, decimal_places=12)
-
-
-# The planner's report and a released result, described for the API's schema (the views return
-# `Plan.as_dict()` and the result's JSON as they are); clients, the project's own among them
-# (cleanroom/client), are checked against these descriptions.
-
-
 class PlanCheckSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="language, budget, receivers, mechanism, residency, ...")
     ok = serializers.BooleanField()
@@ -389,7 +244,7 @@ class PlanCellSerializer(serializers.Serializer):
 
 
 class PlanReportSerializer(serializers.Serializer):
-    """The planner's report for a query text and its parameters (`jobs/planner.py`)."""
+    """The planner's report for a query text and its parameters (`jobs/planning/planner.py`)."""
 
     ok = serializers.BooleanField(help_text="Every check passed.")
     error = serializers.JSONField(
@@ -405,43 +260,3 @@ class PlanReportSerializer(serializers.Serializer):
     groups = serializers.JSONField()
     cells = PlanCellSerializer(many=True)
     checks = PlanCheckSerializer(many=True)
-
-
-class ResultTableSerializer(serializers.Serializer):
-    """The released table: per row its dimensions' values, `suppressed`, and per aggregate alias
-    a cell {value, mechanism, scale, ci95_low, ci95_high, approximate} (null values where the
-    group is suppressed)."""
-
-    columns = serializers.ListField(child=serializers.CharField())
-    dimensions = serializers.ListField(child=serializers.CharField())
-    rows = serializers.ListField(child=serializers.DictField())
-    measurements = serializers.ListField(child=serializers.DictField())
-    rows_per_unit = serializers.IntegerField()
-    min_group_size = serializers.IntegerField()
-    confidence = serializers.FloatField()
-
-
-class ResultFileSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    commitment = serializers.CharField()
-    size = serializers.IntegerField()
-    url = serializers.CharField()
-
-
-class JobResultSerializer(serializers.Serializer):
-    """A released result: an aggregate's `table`, or a synthetic extract's summary and files."""
-
-    job = serializers.IntegerField()
-    commitment = serializers.CharField()
-    opening = serializers.JSONField(help_text="Opens the commitment (verify.pyz --result).")
-    mechanism = serializers.CharField()
-    epsilon = serializers.CharField()
-    simulated_tee = serializers.BooleanField()
-    table = ResultTableSerializer(required=False, help_text="An aggregate query's result.")
-    output_kind = serializers.CharField(required=False, help_text="`synthetic` for an extract.")
-    differentially_private = serializers.BooleanField(required=False)
-    # The response's key; DRF takes declared fields out of the class, so no Field.label clash.
-    label = serializers.CharField(required=False, allow_null=True)  # type: ignore[assignment]
-    delta = serializers.CharField(required=False)
-    extract = serializers.JSONField(required=False, help_text="The extract's summary.")
-    files = ResultFileSerializer(many=True, required=False)

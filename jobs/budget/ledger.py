@@ -7,8 +7,7 @@ further spending at once, in every room). Entries keep their room, for reporting
 
 A job reserves its ε when it starts, turns the reservation into a spend when its result is
 released, and refunds it when it fails before any noisy value exists. Spent and reserved ε both
-count against the total, so concurrent jobs, in any rooms, never overspend.
-"""
+count against the total, so concurrent jobs, in any rooms, never overspend."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from django.db import transaction
 from django.db.models import Case, DecimalField, F, Sum, Value, When
 
 from cleanroom.errors import DomainError
+from jobs.engines.base import canonical_of
 from jobs.models import BudgetEntry, Query, Room, RoomDataset
 from parties.models import Dataset
 from parties.selectors import current_policy
@@ -172,3 +172,12 @@ def settle(*, query: Query, kind: str) -> list[BudgetEntry]:
         )
         for entry in BudgetEntry.objects.filter(query=query, kind=BudgetEntry.Kind.RESERVE)
     ]
+
+
+def charge_of(query: Query) -> tuple[Decimal, Decimal]:
+    """What the ledger reserves on each dataset: the query's ε and δ, or for a synthetic
+    extract the cost of its method as approved (part of the digest every owner signed)."""
+    if query.output_kind == Query.OutputKind.SYNTHETIC:
+        charge = canonical_of(query)["synthetic"]["charge"]
+        return Decimal(charge["epsilon"]), Decimal(charge["delta"])
+    return query.epsilon, query.delta

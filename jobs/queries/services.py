@@ -1,12 +1,8 @@
 """Changes to joint queries: drafts, submission, approvals, revocation, expiry, and the run gate.
 
-A submitted query version is frozen: its canonical form (text, datasets at their versions,
-policy versions, mechanism, ε, δ, receivers, purpose, expiry) is hashed into its digest, and
-every approval is the owner's own: a WebAuthn assertion by one of its passkeys, or a signature by
-a machine key it holds, over the approval message that binds the decision to that digest
-(cleanroom/audit/verifier/approvals.py). The platform holds no key that can make one.
-Editing makes a new version with no approvals. Every transition writes its audit event.
-"""
+A submitted query version is frozen: its canonical form (jobs/queries/canonical.py) is hashed into
+its digest, and every approval is the owner's own, by one of its passkeys or a machine key it
+holds. Editing makes a new version with no approvals. Every transition writes its audit event."""
 
 from __future__ import annotations
 
@@ -21,13 +17,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cleanroom.audit.log import record_room_event
-from cleanroom.audit.verifier import approvals as evidence
 from cleanroom.audit.verifier.canonical import canonical_json
 from cleanroom.errors import DomainError
-from dataplane.privacy import terms
 from jobs.models import Approval, Query, Room
 from jobs.permissions import Permission, require, require_query_editor
-from jobs.planner import Plan, plan_query
+from jobs.planning.planner import Plan, plan_query
+from jobs.queries.canonical import approval_message, canonical_form, digest_of, verify_approval
 from parties.credentials import decision_credential
 from parties.models import Organization
 
@@ -43,6 +38,8 @@ EDITABLE = (
     "synthetic_method",
     "synthetic_rows",
 )
+
+
 # Versions that a newer submitted version replaces.
 REPLACEABLE = (Query.Status.PENDING, Query.Status.APPROVED)
 
@@ -137,72 +134,6 @@ def save_draft(
         query.save()
         query.receivers.set(receivers)
     return query
-
-
-def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
-    """Everything an approval binds, the terms that set the noise included
-    (dataplane.privacy.terms). Any change to any of it is a new version."""
-    uses = terms.uses_by_dataset(plan.parsed)
-    policies = {c.dataset.qualified_name: c.policy for c in plan.contributions}
-    return {
-        "format": terms.FORMAT,
-        "room": f"room:{query.room_id}",
-        "lineage": str(query.lineage),
-        "version": query.version,
-        "title": query.title,
-        "purpose": query.purpose,
-        "sql": query.sql,
-        "mechanism": plan.mechanism,
-        "output_kind": query.output_kind,
-        **_synthetic_terms(query, plan),
-        "epsilon": str(query.epsilon),
-        "delta": str(query.delta),
-        "receivers": sorted(f"org:{org.pk}" for org in query.receivers.all()),
-        "expires_at": query.expires_at.isoformat(),
-        "datasets": sorted(
-            (
-                {
-                    "dataset": f"dataset:{c.dataset_id}",
-                    "name": c.dataset.qualified_name,
-                    "version": c.version.number,
-                    "content_sha256": c.version.content_sha256,
-                    "policy_version": c.policy.version,
-                    **terms.dataset_terms(
-                        plan.catalog[c.dataset.qualified_name],
-                        used=uses[c.dataset.qualified_name],
-                        rows_per_unit=c.policy.max_rows_per_unit,
-                        min_group_size=c.policy.min_group_size,
-                    ),
-                }
-                for c in plan.contributions
-            ),
-            key=lambda item: item["name"],
-        ),
-        "accountant": terms.accountant_terms(
-            parsed=plan.parsed,
-            rows_per_unit=min(p.max_rows_per_unit for p in policies.values()),
-            min_group_size=max(p.min_group_size for p in policies.values()),
-            released=plan.measurements,
-        ),
-    }
-
-
-def _synthetic_terms(query: Query, plan: Plan) -> dict[str, Any]:
-    """A synthetic extract's method, rows and the cost charged are part of what is approved."""
-    if query.output_kind != Query.OutputKind.SYNTHETIC:
-        return {}
-    return {
-        "synthetic": {
-            "method": query.synthetic_method,
-            "rows": query.synthetic_rows,
-            "differentially_private": plan.synthetic["differentially_private"],
-            "charge": plan.synthetic["charge"],
-        }
-    }
-
-
-def digest_of(canonical: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(canonical)).hexdigest()
 
 
 def submit_query(*, query: Query, by: User) -> Query:
@@ -322,40 +253,6 @@ def revise_query(
             conflict=True,
         ) from None
     return draft
-
-
-def approval_message(query: Query, organization: Organization, decision: str) -> bytes:
-    """What an owner's credential signs: the decision, bound to this version's digest."""
-    return evidence.approval_message(
-        f"query:{query.pk}", query.digest, f"org:{organization.pk}", decision
-    )
-
-
-def approval_challenge(query: Query, organization: Organization, decision: str) -> str:
-    """The WebAuthn challenge of this decision, base64url, as the browser is handed it."""
-    return evidence.b64url(
-        evidence.approval_challenge(approval_message(query, organization, decision))
-    )
-
-
-def verify_approval(approval: Approval) -> bool:
-    """Whether the approval is its organisation's: its evidence verifies, for this version and
-    decision, under the live credential of that organisation it names."""
-    credential = approval.credential
-    if credential.removed_at is not None or credential.organization_id != approval.organization_id:
-        return False
-    if approval.digest != approval.query.digest:
-        return False
-    try:
-        evidence.verify_evidence(
-            approval.evidence,
-            message=approval_message(approval.query, approval.organization, approval.decision),
-            organization=f"org:{approval.organization_id}",
-            pinned=[credential.pinned()],
-        )
-    except evidence.ApprovalError:
-        return False
-    return True
 
 
 def _expire_if_due(query: Query, now: datetime) -> bool:

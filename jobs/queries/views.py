@@ -13,8 +13,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cleanroom.errors import DomainError
-from jobs import queries, selectors
-from jobs.forms import DecisionForm, QueryForm
 from jobs.models import Approval, Query, Room
 from jobs.permissions import (
     Permission,
@@ -23,7 +21,26 @@ from jobs.permissions import (
     require_acting_organization,
     require_query_editor,
 )
-from jobs.planner import completion_schema, plan_query
+from jobs.planning.planner import completion_schema, plan_query
+from jobs.queries.canonical import verify_approval
+from jobs.queries.forms import DecisionForm, QueryForm
+from jobs.queries.selectors import (
+    changes_since,
+    get_query_for_member,
+    inbox_for,
+    plan_with_live_budget,
+    previous_version,
+)
+from jobs.queries.services import (
+    EDITABLE,
+    REPLACEABLE,
+    decide_query,
+    revise_query,
+    revoke_approval,
+    save_draft,
+    submit_query,
+)
+from jobs.rooms.selectors import contributions_of, get_room_for_reader
 from parties.selectors import organizations_of
 
 
@@ -36,13 +53,13 @@ def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResp
         acting = require_query_editor(request.user, query)
     initial = None
     if query is not None:
-        initial = {name: getattr(query, name) for name in queries.EDITABLE}
+        initial = {name: getattr(query, name) for name in EDITABLE}
         initial["receivers"] = list(query.receivers.all())
     form = QueryForm(request.POST or None, room=room, initial=initial)
     plan = None
     if request.method == "POST" and form.is_valid():
         try:
-            query = queries.save_draft(
+            query = save_draft(
                 room=room,
                 acting_for=acting,
                 by=request.user,
@@ -51,7 +68,7 @@ def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResp
                 **form.query_values(),
             )
             if "submit" in request.POST:
-                queries.submit_query(query=query, by=request.user)
+                submit_query(query=query, by=request.user)
                 messages.success(
                     request, "Submitted: every data owner now sees it in their approvals inbox."
                 )
@@ -70,7 +87,7 @@ def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResp
             "form": form,
             "query": query,
             "plan": plan,
-            "catalog": selectors.contributions_of(room),
+            "catalog": contributions_of(room),
             "completion_schema": completion_schema(room),
         },
     )
@@ -101,15 +118,15 @@ def _live_plan(room: Room, form: QueryForm) -> dict | None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def query_create(request: HttpRequest, slug: str) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
+    room = get_room_for_reader(request.user, slug)
     return _composer(request, room, None)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
     if query.status != Query.Status.DRAFT:
         raise PermissionDenied("Only drafts are edited; revise a submitted query.")
     return _composer(request, room, query)
@@ -119,7 +136,7 @@ def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_POST
 def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
     """htmx: the plan report for the composer's current contents."""
-    room = selectors.get_room_for_reader(request.user, slug)
+    room = get_room_for_reader(request.user, slug)
     form = QueryForm(request.POST, room=room)
     return render(request, "jobs/_plan.html", {"plan": _live_plan(room, form)})
 
@@ -127,15 +144,15 @@ def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
-    previous = selectors.previous_version(query)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
+    previous = previous_version(query)
     approvals = list(
         query.approvals.select_related(
             "organization", "decided_by", "query", "credential", "credential__user"
         )
     )
-    deciding = [org for q, org in selectors.inbox_for(request.user) if q.pk == query.pk]
+    deciding = [org for q, org in inbox_for(request.user) if q.pk == query.pk]
     own_orgs = set(organizations_of(request.user).values_list("pk", flat=True))
     return render(
         request,
@@ -143,15 +160,15 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         {
             "room": room,
             "query": query,
-            "plan": selectors.plan_with_live_budget(query),
-            "approvals": [(a, queries.verify_approval(a)) for a in approvals],
+            "plan": plan_with_live_budget(query),
+            "approvals": [(a, verify_approval(a)) for a in approvals],
             "revocable": [
                 a
                 for a in approvals
                 if a.organization_id in own_orgs
                 and a.decision == "approve"
                 and not a.revoked_at
-                and query.status in queries.REPLACEABLE
+                and query.status in REPLACEABLE
                 and has_permission(
                     request.user, Permission.DECIDE_QUERY, room=room, organization=a.organization
                 )
@@ -159,7 +176,7 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "deciding": deciding,
             "decision_form": DecisionForm(),
             "previous": previous,
-            "changes": selectors.changes_since(query, previous),
+            "changes": changes_since(query, previous),
             "versions": Query.objects.filter(lineage=query.lineage).order_by("-version"),
             "can_propose": any(
                 has_permission(request.user, Permission.PROPOSE_QUERY, room=room, organization=org)
@@ -173,10 +190,10 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
     try:
-        queries.submit_query(query=query, by=request.user)
+        submit_query(query=query, by=request.user)
         messages.success(request, "Submitted for approval.")
     except DomainError as exc:
         messages.error(request, str(exc))
@@ -186,10 +203,10 @@ def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
     try:
-        draft = queries.revise_query(query=query, by=request.user)
+        draft = revise_query(query=query, by=request.user)
     except DomainError as exc:
         messages.error(request, str(exc))
         return redirect("query-detail", slug=slug, pk=pk)
@@ -199,8 +216,8 @@ def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
     require_acting_organization(request.user, room, Permission.DECIDE_QUERY)
     organization = get_object_or_404(
         organizations_of(request.user), slug=request.POST.get("organization")
@@ -209,7 +226,7 @@ def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     form.is_valid()
     approve = request.POST.get("decision") == "approve"
     try:
-        queries.decide_query(
+        decide_query(
             query=query,
             organization=organization,
             by=request.user,
@@ -240,11 +257,11 @@ def _assertion(posted: str) -> object:
 @login_required
 @require_POST
 def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) -> HttpResponse:
-    room = selectors.get_room_for_reader(request.user, slug)
-    query = selectors.get_query_for_member(request.user, room, pk)
+    room = get_room_for_reader(request.user, slug)
+    query = get_query_for_member(request.user, room, pk)
     approval = get_object_or_404(Approval, pk=approval_id, query=query)
     try:
-        queries.revoke_approval(approval=approval, by=request.user)
+        revoke_approval(approval=approval, by=request.user)
         messages.success(request, "Approval revoked.")
     except DomainError as exc:
         messages.error(request, str(exc))
@@ -255,14 +272,14 @@ def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) 
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
     items = []
-    for query, organization in selectors.inbox_for(request.user):
-        previous = selectors.previous_version(query)
+    for query, organization in inbox_for(request.user):
+        previous = previous_version(query)
         items.append(
             {
                 "query": query,
                 "organization": organization,
-                "plan": selectors.plan_with_live_budget(query),
-                "changes": selectors.changes_since(query, previous),
+                "plan": plan_with_live_budget(query),
+                "changes": changes_since(query, previous),
                 "previous": previous,
             }
         )

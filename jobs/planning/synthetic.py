@@ -3,8 +3,7 @@ domains or bins, what the method costs each dataset, and whether every owner all
 
 The cost comes from dataplane.synthesis.dp_cost (OpenDP's maps, zCDP converted to (ε, δ)); the
 ledger is charged that (ε, δ), rounded up to its precision, on every dataset the query reads.
-The SDV methods charge nothing and are labelled not differentially private.
-"""
+The SDV methods charge nothing and are labelled not differentially private."""
 
 from __future__ import annotations
 
@@ -18,9 +17,15 @@ from dataplane.sql.plan import DatasetInfo, ParsedQuery
 from jobs.models import Query, RoomDataset
 
 Method = Query.SyntheticMethod
+
+
 DEFAULT_METHOD = Method.DP_MARGINALS
+
+
 # The ledger's precision (BudgetEntry): a cost is charged rounded up to it, never down.
 _EPSILON_STEP = Decimal("0.0001")
+
+
 _DELTA_STEP = Decimal("1e-12")
 
 
