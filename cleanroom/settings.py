@@ -310,7 +310,7 @@ AUDIT_LOG_KEY_HOLDER = env.bool(
 )
 CELERY_TASK_ROUTES = {"cleanroom.audit.tasks.*": {"queue": "audit"}}
 
-# --- TEE attestation (cleanroom.attestation.verify) --------------------------------------------
+# --- TEE attestation (cleanroom.attestation) ---------------------------------------------------
 # TEE_ALLOW_SIMULATED trusts this deployment's simulated attestation root, generated on first use
 # in TEE_SIMULATED_ROOT_DIR and named "SIMULATED TEE - NOT HARDWARE BACKED": the embedded default,
 # labelled simulated everywhere. It is not hardware backed, so `check --deploy` refuses it

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from cleanroom.attestation.verify import SIMULATED_ROOT_CN, parse_measurements
+from cleanroom.attestation.trust import parse_measurements
+from cleanroom.attestation.verify import SIMULATED_ROOT_CN
 
 
 @register(Tags.security, deploy=True)

@@ -28,118 +28,89 @@ and refuses with an `AttestationError` naming the first failure:
   5. policy: the PCRs match one allow-list entry on every index it names, and user_data equals
      the expected binding (`binding(job, query digest)`), when these are given.
 
-Simulated TEE: `SimulatedRoot.load_or_create(directory)` keeps a per-deployment P-384 root CA
-named `SIMULATED TEE - NOT HARDWARE BACKED`; `SimulatedEnclave(root).attest(...)` issues a fresh
-three-hour leaf under it and signs a document in exactly the format above. Documents that chain to
-it come out of the verifier with kind "simulated"; `trust.trusted_roots()` includes it only while
-settings.TEE_ALLOW_SIMULATED is true, and `check --deploy` refuses that setting (cleanroom.E001).
-
-Measurements of the simulated enclave (`measure(paths)`), mirroring Nitro's PCR0..2 roles:
-  PCR0  the enclave image: SHA-384 over the concatenated SHA-384 digests of the files' contents,
-        in the order given (the caller keeps one fixed list);
-  PCR1  the runtime: SHA-384 over `runtime_description()` (Python implementation and version, and
-        the versions of the libraries the enclave runs on);
-  PCR2  the layout: SHA-384 over the files' base names in the same order, one per line.
-A document carries PCRs 0..15 as Nitro does; indices measure() does not set are 48 zero bytes.
+The trust configuration it is given (the pinned AWS root, measurement allow-lists, what the
+simulated enclave measures) is in trust.py; the simulated root and enclave in simulated.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import io
-import os
-import platform
-import re
-import secrets
-import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from importlib import metadata
-from pathlib import Path
 from typing import Any, Literal
 
 import cbor2
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
     encode_dss_signature,
 )
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from cleanroom.attestation.binding import BINDING_PREFIX
 
-__all__ = [
-    "AWS_NITRO_ROOT_G1_SHA256",
-    "SIMULATED_ROOT_CN",
-    "AttestationError",
-    "SimulatedEnclave",
-    "SimulatedRoot",
-    "VerifiedAttestation",
-    "aws_nitro_root",
-    "measure",
-    "parse_measurements",
-    "runtime_description",
-    "verify_attestation",
-]
-
 SIMULATED_ROOT_CN = "SIMULATED TEE - NOT HARDWARE BACKED"
-SIMULATED_ROOT_ORG = "cleanroom simulated TEE"
 
-# AWS Nitro Enclaves Root-G1, from https://aws-nitro-enclaves.amazonaws.com/AWS_NitroEnclaves_Root-G1.zip
-# (it is also cabundle[0] of every genuine document). Pinned by its SHA-256 over DER.
-AWS_NITRO_ROOT_G1_SHA256 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
-AWS_NITRO_ROOT_G1_PEM = b"""-----BEGIN CERTIFICATE-----
-MIICETCCAZagAwIBAgIRAPkxdWgbkK/hHUbMtOTn+FYwCgYIKoZIzj0EAwMwSTEL
-MAkGA1UEBhMCVVMxDzANBgNVBAoMBkFtYXpvbjEMMAoGA1UECwwDQVdTMRswGQYD
-VQQDDBJhd3Mubml0cm8tZW5jbGF2ZXMwHhcNMTkxMDI4MTMyODA1WhcNNDkxMDI4
-MTQyODA1WjBJMQswCQYDVQQGEwJVUzEPMA0GA1UECgwGQW1hem9uMQwwCgYDVQQL
-DANBV1MxGzAZBgNVBAMMEmF3cy5uaXRyby1lbmNsYXZlczB2MBAGByqGSM49AgEG
-BSuBBAAiA2IABPwCVOumCMHzaHDimtqQvkY4MpJzbolL//Zy2YlES1BR5TSksfbb
-48C8WBoyt7F2Bw7eEtaaP+ohG2bnUs990d0JX28TcPQXCEPZ3BABIeTPYwEoCWZE
-h8l5YoQwTcU/9KNCMEAwDwYDVR0TAQH/BAUwAwEB/zAdBgNVHQ4EFgQUkCW1DdkF
-R+eWw5b6cp3PmanfS5YwDgYDVR0PAQH/BAQDAgGGMAoGCCqGSM49BAMDA2kAMGYC
-MQCjfy+Rocm9Xue4YnwWmNJVA44fA0P5W2OpYow9OYCVRaEevL8uO1XYru5xtMPW
-rfMCMQCi85sWBbJwKKXdS6BptQFuZbT73o/gBh1qUxl/nNr12UO8Yfwr6wPLb+6N
-IwLz3/Y=
------END CERTIFICATE-----
-"""
 
 COSE_ALG_ES384 = -35
+
+
 PCR_LENGTH = 48
+
+
 NITRO_PCR_COUNT = 16
+
+
 MAX_PCR_INDEX = 31
+
+
 MAX_DOCUMENT_BYTES = 64 * 1024
+
+
 # Field size limits of the Nitro format.
 MAX_PUBLIC_KEY_BYTES = 1024
+
+
 MAX_USER_DATA_BYTES = 512
+
+
 MAX_NONCE_BYTES = 512
+
+
 CLOCK_SKEW = timedelta(minutes=5)
-SIMULATED_LEAF_LIFETIME = timedelta(hours=3)
-SIMULATED_ROOT_LIFETIME = timedelta(days=3650)
-# What PCR1 of the simulated enclave measures besides the interpreter.
-MEASURED_DISTRIBUTIONS = ("cbor2", "cryptography", "opendp", "polars")
+
 
 _TAG_18 = b"\xd2"  # CBOR tag 18 (COSE_Sign1), one byte
+
+
 _PAYLOAD_FIELDS = frozenset(
     {"module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"}
     | {"public_key", "user_data", "nonce"}
 )
+
+
 _REQUIRED_FIELDS = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
+
+
 # Tags cbor2 decodes into Python objects by itself (dates, bignums, regexes, shared values...).
 # A Nitro document has none: every one of them is refused, as is any other tag.
 _SEMANTIC_TAGS = frozenset(
     {0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260}
     | {261, 1004, 43000, 55799}
 )
+
+
 _UNDERSTOOD_CRITICAL = frozenset({ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE})
+
+
 _CERT_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -190,9 +161,6 @@ class VerifiedAttestation:
             "evidence_sha256": self.evidence_sha256,
             "root_sha256": self.root_sha256,
         }
-
-
-# --- Verification ------------------------------------------------------------------------------
 
 
 def verify_attestation(
@@ -268,7 +236,7 @@ def verify_attestation(
         )
 
     return VerifiedAttestation(
-        kind="simulated" if _is_simulated_root(root) else "hardware",
+        kind="simulated" if is_simulated_root(root) else "hardware",
         module_id=payload["module_id"],
         timestamp=timestamp,
         pcrs=dict(sorted(pcrs.items())),
@@ -276,7 +244,7 @@ def verify_attestation(
         public_key=payload.get("public_key"),
         nonce=payload.get("nonce"),
         evidence_sha256=hashlib.sha256(evidence).hexdigest(),
-        root_sha256=_sha256_der(root),
+        root_sha256=sha256_der(root),
     )
 
 
@@ -427,7 +395,7 @@ def _ec_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey |
     return key if isinstance(key, ec.EllipticCurvePublicKey) else None
 
 
-def _sha256_der(certificate: x509.Certificate) -> str:
+def sha256_der(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
@@ -544,7 +512,7 @@ def _verify_chain(
 ) -> x509.Certificate:
     """Check leaf -> cabundle reversed -> a trusted root; return that trusted root."""
     root_sha256 = hashlib.sha256(bundle[0]).hexdigest()
-    root = next((cert for cert in trusted if _sha256_der(cert) == root_sha256), None)
+    root = next((cert for cert in trusted if sha256_der(cert) == root_sha256), None)
     if root is None:
         raise AttestationError(
             f"the certificate chain does not lead to a trusted root: cabundle[0] "
@@ -627,283 +595,6 @@ def _show(value: bytes | None) -> str:
     return value.hex() if len(value) <= 64 else f"{value[:64].hex()}... ({len(value)} bytes)"
 
 
-def _is_simulated_root(certificate: x509.Certificate) -> bool:
+def is_simulated_root(certificate: x509.Certificate) -> bool:
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return any(name.value == SIMULATED_ROOT_CN for name in names)
-
-
-# --- Bindings, measurements and the trusted roots ----------------------------------------------
-
-
-def runtime_description() -> str:
-    """What PCR1 of the simulated enclave measures: the interpreter and the library versions."""
-    lines = [f"python {sys.implementation.name} {platform.python_version()}"]
-    for name in MEASURED_DISTRIBUTIONS:
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            version = "absent"
-        lines.append(f"{name}=={version}")
-    return "\n".join(lines) + "\n"
-
-
-def measure(paths: Sequence[Path]) -> dict[int, bytes]:
-    """PCR-style SHA-384 measurements of the enclave code (PCR0..2, see the module docstring)."""
-    if not paths:
-        raise ValueError("measure() needs the enclave's files")
-    digests = []
-    for path in paths:
-        with open(path, "rb") as handle:
-            digests.append(hashlib.file_digest(handle, "sha384").digest())
-    layout = "".join(f"{Path(path).name}\n" for path in paths)
-    return {
-        0: hashlib.sha384(b"".join(digests)).digest(),
-        1: hashlib.sha384(runtime_description().encode()).digest(),
-        2: hashlib.sha384(layout.encode()).digest(),
-    }
-
-
-def parse_measurements(items: str | Iterable[str]) -> list[dict[int, bytes]]:
-    """Parse an allow-list: a list of entries (or one string of entries separated by commas,
-    as the environment gives it). An entry is a bare hex value, meaning PCR0, or
-    "PCR0=<hex>+PCR1=<hex>..." naming several registers that must all match. Raises ValueError
-    naming the first malformed part."""
-    if isinstance(items, str):
-        items = items.split(",")
-    entries: list[dict[int, bytes]] = []
-    for item in items:
-        if not item.strip():
-            continue
-        entry: dict[int, bytes] = {}
-        for part in item.split("+"):
-            match = re.fullmatch(r"\s*(?:(?:PCR)?(\d{1,2})\s*=)?\s*([0-9a-fA-F]+)\s*", part)
-            if match is None or len(match[2]) != 2 * PCR_LENGTH:
-                raise ValueError(
-                    f"malformed measurement {part.strip()!r}: want <hex> for PCR0 or "
-                    f"PCR<n>=<hex>, each {PCR_LENGTH} bytes"
-                )
-            index = int(match[1] or 0)
-            if index > MAX_PCR_INDEX or index in entry:
-                raise ValueError(
-                    f"malformed measurement {part.strip()!r}: PCR indices are 0..{MAX_PCR_INDEX}, "
-                    "each at most once per entry"
-                )
-            entry[index] = bytes.fromhex(match[2])
-        entries.append(entry)
-    return entries
-
-
-@cache
-def aws_nitro_root() -> x509.Certificate:
-    """The pinned AWS Nitro Enclaves Root-G1 certificate."""
-    certificate = x509.load_pem_x509_certificate(AWS_NITRO_ROOT_G1_PEM)
-    if _sha256_der(certificate) != AWS_NITRO_ROOT_G1_SHA256:  # pragma: no cover - tampering
-        raise RuntimeError("the embedded AWS Nitro root does not match its pinned fingerprint")
-    return certificate
-
-
-# --- The simulated TEE -------------------------------------------------------------------------
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class SimulatedRoot:
-    """A per-deployment P-384 root CA for simulated enclaves, kept as two files in a directory:
-    the private key (mode 0600) and the certificate. NOT hardware backed: anyone who can read
-    the key can forge documents, which is why production settings never trust it."""
-
-    KEY_FILE = "simulated-root.key"
-    CERT_FILE = "simulated-root.pem"
-
-    def __init__(self, certificate: x509.Certificate, private_key: ec.EllipticCurvePrivateKey):
-        if certificate.public_key() != private_key.public_key():
-            raise ValueError("the simulated root's key does not match its certificate")
-        if not _is_simulated_root(certificate):
-            raise ValueError(f"a simulated root must be named {SIMULATED_ROOT_CN!r}")
-        self.certificate = certificate
-        self._private_key = private_key
-
-    @property
-    def der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def sha256(self) -> str:
-        return _sha256_der(self.certificate)
-
-    @classmethod
-    def generate(cls, *, now: datetime | None = None) -> SimulatedRoot:
-        """A fresh root in memory (load_or_create persists one)."""
-        now = now or _now()
-        key = ec.generate_private_key(ec.SECP384R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, SIMULATED_ROOT_CN),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ROOT_ORG),
-            ]
-        )
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + SIMULATED_ROOT_LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(key_cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA384())
-        )
-        return cls(certificate, key)
-
-    @classmethod
-    def load_or_create(cls, directory: Path) -> SimulatedRoot:
-        """This deployment's root: loaded from `directory`, or made there on first use. Safe
-        against concurrent processes (an exclusive lock while creating)."""
-        directory = Path(directory)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key_path, cert_path = directory / cls.KEY_FILE, directory / cls.CERT_FILE
-        with open(directory / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if key_path.exists() and cert_path.exists():
-                return cls._load(key_path, cert_path)
-            root = cls.generate()
-            _write_atomically(
-                key_path,
-                root._private_key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-                mode=0o600,
-            )
-            _write_atomically(
-                cert_path, root.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
-            )
-            return root
-
-    @classmethod
-    def _load(cls, key_path: Path, cert_path: Path) -> SimulatedRoot:
-        if key_path.stat().st_mode & 0o077:
-            raise PermissionError(f"{key_path} is readable by others; it must be mode 0600")
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-            key.curve, ec.SECP384R1
-        ):
-            raise ValueError(f"{key_path} is not a P-384 private key")
-        return cls(x509.load_pem_x509_certificate(cert_path.read_bytes()), key)
-
-    def issue_leaf(
-        self, public_key: ec.EllipticCurvePublicKey, common_name: str, now: datetime
-    ) -> x509.Certificate:
-        not_after = min(now + SIMULATED_LEAF_LIFETIME, self.certificate.not_valid_after_utc)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ROOT_ORG),
-                    ]
-                )
-            )
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1))
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
-            .add_extension(
-                # The certificate's key (__init__ checks they match), typed as the EC key it is.
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._private_key.public_key()),
-                critical=False,
-            )
-            .sign(self._private_key, hashes.SHA384())
-        )
-
-
-def _key_usage(*, digital_signature: bool = False, key_cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=key_cert_sign,
-        crl_sign=key_cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-class SimulatedEnclave:
-    """Attests like a Nitro enclave, under a simulated root: each document gets a fresh leaf key
-    and a short-lived leaf certificate, and cabundle is [root]."""
-
-    def __init__(self, root: SimulatedRoot, *, module_id: str | None = None) -> None:
-        self.root = root
-        self.module_id = module_id or f"sim-{secrets.token_hex(8)}"
-
-    def attest(
-        self,
-        *,
-        pcrs: Mapping[int, bytes],
-        public_key: bytes | None,
-        user_data: bytes | None,
-        nonce: bytes | None,
-        now: datetime | None = None,
-    ) -> bytes:
-        """A signed document in the Nitro format; PCRs 0..15 not given are 48 zero bytes."""
-        for index, value in pcrs.items():
-            if type(index) is not int or not 0 <= index <= MAX_PCR_INDEX:
-                raise ValueError(f"PCR index {index!r} is outside 0..{MAX_PCR_INDEX}")
-            if len(value) != PCR_LENGTH:
-                raise ValueError(f"PCR{index} must be {PCR_LENGTH} bytes")
-        for name, field, limit in (
-            ("public_key", public_key, MAX_PUBLIC_KEY_BYTES),
-            ("user_data", user_data, MAX_USER_DATA_BYTES),
-            ("nonce", nonce, MAX_NONCE_BYTES),
-        ):
-            if field is not None and len(field) > limit:
-                raise ValueError(f"{name} is limited to {limit} bytes")
-        now = now or _now()
-        registers = dict.fromkeys(range(NITRO_PCR_COUNT), bytes(PCR_LENGTH))
-        registers.update({index: bytes(value) for index, value in pcrs.items()})
-        leaf_key = ec.generate_private_key(ec.SECP384R1())
-        leaf = self.root.issue_leaf(leaf_key.public_key(), f"{self.module_id}.simulated", now)
-        payload = cbor2.dumps(
-            {
-                "module_id": self.module_id,
-                "digest": "SHA384",
-                "timestamp": int(now.timestamp() * 1000),
-                "pcrs": dict(sorted(registers.items())),
-                "certificate": leaf.public_bytes(serialization.Encoding.DER),
-                "cabundle": [self.root.der],
-                "public_key": None if public_key is None else bytes(public_key),
-                "user_data": None if user_data is None else bytes(user_data),
-                "nonce": None if nonce is None else bytes(nonce),
-            }
-        )
-        protected = cbor2.dumps({1: COSE_ALG_ES384})
-        sig_structure = cbor2.dumps(["Signature1", protected, b"", payload])
-        r, s = decode_dss_signature(leaf_key.sign(sig_structure, ec.ECDSA(hashes.SHA384())))
-        signature = r.to_bytes(PCR_LENGTH, "big") + s.to_bytes(PCR_LENGTH, "big")
-        return cbor2.dumps([protected, {}, payload, signature])

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
 from cleanroom.attestation.measured import measured_files
-from cleanroom.attestation.verify import measure
+from cleanroom.attestation.trust import measure
 from jobs.engines.tee.trust import TeeConfig, trusted_roots
 from keyservice import config
 from keyservice.config import OPERATIONS, Caller

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from django.conf import settings
 
 from cleanroom.attestation.binding import binding, key_context
-from cleanroom.attestation.verify import SimulatedEnclave, SimulatedRoot
+from cleanroom.attestation.simulated import SimulatedEnclave, SimulatedRoot
 from cleanroom.audit.verifier.approvals import (
     MACHINE_KEY,
     PinnedCredential,

@@ -21,17 +21,14 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from cleanroom.attestation.binding import binding
-from cleanroom.attestation.verify import (
+from cleanroom.attestation.simulated import SimulatedEnclave, SimulatedRoot
+from cleanroom.attestation.trust import (
     AWS_NITRO_ROOT_G1_SHA256,
-    SIMULATED_ROOT_CN,
-    AttestationError,
-    SimulatedEnclave,
-    SimulatedRoot,
     aws_nitro_root,
     measure,
     parse_measurements,
-    verify_attestation,
 )
+from cleanroom.attestation.verify import SIMULATED_ROOT_CN, AttestationError, verify_attestation
 from jobs.engines.tee.trust import configured_measurements, trusted_roots
 from tests.engines.support import tee_config
 

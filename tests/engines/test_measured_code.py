@@ -96,6 +96,6 @@ def test_the_measurement_changes_with_any_measured_file(tmp_path):
 
 
 def measured_measurement(files):
-    from cleanroom.attestation import verify as attestation
+    from cleanroom.attestation import trust
 
-    return attestation.measure(files)
+    return trust.measure(files)

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cleanroom.attestation import verify as attestation
+from cleanroom.attestation.simulated import SimulatedEnclave
+from cleanroom.attestation.verify import AttestationError
 from cleanroom.residency import StepKind, decide
 from dataplane.enclave import EXTRACT_DIRECTORY
 from dataplane.mechanisms import Mechanism, Stage
@@ -137,13 +138,13 @@ class TeeEngine(SiteEngine):
     def release_keys(self, job: Job, document: bytes) -> dict[str, str]:
         return release_keys(job, document, config=self.config, recorder=self.recorder)
 
-    def _simulated_nsm(self) -> attestation.SimulatedEnclave:
+    def _simulated_nsm(self) -> SimulatedEnclave:
         """This machine has no enclave hardware: a simulated security module measures the
         enclave code and signs its document with the deployment's simulated root, which the
         verifier marks `simulated` and production settings refuse to trust."""
         try:
             return trust.simulated_enclave(self.config)
-        except attestation.AttestationError as exc:
+        except AttestationError as exc:
             raise EngineError(f"No enclave hardware here, and {exc}.") from None
 
     def run(self, job: Job, progress: Progress) -> dict[str, Any]:

@@ -14,14 +14,9 @@ from typing import Any
 from cryptography import x509
 
 from cleanroom.attestation.measured import measured_files
-from cleanroom.attestation.verify import (
-    AttestationError,
-    SimulatedEnclave,
-    SimulatedRoot,
-    aws_nitro_root,
-    measure,
-    parse_measurements,
-)
+from cleanroom.attestation.simulated import SimulatedEnclave, SimulatedRoot
+from cleanroom.attestation.trust import aws_nitro_root, measure, parse_measurements
+from cleanroom.attestation.verify import AttestationError
 from parties.keys import KeyServiceAccess
 
 
