@@ -149,7 +149,7 @@ def test_the_command_line_asks_before_it_signs(
     monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert f"Sign 'approve' for charite over this form? [y/N] Nothing signed." in out
+    assert "Sign 'approve' for charite over this form? [y/N] Nothing signed." in out
     assert not query.approvals.exists()
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
     assert main(argv) == 0
