@@ -1,7 +1,9 @@
 from csp.decorators import csp_update
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -11,10 +13,13 @@ from drf_spectacular.views import (
 from cleanroom import views
 
 handler404 = "cleanroom.api.not_found"
+FAVICON = "img/favicon.svg"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("healthz", views.healthz, name="healthz"),
+    # Pages link the icon; a browser asks /favicon.ico of those that do not (the admin, JSON).
+    path("favicon.ico", RedirectView.as_view(url=static(FAVICON), permanent=True), name="favicon"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("accounts.urls")),

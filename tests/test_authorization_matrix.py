@@ -60,6 +60,7 @@ MATRIX: dict[tuple[str, str], str] = {
     #                                      anon bob alice ivan dave lena mall rita oper
     ("dashboard", "GET"): "                 302 200 200   200  200  200  200  200  200",
     ("healthz", "GET"): "                   200 200 200   200  200  200  200  200  200",
+    ("favicon", "GET"): "                   301 301 301   301  301  301  301  301  301",
     ("login", "GET"): "                     200 200 200   200  200  200  200  200  200",
     ("login", "POST"): "                    200 200 200   200  200  200  200  200  200",
     ("logout", "POST"): "                   302 302 302   302  302  302  302  302  302",
@@ -292,6 +293,7 @@ def url_of(name: str, s: Scene) -> str:
     paths = {
         "dashboard": "/",
         "healthz": "/healthz",
+        "favicon": "/favicon.ico",
         "login": "/login/",
         "logout": "/logout/",
         "dataset-list": "/datasets/",

@@ -8,8 +8,19 @@ schema by `tests/client/test_schema_contract.py`. The reference is README.md bes
 """
 
 from cleanroom.client.api import Client, Job, Query
-from cleanroom.client.errors import ApiError, CannotConnect
+from cleanroom.client.errors import ApiError, CannotConnect, RefusedToSign
 from cleanroom.client.plan import Plan
 from cleanroom.client.results import Extract
+from cleanroom.client.review import Review
 
-__all__ = ["ApiError", "CannotConnect", "Client", "Extract", "Job", "Plan", "Query"]
+__all__ = [
+    "ApiError",
+    "CannotConnect",
+    "Client",
+    "Extract",
+    "Job",
+    "Plan",
+    "Query",
+    "RefusedToSign",
+    "Review",
+]

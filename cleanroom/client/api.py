@@ -18,6 +18,7 @@ from cleanroom.client.errors import ApiError
 from cleanroom.client.plan import Plan
 from cleanroom.client.progress import ProgressBar
 from cleanroom.client.results import Extract, table_frame
+from cleanroom.client.review import Review
 from cleanroom.client.signing import load_machine_key, machine_key_assertion
 from cleanroom.client.transport import Transport
 
@@ -204,9 +205,17 @@ class Client:
 
     # Deciding ----------------------------------------------------------------------------
 
+    def review(self, query: Query | int, room: str | None = None) -> Review:
+        """The version as an approval would bind it, its digest recomputed here from the
+        canonical form the server shows; `print(review)` shows that form (SQL, mechanism, ε, δ,
+        receivers, datasets). Raises `RefusedToSign` if the server's digest is not the form's,
+        or its other fields say otherwise than the form."""
+        room, query_id = _target(query, room)
+        return Review.of(room, self.transport.call("query", slug=room, id=query_id))
+
     def approve(
         self,
-        query: Query | int,
+        query: Review | Query | int,
         organization: str,
         key_file: str | Path,
         comment: str = "",
@@ -215,13 +224,15 @@ class Client:
     ) -> dict[str, Any]:
         """Approve the query's current version for `organization` (a slug), signed here with
         the organisation's registered machine key (`key_file`, which never leaves this
-        machine). Returns the stored approval: `id`, `organization`, `decision`, `digest`,
-        `verified`."""
+        machine). Given a `Review`, signs the form it holds (the one you read); given a query,
+        reviews it first. Either way the digest signed is recomputed here from the canonical
+        form, and `RefusedToSign` is raised before the key is read if the server's differs.
+        Returns the stored approval: `id`, `organization`, `decision`, `digest`, `verified`."""
         return self._decide("approve", query, organization, key_file, comment, room)
 
     def reject(
         self,
-        query: Query | int,
+        query: Review | Query | int,
         organization: str,
         key_file: str | Path,
         comment: str = "",
@@ -234,26 +245,23 @@ class Client:
     def _decide(
         self,
         decision: str,
-        query: Query | int,
+        query: Review | Query | int,
         organization: str,
         key_file: str | Path,
         comment: str,
         room: str | None,
     ) -> dict[str, Any]:
+        review = query if isinstance(query, Review) else self.review(query, room)
         key = load_machine_key(key_file)
-        room, query_id = _target(query, room)
-        # The digest as the server holds it now, not as a Query object once showed it: the
-        # signature binds exactly that version, and a stale one would only be refused.
-        digest = self.transport.call("query", slug=room, id=query_id)["digest"]
         assertion = machine_key_assertion(
             key,
-            query_id=query_id,
-            digest=digest,
+            query_id=review.query_id,
+            digest=review.digest,
             organization_id=self._organization_id(organization),
             decision=decision,
         )
         body = {"organization": organization, "comment": comment, "assertion": assertion}
-        return self.transport.call(decision, body, slug=room, id=query_id)
+        return self.transport.call(decision, body, slug=review.room, id=review.query_id)
 
     # Running -----------------------------------------------------------------------------
 

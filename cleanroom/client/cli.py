@@ -1,7 +1,8 @@
 """The `cleanroom` command line, on the same client.
 
 Exit codes: 0 done; 1 refused by the API (its message on stderr), a plan that does not pass,
-or a job that failed; 2 a usage error (bad arguments, no token); 3 the server cannot be reached.
+or a job that failed; 2 a usage error (bad arguments, no token); 3 the server cannot be reached;
+4 nothing signed: the server's digest is not that of the form it shows.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 import polars as pl
 
 from cleanroom.client.api import Client
-from cleanroom.client.errors import ApiError, CannotConnect
+from cleanroom.client.errors import ApiError, CannotConnect, RefusedToSign
 from cleanroom.client.results import Extract
+from cleanroom.client.review import Review
 
-OK, REFUSED, USAGE, CANNOT_CONNECT = 0, 1, 2, 3
+OK, REFUSED, USAGE, CANNOT_CONNECT, NOT_SIGNED = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -55,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
         description="The clean room's API from the command line. The token comes from "
         "CLEANROOM_TOKEN or `cleanroom login`.",
         epilog="Exit codes: 0 done; 1 refused by the API, a plan that does not pass or a failed "
-        "job; 2 usage; 3 cannot connect.",
+        "job; 2 usage; 3 cannot connect; 4 nothing signed: the server's digest is not that of "
+        "the form it shows.",
     )
     top.add_argument("--url", help=f"the server (CLEANROOM_URL, the login's, or {DEFAULT_URL})")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,6 +96,13 @@ def parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--json", action="store_true", help="the report as JSON")
 
+    review = commands.add_parser(
+        "review",
+        help="what an approval of a query binds, its digest recomputed here, and the page "
+        "where a passkey decides it",
+    )
+    review.add_argument("room")
+    review.add_argument("query", type=int)
     for name, help_text in (
         ("approve", "approve a query for your organisation, signed with its machine key"),
         ("reject", "reject a query for your organisation, signed with its machine key"),
@@ -105,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
             "--key", required=True, type=Path, help="its registered machine key file"
         )
         command.add_argument("--comment", default="")
+        command.add_argument(
+            "--yes", action="store_true", help="sign without asking (the form is still shown)"
+        )
 
     run = commands.add_parser("run", help="run an approved query and wait for its job")
     run.add_argument("room")
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as problem:
         print(f"cleanroom: {problem}", file=sys.stderr)
         return USAGE
+    except RefusedToSign as refusal:
+        print(f"cleanroom: not signed ({refusal.code}): {refusal.message}", file=sys.stderr)
+        return NOT_SIGNED
     except CannotConnect as failure:
         print(f"cleanroom: {failure.message}", file=sys.stderr)
         return CANNOT_CONNECT
@@ -251,11 +267,38 @@ def submit(args) -> int:
     return OK
 
 
+def review(args) -> int:
+    client = _client(args)
+    form = client.review(args.query, args.room)
+    print(form)
+    print(
+        f"\nTo decide with a passkey, open {page_of(client.base_url, form)} and check that the "
+        f"page shows digest {form.digest}.\nWith the organisation's machine key: cleanroom "
+        f"approve|reject {args.room} {args.query} --org SLUG --key FILE"
+    )
+    return OK
+
+
+def page_of(base_url: str, form: Review) -> str:
+    """The query's page in the web UI, where an owner decides with a passkey."""
+    return f"{base_url}/rooms/{form.room}/queries/{form.query_id}/"
+
+
 def decide(args) -> int:
     client = _client(args)
+    form = client.review(args.query, args.room)
+    # The owner sees what the signature binds before anything is signed.
+    print(form, end="\n\n")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"not signed: pass --yes to {args.command} without being asked")
+        answer = input(f"Sign '{args.command}' for {args.org} over this form? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing signed.")
+            return OK
     decide_with = client.approve if args.command == "approve" else client.reject
     try:
-        approval = decide_with(args.query, args.org, args.key, args.comment, room=args.room)
+        approval = decide_with(form, args.org, args.key, args.comment)
     except ValueError as problem:  # a key file that is not a machine key
         raise UsageError(str(problem)) from None
     verb = "approved" if approval["decision"] == "approve" else "rejected"
@@ -346,6 +389,7 @@ COMMANDS = {
     "budget": budget,
     "plan": plan,
     "submit": submit,
+    "review": review,
     "approve": decide,
     "reject": decide,
     "run": run,

@@ -77,11 +77,17 @@ QUERY_READS = (
     "id",
     "room",
     "title",
+    "purpose",
+    "sql",
     "status",
     "version",
     "digest",
+    "canonical",
     "epsilon",
+    "delta",
     "mechanism",
+    "output_kind",
+    "receivers",
     "plan",
 )
 

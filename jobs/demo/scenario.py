@@ -52,8 +52,9 @@ DIAGNOSES = ["circulatory", "respiratory", "neoplasms", "digestive", "injury", "
 
 
 SCHEMA = [
-    {"name": "patient_id", "type": "string", "role": "unit"},
-    {"name": "person_hash", "type": "string", "role": "join_key"},
+    # A pseudonymous person id, the same at every hospital that treated the person: the privacy
+    # unit, and the key the owners' policies allow joins on.
+    {"name": "person_id", "type": "string", "role": "unit"},
     {"name": "age_band", "type": "string", "role": "dimension", "domain": AGE_BANDS},
     {"name": "sex", "type": "string", "role": "dimension", "domain": SEXES},
     {"name": "diagnosis", "type": "string", "role": "dimension", "domain": DIAGNOSES},
@@ -92,19 +93,19 @@ PEOPLE = [
 
 
 def generate_patients(path: Path, *, rows: int, seed: int, site: str, shared: int) -> Path:
-    """Synthetic patients. The first `shared` people also appear at the other hospital (same
-    person_hash), so joins across hospitals have something to find."""
+    """Synthetic patients, one stay each. The first `shared` people also appear at the other
+    hospitals (same person_id), so joins across hospitals have something to find."""
     rng = random.Random(seed)  # noqa: S311 - reproducible demo data, not secrets
-    lines = ["patient_id,person_hash,age_band,sex,diagnosis,length_of_stay,cost,readmitted"]
+    lines = ["person_id,age_band,sex,diagnosis,length_of_stay,cost,readmitted"]
     for i in range(rows):
         person = i if i < shared else f"{site}-{i}"
-        person_hash = hashlib.sha256(f"demo-person-{person}".encode()).hexdigest()[:32]
+        person_id = hashlib.sha256(f"demo-person-{person}".encode()).hexdigest()[:32]
         age = rng.choices(AGE_BANDS, weights=[8, 22, 32, 24, 14])[0]
         diagnosis = rng.choices(DIAGNOSES, weights=[24, 16, 14, 15, 12, 19])[0]
         stay = min(60, int(rng.expovariate(1 / (4 + 2 * AGE_BANDS.index(age)))))
         cost = round(min(200000.0, 900 * (stay + 1) * rng.lognormvariate(0, 0.4)), 2)
         lines.append(
-            f"{site}-{i:06d},{person_hash},{age},{rng.choice(SEXES)},{diagnosis},{stay},{cost},"
+            f"{person_id},{age},{rng.choice(SEXES)},{diagnosis},{stay},{cost},"
             f"{'true' if rng.random() < 0.12 else 'false'}"
         )
     path.write_text("\n".join(lines) + "\n")
@@ -247,7 +248,7 @@ def seed(
             services.update_policy(
                 dataset=version.dataset,
                 by=users[owner],
-                allowed_join_keys=["person_hash"],
+                allowed_join_keys=["person_id"],
                 allowed_dimensions=["age_band", "sex", "diagnosis"],
                 allowed_measures=["length_of_stay", "cost"],
                 allowed_filters=["age_band", "sex", "diagnosis"],
@@ -255,9 +256,9 @@ def seed(
                 allowed_mechanisms=["mpc", "tee"],
                 allowed_receivers=[orgs["novapharm"], orgs[slug]],
                 min_group_size=10,
-                # L: each generated patient has exactly one stay (patient_id is one per row, a
-                # person_hash appears once per hospital), so 1 keeps every row; a larger bound
-                # would keep nothing more and only multiply the noise.
+                # L: each generated patient has exactly one stay (a person_id appears once per
+                # hospital), so 1 keeps every row; a larger bound would keep nothing more and
+                # only multiply the noise.
                 max_rows_per_unit=1,
                 max_epsilon_per_query=Decimal("1"),
                 total_epsilon=Decimal("5"),
@@ -325,7 +326,7 @@ GROUP BY u.age_band"""
 
 JOIN_QUERY = """SELECT b.diagnosis, COUNT(*) AS patients, AVG(z.cost) AS mean_cost_in_zurich
 FROM charite.inpatients AS b
-JOIN usz.inpatients AS z ON b.person_hash = z.person_hash
+JOIN usz.inpatients AS z ON b.person_id = z.person_id
 WHERE b.age_band IN ('65-79', '80+')
 GROUP BY b.diagnosis"""
 

@@ -48,6 +48,13 @@ class QuerySerializer(serializers.ModelSerializer):
     author_organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
     receivers = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
     approvals = ApprovalSerializer(many=True, read_only=True)
+    canonical = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="Everything an approval binds; `digest` is SHA-256 of its canonical JSON "
+        "(sorted keys, no whitespace, UTF-8), so an owner's client recomputes it before signing. "
+        "Null for a draft.",
+    )
 
     class Meta:
         model = Query
@@ -70,6 +77,7 @@ class QuerySerializer(serializers.ModelSerializer):
             "expires_at",
             "status",
             "digest",
+            "canonical",
             "plan",
             "author_organization",
             "approvals",

@@ -5,6 +5,7 @@ key never reaches the server; another organisation's key or an unregistered one 
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -58,9 +59,11 @@ def test_an_owner_approves_with_the_organisations_machine_key(world, study, live
 def test_reject_from_the_command_line(world, as_alice, study, tmp_path, capsys):
     key = _machine_key(world, tmp_path, "charite", world.alice)
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
-    argv = ["reject", "study", str(query.pk), "--org", "charite", "--key", str(key)]
+    argv = ["reject", "study", str(query.pk), "--org", "charite", "--key", str(key), "--yes"]
     assert main([*argv, "--comment", "Too fine-grained"]) == 0
-    assert capsys.readouterr().out.startswith(f"Query {query.pk} rejected for charite")
+    shown, said = capsys.readouterr().out.split("\n\n")
+    assert shown.startswith(f"Query {query.pk} in study, version 1: Stay by age band\n")
+    assert said.startswith(f"Query {query.pk} rejected for charite")
     query.refresh_from_db()
     assert query.status == query.Status.REJECTED
     assert verify_approval(query.approvals.get())
@@ -71,7 +74,7 @@ def test_another_organisations_key_is_refused_with_exit_1(world, as_alice, study
     zurich_key = _machine_key(world, tmp_path, "usz", world.carol, "usz.key")
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
     argv = ["approve", "study", str(query.pk), "--org", "charite", "--key", str(zurich_key)]
-    assert main(argv) == 1
+    assert main([*argv, "--yes"]) == 1
     assert capsys.readouterr().err.startswith(
         "cleanroom: refused (wrong_organization): This machine key decides for "
         "University Hospital Zurich, not Charité Berlin."
@@ -84,7 +87,7 @@ def test_an_unregistered_key_is_refused_with_exit_1(world, as_alice, study, tmp_
     new_key(stranger)
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
     argv = ["approve", "study", str(query.pk), "--org", "charite", "--key", str(stranger)]
-    assert main(argv) == 1
+    assert main([*argv, "--yes"]) == 1
     assert capsys.readouterr().err.startswith(
         "cleanroom: refused (unknown_credential): No registered machine-key made this decision.\n"
     )
@@ -97,10 +100,10 @@ def test_a_key_file_that_is_not_a_machine_key_is_a_usage_error(
     not_a_key = tmp_path / "id_rsa.pub"
     not_a_key.write_text("ssh-ed25519 AAAA… alice@laptop\n")
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
-    argv = ["approve", "study", str(query.pk), "--org", "charite", "--key", str(not_a_key)]
-    assert main(argv) == 2
+    argv = ["approve", "study", str(query.pk), "--yes", "--org", "charite", "--key"]
+    assert main([*argv, str(not_a_key)]) == 2
     assert "is not a machine key" in capsys.readouterr().err
-    assert main([*argv[:-1], str(tmp_path / "missing.key")]) == 2
+    assert main([*argv, str(tmp_path / "missing.key")]) == 2
     assert not query.approvals.exists()
 
 
@@ -125,3 +128,30 @@ def test_the_clients_approval_message_and_key_id_are_the_kernels(tmp_path):
     assert len(base64.b64decode(signing.machine_key_assertion(
         Ed25519PrivateKey.generate(), query_id=7, digest="ab" * 32, organization_id=3,
         decision="approve")["signature"])) == 64  # fmt: skip
+
+
+class Terminal(io.StringIO):
+    """Standard input as a terminal an owner answers on."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_command_line_asks_before_it_signs(
+    world, as_alice, study, tmp_path, capsys, monkeypatch
+):
+    key = _machine_key(world, tmp_path, "charite", world.alice)
+    query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
+    argv = ["approve", "study", str(query.pk), "--org", "charite", "--key", str(key)]
+    # From a script (no terminal), nothing is signed without --yes.
+    assert main(argv) == 2
+    assert "pass --yes to approve without being asked" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Sign 'approve' for charite over this form? [y/N] Nothing signed." in out
+    assert not query.approvals.exists()
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert main(argv) == 0
+    assert capsys.readouterr().out.endswith(f"(version digest {query.digest}).\n")
+    assert query.approvals.get().decision == "approve"

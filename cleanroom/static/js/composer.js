@@ -89,15 +89,27 @@
           ...CM.defaultKeymap,
         ]),
         CM.EditorView.lineWrapping,
-        // Typing over a selection that spans styled text: the browser's own edit would carry
-        // the deleted text's colour over as a style attribute, which the CSP refuses (and
-        // CodeMirror redraws anyway). Make that edit here instead.
+        // Typing is applied here, never by the browser: its own edit of this contenteditable
+        // may carry the colour of the highlighted text it replaces over as a style attribute,
+        // which the CSP refuses (and CodeMirror redraws anyway). The place is the page's
+        // selection, where the browser was about to type, not CodeMirror's, which lags behind
+        // when a selection change and the input arrive together.
         CM.EditorView.domEventHandlers({
           beforeinput(event, view) {
-            if (event.inputType !== "insertText" || !event.data || view.composing) return false;
-            if (view.state.selection.ranges.every((range) => range.empty)) return false;
+            if (event.inputType !== "insertText" || !event.data) return false;
+            if (event.isComposing || view.composing) return false;
+            const selection = document.getSelection();
+            if (!selection || selection.rangeCount !== 1) return false;
+            const range = selection.getRangeAt(0);
+            const content = view.contentDOM;
+            if (!content.contains(range.startContainer) || !content.contains(range.endContainer)) {
+              return false;
+            }
+            const from = view.posAtDOM(range.startContainer, range.startOffset);
+            const to = view.posAtDOM(range.endContainer, range.endOffset);
             view.dispatch({
-              ...view.state.replaceSelection(event.data),
+              changes: { from, to, insert: event.data },
+              selection: { anchor: from + event.data.length },
               scrollIntoView: true,
               userEvent: "input.type",
             });
