@@ -3,9 +3,10 @@ version's digest from the canonical form the server shows, reads the key file, s
 approval message with it and sends only the detached signature and the key's id.
 
 Canonical JSON, the approval message and the key id are defined by the audit kernel
-(`cleanroom/audit/verifier/canonical.py` and `approvals.py`) and the digest by the query service
-(`jobs/queries.py`, `digest_of`); the client may not import them (it speaks HTTP only), so they
-are restated here, and `tests/client/test_approvals.py` holds each byte for byte equal.
+(`cleanroom/audit/verifier/canonical.py` and `approvals.py`) and the digest by the query
+service (`jobs/queries/canonical.py`, `digest_of`); the client may not import them (it speaks
+HTTP only), so they are restated here, and `tests/client/test_approvals.py` holds each byte for
+byte equal.
 """
 
 from __future__ import annotations

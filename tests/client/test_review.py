@@ -13,8 +13,8 @@ from django.urls import reverse
 from cleanroom.audit.verifier.canonical import canonical_json
 from cleanroom.client import Client, RefusedToSign, signing
 from cleanroom.client.cli import NOT_SIGNED, main
-from jobs import queries
 from jobs.models import Query
+from jobs.queries.canonical import digest_of
 from tests.client.test_approvals import _machine_key
 from tests.factories import JOIN_SQL, propose, token_for
 
@@ -43,7 +43,7 @@ def _wanted_and_shown(world, study):
 def test_the_client_recomputes_the_digest_the_server_states(world, study, live_server):
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
     review = Client(live_server.url, token_for(world.alice)).review(query.pk, "study")
-    assert review.digest == query.digest == queries.digest_of(review.canonical)
+    assert review.digest == query.digest == digest_of(review.canonical)
     assert review.canonical == query.canonical
     text = str(review)
     for shown in (
@@ -167,5 +167,5 @@ def test_the_client_refuses_what_the_kernel_refuses():
 
 def test_the_clients_digest_is_the_query_services(world, study):
     query = propose(study, world.bob, world.pharma, sql=JOIN_SQL)
-    assert signing.query_digest(query.canonical) == queries.digest_of(query.canonical)
+    assert signing.query_digest(query.canonical) == digest_of(query.canonical)
     assert signing.query_digest(query.canonical) == query.digest
