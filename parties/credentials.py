@@ -140,6 +140,18 @@ def register_passkey(
     return passkey
 
 
+def machine_public_key(text: str) -> bytes:
+    """A machine key's public half as `python -m keyservice.approve new-key` prints it: the raw
+    32-byte Ed25519 key, base64."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
+        raise CredentialRefused("The public key is not base64.") from None
+    if len(key) != 32:
+        raise CredentialRefused("A machine key is a raw 32-byte Ed25519 public key.")
+    return key
+
+
 @transaction.atomic
 def register_machine_key(
     *, organization: Organization, by: User, name: str, public_key: bytes

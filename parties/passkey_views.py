@@ -15,7 +15,6 @@ from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
 from parties import credentials, selectors
-from parties.models import ApprovalCredential
 from parties.permissions import Permission
 
 # The registration's challenge and organisation wait in the session between the two requests.
@@ -32,11 +31,6 @@ def passkeys(request: HttpRequest) -> HttpResponse:
         {
             "passkeys": selectors.passkeys_of(request.user),
             "organizations": owned,
-            "machine_keys": ApprovalCredential.objects.filter(
-                organization__in=owned,
-                kind=ApprovalCredential.Kind.MACHINE_KEY,
-                removed_at__isnull=True,
-            ).select_related("organization"),
         },
     )
 

@@ -130,7 +130,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("passkey-options", "POST"): "          302 403 200   403  403  200  200  404  404",
     ("passkey-register", "POST"): "         302 302 302   302  302  302  302  302  302",
     ("passkey-remove", "POST"): "           302 404 302   404  404  404  404  404  404",
-    # the Charité's approval credentials: its owners' alone
+    # the Charité's approval credentials (page and API alike): its owners' alone
+    ("organization-credentials", "GET"): "  302 404 200   403  403  404  404  404  404",
+    ("organization-credentials", "POST"): " 302 404 200   403  403  404  404  404  404",
+    ("organization-credential-remove", "POST"): "302 404 302 403  403  404  404  404  404",
     ("api-approval-credentials", "GET"): "  401 404 200   403  403  404  404  404  404",
     ("api-approval-credentials", "POST"): " 401 404 400   403  403  404  404  404  404",
     ("api-approval-credential-remove", "POST"): "401 404 200 403  403  404  404  404  404",
@@ -340,6 +343,10 @@ def url_of(name: str, s: Scene) -> str:
         "passkey-options": "/account/passkeys/options/",
         "passkey-register": "/account/passkeys/register/",
         "passkey-remove": f"/account/passkeys/{s.alice_passkey}/remove/",
+        "organization-credentials": "/organizations/charite/credentials/",
+        "organization-credential-remove": (
+            f"/organizations/charite/credentials/{s.alice_passkey}/remove/"
+        ),
         "api-approval-credentials": "/api/organizations/charite/credentials/",
         "api-approval-credential-remove": (
             f"/api/organizations/charite/credentials/{s.alice_passkey}/remove/"
