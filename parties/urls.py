@@ -3,6 +3,8 @@ from django.urls import path
 from parties import credential_views, passkey_views, views
 
 urlpatterns = [
+    path("login/passkey/", passkey_views.passkey_sign_in, name="passkey-sign-in"),
+    path("login/passkey/options/", passkey_views.sign_in_options, name="passkey-sign-in-options"),
     path("account/passkeys/", passkey_views.passkeys, name="passkeys"),
     path("account/passkeys/options/", passkey_views.passkey_options, name="passkey-options"),
     path("account/passkeys/register/", passkey_views.passkey_register, name="passkey-register"),
