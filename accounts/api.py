@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.models import ApiToken
-from accounts.permissions import own_token, require_password_sign_in
+from accounts.permissions import own_token, require_sign_in
 from accounts.serializers import (
     ApiTokenSerializer,
     IssuedTokenSerializer,
@@ -47,7 +47,7 @@ class ObtainToken(APIView):
 
 
 class TokenList(APIView):
-    """The caller's tokens (GET); a new one (POST), from a password sign-in only."""
+    """The caller's tokens (GET); a new one (POST), from a signed-in session only."""
 
     @extend_schema(responses=ApiTokenSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -55,7 +55,7 @@ class TokenList(APIView):
 
     @extend_schema(request=TokenRequestSerializer, responses={201: IssuedTokenSerializer})
     def post(self, request: AuthenticatedRequest) -> Response:
-        require_password_sign_in(isinstance(request.auth, ApiToken))
+        require_sign_in(isinstance(request.auth, ApiToken))
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         issued = services.issue_token(

@@ -1,7 +1,11 @@
 """Deployment checks of the accounts' settings, beside Django's own security checks (which
-refuse cookies without Secure, no HSTS, no HTTPS redirect, DEBUG and the like)."""
+refuse cookies without Secure, no HSTS, no HTTPS redirect, DEBUG and the like): cookies,
+HSTS, token lifetime and the passkeys' relying party."""
 
 from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
@@ -67,3 +71,44 @@ def tokens_expire_within_a_quarter(app_configs=None, **kwargs) -> list[Error]:
             id="cleanroom.E014",
         )
     ]
+
+
+def _is_local_or_address(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@register(Tags.security, deploy=True)
+def passkeys_bound_to_the_public_domain(app_configs=None, **kwargs) -> list[Error]:
+    """Passkeys are bound to WEBAUTHN_RP_ID for their whole life: one registered under
+    localhost works on any machine that serves localhost, and an origin over plain http lets
+    whoever sits on the network answer the prompt's page."""
+    rp_id = settings.WEBAUTHN_RP_ID
+    errors = []
+    if _is_local_or_address(rp_id):
+        errors.append(
+            Error(
+                f"CLEANROOM_WEBAUTHN_RP_ID is {rp_id!r}: passkeys registered here would sign in "
+                "and approve on any machine that serves that name.",
+                hint="Set it to the platform's public domain, e.g. cleanroom.example.org.",
+                id="cleanroom.E015",
+            )
+        )
+    for origin in settings.WEBAUTHN_ORIGINS:
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        if parts.scheme != "https" or not (host == rp_id or host.endswith("." + rp_id)):
+            errors.append(
+                Error(
+                    f"CLEANROOM_WEBAUTHN_ORIGINS holds {origin!r}: passkey assertions are "
+                    f"accepted only from https:// origins on {rp_id!r}.",
+                    hint=f"Set it to https://{rp_id} (and its subdomains that serve the pages).",
+                    id="cleanroom.E016",
+                )
+            )
+    return errors

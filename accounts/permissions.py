@@ -1,8 +1,9 @@
 """Who may do what with API tokens and sessions: each user their own, nobody else's.
 
-Minting a token needs the password: a signed-in browser session (the Security page, or the API
-called from it) or `POST /api/token/` with username and password. A token cannot mint another,
-or a stolen token could renew itself for ever and outlive its expiry and its revocation.
+Minting a token needs a sign-in: a browser session signed in with the password or a passkey (the
+Security page, or the API called from it), or `POST /api/token/` with username and password. A
+token cannot mint another, or a stolen token could renew itself for ever and outlive its expiry
+and its revocation.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def own_token(user, token_id: int) -> ApiToken:
     return token
 
 
-def require_password_sign_in(authenticated_by_token: bool) -> None:
+def require_sign_in(authenticated_by_token: bool) -> None:
     if authenticated_by_token:
         raise PermissionDenied(
-            "A token cannot create tokens: sign in with your password (the Security page, or "
-            "POST /api/token/ with username and password)."
+            "A token cannot create tokens: sign in with your password or a passkey (the "
+            "Security page), or use POST /api/token/ with username and password."
         )

@@ -72,17 +72,21 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-# Logins and API tokens: after AXES_FAILURE_LIMIT wrong passwords for one username from one
-# address, both are refused for AXES_COOLOFF_TIME hours (audited as `account.locked_out`).
+# Logins and API tokens: after AXES_FAILURE_LIMIT wrong passwords (or refused passkey
+# assertions) for one username from one address, password, passkey and token sign-in are all
+# refused for AXES_COOLOFF_TIME hours (audited as `account.locked_out`).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    "parties.sign_in.PasskeyBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_TIME", default=1.0)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# Failed attempts keep their form data for the operator: never a passkey's assertion.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "assertion"]
 # API tokens (accounts): hashed at rest; each expires after at most this many days.
 TOKEN_LIFETIME_DAYS = env.int("CLEANROOM_TOKEN_LIFETIME_DAYS", default=30)
 

@@ -21,7 +21,7 @@ from cleanroom.api import named_in_body
 from parties import credentials, selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
-from parties.permissions import Permission, require
+from parties.permissions import Permission, credential_keeper, require
 from parties.serializers import (
     ApprovalCredentialSerializer,
     DatasetInputSerializer,
@@ -198,25 +198,21 @@ class PolicyHistory(generics.ListAPIView):
 
 class MachineKeys(APIView):
     """The organisation's approval credentials (passkeys and machine keys); its owners register
-    a machine key here: the Ed25519 public half of a key the organisation holds itself."""
+    a machine key here: the Ed25519 public half of a key the organisation holds itself. The
+    page /organizations/<org>/credentials/ does the same under the same rule."""
 
     # Reading them, too, is for the organisation's owners: other members are refused.
     refusals = {"GET": (403, 404), "POST": (400, 403, 404)}
 
-    def _organization(self, request: Request, org: str):
-        organization = get_object_or_404(selectors.organizations_of(request.user), slug=org)
-        require(request.user, Permission.APPROVE_QUERIES, organization=organization)
-        return organization
-
     @extend_schema(responses={200: ApprovalCredentialSerializer(many=True)})
     def get(self, request: Request, org: str) -> Response:
-        organization = self._organization(request, org)
+        organization = credential_keeper(request.user, org)
         credentials_ = selectors.live_credentials(organization).select_related("user")
         return Response(ApprovalCredentialSerializer(credentials_, many=True).data)
 
     @extend_schema(request=MachineKeyInputSerializer, responses={201: ApprovalCredentialSerializer})
     def post(self, request: Request, org: str) -> Response:
-        organization = self._organization(request, org)
+        organization = credential_keeper(request.user, org)
         serializer = MachineKeyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         machine_key = credentials.register_machine_key(
@@ -233,7 +229,7 @@ class MachineKeys(APIView):
 class CredentialRemove(APIView):
     @extend_schema(request=None, responses={200: ApprovalCredentialSerializer})
     def post(self, request: Request, org: str, pk: int) -> Response:
-        organization = get_object_or_404(selectors.organizations_of(request.user), slug=org)
+        organization = credential_keeper(request.user, org)
         credential = get_object_or_404(organization.approval_credentials, pk=pk)
         credential = credentials.remove_credential(credential=credential, by=request.user)
         return Response(ApprovalCredentialSerializer(credential).data)

@@ -1,10 +1,12 @@
-"""Changes to the credentials owners approve with, and the check of one decision's credential.
+"""Changes to passkeys and machine keys, and the check of one decision's credential.
 
-An owner registers a passkey (WebAuthn, verified with py_webauthn), or an organisation registers
-a machine key it holds itself (the Ed25519 public half only). The platform holds no private key
-that can decide for an owner: a decision is accepted only with a fresh assertion, or a
-signature, by a live credential of that organisation, over the decision's approval message
-(cleanroom/audit/verifier/approvals.py). Each change writes its audit event.
+A member registers a passkey (WebAuthn, verified with py_webauthn): for an organisation they
+own data in, to approve for it (and sign in), or for no organisation, to sign in only
+(parties/sign_in.py). An organisation registers a machine key it holds itself (the Ed25519
+public half only). The platform holds no private key that can decide for an owner: a decision
+is accepted only with a fresh assertion, or a signature, by a live credential of that
+organisation, over the decision's approval message (cleanroom/audit/verifier/approvals.py).
+Each change writes its audit event.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from webauthn import (
@@ -73,16 +76,31 @@ def _name(name: str) -> str:
     return name
 
 
-def passkey_registration_options(*, user: User, organization: Organization) -> tuple[dict, bytes]:
+def user_handle(user: User) -> bytes:
+    """The WebAuthn user handle of a member's passkeys, which an authenticator hands back."""
+    return f"user:{user.pk}".encode()
+
+
+def _may_approve_with(user: User, organization: Organization | None) -> None:
+    """A passkey for an organisation is for a member who approves for it; one for none (sign-in
+    only) is anyone's."""
+    if organization is not None:
+        require(user, Permission.APPROVE_QUERIES, organization=organization)
+
+
+def passkey_registration_options(
+    *, user: User, organization: Organization | None
+) -> tuple[dict, bytes]:
     """The options the browser's navigator.credentials.create takes, and their challenge,
-    which the caller keeps (in the session) for :func:`register_passkey`."""
-    require(user, Permission.APPROVE_QUERIES, organization=organization)
+    which the caller keeps (in the session) for :func:`register_passkey`. Discoverable
+    credentials are preferred: only those sign in without a username (parties/sign_in.py)."""
+    _may_approve_with(user, organization)
     challenge = secrets.token_bytes(32)
     options = generate_registration_options(
         rp_id=settings.WEBAUTHN_RP_ID,
         rp_name=RP_NAME,
         user_name=user.username,
-        user_id=f"user:{user.pk}".encode(),
+        user_id=user_handle(user),
         user_display_name=user.get_full_name() or user.username,
         challenge=challenge,
         authenticator_selection=AuthenticatorSelectionCriteria(
@@ -102,14 +120,15 @@ def passkey_registration_options(*, user: User, organization: Organization) -> t
 def register_passkey(
     *,
     user: User,
-    organization: Organization,
+    organization: Organization | None,
     name: str,
     credential: dict | str,
     challenge: bytes,
 ) -> ApprovalCredential:
-    """Register the passkey the browser created for `challenge`, for `user` to approve for
-    `organization`. User verification is required: the passkey alone does not decide."""
-    require(user, Permission.APPROVE_QUERIES, organization=organization)
+    """Register the passkey the browser created for `challenge`: `user`'s, to sign in and, with
+    an `organization`, to approve for it. User verification is required: the passkey alone
+    (a device found or stolen) neither signs in nor decides."""
+    _may_approve_with(user, organization)
     name = _name(name)
     try:
         verified = verify_registration_response(
@@ -140,6 +159,18 @@ def register_passkey(
     return passkey
 
 
+def machine_public_key(text: str) -> bytes:
+    """A machine key's public half as `python -m keyservice.approve new-key` prints it: the raw
+    32-byte Ed25519 key, base64."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
+        raise CredentialRefused("The public key is not base64.") from None
+    if len(key) != 32:
+        raise CredentialRefused("A machine key is a raw 32-byte Ed25519 public key.")
+    return key
+
+
 @transaction.atomic
 def register_machine_key(
     *, organization: Organization, by: User, name: str, public_key: bytes
@@ -166,10 +197,14 @@ def register_machine_key(
 
 @transaction.atomic
 def remove_credential(*, credential: ApprovalCredential, by: User) -> ApprovalCredential:
-    """End a credential's use: approvals it made stop counting for queries not yet run. Its
-    holder or any owner of its organisation may (a lost device, a colleague who left)."""
+    """End a credential's use: it signs in no more, and approvals it made stop counting for
+    queries not yet run. Its holder or any owner of its organisation may (a lost device, a
+    colleague who left)."""
     credential = ApprovalCredential.objects.select_for_update().get(pk=credential.pk)
-    require(by, Permission.APPROVE_QUERIES, organization=credential.organization)
+    if credential.user_id != by.pk:
+        if credential.organization is None:
+            raise PermissionDenied("Only its holder removes a passkey that only signs in.")
+        require(by, Permission.APPROVE_QUERIES, organization=credential.organization)
     if credential.removed_at is not None:
         raise CredentialRefused("This credential is already removed.", conflict=True)
     credential.removed_at = timezone.now()
@@ -184,7 +219,7 @@ def _record(event: str, credential: ApprovalCredential, by: User) -> None:
         event,
         by=by,
         subject=f"credential:{credential.pk}",
-        organization=f"org:{credential.organization_id}",
+        organization=credential.pinned().organization,
         credential=credential.pinned().as_json(),
         name=credential.name,
         holder=credential.user.username if credential.user else "",
@@ -226,6 +261,9 @@ def _live(credential_id: bytes, kind: str) -> ApprovalCredential:
     credential = (
         ApprovalCredential.objects.select_for_update()
         .filter(credential_id=credential_id, kind=kind, removed_at__isnull=True)
+        # Unordered: the default order joins the organisation, which may be none (a passkey
+        # that only signs in), and a row on the nullable side of a join cannot be locked.
+        .order_by()
         .first()
     )
     if credential is None:
@@ -236,6 +274,11 @@ def _live(credential_id: bytes, kind: str) -> ApprovalCredential:
 
 
 def _check_organization(credential: ApprovalCredential, organization: Organization) -> None:
+    if credential.organization is None:
+        raise CredentialRefused(
+            f"This passkey only signs in: register one for {organization.name} to decide for it.",
+            code="wrong_organization",
+        )
     if credential.organization_id != organization.pk:
         raise CredentialRefused(
             f"This {credential.get_kind_display().lower()} decides for "

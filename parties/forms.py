@@ -154,3 +154,17 @@ class PolicyForm(forms.ModelForm):
         initial = {name: getattr(policy, name) for name in POLICY_FIELDS}
         initial["allowed_receivers"] = list(policy.allowed_receivers.all())
         return initial
+
+
+class MachineKeyForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, help_text="What approves with it, e.g. the pipeline or service."
+    )
+    public_key = forms.CharField(
+        label="Public key",
+        max_length=100,
+        help_text=(
+            "The raw Ed25519 public key, base64, as <code>python -m keyservice.approve new-key "
+            "FILE</code> prints it. The private key stays with your organisation."
+        ),
+    )

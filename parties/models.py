@@ -114,16 +114,23 @@ class Organization(models.Model):
 
 
 class ApprovalCredential(models.Model):
-    """A credential an organisation's owners approve queries with, its private half never on
-    the platform: a member's passkey (WebAuthn), or a machine key (Ed25519) the organisation
-    holds itself for automation. Removal keeps the row (approvals name it) and ends its use."""
+    """A credential whose private half is never on the platform: a member's passkey (WebAuthn),
+    which signs its holder in and, registered for an organisation, approves for it; or a
+    machine key (Ed25519) an organisation holds itself for automated approvals. A passkey
+    registered for no organisation signs in and approves nothing. Removal keeps the row
+    (approvals name it) and ends its use."""
 
     class Kind(models.TextChoices):
         PASSKEY = PASSKEY, "Passkey"
         MACHINE_KEY = MACHINE_KEY, "Machine key"
 
+    # The organisation it approves for; none for a passkey that only signs in.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="approval_credentials"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="approval_credentials",
+        null=True,
+        blank=True,
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # The passkey's holder; none for a machine key.
@@ -149,13 +156,21 @@ class ApprovalCredential(models.Model):
 
     class Meta:
         ordering = ["organization", "created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind=PASSKEY) | models.Q(organization__isnull=False),
+                name="machine_key_of_an_organization",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.name} of {self.organization}"
+        return f"{self.get_kind_display()} {self.name} of {self.organization or self.user}"
 
     def pinned(self) -> PinnedCredential:
+        """As a key service or a regulator pins it (its organisation "" if it approves
+        nothing)."""
         return PinnedCredential(
-            organization=f"org:{self.organization_id}",
+            organization=f"org:{self.organization_id}" if self.organization_id else "",
             kind=self.kind,
             credential_id=bytes(self.credential_id),
             public_key=bytes(self.public_key),

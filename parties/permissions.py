@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 
 from parties.models import Membership, Organization
 
@@ -60,3 +61,18 @@ def require(user, permission: Permission, *, organization: Organization) -> None
         raise PermissionDenied(
             f"You need a role in {organization.name} that may {permission.value.replace('_', ' ')}."
         )
+
+
+def credential_keeper(user, slug: str) -> Organization:
+    """The organisation `slug`, for a member who may manage its approval credentials (list them,
+    register a machine key, remove one): the API and the pages ask here alike. Outsiders get a
+    404, as if it did not exist; members without an owner's role a 403."""
+    organization = (
+        Organization.objects.filter(slug=slug, memberships__user=user).first()
+        if user.is_authenticated
+        else None
+    )
+    if organization is None:
+        raise Http404("No such organisation.")
+    require(user, Permission.APPROVE_QUERIES, organization=organization)
+    return organization

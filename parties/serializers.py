@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from parties.credentials import CredentialRefused, machine_public_key
 from parties.models import (
     AnalysisPolicy,
     ApprovalCredential,
@@ -243,6 +243,6 @@ class MachineKeyInputSerializer(serializers.Serializer):
 
     def validate_public_key(self, value: str) -> bytes:
         try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):  # ValueError: text that is not ASCII
-            raise serializers.ValidationError("Not base64.") from None
+            return machine_public_key(value)
+        except CredentialRefused as exc:
+            raise serializers.ValidationError(str(exc)) from None

@@ -124,6 +124,19 @@ def _removed_on_failure(encrypted: _EncryptedUpload) -> Iterator[None]:
         raise
 
 
+def _check_key_custody(organization: Organization) -> None:
+    """Where owners run their own key services, one that runs none gets no upload: its data key
+    would be wrapped by the embedded service under the platform's own key folder, and released
+    on the platform's own records of its owners' credentials, which the operator can write."""
+    if settings.KEY_SERVICES and organization.slug not in settings.KEY_SERVICES:
+        raise IngestError(
+            f"{organization.name} runs no key service of its own here: its datasets' keys "
+            "would be the platform's. Run one (python -m keyservice) and have the platform "
+            "name it, then upload.",
+            code="no_key_service",
+        )
+
+
 def _record_version(
     *, dataset: Dataset, number: int, encrypted: _EncryptedUpload, specs: list[ColumnSpec], by: User
 ) -> DatasetVersion:
@@ -197,6 +210,7 @@ def register_dataset(
     The new dataset gets a closed policy (nothing allowed) until its owners open it.
     """
     require(by, Permission.MANAGE_DATASETS, organization=organization)
+    _check_key_custody(organization)
     _check_identifier(slug)
     pinned = _jurisdiction(jurisdiction)
     specs = parse_specs(schema)
@@ -240,6 +254,7 @@ def add_dataset_version(
     *, dataset: Dataset, upload: Path, filename: str, schema: list[dict[str, Any]], by: User
 ) -> DatasetVersion:
     require(by, Permission.MANAGE_DATASETS, organization=dataset.organization)
+    _check_key_custody(dataset.organization)
     specs = parse_specs(schema)
     encrypted = _encrypt_upload(
         organization=dataset.organization,

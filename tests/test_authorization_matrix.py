@@ -64,6 +64,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("login", "GET"): "                     200 200 200   200  200  200  200  200  200",
     ("login", "POST"): "                    200 200 200   200  200  200  200  200  200",
     ("logout", "POST"): "                   302 302 302   302  302  302  302  302  302",
+    # Signing in with a passkey: anyone may ask; an empty assertion signs nobody in (the page).
+    ("passkey-sign-in-options", "POST"): "  200 200 200   200  200  200  200  200  200",
+    ("passkey-sign-in", "POST"): "          200 200 200   200  200  200  200  200  200",
     # ---- the user's own account: each sees and changes their own tokens and sessions alone
     ("account-security", "GET"): "          302 200 200   200  200  200  200  200  200",
     ("account-token-create", "POST"): "     302 200 200   200  200  200  200  200  200",
@@ -128,12 +131,16 @@ MATRIX: dict[tuple[str, str], str] = {
     ("api-token-detail", "DELETE"): "       401 204 404   404  404  404  404  404  404",
     # ---- API: parties
     ("api-organizations", "GET"): "         401 200 200   200  200  200  200  200  200",
-    # one's own passkeys: registering one for an organisation one owns data in
+    # one's own passkeys: registering one for an organisation one owns data in, or (the
+    # regulator and the operator, who name none) one that only signs in
     ("passkeys", "GET"): "                  302 200 200   200  200  200  200  200  200",
-    ("passkey-options", "POST"): "          302 403 200   403  403  200  200  404  404",
+    ("passkey-options", "POST"): "          302 403 200   403  403  200  200  200  200",
     ("passkey-register", "POST"): "         302 302 302   302  302  302  302  302  302",
     ("passkey-remove", "POST"): "           302 404 302   404  404  404  404  404  404",
-    # the Charité's approval credentials: its owners' alone
+    # the Charité's approval credentials (page and API alike): its owners' alone
+    ("organization-credentials", "GET"): "  302 404 200   403  403  404  404  404  404",
+    ("organization-credentials", "POST"): " 302 404 200   403  403  404  404  404  404",
+    ("organization-credential-remove", "POST"): "302 404 302 403  403  404  404  404  404",
     ("api-approval-credentials", "GET"): "  401 404 200   403  403  404  404  404  404",
     ("api-approval-credentials", "POST"): " 401 404 400   403  403  404  404  404  404",
     ("api-approval-credential-remove", "POST"): "401 404 200 403  403  404  404  404  404",
@@ -296,6 +303,8 @@ def url_of(name: str, s: Scene) -> str:
         "favicon": "/favicon.ico",
         "login": "/login/",
         "logout": "/logout/",
+        "passkey-sign-in-options": "/login/passkey/options/",
+        "passkey-sign-in": "/login/passkey/",
         "dataset-list": "/datasets/",
         "dataset-create": "/datasets/new/",
         "dataset-schema": "/datasets/schema/",
@@ -344,6 +353,10 @@ def url_of(name: str, s: Scene) -> str:
         "passkey-options": "/account/passkeys/options/",
         "passkey-register": "/account/passkeys/register/",
         "passkey-remove": f"/account/passkeys/{s.alice_passkey}/remove/",
+        "organization-credentials": "/organizations/charite/credentials/",
+        "organization-credential-remove": (
+            f"/organizations/charite/credentials/{s.alice_passkey}/remove/"
+        ),
         "api-approval-credentials": "/api/organizations/charite/credentials/",
         "api-approval-credential-remove": (
             f"/api/organizations/charite/credentials/{s.alice_passkey}/remove/"

@@ -95,6 +95,11 @@ WEAKENED = [
     ({"CSRF_COOKIE_SAMESITE": "None"}, "cleanroom.E011"),
     ({"CLEANROOM_TOKEN_LIFETIME_DAYS": "365"}, "cleanroom.E014"),
     ({"CLEANROOM_TOKEN_LIFETIME_DAYS": "0"}, "cleanroom.E013"),
+    # Passkeys bound to a name every machine answers to, or asserted over plain http.
+    ({"CLEANROOM_WEBAUTHN_RP_ID": "localhost"}, "cleanroom.E015"),
+    ({"CLEANROOM_WEBAUTHN_RP_ID": "10.0.0.7"}, "cleanroom.E015"),
+    ({"CLEANROOM_WEBAUTHN_ORIGINS": "http://cleanroom.example.org"}, "cleanroom.E016"),
+    ({"CLEANROOM_WEBAUTHN_ORIGINS": "https://cleanroom.example.org.evil"}, "cleanroom.E016"),
 ]
 
 

@@ -47,8 +47,9 @@ VOCABULARY: tuple[Events, ...] = (
         ("passkey.registered", "passkey.removed", "machine_key.registered", "machine_key.removed"),
         "platform",
         (
-            "`organization`, `credential` (`kind`, `credential_id`, `public_key`, `rp_id`), "
-            "`name`, `holder`: a credential an organisation's owners approve with"
+            "`organization` (empty for a passkey that only signs in), `credential` (`kind`, "
+            "`credential_id`, `public_key`, `rp_id`), `name`, `holder`: a credential a member "
+            "signs in with or an organisation's owners approve with"
         ),
     ),
     Events(

@@ -89,3 +89,38 @@ def test_a_decision_without_a_passkey_is_refused_and_nothing_is_stored(world, st
     assert response.ok
     assert not Approval.objects.filter(query=query).exists()
     assert Query.objects.get(pk=query.pk).status == Query.Status.PENDING
+
+
+def sign_in_with_passkey(page, next_path: str) -> None:
+    page.goto(f"/login/?next={next_path}")
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    page.wait_for_url(f"**{next_path}")
+
+
+def test_members_sign_in_with_their_passkeys_instead_of_a_password(
+    world, page, log_in, authenticator
+):
+    """An analyst's sign-in-only passkey and an owner's approval passkey each sign their holder
+    in from the login page, no username typed: the browser offers the site's passkeys."""
+    session, authenticator_id = authenticator
+    log_in(world.bob)
+    page.goto("/account/passkeys/")
+    page.get_by_label("Name").fill("Bob's laptop")
+    page.get_by_label("Approves for").select_option(label="Nothing: sign in only")
+    page.get_by_role("button", name="Register a passkey").click()
+    expect(page.get_by_role("status")).to_contain_text("“Bob's laptop” registered to sign in")
+    page.get_by_role("button", name="Log out").click()
+    sign_in_with_passkey(page, "/account/passkeys/")
+    expect(page.locator(".who")).to_contain_text("bob")
+    expect(page.get_by_role("cell", name="nothing (signs in only)")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+
+    # Alice on the same device (Bob's passkey taken off it, so the prompt has one to offer).
+    session.send("WebAuthn.clearCredentials", {"authenticatorId": authenticator_id})
+    log_in(world.alice)
+    register(page, "Alice's laptop")
+    page.get_by_role("button", name="Log out").click()
+    sign_in_with_passkey(page, "/approvals/")
+    expect(page.locator(".who")).to_contain_text("alice")
+    passkey = ApprovalCredential.objects.get(user=world.alice)
+    assert passkey.organization == world.charite and passkey.last_used_at is not None

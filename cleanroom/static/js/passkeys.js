@@ -1,7 +1,8 @@
-// Passkeys (WebAuthn) for owners: registering one on the passkeys page, and answering a
-// decision's challenge in the approvals inbox and on a query's page. The challenge of a
-// decision is SHA-256 of its approval message, computed by the server and handed over in the
-// form's data attributes; the assertion goes back in the form's hidden `assertion` field.
+// Passkeys (WebAuthn): registering one on the passkeys page, signing in with one on the login
+// page, and answering a decision's challenge in the approvals inbox and on a query's page. The
+// challenge of a decision is SHA-256 of its approval message, computed by the server and handed
+// over in the form's data attributes; a sign-in's is random, from the server. The assertion
+// goes back in the form's hidden `assertion` field.
 (function () {
   "use strict";
 
@@ -28,6 +29,52 @@
 
   function csrf(form) {
     return form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  }
+
+  // The assertion as the server reads it (py_webauthn's JSON of a PublicKeyCredential).
+  function assertionJson(credential) {
+    return JSON.stringify({
+      id: credential.id,
+      rawId: toB64url(credential.rawId),
+      type: credential.type,
+      response: {
+        authenticatorData: toB64url(credential.response.authenticatorData),
+        clientDataJSON: toB64url(credential.response.clientDataJSON),
+        signature: toB64url(credential.response.signature),
+        userHandle: credential.response.userHandle ? toB64url(credential.response.userHandle) : null,
+      },
+      clientExtensionResults: credential.getClientExtensionResults(),
+    });
+  }
+
+  // Sign-in: ask the server for a challenge, let the browser offer this site's passkeys.
+  var signIn = document.getElementById("passkey-sign-in");
+  if (signIn) {
+    signIn.addEventListener("submit", function (event) {
+      if (signIn.elements.assertion.value) return;  // answered: send it
+      event.preventDefault();
+      if (!window.PublicKeyCredential) {
+        say(signIn, "This browser does not support passkeys.");
+        return;
+      }
+      fetch(signIn.dataset.optionsUrl, {
+        method: "POST",
+        headers: { "X-CSRFToken": csrf(signIn) },
+        credentials: "same-origin",
+      })
+        .then(function (response) { return response.json(); })
+        .then(function (options) {
+          options.challenge = fromB64url(options.challenge);
+          (options.allowCredentials || []).forEach(function (c) { c.id = fromB64url(c.id); });
+          say(signIn, "Follow your browser's passkey prompt…");
+          return navigator.credentials.get({ publicKey: options });
+        })
+        .then(function (credential) {
+          signIn.elements.assertion.value = assertionJson(credential);
+          signIn.submit();
+        })
+        .catch(function (error) { say(signIn, "Not signed in: " + error.message); });
+    });
   }
 
   // Registration: ask the server for options, let the browser create the credential, post it.
@@ -100,18 +147,7 @@
           userVerification: "required",
         },
       }).then(function (credential) {
-        form.elements.assertion.value = JSON.stringify({
-          id: credential.id,
-          rawId: toB64url(credential.rawId),
-          type: credential.type,
-          response: {
-            authenticatorData: toB64url(credential.response.authenticatorData),
-            clientDataJSON: toB64url(credential.response.clientDataJSON),
-            signature: toB64url(credential.response.signature),
-            userHandle: credential.response.userHandle ? toB64url(credential.response.userHandle) : null,
-          },
-          clientExtensionResults: credential.getClientExtensionResults(),
-        });
+        form.elements.assertion.value = assertionJson(credential);
         var chosen = document.createElement("input");
         chosen.type = "hidden";
         chosen.name = "decision";
