@@ -281,6 +281,17 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
 )
+# Health checks and Prometheus scrape the web tier from inside the deployment's network, over
+# plain HTTP: they are not redirected to HTTPS (/metrics still asks for its bearer token).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
+# Metrics (cleanroom/metrics.py, deploy/README.md "Metrics"). The web tier serves /metrics only
+# to a request bearing CLEANROOM_METRICS_TOKEN (without one, /metrics does not exist); each
+# Celery worker and beat serve theirs on CLEANROOM_METRICS_PORT (0: none) at
+# CLEANROOM_METRICS_ADDRESS, an internal address that only Prometheus reaches.
+METRICS_TOKEN = env.str("CLEANROOM_METRICS_TOKEN", default="")
+METRICS_PORT = env.int("CLEANROOM_METRICS_PORT", default=0)
+METRICS_ADDRESS = env.str("CLEANROOM_METRICS_ADDRESS", default="127.0.0.1")
 
 LOGGING = {
     "version": 1,

@@ -92,7 +92,9 @@ def _wheel(folder: Path, payload: str) -> Path:
     path = folder / "lockcheck-1.0-py3-none-any.whl"
     files = {
         "lockcheck/__init__.py": payload,
-        "lockcheck-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: lockcheck\nVersion: 1.0\n",
+        "lockcheck-1.0.dist-info/METADATA": (
+            "Metadata-Version: 2.1\nName: lockcheck\nVersion: 1.0\n"
+        ),
         "lockcheck-1.0.dist-info/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
