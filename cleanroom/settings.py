@@ -347,3 +347,10 @@ MPC_CERTIFICATES_DIR = env.str("MPC_CERTIFICATES_DIR", default="")
 MPC_PARTY_ADDRESSES = env.dict("MPC_PARTY_ADDRESSES", default={})
 MPC_PORT_BASE = env.int("MPC_PORT_BASE", default=20000)
 MPC_PARTY_TIMEOUT = env.int("MPC_PARTY_TIMEOUT", default=120)
+
+# --- The site API's certificates (parties/site_certificates.py) -------------------------------
+# `manage.py site_certificates` makes the site API CA, its server certificate and each site's
+# client certificate here; a host of a production deployment keeps only its own part.
+SITE_API_CREDENTIALS_DIR = Path(
+    env.str("CLEANROOM_SITE_API_CREDENTIALS_DIR", default=str(VAR_DIR / "site-api"))
+)
