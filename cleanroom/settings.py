@@ -154,9 +154,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "cleanroom" / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+# Collected once per release (deploy/Containerfile, deploy/README.md), not at each start.
+STATIC_ROOT = Path(env.str("CLEANROOM_STATIC_ROOT", default=str(VAR_DIR / "static")))
 # WhiteNoise warns about a missing STATIC_ROOT; a fresh checkout has not run collectstatic.
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
