@@ -58,6 +58,8 @@ MATRIX: dict[tuple[str, str], str] = {
     #                                      anon bob alice ivan dave lena mall rita oper
     ("dashboard", "GET"): "                 302 200 200   200  200  200  200  200  200",
     ("healthz", "GET"): "                   200 200 200   200  200  200  200  200  200",
+    # Prometheus's, with the operator's bearer token only (none configured here: no such page).
+    ("metrics", "GET"): "                   404 404 404   404  404  404  404  404  404",
     ("login", "GET"): "                     200 200 200   200  200  200  200  200  200",
     ("login", "POST"): "                    200 200 200   200  200  200  200  200  200",
     ("logout", "POST"): "                   302 302 302   302  302  302  302  302  302",
@@ -290,6 +292,7 @@ def url_of(name: str, s: Scene) -> str:
     paths = {
         "dashboard": "/",
         "healthz": "/healthz",
+        "metrics": "/metrics",
         "login": "/login/",
         "logout": "/logout/",
         "dataset-list": "/datasets/",
