@@ -1,9 +1,10 @@
 """Set up the project's virtual environment before Django is imported.
 
 A newcomer runs `./manage.py demo` or `./manage.py test` with the system Python on a fresh clone.
-This module (standard library only) creates `.venv`, installs the pinned dependencies from
-pyproject.toml when they changed, and re-executes the command inside it. Deployments that install
-dependencies themselves set CLEANROOM_BOOTSTRAP=0.
+This module (standard library only) creates `.venv`, installs the locked dependencies
+(requirements.lock, compiled from pyproject.toml's pins by `.venv/bin/pip-compile`) when either
+file changed, and re-executes the command inside it. Deployments that install dependencies
+themselves set CLEANROOM_BOOTSTRAP=0, and install from the same lock (deploy/Containerfile).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-STAMP = VENV / ".installed-pyproject-sha256"
-# SDV needs torch; pip takes this CPU build from the machine's disk. It must be installed before
-# anything that depends on it, or a resolver would fetch a CUDA build of several gigabytes.
-PRE_INSTALL = ["torch==2.13.0"]
+LOCK = ROOT / "requirements.lock"
+STAMP = VENV / ".installed-requirements-sha256"
 
 
 def _venv_python() -> Path:
@@ -28,7 +27,10 @@ def _venv_python() -> Path:
 
 
 def _requirements_digest() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in (ROOT / "pyproject.toml", LOCK):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _run(cmd: list[str]) -> None:
@@ -36,20 +38,32 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)  # noqa: S603
 
 
+def _pip_install(python: Path) -> list[str]:
+    return [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+
+
+def install_locked(python: Path, lock: Path) -> None:
+    """Install exactly the files the lock names: every requirement pinned with `==` and the
+    hashes of its files, so pip refuses any other file (a tampered or substituted package) and
+    any dependency the lock lacks. SDV needs torch: the lock pins its CPU build (`+cpu`, found
+    on this machine's disk or on PyTorch's CPU index), the only file that matches its hash, so
+    pip can never take a CUDA build of several gigabytes instead, whatever it installs first."""
+    _run([*_pip_install(python), "--require-hashes", "--requirement", str(lock)])
+
+
 def _install() -> None:
     if not _venv_python().exists():
         _run([sys.executable, "-m", "venv", str(VENV)])
-    pip = [str(_venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if PRE_INSTALL:
-        _run([*pip, *PRE_INSTALL])
-    _run([*pip, "--editable", ".[dev]"])
+    install_locked(_venv_python(), LOCK)
+    # The project itself, with no dependency of its own choosing and the lock's setuptools.
+    _run([*_pip_install(_venv_python()), "--no-deps", "--no-build-isolation", "--editable", "."])
     STAMP.write_text(_requirements_digest())
 
 
 def _ensure_debian_packages(programs: dict[str, str]) -> None:
     """Debian packages by the program each provides, installed when missing and we are allowed
     to: SoftHSM2 (the organisations' key services keep their keys in its tokens) and, for the
-    browser tests, Chromium."""
+    tests, Chromium and systemd."""
     missing = [package for program, package in programs.items() if not shutil.which(program)]
     if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
@@ -65,7 +79,8 @@ def ensure_environment(argv: list[str]) -> None:
         _install()
     packages = {"softhsm2-util": "softhsm2"}
     if len(argv) > 1 and argv[1] == "test":
-        packages["chromium"] = "chromium"
+        # The browser tests' Chromium; systemd-analyze checks deploy/systemd's units.
+        packages.update({"chromium": "chromium", "systemd-analyze": "systemd"})
     _ensure_debian_packages(packages)
     if Path(sys.prefix).resolve() != VENV.resolve():
         python = str(_venv_python())

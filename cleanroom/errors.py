@@ -1,5 +1,7 @@
 """Domain failures: named, with a message a person understands, turned into one error format."""
 
+from cleanroom.metrics import count_refusal
+
 
 class DomainError(Exception):
     code = "refused"
@@ -12,3 +14,6 @@ class DomainError(Exception):
             self.code = code
         if conflict is not None:
             self.conflict = conflict
+        # Counted where the refusal is made, in whichever process makes it: every view, API
+        # endpoint and worker raises its refusals as a DomainError (cleanroom/metrics.py).
+        count_refusal(self.code)

@@ -158,9 +158,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "cleanroom" / "static"]
-STATIC_ROOT = VAR_DIR / "static"
+# Collected once per release (deploy/Containerfile, deploy/README.md), not at each start.
+STATIC_ROOT = Path(env.str("CLEANROOM_STATIC_ROOT", default=str(VAR_DIR / "static")))
 # WhiteNoise warns about a missing STATIC_ROOT; a fresh checkout has not run collectstatic.
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -285,6 +286,17 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
 )
+# Health checks and Prometheus scrape the web tier from inside the deployment's network, over
+# plain HTTP: they are not redirected to HTTPS (/metrics still asks for its bearer token).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+
+# Metrics (cleanroom/metrics.py, deploy/README.md "Metrics"). The web tier serves /metrics only
+# to a request bearing CLEANROOM_METRICS_TOKEN (without one, /metrics does not exist); each
+# Celery worker and beat serve theirs on CLEANROOM_METRICS_PORT (0: none) at
+# CLEANROOM_METRICS_ADDRESS, an internal address that only Prometheus reaches.
+METRICS_TOKEN = env.str("CLEANROOM_METRICS_TOKEN", default="")
+METRICS_PORT = env.int("CLEANROOM_METRICS_PORT", default=0)
+METRICS_ADDRESS = env.str("CLEANROOM_METRICS_ADDRESS", default="127.0.0.1")
 
 LOGGING = {
     "version": 1,
@@ -340,3 +352,10 @@ MPC_CERTIFICATES_DIR = env.str("MPC_CERTIFICATES_DIR", default="")
 MPC_PARTY_ADDRESSES = env.dict("MPC_PARTY_ADDRESSES", default={})
 MPC_PORT_BASE = env.int("MPC_PORT_BASE", default=20000)
 MPC_PARTY_TIMEOUT = env.int("MPC_PARTY_TIMEOUT", default=120)
+
+# --- The site API's certificates (parties/site_certificates.py) -------------------------------
+# `manage.py site_certificates` makes the site API CA, its server certificate and each site's
+# client certificate here; a host of a production deployment keeps only its own part.
+SITE_API_CREDENTIALS_DIR = Path(
+    env.str("CLEANROOM_SITE_API_CREDENTIALS_DIR", default=str(VAR_DIR / "site-api"))
+)

@@ -20,6 +20,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     # Pages link the icon; a browser asks /favicon.ico of those that do not (the admin, JSON).
     path("favicon.ico", RedirectView.as_view(url=static(FAVICON), permanent=True), name="favicon"),
+    path("metrics", views.metrics, name="metrics"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("accounts.urls")),

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cleanroom import metrics
 from keyservice import config
 from keyservice.release import ReleaseLog
 from keyservice.server import KeyServiceServer
@@ -25,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label", required=True, help="the token's label")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve: Prometheus metrics on this port (deploy/README.md)"
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1")
     parser.add_argument("--dataset", type=int, help="suspend, resume: the dataset's id")
     parser.add_argument("--room", type=int, help="suspend, resume: the room's id (participation)")
     args = parser.parse_args(argv)
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book
     )
     server = KeyServiceServer((args.host, args.port), service, callers, args.state)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_host)
     print(f"ready {server.server_address[1]}", flush=True)
     sys.stdout.flush()
     server.serve_forever()

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cleanroom.metrics import count_refusal
 from keyservice.config import OPERATIONS, Caller
 from keyservice.release import Refused, Released, ReleaseRequest, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
@@ -88,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
             keys = {name: c.key for name, c in self.server.callers.items()}
             caller = check_request(self.headers.get(HEADER), keys, "POST", self.path, raw)
         except Unauthenticated as exc:
+            count_refusal("keyservice_unauthenticated")
             return self._answer(401, {"error": str(exc)})
         operation = self.path.removeprefix("/")
         if operation not in OPERATIONS:
@@ -98,6 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
             answer = self._route(caller, body)
         except Refused as exc:
+            count_refusal(f"keyservice_{operation.replace('-', '_')}")
             return self._answer(403, {"refused": str(exc)})
         except TokenError as exc:
             return self._answer(422, {"error": str(exc)})

@@ -61,6 +61,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("dashboard", "GET"): "                 302 200 200   200  200  200  200  200  200",
     ("healthz", "GET"): "                   200 200 200   200  200  200  200  200  200",
     ("favicon", "GET"): "                   301 301 301   301  301  301  301  301  301",
+    # Prometheus's, with the operator's bearer token only (none configured here: no such page).
+    ("metrics", "GET"): "                   404 404 404   404  404  404  404  404  404",
     ("login", "GET"): "                     200 200 200   200  200  200  200  200  200",
     ("login", "POST"): "                    200 200 200   200  200  200  200  200  200",
     ("logout", "POST"): "                   302 302 302   302  302  302  302  302  302",
@@ -301,6 +303,7 @@ def url_of(name: str, s: Scene) -> str:
         "dashboard": "/",
         "healthz": "/healthz",
         "favicon": "/favicon.ico",
+        "metrics": "/metrics",
         "login": "/login/",
         "logout": "/logout/",
         "passkey-sign-in-options": "/login/passkey/options/",

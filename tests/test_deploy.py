@@ -66,6 +66,9 @@ def deployment_check(tmp_path, **weakened: str) -> subprocess.CompletedProcess:
             name, _, value = line.partition("=")
             env[name] = value
     env["SECRET_KEY"] = "a-production-like-secret-" + "k" * 40
+    # The example's folders are the installed host's; this check writes in its own.
+    env["CLEANROOM_VAR_DIR"] = str(tmp_path)
+    env["CLEANROOM_STATIC_ROOT"] = str(tmp_path / "static")
     env.pop("DATABASE_URL")
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' setting, not production's
     env.update(weakened)

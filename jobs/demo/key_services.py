@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
@@ -115,3 +118,37 @@ def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[s
         for process in processes:
             process.wait(timeout=30)
             process.stdout.close()
+
+
+def pin_key_services_elsewhere(
+    organizations: Iterable[Organization], folder: Path, timeout: float = 300
+) -> dict[str, str]:
+    """For key services that run elsewhere (deploy/compose.yaml: a container each), named in
+    KEY_SERVICES: write what each organisation pins to `folder/<slug>/config.json`, where its
+    container takes it from before it serves, and wait until each answers; their addresses by
+    slug. A deployment's organisations write their own; the demo writes them for its four."""
+    caller = _caller_key()
+    urls = {}
+    for organization in organizations:
+        if organization.slug not in settings.KEY_SERVICES:
+            raise RuntimeError(f"CLEANROOM_KEY_SERVICES names no key service for {organization}")
+        # Written beside, then renamed: its container never copies half a file.
+        pending = folder / f".{organization.slug}.pending"
+        pending.mkdir(parents=True, exist_ok=True)
+        _pin(organization, pending, caller)
+        (folder / organization.slug).mkdir(exist_ok=True)
+        os.replace(pending / "config.json", folder / organization.slug / "config.json")
+        pending.rmdir()
+        urls[organization.slug] = settings.KEY_SERVICES[organization.slug]
+    deadline = time.monotonic() + timeout
+    for slug, url in urls.items():
+        address = urlsplit(url)
+        while True:
+            try:
+                socket.create_connection((address.hostname, address.port or 443), timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{slug}'s key service at {url} did not answer") from None
+                time.sleep(1)
+    return urls

@@ -7,12 +7,14 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.demo.key_services import owner_key_services
+from jobs.demo.key_services import owner_key_services, pin_key_services_elsewhere
 from jobs.demo.scenario import PEOPLE, is_seeded, logins, organizations, seed
 from jobs.demo.workers import runs_as_root, site_workers
 from jobs.models import Job
@@ -40,16 +42,41 @@ class Command(BaseCommand):
         parser.add_argument(
             "--patients", type=int, default=4000, help="Generated patients per hospital."
         )
+        # Across hosts or containers (deploy/compose.yaml): the sites' workers and the owners'
+        # key services run elsewhere, and this command sets up and waits.
+        parser.add_argument(
+            "--no-workers", action="store_true", help="The sites' workers run elsewhere."
+        )
+        parser.add_argument(
+            "--key-services-pinned-in",
+            type=Path,
+            help="The key services named in CLEANROOM_KEY_SERVICES run elsewhere: write what "
+            "each pins to DIR/<organisation>/config.json, where each takes it from.",
+        )
 
-    def handle(self, *args, no_serve: bool, addrport: str, patients: int, **options):
+    def handle(
+        self,
+        *args,
+        no_serve: bool,
+        addrport: str,
+        patients: int,
+        no_workers: bool,
+        key_services_pinned_in: Path | None,
+        **options,
+    ):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         jobs = []
         key_services: dict[str, str] = {}
+        self.workers_elsewhere = no_workers
         with ExitStack() as running:
 
             def start_key_services(organizations: list[Organization]) -> None:
-                key_services.update(running.enter_context(owner_key_services(organizations)))
+                if key_services_pinned_in:
+                    pinned = pin_key_services_elsewhere(organizations, key_services_pinned_in)
+                    key_services.update(pinned)
+                else:
+                    key_services.update(running.enter_context(owner_key_services(organizations)))
 
             if is_seeded():
                 self.stdout.write(
@@ -71,7 +98,7 @@ class Command(BaseCommand):
     ) -> None:
         sites = Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
         sites = list(sites.select_related("jurisdiction").order_by("name"))
-        with site_workers(sites) as workers:
+        with site_workers([] if self.workers_elsewhere else sites) as workers:
             for job in jobs:
                 self._announce(job)
             for job in jobs:
@@ -153,7 +180,7 @@ class Command(BaseCommand):
         out(self.style.SUCCESS(f"Clean room demo at {url}"))
         out(f"  Web UI     gunicorn, {WEB_WORKERS} workers; API reference at {url}api/docs/")
         out(f"  Database   {_database()}")
-        out("  Broker     embedded: messages are files under var/broker/")
+        out(f"  Broker     {_broker()}")
         out("  Parties    what each holds, and its own key service:")
         for organization in Organization.objects.select_related("jurisdiction").order_by("slug"):
             pinned = sorted(set(organization.datasets.values_list("jurisdiction__code", flat=True)))
@@ -167,7 +194,8 @@ class Command(BaseCommand):
         for authority in Authority.objects.prefetch_related("jurisdictions"):
             codes = ", ".join(j.code for j in authority.jurisdictions.all())
             out(f"    {'':<10} {authority.name:<36} regulator of {codes}")
-        out("  Sites      one Celery worker each, on its queue site.<name>:")
+        elsewhere = " (run elsewhere)" if self.workers_elsewhere else ""
+        out(f"  Sites      one Celery worker each{elsewhere}, on its queue site.<name>:")
         for code in DEMO_JURISDICTIONS:
             here = [site for site in sites if site.jurisdiction.code == code]
             out(f"    {code:<4} " + ", ".join(f"{s.name} ({SITE_ROLES[s.kind]})" for s in here))
@@ -209,3 +237,11 @@ def _database() -> str:
     if database["ENGINE"] == "django.db.backends.sqlite3":
         return f"SQLite, {os.path.relpath(database['NAME'], settings.BASE_DIR)}"
     return f"PostgreSQL, {database.get('NAME')} at {database.get('HOST') or 'localhost'}"
+
+
+def _broker() -> str:
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("filesystem"):
+        return "embedded: messages are files under var/broker/"
+    address = urlsplit(url)
+    return f"{address.scheme} at {address.hostname}"
