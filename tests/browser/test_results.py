@@ -108,6 +108,14 @@ def test_the_analyst_runs_a_query_and_reads_its_result_with_intervals(
     y_ticks = chart_ticks(chart, "y")
     assert len(y_ticks) >= 3 and all(NUMBER.fullmatch(tick) for tick in y_ticks), y_ticks
     assert sorted(chart_ticks(chart, "x")) == sorted(row["diagnosis"] for row in released)
+    # And the values are painted where a reader looks: every tick label is on screen, inside the
+    # chart's own box (a label drawn off the canvas, or hidden, would pass the checks above).
+    box = chart.bounding_box()
+    for label in chart.locator('g[aria-label$="-axis tick label"] text').all():
+        expect(label).to_be_visible()
+        tick = label.bounding_box()
+        assert box["x"] <= tick["x"] and tick["x"] + tick["width"] <= box["x"] + box["width"]
+        assert box["y"] <= tick["y"] and tick["y"] + tick["height"] <= box["y"] + box["height"]
     # Its numbers as a table beside it, for screen readers.
     data = figure.locator(".chart-data tbody tr")
     expect(data).to_have_count(len(released))
