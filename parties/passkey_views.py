@@ -9,11 +9,12 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 from parties import credentials, selectors
 from parties.models import ApprovalCredential
 from parties.permissions import Permission
@@ -24,7 +25,7 @@ SESSION_KEY = "passkey_registration"
 
 @login_required
 @require_GET
-def passkeys(request: HttpRequest) -> HttpResponse:
+def passkeys(request: AuthenticatedHttpRequest) -> HttpResponse:
     owned = selectors.organizations_where(request.user, Permission.APPROVE_QUERIES)
     return render(
         request,
@@ -43,7 +44,7 @@ def passkeys(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def passkey_options(request: HttpRequest) -> HttpResponse:
+def passkey_options(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The options for navigator.credentials.create, for one organisation the member owns in."""
     organization = get_object_or_404(
         selectors.organizations_of(request.user), slug=request.POST.get("organization")
@@ -63,7 +64,7 @@ def passkey_options(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def passkey_register(request: HttpRequest) -> HttpResponse:
+def passkey_register(request: AuthenticatedHttpRequest) -> HttpResponse:
     pending = request.session.pop(SESSION_KEY, None)
     if pending is None:
         messages.error(request, "Start the registration again: no passkey was asked for.")
@@ -88,7 +89,7 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def passkey_remove(request: HttpRequest, pk: int) -> HttpResponse:
+def passkey_remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     passkey = get_object_or_404(selectors.passkeys_of(request.user), pk=pk)
     try:
         credentials.remove_credential(credential=passkey, by=request.user)
