@@ -169,6 +169,8 @@ class Query(models.Model):
     @property
     def dataset_ids(self) -> list[int]:
         """The datasets this submitted version reads, as its canonical form names them."""
+        if self.canonical is None:
+            raise ValueError(f"The query {self.pk} was never submitted: it names no datasets yet.")
         return [int(item["dataset"].split(":")[1]) for item in self.canonical["datasets"]]
 
 
