@@ -347,8 +347,7 @@ def decide_query(
 def _required_approvers(query: Query) -> list[str]:
     plan = query.plan
     assert plan is not None  # a pending version was submitted, with its plan
-    required: list[str] = plan["required_approvers"]
-    return required
+    return plan["required_approvers"]
 
 
 def _live_approvers(query: Query) -> list[str]:
@@ -424,9 +423,7 @@ def check_runnable(query: Query, *, running: bool = False) -> Plan:
         )
     if query.expires_at <= timezone.now():
         raise QueryRefused("The query's approvals have expired.", code="expired")
-    canonical = query.canonical
-    assert canonical is not None  # an approved or running version was submitted
-    if digest_of(canonical) != query.digest:
+    if query.canonical is None or digest_of(query.canonical) != query.digest:
         raise QueryRefused(
             "The query changed after submission: its digest no longer matches.",
             code="digest_mismatch",
