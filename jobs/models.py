@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from cleanroom.choices import text_choices
 from dataplane import mechanisms
 from parties.models import AnalysisPolicy, Dataset, DatasetVersion, Organization, Site
 
@@ -103,10 +102,13 @@ class Query(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    # Automatic (the planner chooses), or one of the engines' mechanisms.
-    Mechanism = text_choices(
-        "Mechanism", list(mechanisms.Mechanism), first=("AUTO", "auto", "Automatic")
-    )
+    class Mechanism(models.TextChoices):
+        """Automatic (the planner chooses), or one of the engines' mechanisms, with the data
+        plane's values and labels (a test checks each mechanism has its choice)."""
+
+        AUTO = "auto", "Automatic"
+        MPC = mechanisms.Mechanism.MPC.value, mechanisms.Mechanism.MPC.label
+        TEE = mechanisms.Mechanism.TEE.value, mechanisms.Mechanism.TEE.label
 
     class OutputKind(models.TextChoices):
         AGGREGATE = "aggregate", "Differentially private aggregates"
@@ -167,6 +169,8 @@ class Query(models.Model):
     @property
     def dataset_ids(self) -> list[int]:
         """The datasets this submitted version reads, as its canonical form names them."""
+        if self.canonical is None:
+            raise ValueError(f"The query {self.pk} was never submitted: it names no datasets yet.")
         return [int(item["dataset"].split(":")[1]) for item in self.canonical["datasets"]]
 
 
@@ -297,9 +301,12 @@ class JobStep(models.Model):
     count under the job's row lock; `output` references what the step left for the next ones
     (sealed share files), never plaintext."""
 
-    Kind = text_choices(
-        "Kind", [mechanisms.Stage.INPUT, mechanisms.Stage.COMPUTE, mechanisms.Stage.DELIVER]
-    )
+    class Kind(models.TextChoices):
+        """The stages a job of steps has (a TEE job's enclave stage has no step rows)."""
+
+        INPUT = mechanisms.Stage.INPUT.value, mechanisms.Stage.INPUT.label
+        COMPUTE = mechanisms.Stage.COMPUTE.value, mechanisms.Stage.COMPUTE.label
+        DELIVER = mechanisms.Stage.DELIVER.value, mechanisms.Stage.DELIVER.label
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"

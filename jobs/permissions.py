@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 
 from jobs.models import Query, Result, Room, RoomMembership
@@ -41,7 +42,9 @@ def membership_of(room: Room, organization: Organization) -> RoomMembership | No
     return room.memberships.filter(organization=organization).first()
 
 
-def has_permission(user, permission: Permission, *, room: Room, organization: Organization) -> bool:
+def has_permission(
+    user: User, permission: Permission, *, room: Room, organization: Organization
+) -> bool:
     """May `user`, acting for `organization`, do `permission` in `room`?"""
     membership = membership_of(room, organization)
     if membership is None:
@@ -85,7 +88,7 @@ def has_permission(user, permission: Permission, *, room: Room, organization: Or
     return False
 
 
-def require(user, permission: Permission, *, room: Room, organization: Organization) -> None:
+def require(user: User, permission: Permission, *, room: Room, organization: Organization) -> None:
     if not has_permission(user, permission, room=room, organization=organization):
         raise PermissionDenied(
             f"{organization.name} may not {permission.value.replace('_', ' ')} in this room "
@@ -93,7 +96,7 @@ def require(user, permission: Permission, *, room: Room, organization: Organizat
         )
 
 
-def acting_organization(user, room: Room, permission: Permission) -> Organization | None:
+def acting_organization(user: User, room: Room, permission: Permission) -> Organization | None:
     """The caller's organisation that may do `permission` in `room`, if any."""
     return next(
         (
@@ -105,7 +108,7 @@ def acting_organization(user, room: Room, permission: Permission) -> Organizatio
     )
 
 
-def require_acting_organization(user, room: Room, permission: Permission) -> Organization:
+def require_acting_organization(user: User, room: Room, permission: Permission) -> Organization:
     """As `acting_organization`, refusing with a 403 that names what is needed."""
     organization = acting_organization(user, room, permission)
     if organization is None:
@@ -115,12 +118,12 @@ def require_acting_organization(user, room: Room, permission: Permission) -> Org
     return organization
 
 
-def may_read_room(user, room: Room) -> bool:
+def may_read_room(user: User, room: Room) -> bool:
     """May the caller read the room's queries, jobs and budget (as an active member)?"""
     return acting_organization(user, room, Permission.READ_ROOM) is not None
 
 
-def require_room_reader(user, room: Room) -> None:
+def require_room_reader(user: User, room: Room) -> None:
     """Refuse an invitee (or anyone who sees the room without being an active member) with a
     403: it knows the room exists, it reads nothing that happens in it until it joins."""
     if not may_read_room(user, room):
@@ -130,7 +133,7 @@ def require_room_reader(user, room: Room) -> None:
         )
 
 
-def may_edit_query(user, query: Query) -> bool:
+def may_edit_query(user: User, query: Query) -> bool:
     """Editing a draft, submitting it and revising a submitted version: the author
     organisation's alone, by a member who may propose queries for it."""
     return has_permission(
@@ -138,7 +141,7 @@ def may_edit_query(user, query: Query) -> bool:
     )
 
 
-def require_query_editor(user, query: Query) -> Organization:
+def require_query_editor(user: User, query: Query) -> Organization:
     """The organisation a change to `query` is made for (its author's), or a 403."""
     if not may_edit_query(user, query):
         raise PermissionDenied(
@@ -148,13 +151,13 @@ def require_query_editor(user, query: Query) -> Organization:
     return query.author_organization
 
 
-def receiving_organization(user, result: Result) -> Organization | None:
+def receiving_organization(user: User, result: Result) -> Organization | None:
     """The caller's organisation that receives `result` (its key is wrapped for it), if any."""
     receivers = set(result.keys.values_list("organization_id", flat=True))
     return next((org for org in organizations_of(user) if org.pk in receivers), None)
 
 
-def result_reader(user, result: Result) -> Organization:
+def result_reader(user: User, result: Result) -> Organization:
     """As `receiving_organization`, or a 403: only members of the receiving organisations read
     a result."""
     organization = receiving_organization(user, result)

@@ -13,11 +13,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.api import named_in_body
+from cleanroom.http import AuthenticatedRequest
 from parties import credentials, selectors, services
 from parties.ingest import infer_schema
 from parties.models import Site
@@ -40,7 +40,7 @@ from parties.serializers import (
 from parties.uploads import refusal_of
 
 
-def uploaded_file(request: Request, serializer_class) -> tuple[dict, Path, str]:
+def uploaded_file(request: AuthenticatedRequest, serializer_class) -> tuple[dict, Path, str]:
     """Validate a multipart upload; a file refused while streaming gets its reason back."""
     serializer = serializer_class(data=request.data)
     refusal = refusal_of(request)
@@ -88,7 +88,7 @@ class DatasetList(generics.ListAPIView):
     @extend_schema(
         request={"multipart/form-data": DatasetInputSerializer}, responses={201: DatasetSerializer}
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         """Register a dataset from an uploaded file and its confirmed schema."""
         # Who may first, for the organisation named: before the upload is even validated.
         organization = generics.get_object_or_404(
@@ -120,7 +120,7 @@ class InferSchema(APIView):
         request={"multipart/form-data": FileInputSerializer},
         responses={200: InferredSchemaSerializer},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         if not selectors.organizations_where(request.user, Permission.MANAGE_DATASETS):
             raise PermissionDenied("Only data owners upload datasets.")
         _, path, filename = uploaded_file(request, FileInputSerializer)
@@ -151,7 +151,7 @@ class DatasetVersionList(generics.ListAPIView):
         request={"multipart/form-data": DatasetVersionInputSerializer},
         responses={201: DatasetVersionSerializer},
     )
-    def post(self, request: Request, org: str, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, org: str, slug: str) -> Response:
         """Add an immutable new version of the dataset."""
         dataset = selectors.get_dataset_for_user(request.user, org, slug)
         require(request.user, Permission.MANAGE_DATASETS, organization=dataset.organization)
@@ -170,12 +170,12 @@ class PolicyDetail(APIView):
     """The dataset's current analysis policy; PUT writes a new version."""
 
     @extend_schema(responses={200: PolicySerializer})
-    def get(self, request: Request, org: str, slug: str) -> Response:
+    def get(self, request: AuthenticatedRequest, org: str, slug: str) -> Response:
         dataset = selectors.get_dataset_for_user(request.user, org, slug)
         return Response(PolicySerializer(selectors.current_policy(dataset)).data)
 
     @extend_schema(request=PolicyInputSerializer, responses={200: PolicySerializer})
-    def put(self, request: Request, org: str, slug: str) -> Response:
+    def put(self, request: AuthenticatedRequest, org: str, slug: str) -> Response:
         dataset = selectors.get_dataset_for_user(request.user, org, slug)
         require(request.user, Permission.MANAGE_POLICIES, organization=dataset.organization)
         serializer = PolicyInputSerializer(data=request.data)
@@ -205,13 +205,13 @@ class MachineKeys(APIView):
     refusals = {"GET": (403, 404), "POST": (400, 403, 404)}
 
     @extend_schema(responses={200: ApprovalCredentialSerializer(many=True)})
-    def get(self, request: Request, org: str) -> Response:
+    def get(self, request: AuthenticatedRequest, org: str) -> Response:
         organization = credential_keeper(request.user, org)
         credentials_ = selectors.live_credentials(organization).select_related("user")
         return Response(ApprovalCredentialSerializer(credentials_, many=True).data)
 
     @extend_schema(request=MachineKeyInputSerializer, responses={201: ApprovalCredentialSerializer})
-    def post(self, request: Request, org: str) -> Response:
+    def post(self, request: AuthenticatedRequest, org: str) -> Response:
         organization = credential_keeper(request.user, org)
         serializer = MachineKeyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -228,7 +228,7 @@ class MachineKeys(APIView):
 
 class CredentialRemove(APIView):
     @extend_schema(request=None, responses={200: ApprovalCredentialSerializer})
-    def post(self, request: Request, org: str, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, org: str, pk: int) -> Response:
         organization = credential_keeper(request.user, org)
         credential = get_object_or_404(organization.approval_credentials, pk=pk)
         credential = credentials.remove_credential(credential=credential, by=request.user)

@@ -9,7 +9,6 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
 from cleanroom.audit.verifier.approvals import MACHINE_KEY, PASSKEY, PinnedCredential
-from cleanroom.choices import text_choices
 from cleanroom.residency import Place, Receiver, SiteKind, TransferRules
 from dataplane import mechanisms
 from dataplane.sql.plan import AggregateKind, ColumnRole
@@ -307,7 +306,14 @@ class Column(models.Model):
         BOOLEAN = "boolean", "True/false"
         DATE = "date", "Date"
 
-    Role = text_choices("Role", list(ColumnRole))
+    class Role(models.TextChoices):
+        """The data plane's column roles, values and labels (a test checks each has its choice)."""
+
+        UNIT = ColumnRole.UNIT.value, ColumnRole.UNIT.label
+        JOIN_KEY = ColumnRole.JOIN_KEY.value, ColumnRole.JOIN_KEY.label
+        DIMENSION = ColumnRole.DIMENSION.value, ColumnRole.DIMENSION.label
+        MEASURE = ColumnRole.MEASURE.value, ColumnRole.MEASURE.label
+        OTHER = ColumnRole.OTHER.value, ColumnRole.OTHER.label
 
     version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="columns")
     position = models.PositiveIntegerField()
@@ -333,8 +339,15 @@ class Column(models.Model):
 class AnalysisPolicy(models.Model):
     """What may be computed from a dataset. Never edited: each change is a new version."""
 
-    Mechanism = text_choices("Mechanism", list(mechanisms.Mechanism))
-    Aggregate = text_choices("Aggregate", list(AggregateKind))
+    # The data plane's values and labels (a test checks each member has its choice).
+    class Mechanism(models.TextChoices):
+        MPC = mechanisms.Mechanism.MPC.value, mechanisms.Mechanism.MPC.label
+        TEE = mechanisms.Mechanism.TEE.value, mechanisms.Mechanism.TEE.label
+
+    class Aggregate(models.TextChoices):
+        COUNT = AggregateKind.COUNT.value, AggregateKind.COUNT.label
+        SUM = AggregateKind.SUM.value, AggregateKind.SUM.label
+        AVG = AggregateKind.AVG.value, AggregateKind.AVG.label
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="policies")
     version = models.PositiveIntegerField()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
@@ -42,7 +43,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
 }
 
 
-def roles_in(user, organization: Organization) -> set[str]:
+def roles_in(user: User | AnonymousUser, organization: Organization) -> set[str]:
     if not user.is_authenticated:
         return set()
     return set(
@@ -52,11 +53,15 @@ def roles_in(user, organization: Organization) -> set[str]:
     )
 
 
-def has_permission(user, permission: Permission, *, organization: Organization) -> bool:
+def has_permission(
+    user: User | AnonymousUser, permission: Permission, *, organization: Organization
+) -> bool:
     return any(permission in ROLE_PERMISSIONS[role] for role in roles_in(user, organization))
 
 
-def require(user, permission: Permission, *, organization: Organization) -> None:
+def require(
+    user: User | AnonymousUser, permission: Permission, *, organization: Organization
+) -> None:
     if not has_permission(user, permission, organization=organization):
         raise PermissionDenied(
             f"You need a role in {organization.name} that may {permission.value.replace('_', ' ')}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 from django.shortcuts import get_object_or_404
 
@@ -17,13 +18,13 @@ from parties.models import (
 from parties.permissions import Permission, has_permission
 
 
-def organizations_of(user) -> QuerySet[Organization]:
+def organizations_of(user: User | AnonymousUser) -> QuerySet[Organization]:
     if not user.is_authenticated:
         return Organization.objects.none()
     return Organization.objects.filter(memberships__user=user).distinct()
 
 
-def organizations_where(user, permission: Permission) -> list[Organization]:
+def organizations_where(user: User | AnonymousUser, permission: Permission) -> list[Organization]:
     return [
         org for org in organizations_of(user) if has_permission(user, permission, organization=org)
     ]
@@ -39,13 +40,13 @@ def pinned_approvers(organization: Organization) -> tuple[PinnedCredential, ...]
     return tuple(c.pinned() for c in live_credentials(organization).order_by("pk"))
 
 
-def passkeys_of(user) -> QuerySet[ApprovalCredential]:
+def passkeys_of(user: User) -> QuerySet[ApprovalCredential]:
     return ApprovalCredential.objects.filter(
         user=user, kind=ApprovalCredential.Kind.PASSKEY, removed_at__isnull=True
     ).select_related("organization")
 
 
-def datasets_for(user) -> QuerySet[Dataset]:
+def datasets_for(user: User) -> QuerySet[Dataset]:
     """Datasets of the caller's organisations, and those contributed to rooms they belong to."""
     orgs = organizations_of(user)
     return (
@@ -61,7 +62,7 @@ def datasets_for(user) -> QuerySet[Dataset]:
     )
 
 
-def get_dataset_for_user(user, org_slug: str, slug: str) -> Dataset:
+def get_dataset_for_user(user: User, org_slug: str, slug: str) -> Dataset:
     """Outsiders get a 404, never a hint that the dataset exists."""
     return get_object_or_404(datasets_for(user), organization__slug=org_slug, slug=slug)
 
@@ -71,7 +72,8 @@ def latest_version(dataset: Dataset) -> DatasetVersion | None:
 
 
 def current_policy(dataset: Dataset) -> AnalysisPolicy:
-    return dataset.policies.order_by("-version").first()
+    """The policy in force: every dataset is registered with its first one."""
+    return dataset.policies.latest("version")
 
 
 def jurisdictions() -> QuerySet[Jurisdiction]:

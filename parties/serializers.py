@@ -32,9 +32,15 @@ class OrganizationSerializer(serializers.ModelSerializer):
 
 
 class JurisdictionSerializer(serializers.ModelSerializer):
-    raw_processing_in = serializers.SlugRelatedField(many=True, read_only=True, slug_field="code")
-    shares_may_go_to = serializers.SlugRelatedField(many=True, read_only=True, slug_field="code")
-    outputs_may_go_to = serializers.SlugRelatedField(many=True, read_only=True, slug_field="code")
+    raw_processing_in = serializers.SlugRelatedField[Jurisdiction](
+        many=True, read_only=True, slug_field="code"
+    )
+    shares_may_go_to = serializers.SlugRelatedField[Jurisdiction](
+        many=True, read_only=True, slug_field="code"
+    )
+    outputs_may_go_to = serializers.SlugRelatedField[Jurisdiction](
+        many=True, read_only=True, slug_field="code"
+    )
 
     class Meta:
         model = Jurisdiction
@@ -49,7 +55,7 @@ class JurisdictionSerializer(serializers.ModelSerializer):
 
 
 class SiteSerializer(serializers.ModelSerializer):
-    jurisdiction = serializers.SlugRelatedField(read_only=True, slug_field="code")
+    jurisdiction = serializers.SlugRelatedField[Jurisdiction](read_only=True, slug_field="code")
 
     class Meta:
         model = Site
@@ -80,7 +86,9 @@ class DatasetVersionSerializer(serializers.ModelSerializer):
 
 
 class PolicySerializer(serializers.ModelSerializer):
-    allowed_receivers = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    allowed_receivers = serializers.SlugRelatedField[Organization](
+        many=True, read_only=True, slug_field="slug"
+    )
 
     class Meta:
         model = AnalysisPolicy
@@ -88,8 +96,8 @@ class PolicySerializer(serializers.ModelSerializer):
 
 
 class DatasetSerializer(serializers.ModelSerializer):
-    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    jurisdiction = serializers.SlugRelatedField(read_only=True, slug_field="code")
+    organization = serializers.SlugRelatedField[Organization](read_only=True, slug_field="slug")
+    jurisdiction = serializers.SlugRelatedField[Jurisdiction](read_only=True, slug_field="code")
     qualified_name = serializers.CharField(read_only=True)
     latest_version = serializers.SerializerMethodField()
 
@@ -206,7 +214,7 @@ class PolicyInputSerializer(serializers.ModelSerializer):
 class ApprovalCredentialSerializer(serializers.ModelSerializer):
     """A credential an organisation's owners approve with: never a private key."""
 
-    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    organization = serializers.SlugRelatedField[Organization](read_only=True, slug_field="slug")
     holder = serializers.SerializerMethodField()
     credential_id = serializers.SerializerMethodField()
     public_key = serializers.SerializerMethodField()

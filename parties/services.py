@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 
 from cleanroom.audit.log import record_platform_event
 from cleanroom.crypto.envelope import new_data_key
@@ -355,7 +356,8 @@ def update_policy(
     if unknown:
         raise PolicyError(f"Unknown policy settings: {', '.join(sorted(unknown))}.")
     Dataset.objects.select_for_update().get(pk=dataset.pk)
-    current = dataset.policies.order_by("-version").first()
+    # Every dataset is registered with its first policy.
+    current = dataset.policies.latest("version")
     values = {name: getattr(current, name) for name in POLICY_FIELDS}
     values.update(changes)
     for name in ("max_epsilon_per_query", "total_epsilon", "total_delta"):
@@ -370,21 +372,27 @@ def update_policy(
         dataset=dataset, version=current.version + 1, created_by=by, **values
     )
     policy.allowed_receivers.set(receivers)
+    recorded: dict[str, Any] = {
+        name: str(value) if isinstance(value, Decimal) else value for name, value in values.items()
+    }
     record_platform_event(
         "policy.changed",
         by=by,
         subject=f"dataset:{dataset.pk}",
         version=policy.version,
-        **{
-            name: str(value) if isinstance(value, Decimal) else value
-            for name, value in values.items()
-        },
+        **recorded,
         allowed_receivers=sorted(f"org:{org.pk}" for org in receivers),
     )
     return policy
 
 
-def record_lockout(sender=None, request=None, username: str | None = None, ip_address=None, **_):
+def record_lockout(
+    sender: object = None,
+    request: HttpRequest | None = None,
+    username: str | None = None,
+    ip_address: str | None = None,
+    **_: object,
+) -> None:
     """django-axes locked a username out at an address after repeated wrong passwords."""
     record_platform_event(
         "account.locked_out",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
+from django.http import QueryDict
 
 from cleanroom.audit.log import room_log_name
 from cleanroom.audit.models import AuditEvent, AuditEventRef
@@ -27,7 +29,7 @@ class TrailFilter:
     dataset: str = ""
 
     @classmethod
-    def from_params(cls, params) -> TrailFilter:
+    def from_params(cls, params: QueryDict) -> TrailFilter:
         def clean(name: str) -> str:
             return (params.get(name) or "").strip()[:100]
 
@@ -38,7 +40,7 @@ class TrailFilter:
         return any((self.room, self.type, self.query, self.dataset))
 
 
-def trail_events(user, where: TrailFilter | None = None) -> QuerySet[AuditEvent]:
+def trail_events(user: User, where: TrailFilter | None = None) -> QuerySet[AuditEvent]:
     """The caller's trail: the logs of its organisations' rooms, and the platform events about
     the organisations it reads the trail of; newest first. Empty for anyone else."""
     where = where or TrailFilter()
@@ -59,7 +61,7 @@ def trail_events(user, where: TrailFilter | None = None) -> QuerySet[AuditEvent]
     return events.select_related("log").order_by("-created_at", "-pk")
 
 
-def trail_types(user) -> list[str]:
+def trail_types(user: User) -> list[str]:
     """The event types in the caller's trail, for the type filter."""
     return sorted(set(trail_events(user).order_by().values_list("type", flat=True).distinct()))
 

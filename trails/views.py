@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,6 +19,7 @@ from cleanroom.audit import bundles as bundle_service
 from cleanroom.audit.checkpoints import origin_of
 from cleanroom.audit.log import PLATFORM_LOG
 from cleanroom.audit.verification import FAILED, PENDING, VERIFIED, prove_events
+from cleanroom.http import AuthenticatedHttpRequest
 from trails import selectors
 from trails.permissions import (
     Permission,
@@ -34,7 +35,7 @@ PAGE_SIZE = 50
 
 @login_required
 @require_GET
-def trail(request: HttpRequest) -> HttpResponse:
+def trail(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     if not organizations_with(user, Permission.READ_ROOM_TRAILS):
         if jurisdictions_regulated_by(user).exists():
@@ -91,7 +92,7 @@ def trail(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def bundle_list(request: HttpRequest) -> HttpResponse:
+def bundle_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     user = request.user
     jurisdictions = list(jurisdictions_regulated_by(user))
     exporter = bool(organizations_with(user, Permission.EXPORT_BUNDLES))
@@ -115,7 +116,7 @@ def bundle_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def bundle_prepare(request: HttpRequest, slug: str) -> HttpResponse:
+def bundle_prepare(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = get_bundle_room(request.user, slug)
     with transaction.atomic():
         bundle = bundle_service.request_bundle(room=room, by=request.user)
@@ -132,7 +133,7 @@ def bundle_prepare(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def bundle_download(request: HttpRequest, slug: str) -> HttpResponse:
+def bundle_download(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = get_bundle_room(request.user, slug)
     bundle = bundle_service.bundle_for_download(room, by=request.user)
     if bundle is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Sum
 
@@ -11,7 +12,7 @@ from jobs.models import BudgetEntry, Room
 from jobs.rooms.selectors import contributions_of
 
 
-def budget_of(room: Room) -> list[dict]:
+def budget_of(room: Room) -> list[dict[str, Any]]:
     """Per dataset in the room: its one lifetime balance (spent, reserved and remaining ε over
     every room), what this room used of it, and this room's history. Other rooms' queries are
     not named: the room's members may not see them, only the ε they used."""

@@ -98,6 +98,7 @@ def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[s
                 text=True,
             )
             processes.append(process)
+            assert process.stdout  # started with stdout=PIPE
             ready = process.stdout.readline().split()
             if not ready or ready[0] != "ready":
                 raise RuntimeError(f"{organization.slug}'s key service did not start")
@@ -117,6 +118,7 @@ def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[s
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
+            assert process.stdout  # started with stdout=PIPE
             process.stdout.close()
 
 

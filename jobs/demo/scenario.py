@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -51,7 +52,7 @@ SEXES = ["F", "M"]
 DIAGNOSES = ["circulatory", "respiratory", "neoplasms", "digestive", "injury", "other"]
 
 
-SCHEMA = [
+SCHEMA: list[dict[str, Any]] = [
     # A pseudonymous person id, the same at every hospital that treated the person: the privacy
     # unit, and the key the owners' policies allow joins on.
     {"name": "person_id", "type": "string", "role": "unit"},
@@ -213,7 +214,7 @@ def seed(
                     role=person.role,
                 )
         for person in PEOPLE:
-            if person.role == "owner":
+            if person.role == "owner" and person.organization:
                 _register_demo_passkey(users[person.username], orgs[person.organization])
         regulator = Authority.objects.create(slug="eu-dpa", name="EU Data Protection Authority")
         regulator.jurisdictions.set([Jurisdiction.objects.get(code="EU")])
@@ -337,7 +338,7 @@ def _propose_queries(
     """Two approved queries (the TEE's across two hospitals, the MPC's across three), and one
     waiting in the Berlin and Zurich owners' approvals inboxes."""
     expiry = timezone.now() + timedelta(days=30)
-    common = {
+    common: dict[str, Any] = {
         "room": room,
         "acting_for": orgs["novapharm"],
         "by": users["bob"],

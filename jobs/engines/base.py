@@ -176,6 +176,13 @@ def site_of(step: JobStep) -> Site:
     return step.site
 
 
+def job_site_of(job: Job) -> Site:
+    """The site a job of one step at one site (the TEE's enclave) runs at."""
+    if job.site is None:
+        raise EngineError(f"The job {job.pk} runs as steps: it has no site of its own.")
+    return job.site
+
+
 def party_of(step: JobStep) -> int:
     """The MPC party a compute step is."""
     if step.party is None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cleanroom.http import AuthenticatedRequest
 from jobs.budget.selectors import budget_of
 from jobs.execution.lifecycle import cancel_job, run_query
 from jobs.execution.selectors import get_job_for_reader
@@ -22,7 +22,7 @@ class QueryRun(APIView):
     refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=None, responses={201: JobSerializer})
-    def post(self, request: Request, slug: str, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         job = run_query(query=get_query_for_reader(request.user, slug, pk), by=request.user)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
@@ -31,7 +31,7 @@ class JobDetail(APIView):
     refusals = {"GET": (403, 404)}
 
     @extend_schema(responses={200: JobSerializer})
-    def get(self, request: Request, slug: str, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         return Response(JobSerializer(get_job_for_reader(request.user, slug, pk)).data)
 
 
@@ -39,7 +39,7 @@ class JobCancel(APIView):
     refusals = {"POST": (403, 404, 409)}
 
     @extend_schema(request=None, responses={200: JobSerializer})
-    def post(self, request: Request, slug: str, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         job = cancel_job(job=get_job_for_reader(request.user, slug, pk), by=request.user)
         return Response(JobSerializer(job).data)
 
@@ -48,6 +48,6 @@ class RoomBudget(APIView):
     refusals = {"GET": (403, 404)}
 
     @extend_schema(responses={200: BudgetSerializer(many=True)})
-    def get(self, request: Request, slug: str) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_reader(request.user, slug)
         return Response(BudgetSerializer(budget_of(room), many=True).data)

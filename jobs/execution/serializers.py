@@ -5,14 +5,16 @@ from rest_framework import serializers
 from jobs.models import (
     Job,
     JobStep,
+    Query,
     Result,
 )
+from parties.models import Site
 
 
 class JobStepSerializer(serializers.ModelSerializer):
     """An MPC job's step and the site it runs at (none for the delivery)."""
 
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
+    site = serializers.SlugRelatedField[Site](read_only=True, slug_field="name", allow_null=True)
     jurisdiction = serializers.CharField(
         source="site.jurisdiction.code", default=None, allow_null=True
     )
@@ -23,9 +25,9 @@ class JobStepSerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    query = serializers.PrimaryKeyRelatedField(read_only=True)
+    query = serializers.PrimaryKeyRelatedField[Query](read_only=True)
     # None for an MPC job: its steps run at their own sites.
-    site = serializers.SlugRelatedField(read_only=True, slug_field="name", allow_null=True)
+    site = serializers.SlugRelatedField[Site](read_only=True, slug_field="name", allow_null=True)
     steps = JobStepSerializer(many=True, read_only=True)
     simulated_tee = serializers.SerializerMethodField()
     has_result = serializers.SerializerMethodField()

@@ -6,10 +6,10 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cleanroom.http import AuthenticatedRequest
 from jobs.models import Approval, Query
 from jobs.permissions import (
     Permission,
@@ -51,7 +51,7 @@ class QueryList(generics.ListAPIView):
         return queries_of(room).prefetch_related("receivers", "approvals__organization")
 
     @extend_schema(request=QueryInputSerializer, responses={201: QuerySerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_reader(request.user, slug)
         acting_for = require_acting_organization(request.user, room, Permission.PROPOSE_QUERY)
         serializer = QueryInputSerializer(data=request.data)
@@ -71,7 +71,7 @@ class QueryPlan(APIView):
     """The plan report for a query text and its parameters; stores nothing."""
 
     @extend_schema(request=PlanInputSerializer, responses={200: PlanReportSerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_reader(request.user, slug)
         serializer = PlanInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -95,11 +95,11 @@ class QueryDetail(APIView):
     refusals = {"GET": (403, 404), "PATCH": (400, 403, 404, 409)}
 
     @extend_schema(responses={200: QuerySerializer})
-    def get(self, request: Request, slug: str, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         return Response(QuerySerializer(get_query_for_reader(request.user, slug, pk)).data)
 
     @extend_schema(request=QueryPatchSerializer, responses={200: QuerySerializer})
-    def patch(self, request: Request, slug: str, pk: int) -> Response:
+    def patch(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         """Change a draft in place; changing a submitted version makes a new draft version."""
         query = get_query_for_reader(request.user, slug, pk)
         author = require_query_editor(request.user, query)
@@ -129,7 +129,7 @@ class QuerySubmit(APIView):
     refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=None, responses={200: QuerySerializer})
-    def post(self, request: Request, slug: str, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         query = submit_query(query=get_query_for_reader(request.user, slug, pk), by=request.user)
         return Response(QuerySerializer(query).data)
 
@@ -139,7 +139,7 @@ class QueryDecision(APIView):
     refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=DecisionInputSerializer, responses={201: ApprovalSerializer})
-    def post(self, request: Request, slug: str, pk: int) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         query = get_query_for_reader(request.user, slug, pk)
         organization = require_acting_organization(
             request.user, query.room, Permission.DECIDE_QUERY
@@ -165,7 +165,7 @@ class ApprovalRevoke(APIView):
     refusals = {"POST": (403, 404, 409)}
 
     @extend_schema(request=None, responses={200: ApprovalSerializer})
-    def post(self, request: Request, slug: str, pk: int, approval_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int, approval_id: int) -> Response:
         query = get_query_for_reader(request.user, slug, pk)
         approval = get_object_or_404(Approval, pk=approval_id, query=query)
         approval = revoke_approval(approval=approval, by=request.user)
@@ -176,7 +176,7 @@ class Inbox(APIView):
     """Query versions waiting for a decision by one of your organisations."""
 
     @extend_schema(responses={200: InboxItemSerializer(many=True)})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         items = [
             {"organization": org.slug, "query": query} for query, org in inbox_for(request.user)
         ]

@@ -18,7 +18,9 @@ from parties.models import Organization
 def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
     """Everything an approval binds, the terms that set the noise included
     (dataplane.privacy.terms). Any change to any of it is a new version."""
-    uses = terms.uses_by_dataset(plan.parsed)
+    parsed = plan.parsed
+    assert parsed is not None  # only a plan that passed is submitted, and it parsed the query
+    uses = terms.uses_by_dataset(parsed)
     policies = {c.dataset.qualified_name: c.policy for c in plan.contributions}
     return {
         "format": terms.FORMAT,
@@ -55,7 +57,7 @@ def canonical_form(query: Query, plan: Plan) -> dict[str, Any]:
             key=lambda item: item["name"],
         ),
         "accountant": terms.accountant_terms(
-            parsed=plan.parsed,
+            parsed=parsed,
             rows_per_unit=min(p.max_rows_per_unit for p in policies.values()),
             min_group_size=max(p.min_group_size for p in policies.values()),
             released=plan.measurements,
@@ -67,6 +69,7 @@ def _synthetic_terms(query: Query, plan: Plan) -> dict[str, Any]:
     """A synthetic extract's method, rows and the cost charged are part of what is approved."""
     if query.output_kind != Query.OutputKind.SYNTHETIC:
         return {}
+    assert plan.synthetic is not None  # the plan of a synthetic extract describes it
     return {
         "synthetic": {
             "method": query.synthetic_method,

@@ -6,6 +6,7 @@ import difflib
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.shortcuts import get_object_or_404
 
 from jobs.budget.ledger import balance, budget_check, plain
@@ -15,18 +16,18 @@ from parties.models import Dataset, Organization
 from parties.selectors import organizations_of
 
 
-def get_query_for_member(user, room: Room, pk: int) -> Query:
+def get_query_for_member(user: User, room: Room, pk: int) -> Query:
     return get_object_or_404(
         Query.objects.select_related("room", "author_organization"), room=room, pk=pk
     )
 
 
-def get_query_for_reader(user, slug: str, pk: int) -> Query:
+def get_query_for_reader(user: User, slug: str, pk: int) -> Query:
     """A query of a room the caller reads (jobs/permissions.py: outsiders 404, invitees 403)."""
     return get_query_for_member(user, get_room_for_reader(user, slug), pk)
 
 
-def inbox_for(user) -> list[tuple[Query, Organization]]:
+def inbox_for(user: User) -> list[tuple[Query, Organization]]:
     """Pending versions waiting for a decision from an organisation the caller owns data for."""
     owner_orgs = {
         org.slug: org
@@ -66,7 +67,7 @@ def previous_version(query: Query) -> Query | None:
     )
 
 
-def changes_since(query: Query, previous: Query | None) -> list[dict]:
+def changes_since(query: Query, previous: Query | None) -> list[dict[str, Any]]:
     """What an owner needs to see of a revision: each changed field, and the text's diff."""
     if previous is None or not previous.canonical or not query.canonical:
         return []

@@ -1,17 +1,20 @@
 """The API's shapes for queries, their plans, approvals and the inbox."""
 
+from decimal import Decimal
+
 from rest_framework import serializers
 
 from jobs.models import (
     Approval,
     Query,
+    Room,
 )
 from jobs.queries.canonical import verify_approval
 from parties.models import Organization
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
-    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    organization = serializers.SlugRelatedField[Organization](read_only=True, slug_field="slug")
     credential = serializers.SerializerMethodField()
     verified = serializers.SerializerMethodField()
 
@@ -44,9 +47,13 @@ class ApprovalSerializer(serializers.ModelSerializer):
 
 
 class QuerySerializer(serializers.ModelSerializer):
-    room = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    author_organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    receivers = serializers.SlugRelatedField(many=True, read_only=True, slug_field="slug")
+    room = serializers.SlugRelatedField[Room](read_only=True, slug_field="slug")
+    author_organization = serializers.SlugRelatedField[Organization](
+        read_only=True, slug_field="slug"
+    )
+    receivers = serializers.SlugRelatedField[Organization](
+        many=True, read_only=True, slug_field="slug"
+    )
     approvals = ApprovalSerializer(many=True, read_only=True)
     canonical = serializers.JSONField(
         read_only=True,
@@ -101,7 +108,7 @@ class QueryInputSerializer(serializers.Serializer):
         choices=Query.Mechanism.choices, default=Query.Mechanism.AUTO
     )
     epsilon = serializers.DecimalField(max_digits=8, decimal_places=4)
-    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=0)
+    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=Decimal(0))
     receivers = serializers.SlugRelatedField(
         many=True, slug_field="slug", queryset=Organization.objects.all()
     )
@@ -149,7 +156,7 @@ class PlanInputSerializer(serializers.Serializer):
         choices=Query.Mechanism.choices, default=Query.Mechanism.AUTO
     )
     epsilon = serializers.DecimalField(max_digits=8, decimal_places=4)
-    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=0)
+    delta = serializers.DecimalField(max_digits=13, decimal_places=12, default=Decimal(0))
     receivers = serializers.SlugRelatedField(
         many=True, slug_field="slug", queryset=Organization.objects.all(), default=list
     )

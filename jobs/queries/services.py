@@ -163,9 +163,11 @@ def submit_query(*, query: Query, by: User) -> Query:
                 + " ".join(check.message for check in plan.failed()),
                 code="plan_failed",
             )
+        assert plan.mechanism is not None  # a plan passes only with a mechanism chosen
+        canonical = canonical_form(query, plan)
         query.mechanism = plan.mechanism
-        query.canonical = canonical_form(query, plan)
-        query.digest = digest_of(query.canonical)
+        query.canonical = canonical
+        query.digest = digest_of(canonical)
         query.plan = plan.as_dict()
         query.status = Query.Status.PENDING
         query.submitted_at = timezone.now()
@@ -176,7 +178,6 @@ def submit_query(*, query: Query, by: User) -> Query:
             older.status = Query.Status.SUPERSEDED
             older.save(update_fields=["status"])
             _record(older, "query.superseded", by, superseded_by=f"query:{query.pk}")
-        canonical = query.canonical
         _record(
             query,
             "query.submitted",
@@ -222,7 +223,7 @@ def revise_query(
         raise QueryRefused(
             "This version is still a draft: change it in place.", code="a_draft", conflict=True
         )
-    latest = Query.objects.filter(lineage=source.lineage).order_by("-version").first()
+    latest = Query.objects.filter(lineage=source.lineage).latest("version")
     if latest.status == Query.Status.DRAFT:
         raise QueryRefused(
             f"Version {latest.version} is already a draft of this query.",
@@ -292,7 +293,7 @@ def decide_query(
                 code="not_pending",
                 conflict=True,
             )
-        if organization.slug not in query.plan["required_approvers"]:
+        if organization.slug not in _required_approvers(query):
             raise QueryRefused(
                 f"{organization.name} owns no dataset this query reads.", code="not_an_approver"
             )
@@ -337,10 +338,16 @@ def decide_query(
         )
         if not approve:
             query.status = Query.Status.REJECTED
-        elif set(_live_approvers(query)) >= set(query.plan["required_approvers"]):
+        elif set(_live_approvers(query)) >= set(_required_approvers(query)):
             query.status = Query.Status.APPROVED
         query.save(update_fields=["status"])
     return approval
+
+
+def _required_approvers(query: Query) -> list[str]:
+    plan = query.plan
+    assert plan is not None  # a pending version was submitted, with its plan
+    return plan["required_approvers"]
 
 
 def _live_approvers(query: Query) -> list[str]:
@@ -416,7 +423,7 @@ def check_runnable(query: Query, *, running: bool = False) -> Plan:
         )
     if query.expires_at <= timezone.now():
         raise QueryRefused("The query's approvals have expired.", code="expired")
-    if digest_of(query.canonical) != query.digest:
+    if query.canonical is None or digest_of(query.canonical) != query.digest:
         raise QueryRefused(
             "The query changed after submission: its digest no longer matches.",
             code="digest_mismatch",

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedHttpRequest
 from jobs.models import Approval, Query, Room
 from jobs.permissions import (
     Permission,
@@ -44,7 +47,7 @@ from jobs.rooms.selectors import contributions_of, get_room_for_reader
 from parties.selectors import organizations_of
 
 
-def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResponse:
+def _composer(request: AuthenticatedHttpRequest, room: Room, query: Query | None) -> HttpResponse:
     # A new draft is proposed for one of the caller's organisations; an existing one is
     # changed for its author organisation only (the same rule the API and the service use).
     if query is None:
@@ -95,6 +98,7 @@ def _composer(request: HttpRequest, room: Room, query: Query | None) -> HttpResp
 
 def _live_plan(room: Room, form: QueryForm) -> dict | None:
     """Plan whatever the composer holds; fields that do not validate yet take their defaults."""
+    data: Mapping[str, Any]
     if form.is_bound:
         form.is_valid()
         data = form.cleaned_data
@@ -117,14 +121,14 @@ def _live_plan(room: Room, form: QueryForm) -> dict | None:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def query_create(request: HttpRequest, slug: str) -> HttpResponse:
+def query_create(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     return _composer(request, room, None)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def query_edit(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     if query.status != Query.Status.DRAFT:
@@ -134,7 +138,7 @@ def query_edit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
+def query_plan(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
     """htmx: the plan report for the composer's current contents."""
     room = get_room_for_reader(request.user, slug)
     form = QueryForm(request.POST, room=room)
@@ -143,7 +147,7 @@ def query_plan(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def query_detail(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     previous = previous_version(query)
@@ -189,7 +193,7 @@ def query_detail(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def query_submit(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     try:
@@ -202,7 +206,7 @@ def query_submit(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def query_revise(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     try:
@@ -215,7 +219,7 @@ def query_revise(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def query_decide(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+def query_decide(request: AuthenticatedHttpRequest, slug: str, pk: int) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     require_acting_organization(request.user, room, Permission.DECIDE_QUERY)
@@ -256,7 +260,9 @@ def _assertion(posted: str) -> object:
 
 @login_required
 @require_POST
-def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) -> HttpResponse:
+def approval_revoke(
+    request: AuthenticatedHttpRequest, slug: str, pk: int, approval_id: int
+) -> HttpResponse:
     room = get_room_for_reader(request.user, slug)
     query = get_query_for_member(request.user, room, pk)
     approval = get_object_or_404(Approval, pk=approval_id, query=query)
@@ -270,7 +276,7 @@ def approval_revoke(request: HttpRequest, slug: str, pk: int, approval_id: int) 
 
 @login_required
 @require_GET
-def inbox(request: HttpRequest) -> HttpResponse:
+def inbox(request: AuthenticatedHttpRequest) -> HttpResponse:
     items = []
     for query, organization in inbox_for(request.user):
         previous = previous_version(query)

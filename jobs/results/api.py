@@ -6,10 +6,10 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from cleanroom.http import AuthenticatedRequest
 from jobs.execution.selectors import get_job_for_reader
 from jobs.models import Job, Query, Result, ResultFile
 from jobs.permissions import (
@@ -26,7 +26,7 @@ class JobResult(APIView):
     refusals = {"GET": (403, 404)}
 
     @extend_schema(responses={200: JobResultSerializer})
-    def get(self, request: Request, slug: str, pk: int) -> Response:
+    def get(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         job = get_job_for_reader(request.user, slug, pk)
         result, organization = _received(request, job)
         if result.output_kind == Query.OutputKind.SYNTHETIC:
@@ -69,7 +69,7 @@ class JobResult(APIView):
         )
 
 
-def _received(request: Request, job: Job) -> tuple[Result, Organization]:
+def _received(request: AuthenticatedRequest, job: Job) -> tuple[Result, Organization]:
     result = get_object_or_404(Result, job=job)
     return result, result_reader(request.user, result)
 
@@ -80,7 +80,7 @@ class JobResultFile(APIView):
     refusals = {"GET": (403, 404)}
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
-    def get(self, request: Request, slug: str, pk: int, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, slug: str, pk: int, name: str) -> HttpResponse:
         result, organization = _received(request, get_job_for_reader(request.user, slug, pk))
         released = get_object_or_404(ResultFile, result=result, name=name)
         response = HttpResponse(

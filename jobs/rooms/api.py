@@ -6,12 +6,12 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanroom.api import named_in_body
 from cleanroom.errors import DomainError
+from cleanroom.http import AuthenticatedRequest
 from jobs.models import RoomMembership
 from jobs.permissions import (
     Permission,
@@ -60,7 +60,7 @@ class RoomList(generics.ListAPIView):
         )
 
     @extend_schema(request=RoomInputSerializer, responses={201: RoomSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         # Who may first, for the organisation named: before the input is validated.
         organization = get_object_or_404(
             organizations_of(request.user), slug=named_in_body(request, "organization")
@@ -90,7 +90,7 @@ class RoomInvitations(APIView):
     refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=InvitationInputSerializer, responses={201: RoomMembershipSerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_member(request.user, slug)
         # Who may invite first: a member who may not must not learn which organisations exist.
         acting_for = require_acting_organization(request.user, room, Permission.INVITE)
@@ -112,7 +112,7 @@ class RespondToInvitation(APIView):
     refusals = {"POST": (400, 403, 404, 409)}
 
     @extend_schema(request=InvitationResponseSerializer, responses={200: RoomMembershipSerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_member(request.user, slug)
         serializer = InvitationResponseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -136,7 +136,7 @@ class RespondToInvitation(APIView):
 
 class RoomContributions(APIView):
     @extend_schema(request=ContributionInputSerializer, responses={201: RoomDatasetSerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         room = get_room_for_member(request.user, slug)
         require_acting_organization(request.user, room, Permission.CONTRIBUTE)
         serializer = ContributionInputSerializer(data=request.data)
@@ -162,14 +162,14 @@ class DatasetSuspension(APIView):
     refusals = {"POST": (403, 404, 409), "DELETE": (403, 404, 409)}
 
     @extend_schema(request=None, responses={200: DatasetSerializer})
-    def post(self, request: Request, org: str, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, org: str, slug: str) -> Response:
         dataset = suspend_dataset(
             dataset=get_dataset_for_user(request.user, org, slug), by=request.user
         )
         return Response(DatasetSerializer(dataset).data)
 
     @extend_schema(request=None, responses={200: DatasetSerializer})
-    def delete(self, request: Request, org: str, slug: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, org: str, slug: str) -> Response:
         dataset = lift_suspension(
             dataset=get_dataset_for_user(request.user, org, slug), by=request.user
         )
@@ -183,7 +183,7 @@ class RoomParticipationSuspension(APIView):
 
     refusals = {"POST": (403, 404, 409), "DELETE": (403, 404, 409)}
 
-    def _change(self, request: Request, slug: str, change) -> Response:
+    def _change(self, request: AuthenticatedRequest, slug: str, change) -> Response:
         room = get_room_for_member(request.user, slug)
         organization = require_acting_organization(
             request.user, room, Permission.SUSPEND_PARTICIPATION
@@ -192,9 +192,9 @@ class RoomParticipationSuspension(APIView):
         return Response(RoomMembershipSerializer(membership).data)
 
     @extend_schema(request=None, responses={200: RoomMembershipSerializer})
-    def post(self, request: Request, slug: str) -> Response:
+    def post(self, request: AuthenticatedRequest, slug: str) -> Response:
         return self._change(request, slug, suspend_participation)
 
     @extend_schema(request=None, responses={200: RoomMembershipSerializer})
-    def delete(self, request: Request, slug: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, slug: str) -> Response:
         return self._change(request, slug, lift_participation_suspension)

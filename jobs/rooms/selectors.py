@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
@@ -10,7 +11,7 @@ from jobs.permissions import require_room_reader
 from parties.selectors import organizations_of
 
 
-def rooms_for(user) -> QuerySet[Room]:
+def rooms_for(user: User) -> QuerySet[Room]:
     """Rooms where one of the caller's organisations is a member or has a pending invitation."""
     return (
         Room.objects.filter(
@@ -22,12 +23,12 @@ def rooms_for(user) -> QuerySet[Room]:
     )
 
 
-def get_room_for_member(user, slug: str) -> Room:
+def get_room_for_member(user: User, slug: str) -> Room:
     """A room the caller's organisation is in or invited to; outsiders get a 404."""
     return get_object_or_404(rooms_for(user), slug=slug)
 
 
-def get_room_for_reader(user, slug: str) -> Room:
+def get_room_for_reader(user: User, slug: str) -> Room:
     """A room whose queries, jobs and budget the caller reads: outsiders get a 404, an
     invitee that has not joined yet a 403 (jobs/permissions.py)."""
     room = get_room_for_member(user, slug)
@@ -35,7 +36,7 @@ def get_room_for_reader(user, slug: str) -> Room:
     return room
 
 
-def invitations_for(user) -> QuerySet[RoomMembership]:
+def invitations_for(user: User) -> QuerySet[RoomMembership]:
     return RoomMembership.objects.filter(
         organization__in=organizations_of(user),
         organization__memberships__user=user,

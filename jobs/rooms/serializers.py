@@ -1,5 +1,6 @@
 """The API's shapes for rooms, memberships, invitations and contributions."""
 
+from django.contrib.auth.models import User
 from rest_framework import serializers
 
 from jobs.models import (
@@ -7,11 +8,12 @@ from jobs.models import (
     RoomDataset,
     RoomMembership,
 )
+from parties.models import Organization
 
 
 class RoomMembershipSerializer(serializers.ModelSerializer):
-    organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
-    invited_by = serializers.SlugRelatedField(
+    organization = serializers.SlugRelatedField[Organization](read_only=True, slug_field="slug")
+    invited_by = serializers.SlugRelatedField[User](
         read_only=True, slug_field="username", allow_null=True
     )
 
@@ -39,7 +41,9 @@ class RoomDatasetSerializer(serializers.ModelSerializer):
 
 
 class RoomSerializer(serializers.ModelSerializer):
-    created_by_organization = serializers.SlugRelatedField(read_only=True, slug_field="slug")
+    created_by_organization = serializers.SlugRelatedField[Organization](
+        read_only=True, slug_field="slug"
+    )
     memberships = RoomMembershipSerializer(many=True, read_only=True)
     contributions = RoomDatasetSerializer(many=True, read_only=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -28,7 +29,7 @@ class RoomError(DomainError):
     code = "room_refused"
 
 
-def _record(room: Room, type: str, by: User, **data) -> None:
+def _record(room: Room, type: str, by: User, **data: Any) -> None:
     record_room_event(room.pk, type, by=by, subject=f"room:{room.pk}", **data)
 
 

@@ -144,7 +144,7 @@ def _decrypt(
         job=step.job_id,
         query=query.pk,
         dataset=version.dataset_id,
-        canonical=query.canonical,
+        canonical=canonical_of(query),
         approval=approval.evidence,
         site=site_of(step).name,
         kek_id=version.kek_id,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from cleanroom.attestation import verify as attestation
 from cleanroom.attestation.binding import binding
 from cleanroom.residency import StepKind, decide
-from jobs.engines.base import EngineError, Recorder
+from jobs.engines.base import EngineError, Recorder, canonical_of, job_site_of
 from jobs.engines.tee import trust
 from jobs.models import Approval, Job
 from keyservice.client import KeyServiceUnavailable
@@ -64,14 +64,15 @@ def release_keys(
     )
     # Every dataset is decided before any key is asked for: one refusal refuses them all.
     allowed = []
+    site = job_site_of(job)
     for dataset_id, item in zip(
-        job.query.dataset_ids, job.query.canonical["datasets"], strict=True
+        job.query.dataset_ids, canonical_of(job.query)["datasets"], strict=True
     ):
         version = DatasetVersion.objects.select_related(
             "dataset__organization", "dataset__jurisdiction"
         ).get(dataset_id=dataset_id, number=item["version"])
         decision = decide(
-            StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=job.site.place()
+            StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=site.place()
         )
         if not decision.allowed:
             raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
@@ -93,7 +94,7 @@ def release_keys(
             raise EngineError(f"{owner.name}'s key service refuses {item['name']}: {exc}") from None
         keys[item["name"]] = base64.b64encode(released.sealed_key).decode()
         recorder.key_released(
-            job.pk, dataset=version.dataset_id, site=job.site.name, reason=released.reason
+            job.pk, dataset=version.dataset_id, site=site.name, reason=released.reason
         )
     return keys
 
@@ -110,10 +111,10 @@ def release_request(job: Job, version: DatasetVersion, document: bytes) -> Relea
         job=job.pk,
         query=job.query_id,
         dataset=version.dataset_id,
-        canonical=job.query.canonical,
+        canonical=canonical_of(job.query),
         approval=approval.evidence,
         document=document,
-        site=job.site.name,
+        site=job_site_of(job).name,
         kek_id=version.kek_id,
         wrapped_key=bytes(version.wrapped_data_key),
         key_context=version.key_context,

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from jobs.demo.key_services import owner_key_services, pin_key_services_elsewhere
 from jobs.demo.scenario import PEOPLE, is_seeded, logins, organizations, seed
 from jobs.demo.workers import runs_as_root, site_workers
+from jobs.engines.base import job_site_of, site_of
 from jobs.models import Job
 from parties.models import Authority, Organization, Site
 
@@ -96,8 +97,11 @@ class Command(BaseCommand):
         no_serve: bool,
         key_services: dict[str, str],
     ) -> None:
-        sites = Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
-        sites = list(sites.select_related("jurisdiction").order_by("name"))
+        sites = list(
+            Site.objects.filter(active=True, jurisdiction__code__in=DEMO_JURISDICTIONS)
+            .select_related("jurisdiction")
+            .order_by("name")
+        )
         with site_workers([] if self.workers_elsewhere else sites) as workers:
             for job in jobs:
                 self._announce(job)
@@ -140,10 +144,10 @@ class Command(BaseCommand):
     def _announce(self, job: Job) -> None:
         if job.mechanism == "mpc":
             steps = job.steps.exclude(site=None).select_related("site").order_by("pk")
-            where = ", ".join(f"{step.name} at {step.site.name}" for step in steps)
+            where = ", ".join(f"{step.name} at {site_of(step).name}" for step in steps)
             self.stdout.write(f"Running '{job.query.title}' under MPC: {where}…")
         else:
-            self.stdout.write(f"Running '{job.query.title}' in the TEE at {job.site.name}…")
+            self.stdout.write(f"Running '{job.query.title}' in the TEE at {job_site_of(job).name}…")
 
     def _wait_for(self, job: Job, workers) -> None:
         deadline = time.monotonic() + JOB_TIMEOUT
@@ -161,7 +165,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Released to NovaPharm: job {job.pk}, MPC across "
-                    f"{', '.join(step.site.name for step in parties)}; noise drawn inside MPC"
+                    f"{', '.join(site_of(step).name for step in parties)}; noise drawn inside MPC"
                 )
             )
             return
@@ -225,7 +229,8 @@ class Command(BaseCommand):
         out("")
 
 
-SITE_ROLES = {
+# By Site.Kind's values, as a site's `kind` holds them.
+SITE_ROLES: dict[str, str] = {
     Site.Kind.WORKER: "owners' worker",
     Site.Kind.TEE: "TEE host",
     Site.Kind.MPC_PARTY: "MPC party",
