@@ -307,6 +307,7 @@ E2E_CHILD = (
 def end_to_end() -> None:
     """Run in a child process whose environment points at a state folder of its own; with
     BENCH_KEY_SERVICES=1, at the smallest size with every organisation's own key service."""
+    from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
@@ -321,6 +322,11 @@ def end_to_end() -> None:
         sizes, suffix = SIZES, ""
         if os.environ.get("BENCH_KEY_SERVICES") == "1":
             _e2e_world()
+            # The owners register their passkeys first: each key service pins them as it starts.
+            for slug, owner, _ in E2E_OWNERS:
+                factories.register_passkey(
+                    User.objects.get(username=owner), Organization.objects.get(slug=slug)
+                )
             # Started before the workers, which take the services' addresses from the environment.
             running.enter_context(owner_key_services(Organization.objects.order_by("slug")))
             sizes, suffix = SIZES[:1], " with key services"

@@ -45,7 +45,6 @@ from dataplane.privacy.calibration import measurements
 from dataplane.privacy.release import release_aggregates
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
-from tests import factories
 
 SIZES = (10**6, 10**7)
 RUNS = 3
@@ -198,6 +197,7 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     from django.test.utils import setup_test_environment
 
     from jobs.owner_key_services import owner_key_services
+    from tests import factories
     from tests.factories import World
 
     setup_test_environment()  # the API client's host name
@@ -205,6 +205,9 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     with ExitStack() as running:
         world, suffix = World.build(), ""
         if os.environ.get("BENCH_KEY_SERVICES") == "1":
+            # The owners register their passkeys first: each key service pins them as it starts.
+            factories.register_passkey(world.alice, world.charite)
+            factories.register_passkey(world.carol, world.zurich)
             organizations = [world.charite, world.zurich, world.pharma]
             running.enter_context(owner_key_services(organizations))
             suffix = " with key services"
@@ -217,6 +220,7 @@ def _run_end_to_end(world, rows: int, suffix: str) -> None:
     from jobs.models import Job, Query
     from jobs.workers import start_worker
     from parties.models import Site
+    from tests import factories
     from tests.factories import JOIN_SQL, api, propose
 
     folder = Path(os.environ["CLEANROOM_VAR_DIR"])
