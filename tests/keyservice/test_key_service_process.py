@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,13 @@ def test_a_participation_suspension_reaches_the_owners_service_for_that_room_alo
     assert {"caller": CALLER, "room": room.pk, "operation": "suspend"}.items() <= next(
         d for d in decisions if d.get("operation") == "suspend"
     ).items()
+
+
+def test_requests_at_the_same_time_are_all_answered(world, charite_service):
+    # Several of the platform's processes ask at once: a second login to the token while another
+    # request's session was open made the service drop requests without an answer.
+    url, caller, _ = charite_service
+    remote = RemoteKeyService(url, CALLER, caller)
+    with ThreadPoolExecutor(8) as pool:
+        keks = list(pool.map(lambda _: remote.create_key(), range(32)))
+    assert len(set(keks)) == 32
