@@ -189,12 +189,25 @@ KEY_SERVICE = env.str("CLEANROOM_KEY_SERVICE", default="cleanroom.crypto.keys.Lo
 KEY_SERVICE_ROOT = Path(env.str("CLEANROOM_KEY_ROOT", default=str(VAR_DIR / "keys")))
 # Each owner organisation's own key service (python -m keyservice), by organisation slug, e.g.
 # "charite=https://keys.charite.example:8443"; organisations not named here have the embedded
-# one, which runs in the TEE host's process (refused by check --deploy). The host signs its
-# requests as KEY_SERVICE_CALLER with the raw Ed25519 key in KEY_SERVICE_CALLER_KEY.
+# one, which runs in the TEE host's process (refused by check --deploy).
 KEY_SERVICES = env.dict("CLEANROOM_KEY_SERVICES", default={})
-KEY_SERVICE_CALLER = env.str("CLEANROOM_KEY_SERVICE_CALLER", default="platform")
+# The site a worker process runs at (each worker serves one site's queue).
+CLEANROOM_SITE = env.str("CLEANROOM_SITE", default="")
+# Each process signs its key service requests as a caller of its own, which each organisation
+# pins with the operations it allows it: a site's worker as `site.<name>`, any other process as
+# `web`. Its raw Ed25519 key is KEY_SERVICE_CALLER_KEY, by default its name's file in
+# KEY_SERVICE_CALLER_KEYS.
+KEY_SERVICE_CALLER = env.str(
+    "CLEANROOM_KEY_SERVICE_CALLER", default=f"site.{CLEANROOM_SITE}" if CLEANROOM_SITE else "web"
+)
+KEY_SERVICE_CALLER_KEYS = Path(
+    env.str("CLEANROOM_KEY_SERVICE_CALLER_KEYS", default=str(VAR_DIR / "keyservice-callers"))
+)
 KEY_SERVICE_CALLER_KEY = Path(
-    env.str("CLEANROOM_KEY_SERVICE_CALLER_KEY", default=str(VAR_DIR / "keyservice-caller.key"))
+    env.str(
+        "CLEANROOM_KEY_SERVICE_CALLER_KEY",
+        default=str(KEY_SERVICE_CALLER_KEYS / f"{KEY_SERVICE_CALLER}.key"),
+    )
 )
 
 REST_FRAMEWORK = {
@@ -259,8 +272,6 @@ CELERY_BEAT_SCHEDULE = {
     "expire-queries": {"task": "jobs.expire_queries", "schedule": 300.0},
     "dispatch-pending-jobs": {"task": "jobs.dispatch_pending", "schedule": 30.0},
 }
-# The site a worker process runs at (each worker serves one site's queue).
-CLEANROOM_SITE = env.str("CLEANROOM_SITE", default="")
 TEE_ENCLAVE_TIMEOUT = env.int("TEE_ENCLAVE_TIMEOUT", default=600)
 # Seconds a synthesizer may train inside the enclave (CTGAN's epochs stop at this limit).
 SYNTHESIS_TIME_LIMIT = env.float("SYNTHESIS_TIME_LIMIT", default=300.0)

@@ -15,7 +15,7 @@ from cleanroom import metrics
 from keyservice import config
 from keyservice.release import ReleaseLog
 from keyservice.server import KeyServiceServer
-from keyservice.service import OrganizationKeyService
+from keyservice.service import RESULTS, OrganizationKeyService
 from keyservice.token import Token, init_softhsm, keep_private
 
 
@@ -46,9 +46,13 @@ def main(argv: list[str] | None = None) -> None:
         getattr(pinned.suspended_rooms if kind == "room" else pinned.suspended, args.command)(item)
         print(f"{kind}:{item} {'suspended' if args.command == 'suspend' else 'resumed'}")
         return
-    service = OrganizationKeyService(
-        pinned, Token(args.state, args.label), ReleaseLog(args.state / "releases.jsonl"), book
-    )
+    token = Token(args.state, args.label)
+    service = OrganizationKeyService(pinned, token, ReleaseLog(args.state / "releases.jsonl"), book)
+    # Made before the service answers, so that no request waits for a key generation: the
+    # results key every result released to the organisation is sealed to, and a spare pair for
+    # the next MPC job's delivery key.
+    service.receiving_key(RESULTS)
+    token.make_spare()
     server = KeyServiceServer((args.host, args.port), service, callers, args.state)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_host)

@@ -6,6 +6,7 @@ allowed it."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -55,6 +56,8 @@ class RemoteKeyService:
             raise KeyServiceUnavailable(f"{exc.code}: {payload.get('error', '')}") from None
         except urllib.error.URLError as exc:
             raise KeyServiceUnavailable(str(exc.reason)) from None
+        except (http.client.HTTPException, ConnectionError) as exc:  # closed without an answer
+            raise KeyServiceUnavailable(f"{type(exc).__name__}: {exc}") from None
 
     def create_key(self) -> str:
         return self._post("/keys", {})["kek_id"]

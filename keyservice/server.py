@@ -6,8 +6,9 @@ enclave), `POST /site-key` (the key for the owner's own worker site), `POST /sus
 the results key or of an MPC job's delivery key), `POST /open` (open what was sealed to one, for
 a named reader) and `POST /destroy` (a job's delivery key, at the job's end). There is no plain
 unwrap of a dataset key for anyone else. Every request is signed by a pinned caller
-(`signing.py`) and each caller may ask only what the organisation allowed it; every key
-decision, yes or no, is appended to the service's own log (`decisions.jsonl`) with its reason."""
+(`signing.py`) and each caller may ask only what the organisation allowed it; every operation
+and every key decision, yes or no, is appended to the service's own log (`decisions.jsonl`)
+with the caller that asked and the reason."""
 
 from __future__ import annotations
 
@@ -94,9 +95,12 @@ class _Handler(BaseHTTPRequestHandler):
         operation = self.path.removeprefix("/")
         if operation not in OPERATIONS:
             return self._answer(404, {"error": f"no such operation: {self.path}"})
+        if operation not in self.server.callers[caller].may:
+            # A pinned caller asking beyond its grant: a process misused, or its key stolen.
+            refusal = f"{caller} may not ask for {operation}"
+            self.server.record(caller=caller, operation=operation, refused=refusal)
+            return self._answer(403, {"refused": refusal})
         try:
-            if operation not in self.server.callers[caller].may:
-                raise Refused(f"{caller} may not ask for {operation}")
             body = json.loads(raw or b"{}")
             answer = self._route(caller, body)
         except Refused as exc:
@@ -152,14 +156,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, caller: str, body: dict[str, Any]) -> dict[str, Any]:
         service = self.server.service
         if self.path == "/keys":
-            return {"kek_id": service.create_key()}
+            kek_id = service.create_key()
+            self.server.record(caller=caller, operation="keys", kek_id=kek_id)
+            return {"kek_id": kek_id}
         if self.path == "/wrap":
+            context = {str(k): str(v) for k, v in body["context"].items()}
             wrapped = service.wrap_dataset_key(
                 str(body["kek_id"]),
                 base64.b64decode(body["data_key"]),
-                context={str(k): str(v) for k, v in body["context"].items()},
+                context=context,
                 name=str(body["name"]),
                 jurisdiction=str(body["jurisdiction"]),
+            )
+            self.server.record(
+                caller=caller, operation="wrap", kek_id=str(body["kek_id"]), context=context
             )
             return {"wrapped": _b64(wrapped)}
         if self.path == "/site-key":
@@ -188,7 +198,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.record(caller=caller, dataset=dataset, operation=self.path[1:])
             return {"dataset": dataset, "suspended": suspend}
         if self.path == "/receiving-key":
-            return {"public_key": _b64(service.receiving_key(str(body["purpose"])))}
+            purpose = str(body["purpose"])
+            public_key = service.receiving_key(purpose)
+            self.server.record(caller=caller, operation="receiving-key", purpose=purpose)
+            return {"public_key": _b64(public_key)}
         if self.path == "/open":
             return self._open(caller, body)
         if self.path == "/destroy":

@@ -14,6 +14,7 @@ import secrets
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, ObjectClass
@@ -22,6 +23,9 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 _NONCE = 12
+# The receiving key pair made ahead for the next job's delivery (Token.make_spare); no purpose
+# the API accepts names it.
+SPARE = "spare-receiving-key"
 
 
 class TokenError(Exception):
@@ -77,21 +81,39 @@ def init_softhsm(state: Path, label: str) -> str:
 
 class Token:
     """One organisation's token. SOFTHSM2_CONF must name the token's configuration before the
-    library loads, so a process holds one organisation's token (the key service's own)."""
+    library loads, so a process holds one organisation's token (the key service's own).
+
+    The process logs in once and keeps that session: a login per request costs milliseconds,
+    and SoftHSM2's file store reads every object of the token on each search, so each key is
+    looked up once and kept by label (a long-lived token holds a KEK per dataset version). A
+    PKCS#11 session is not for concurrent use: one lock serialises the token's operations, each
+    well under a millisecond. A spare receiving key pair, made ahead, becomes the next job's
+    delivery key by taking its label, so a job's start never waits for a key generation."""
 
     def __init__(self, state: Path, label: str, library: str = SOFTHSM):
         os.environ["SOFTHSM2_CONF"] = str(state / "softhsm2.conf")
-        self._token = pkcs11.lib(library).get_token(token_label=label)
-        self._pin = (state / "token.pin").read_text()
-        self._making = threading.Lock()
+        token = pkcs11.lib(library).get_token(token_label=label)
+        try:
+            self._session = token.open(user_pin=(state / "token.pin").read_text(), rw=True)
+        except pkcs11.UserAlreadyLoggedIn:  # another Token of this process logged in
+            self._session = token.open(rw=True)
+        self._lock = threading.RLock()
+        self._found: dict[tuple[ObjectClass, str], Any] = {}
 
-    def _session(self):
-        return self._token.open(user_pin=self._pin, rw=True)
+    def _find(self, kind: ObjectClass, label: str):
+        """The key `label` of `kind`; pkcs11.NoSuchKey if the token has none."""
+        if (kind, label) not in self._found:
+            self._found[kind, label] = self._session.get_key(object_class=kind, label=label)
+        return self._found[kind, label]
+
+    def _forget(self, label: str) -> None:
+        for found in [found for found in self._found if found[1] == label]:
+            del self._found[found]
 
     def create_key(self) -> str:
         kek_id = f"kek-{secrets.token_hex(16)}"
-        with self._session() as session:
-            session.generate_key(
+        with self._lock:
+            self._session.generate_key(
                 KeyType.AES,
                 256,
                 label=kek_id,
@@ -100,16 +122,16 @@ class Token:
             )
         return kek_id
 
-    def _key(self, session, kek_id: str):
+    def _key(self, kek_id: str):
         try:
-            return session.get_key(object_class=ObjectClass.SECRET_KEY, label=kek_id)
+            return self._find(ObjectClass.SECRET_KEY, kek_id)
         except pkcs11.NoSuchKey:
             raise TokenError(f"unknown key {kek_id}") from None
 
     def wrap(self, kek_id: str, data_key: bytes, *, context: dict[str, str]) -> bytes:
         nonce = os.urandom(_NONCE)
-        with self._session() as session:
-            sealed = self._key(session, kek_id).encrypt(
+        with self._lock:
+            sealed = self._key(kek_id).encrypt(
                 data_key,
                 mechanism=Mechanism.AES_GCM,
                 mechanism_param=GCMParams(nonce, _aad(context)),
@@ -117,8 +139,8 @@ class Token:
         return nonce + sealed
 
     def unwrap(self, kek_id: str, wrapped: bytes, *, context: dict[str, str]) -> bytes:
-        with self._session() as session:
-            key = self._key(session, kek_id)
+        with self._lock:
+            key = self._key(kek_id)
             try:
                 return key.decrypt(
                     wrapped[_NONCE:],
@@ -128,35 +150,59 @@ class Token:
             except pkcs11.PKCS11Error:
                 raise TokenError("wrapped key does not match its key or context") from None
 
-    def receiving_key(self, label: str) -> bytes:
-        """The public point of the receiving key `label`, generated in the token on first use."""
-        with self._making, self._session() as session:
+    def _generate_pair(self, label: str):
+        curve = self._session.create_domain_parameters(
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
+        )
+        public, _ = curve.generate_keypair(
+            store=True,
+            label=label,
+            private_template={
+                Attribute.EXTRACTABLE: False,
+                Attribute.SENSITIVE: True,
+                Attribute.DERIVE: True,
+            },
+        )
+        return public
+
+    def make_spare(self) -> None:
+        """Make the spare receiving key pair, unless there is one: never asked for, its public
+        half never given out."""
+        with self._lock:
             try:
-                public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
+                self._find(ObjectClass.PUBLIC_KEY, SPARE)
             except pkcs11.NoSuchKey:
-                curve = session.create_domain_parameters(
-                    KeyType.EC,
-                    {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
-                    local=True,
-                )
-                public, _ = curve.generate_keypair(
-                    store=True,
-                    label=label,
-                    private_template={
-                        Attribute.EXTRACTABLE: False,
-                        Attribute.SENSITIVE: True,
-                        Attribute.DERIVE: True,
-                    },
-                )
+                self._generate_pair(SPARE)
+
+    def receiving_key(self, label: str) -> bytes:
+        """The public point of the receiving key `label`: made on first use from the spare pair
+        (relabelled), or generated in the token if there is no spare."""
+        with self._lock:
+            try:
+                public = self._find(ObjectClass.PUBLIC_KEY, label)
+            except pkcs11.NoSuchKey:
+                try:
+                    public = self._find(ObjectClass.PUBLIC_KEY, SPARE)
+                except pkcs11.NoSuchKey:
+                    public = self._generate_pair(label)
+                else:
+                    private = self._find(ObjectClass.PRIVATE_KEY, SPARE)
+                    for key in (public, private):
+                        key[Attribute.LABEL] = label
+                    self._forget(SPARE)
+                    # The next spare is made while this answer travels, not when it is asked.
+                    threading.Thread(target=self.make_spare, daemon=True).start()
             # EC_POINT is the DER encoding of an OCTET STRING holding the point.
             return bytes(public[Attribute.EC_POINT])[2:]
 
     def agree(self, label: str, peer: bytes) -> bytes:
         """ECDH of the receiving key with `peer`, inside the token; only the shared secret of
         this one sealing leaves it."""
-        with self._session() as session:
+        with self._lock:
             try:
-                private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+                private = self._find(ObjectClass.PRIVATE_KEY, label)
             except pkcs11.NoSuchKey:
                 raise KeyError(f"unknown receiving key {label}") from None
             shared = private.derive_key(
@@ -168,22 +214,28 @@ class Token:
             return bytes(shared[Attribute.VALUE])
 
     def destroy_receiving_key(self, label: str) -> None:
-        with self._session() as session:
+        with self._lock:
+            self._forget(label)
             for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                for key in session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label}):
+                for key in self._session.get_objects(
+                    {Attribute.CLASS: kind, Attribute.LABEL: label}
+                ):
                     key.destroy()
 
     def destroy_key(self, kek_id: str) -> None:
         """Delete the KEK from the token; deleting twice is harmless."""
-        with self._session() as session, contextlib.suppress(TokenError):
-            self._key(session, kek_id).destroy()
+        with self._lock, contextlib.suppress(TokenError):
+            key = self._key(kek_id)
+            self._forget(kek_id)
+            key.destroy()
 
     def key_value_readable(self, label: str) -> bool:
         """Whether anyone with the token's PIN can read the value of a KEK or of a receiving
         key's private half (never)."""
-        with self._session() as session:
+        with self._lock:
             for kind in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
-                for key in session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label}):
+                objects = self._session.get_objects({Attribute.CLASS: kind, Attribute.LABEL: label})
+                for key in objects:
                     try:
                         key[Attribute.VALUE]
                     except (pkcs11.AttributeSensitive, pkcs11.AttributeTypeInvalid):

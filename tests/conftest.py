@@ -51,6 +51,8 @@ def isolated_storage(settings, tmp_path):
     settings.STORAGE_ROOT = tmp_path / "storage"
     settings.STORAGE_ROOTS = {}
     settings.KEY_SERVICE_ROOT = tmp_path / "keys"
+    settings.KEY_SERVICE_CALLER_KEYS = tmp_path / "keyservice-callers"
+    settings.KEY_SERVICE_CALLER_KEY = tmp_path / "keyservice-callers" / "web.key"
     settings.TEE_SIMULATED_ROOT_DIR = tmp_path / "tee"
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     (tmp_path / "uploads").mkdir()

@@ -1,20 +1,21 @@
 """The owners' key services of the embedded default, as separate processes on this machine:
 one `python -m keyservice` per organisation, each with its own SoftHSM2 token in
-var/keyservices/<slug>/, pinning what its organisation would (its owners' approval credentials
-as registered when it starts, its home jurisdiction's transfer rules, the sites, this
-deployment's attestation roots and the enclave code it accepts) and answering the platform's
-caller key. The demo starts them, names them to the web tier and the workers (KEY_SERVICES),
-and stops them with itself."""
+var/keyservices/<slug>/ (as an OS user of its own when started by root: keyservice/local.py),
+pinning what its organisation would (its owners' approval credentials as registered when it
+starts, its home jurisdiction's transfer rules, the sites, this deployment's attestation roots
+and the enclave code it accepts) and the platform's callers: each process that calls it
+(the web tier, each site's worker) with a key of its own and only the operations its part
+needs. The demo starts them, names them to the web tier and the workers (KEY_SERVICES), and
+stops them with itself."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,22 +26,53 @@ from django.conf import settings
 from cleanroom.attestation.measured import measured_files
 from cleanroom.attestation.trust import measure
 from jobs.engines.tee.trust import TeeConfig, trusted_roots
-from keyservice import config
-from keyservice.config import OPERATIONS, Caller
+from keyservice import config, local
+from keyservice.config import Caller
 from parties.models import Organization, Site
 from parties.selectors import pinned_approvers
 
+log = logging.getLogger(__name__)
 
-def _caller_key() -> Ed25519PrivateKey:
-    path = Path(settings.KEY_SERVICE_CALLER_KEY)
+# What each of the platform's processes may ask an owner's key service, by its part: the web
+# tier makes and wraps dataset keys at upload, makes a job's delivery key, opens results for
+# their readers, destroys a delivery key when a job it ends is cancelled, and carries an
+# owner's kill switch from the platform's page (a deployment grants `resume` to no one but the
+# organisation's own administrators); a TEE host relays the attested release and seals the
+# result to its receivers; an owner's worker site asks its dataset's key for an input step; an
+# MPC party opens the delivery and seals the result. Any worker may end an MPC job, and a job's
+# end destroys its delivery key.
+WEB_TIER = frozenset({"keys", "wrap", "receiving-key", "open", "destroy", "suspend", "resume"})
+SITE_WORKERS = {
+    Site.Kind.TEE: frozenset({"release", "receiving-key"}),
+    Site.Kind.WORKER: frozenset({"site-key", "destroy"}),
+    Site.Kind.MPC_PARTY: frozenset({"open", "receiving-key", "destroy"}),
+}
+
+
+def platform_callers() -> dict[str, frozenset[str]]:
+    """Each process's caller name (as settings names it: `web`, or `site.<name>` for a site's
+    worker) and the operations the organisations allow it."""
+    callers = {"web": WEB_TIER}
+    for site in Site.objects.order_by("name"):
+        callers[f"site.{site.name}"] = SITE_WORKERS[Site.Kind(site.kind)]
+    return callers
+
+
+def _caller_key(name: str) -> Ed25519PrivateKey:
+    """The caller's own key, made the first time: this process's at KEY_SERVICE_CALLER_KEY,
+    each other's in KEY_SERVICE_CALLER_KEYS, where that process looks for it by name."""
+    if name == settings.KEY_SERVICE_CALLER:
+        path = Path(settings.KEY_SERVICE_CALLER_KEY)
+    else:
+        path = Path(settings.KEY_SERVICE_CALLER_KEYS) / f"{name}.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.write_bytes(Ed25519PrivateKey.generate().private_bytes_raw())
         path.chmod(0o600)
     return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
 
 
-def _pin(organization: Organization, state: Path, caller: Ed25519PrivateKey) -> None:
+def _pin(organization: Organization, state: Path, callers: Mapping[str, Caller]) -> None:
     tee = TeeConfig.from_settings(settings)
     sites = Site.objects.exclude(kind=Site.Kind.MPC_PARTY).select_related("jurisdiction")
     pinned = config.config_json(
@@ -50,62 +82,50 @@ def _pin(organization: Organization, state: Path, caller: Ed25519PrivateKey) -> 
         sites={site.name: site.place() for site in sites},
         trusted_roots=trusted_roots(tee),
         allowed_measurements=[{0: measure(measured_files(tee.code_root))[0]}],
-        # One caller for the demo's web tier and workers; a deployment gives each its own key,
-        # allowed only its operations (the web tier keys and wrap, TEE hosts release, the
-        # owner's own workers site-key).
-        callers={
-            "platform": Caller(
-                key=caller.public_key().public_bytes_raw(), may=frozenset(OPERATIONS)
-            )
-        },
+        callers=callers,
     )
     (state / "config.json").write_text(json.dumps(pinned, indent=1))
 
 
-def _run(*args: str) -> list[str]:
-    return [sys.executable, "-m", "keyservice", *args]
-
-
-def _environment() -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(settings.BASE_DIR), "LANG": "C.UTF-8"}
-
-
 @contextmanager
-def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[str, str]]:
+def owner_key_services(
+    organizations: Iterable[Organization], callers: Mapping[str, frozenset[str]] | None = None
+) -> Iterator[dict[str, str]]:
     """Start each organisation's key service; yields their addresses by slug, named in this
-    process's settings and environment (for the workers it starts) while they run."""
-    caller = _caller_key()
-    processes, urls = [], {}
-    named = settings.KEY_SERVICES
-    environment = {
-        k: os.environ.get(k) for k in ("CLEANROOM_KEY_SERVICES", "CLEANROOM_KEY_SERVICE_CALLER_KEY")
+    process's settings and environment (for the workers it starts) while they run. `callers`
+    (by default `platform_callers()`) is what each service pins: tests that play every process
+    in one name this process's caller alone."""
+    wanted = platform_callers() if callers is None else callers
+    pinned = {
+        name: Caller(key=_caller_key(name).public_key().public_bytes_raw(), may=may)
+        for name, may in wanted.items()
     }
+    started: list[local.Started] = []
+    urls, named = {}, settings.KEY_SERVICES
+    # Each worker started meanwhile finds its own key by its site's caller name.
+    unset = ("CLEANROOM_KEY_SERVICE_CALLER", "CLEANROOM_KEY_SERVICE_CALLER_KEY")
+    environment = {k: os.environ.get(k) for k in ("CLEANROOM_KEY_SERVICES", *unset)}
+    runner = None
     try:
         for organization in organizations:
             state = Path(settings.VAR_DIR) / "keyservices" / organization.slug
-            if not (state / "token.pin").exists():
-                subprocess.run(  # noqa: S603 - our own program, fixed arguments
-                    _run("init", str(state), "--label", organization.slug),
-                    env=_environment(),
-                    check=True,
-                    capture_output=True,
-                )
-            _pin(organization, state, caller)
-            process = subprocess.Popen(  # noqa: S603 - our own program, fixed arguments
-                _run("serve", str(state), "--label", organization.slug),
-                env=_environment(),
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            processes.append(process)
-            assert process.stdout  # started with stdout=PIPE
-            ready = process.stdout.readline().split()
+            state.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _pin(organization, state, pinned)
+            service = local.start(state, organization.slug, Path(settings.BASE_DIR), runner=runner)
+            started.append(service)
+            runner = service.runner if service.account else None
+            if service.refusal:
+                log.warning("%s's key service runs %s", organization.slug, service.refusal)
+        for organization, service in zip(organizations, started, strict=True):
+            assert service.process.stdout is not None
+            ready = service.process.stdout.readline().split()
             if not ready or ready[0] != "ready":
                 raise RuntimeError(f"{organization.slug}'s key service did not start")
             urls[organization.slug] = f"http://127.0.0.1:{ready[1]}"
         settings.KEY_SERVICES = urls
         os.environ["CLEANROOM_KEY_SERVICES"] = ",".join(f"{k}={v}" for k, v in urls.items())
-        os.environ["CLEANROOM_KEY_SERVICE_CALLER_KEY"] = str(settings.KEY_SERVICE_CALLER_KEY)
+        for name in unset:
+            os.environ.pop(name, None)
         yield urls
     finally:
         settings.KEY_SERVICES = named
@@ -114,12 +134,12 @@ def owner_key_services(organizations: Iterable[Organization]) -> Iterator[dict[s
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
-            assert process.stdout  # started with stdout=PIPE
-            process.stdout.close()
+        for service in started:
+            service.process.terminate()
+        for service in started:
+            service.process.wait(timeout=30)
+            if service.process.stdout is not None:
+                service.process.stdout.close()
 
 
 def pin_key_services_elsewhere(
@@ -129,7 +149,10 @@ def pin_key_services_elsewhere(
     KEY_SERVICES: write what each organisation pins to `folder/<slug>/config.json`, where its
     container takes it from before it serves, and wait until each answers; their addresses by
     slug. A deployment's organisations write their own; the demo writes them for its four."""
-    caller = _caller_key()
+    pinned = {
+        name: Caller(key=_caller_key(name).public_key().public_bytes_raw(), may=may)
+        for name, may in platform_callers().items()
+    }
     urls = {}
     for organization in organizations:
         if organization.slug not in settings.KEY_SERVICES:
@@ -137,7 +160,7 @@ def pin_key_services_elsewhere(
         # Written beside, then renamed: its container never copies half a file.
         pending = folder / f".{organization.slug}.pending"
         pending.mkdir(parents=True, exist_ok=True)
-        _pin(organization, pending, caller)
+        _pin(organization, pending, pinned)
         (folder / organization.slug).mkdir(exist_ok=True)
         os.replace(pending / "config.json", folder / organization.slug / "config.json")
         pending.rmdir()

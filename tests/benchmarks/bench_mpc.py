@@ -23,10 +23,14 @@ three input sites and three MPC party sites (embedded broker), the owners' input
 (decrypt, bound, pre-aggregate, share, seal), the party processes over TLS, the delivery, and
 the receiver reading the decrypted result through the API. The workers are started and
 answering before the clock starts; the job's end is noticed by polling its row every 20 ms.
-Then once more at 10^4 rows with every organisation's own key service running as its own
-process (SoftHSM2 tokens, signed requests, as the demo does): the owners' services release each
-input step's key and the receiver's holds the delivery key and opens the result; the
-difference is what the key services' checks cost a job.
+At 10^4 rows, jobs run in pairs: the same people in two sets of organisations, the one with
+every organisation's own key service running as its own process (SoftHSM2 tokens, signed
+requests, as the demo does: the owners' services release each input step's key, the
+receiver's holds the delivery key and opens the result), the other with the embedded one, one
+job of each next to the other (the workers started afresh for each, with the services named or
+not); what the key services add is read from the pairs' differences and from the steps they
+take part in (the job's start with its delivery key, the slowest input step's wait for its
+key, the delivery, the result's read), where a change of the machine's load does not reach it.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -64,6 +69,8 @@ SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
 INPUT_SITES = ["eu-frankfurt", "ch-zurich", "uk-london"]
 MEASURES = ["count", "sum(amount)"]
 TIMEOUT = 300
+# Jobs at the smallest size end to end, with and without the key services (the best counts).
+E2E_JOBS = 3
 
 
 @dataclass
@@ -195,6 +202,9 @@ def report_mpc_part(rows: int, figures: MpcPartFigures) -> None:
 
 
 E2E_OWNERS = (("charite", "alice", "EU"), ("usz", "carol", "CH"), ("barts", "uma", "UK"))
+E2E_RECEIVER = ("pharma", "bob", "US")
+# The same people in organisations of their own, which run no key service (named with this).
+EMBEDDED = "_embedded"
 
 
 def _visits_csv(path: Path, rows: int, seed: int) -> Path:
@@ -210,8 +220,9 @@ def _visits_csv(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
-def _e2e_room(folder: Path, rows: int):
-    """A room of pharma (analyst bob) with each owner's `rows` visits, and the approved query."""
+def _e2e_room(folder: Path, rows: int, jobs: int, suffix: str = ""):
+    """A room of pharma (analyst bob) with each owner's `rows` visits, budget for `jobs` runs
+    of the query, and `jobs` approved queries; the organisations' slugs end in `suffix`."""
     from django.contrib.auth.models import User
 
     from jobs.rooms.services import (
@@ -225,9 +236,10 @@ def _e2e_room(folder: Path, rows: int):
     from tests.factories import propose
 
     label = f"visits{len(str(rows)) - 1}"
-    world = _e2e_world()
+    receiver = Organization.objects.get(slug=E2E_RECEIVER[0] + suffix)
+    analyst = User.objects.get(username=E2E_RECEIVER[1])
     room = create_room(
-        organization=world["pharma"], slug=label, name=label, purpose="Benchmark", by=world["bob"]
+        organization=receiver, slug=label + suffix, name=label, purpose="Benchmark", by=analyst
     )
     schema = [
         {"name": "visit_id", "type": "integer", "role": "unit"},
@@ -239,13 +251,16 @@ def _e2e_room(folder: Path, rows: int):
         },
         {"name": "amount", "type": "integer", "role": "measure", "lower": 0, "upper": UPPER},
     ]
-    for seed, (slug, owner, jurisdiction) in enumerate(E2E_OWNERS):
-        org, user = Organization.objects.get(slug=slug), User.objects.get(username=owner)
+    owners = [
+        (Organization.objects.get(slug=slug + suffix), User.objects.get(username=owner), home)
+        for slug, owner, home in E2E_OWNERS
+    ]
+    for seed, (org, user, jurisdiction) in enumerate(owners):
         membership = invite_organization(
-            room=room, organization=org, acting_for=world["pharma"], by=world["bob"]
+            room=room, organization=org, acting_for=receiver, by=analyst
         )
         respond_to_invitation(membership=membership, accept=True, by=user)
-        path = _visits_csv(folder / f"{slug}-{label}.csv", rows, seed)
+        path = _visits_csv(folder / f"{org.slug}-{label}.csv", rows, seed)
         version = services.register_dataset(
             organization=org,
             slug=label,
@@ -264,43 +279,41 @@ def _e2e_room(folder: Path, rows: int):
             allowed_measures=["amount"],
             allowed_aggregates=["count", "sum"],
             allowed_mechanisms=["mpc"],
-            allowed_receivers=[world["pharma"]],
+            allowed_receivers=[receiver],
             max_epsilon_per_query=Decimal(str(EPSILON)),
-            total_epsilon=Decimal(str(EPSILON)),
+            total_epsilon=Decimal(str(EPSILON * jobs)),
         )
         contribute_dataset(room=room, dataset=version.dataset, by=user)
     # The joint query language, planned and approved like any query; no database runs it.
     branches = " UNION ALL ".join(
-        f"SELECT clinic, amount FROM {slug}.{label}"  # noqa: S608
-        for slug, _, _ in E2E_OWNERS
+        f"SELECT clinic, amount FROM {org.slug}.{label}"  # noqa: S608
+        for org, _, _ in owners
     )
     sql = f"SELECT u.clinic, COUNT(*) AS n, SUM(u.amount) AS total FROM ({branches}) AS u GROUP BY u.clinic"  # noqa: S608, E501
-    query = propose(room, world["bob"], world["pharma"], sql=sql, epsilon=Decimal(str(EPSILON)))
-    for slug, owner, _ in E2E_OWNERS:
-        factories.decide(
-            query=query,
-            organization=Organization.objects.get(slug=slug),
-            by=User.objects.get(username=owner),
-            approve=True,
-        )
-    return world, room, query
+    queries = []
+    for _ in range(jobs):
+        query = propose(room, analyst, receiver, sql=sql, epsilon=Decimal(str(EPSILON)))
+        for org, user, _ in owners:
+            factories.decide(query=query, organization=org, by=user, approve=True)
+        queries.append(query)
+    return room, queries
 
 
-def _e2e_world() -> dict:
-    from django.contrib.auth.models import User
-
-    from parties.models import Organization
+def _e2e_organizations(suffix: str = "") -> list:
+    """The owners and the receiver, with their people, their slugs ending in `suffix`."""
     from tests.factories import organization
 
-    if not Organization.objects.filter(slug="pharma").exists():
-        organization("charite", "Charité Berlin", "EU", alice="owner")
-        organization("usz", "University Hospital Zurich", "CH", carol="owner")
-        organization("barts", "Barts Health", "UK", uma="owner")
-        organization("pharma", "Pharma Research", "US", bob="analyst")
-    return {
-        "pharma": Organization.objects.get(slug="pharma"),
-        "bob": User.objects.get(username="bob"),
+    names = {
+        "charite": "Charité Berlin",
+        "usz": "University Hospital Zurich",
+        "barts": "Barts Health",
     }
+    owners = [
+        organization(slug + suffix, names[slug], home, **{person: "owner"})
+        for slug, person, home in E2E_OWNERS
+    ]
+    slug, person, home = E2E_RECEIVER
+    return [*owners, organization(slug + suffix, "Pharma Research", home, **{person: "analyst"})]
 
 
 # Django is set up before this module is imported: the engine's modules import models.
@@ -310,35 +323,63 @@ E2E_CHILD = (
 
 
 def end_to_end() -> None:
-    """Run in a child process whose environment points at a state folder of its own; with
-    BENCH_KEY_SERVICES=1, at the smallest size with every organisation's own key service."""
+    """Run in a child process whose environment points at a state folder of its own. At the
+    smallest size, E2E_JOBS pairs of jobs: the same people in two sets of organisations, the
+    one with their own key services, the other with the embedded one, run alternately; then
+    the larger sizes without the key services."""
+    from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
 
     from jobs.demo.key_services import owner_key_services
-    from parties.models import Organization
+    from tests.benchmarks.support import key_services_named, report_paired
 
     setup_test_environment()  # the API client's host name
     call_command("migrate", verbosity=0)
     folder = Path(os.environ["CLEANROOM_VAR_DIR"])
     ensure_credentials(mpc_config().credentials, SITES)
-    with ExitStack() as running:
-        sizes, suffix = SIZES, ""
-        if os.environ.get("BENCH_KEY_SERVICES") == "1":
-            _e2e_world()
-            # Started before the workers, which take the services' addresses from the environment.
-            running.enter_context(owner_key_services(Organization.objects.order_by("slug")))
-            sizes, suffix = SIZES[:1], " with key services"
-        _run_end_to_end(folder, sizes, suffix)
+    served = _e2e_organizations()
+    _e2e_organizations(EMBEDDED)
+    # The owners register their passkeys first: each key service pins them as it starts.
+    for org, (_, owner, _) in zip(served[: len(E2E_OWNERS)], E2E_OWNERS, strict=True):
+        factories.register_passkey(User.objects.get(username=owner), org)
+    rows, label = SIZES[0], _label(SIZES[0])
+    with owner_key_services(served) as urls:
+        sets = [(EMBEDDED, {}), ("", urls)]
+        queries, runs = [], ([], [])
+        for suffix, named in sets:
+            start = time.perf_counter()
+            with key_services_named(named):
+                queries.append(_e2e_room(folder, rows, E2E_JOBS, suffix))
+            also = " with key services" if named else ""
+            print(
+                f"mpc e2e setup {label}{also}: {time.perf_counter() - start:.1f} s (three uploads)"
+            )
+        for number in range(E2E_JOBS):
+            for index in (0, 1) if number % 2 == 0 else (1, 0):
+                room, approved = queries[index]
+                with key_services_named(sets[index][1]), _site_workers():
+                    runs[index].append(_one_job(room, approved[number]))
+    report_paired(
+        "mpc e2e", label, *runs, steps=["dispatch", "input step key", "delivery", "result read"]
+    )
+    with _site_workers():
+        for rows in SIZES[1:]:
+            start = time.perf_counter()
+            room, [query] = _e2e_room(folder, rows, 1, EMBEDDED)
+            label = _label(rows)
+            print(f"mpc e2e setup {label}: {time.perf_counter() - start:.1f} s (three uploads)")
+            for name, seconds in _one_job(room, query).items():
+                print(f"mpc e2e {name} {label}: {seconds:.2f} s", flush=True)
 
 
-def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
+@contextmanager
+def _site_workers() -> Iterator[None]:
+    """A worker per input site and MPC party site, answering before this goes on (the clock
+    starts after their start-up), with the environment this process has now."""
     from cleanroom.celery import app
     from jobs.demo.workers import start_worker
-    from jobs.execution.lifecycle import run_query
-    from jobs.models import Job, JobStep, Query
     from parties.models import Site
-    from tests.factories import api
 
     sites = Site.objects.filter(name__in=[*INPUT_SITES, *SITES]).order_by("name")
     workers = [start_worker(site) for site in sites]
@@ -347,32 +388,7 @@ def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
         for site in sites:
             while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
                 assert time.monotonic() < deadline, f"the worker at {site.name} did not start"
-        for rows in sizes:
-            start = time.perf_counter()
-            world, room, query = _e2e_room(folder, rows)
-            label = _label(rows) + suffix
-            print(f"mpc e2e setup {label}: {time.perf_counter() - start:.1f} s (three uploads)")
-            query = Query.objects.get(pk=query.pk)
-            start = time.perf_counter()
-            job = run_query(query=query, by=world["bob"])
-            while not Job.objects.get(pk=job.pk).finished:
-                time.sleep(0.02)
-            job.refresh_from_db()
-            response = api(world["bob"]).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/")
-            seconds = time.perf_counter() - start
-            assert job.state == Job.State.SUCCEEDED, job.error
-            assert response.status_code == 200 and len(response.json()["table"]["rows"]) == GROUPS
-            print(f"mpc e2e run to visible result {label}: {seconds:.2f} s", flush=True)
-            # A party that finished after the release may still be writing its share.
-            for kind in (JobStep.Kind.INPUT, JobStep.Kind.COMPUTE):
-                slowest = max(
-                    (step.finished_at - step.started_at).total_seconds()
-                    for step in job.steps.filter(kind=kind, finished_at__isnull=False)
-                )
-                print(f"mpc e2e slowest {kind} step {label}: {slowest:.2f} s")
-            parties = job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED)
-            inside = max(step.output["seconds"]["mpc"] for step in parties)
-            print(f"mpc e2e part inside the parties {label}: {inside:.2f} s")
+        yield
     finally:
         for worker in workers:
             worker.terminate()
@@ -380,11 +396,57 @@ def _run_end_to_end(folder: Path, sizes: tuple[int, ...], suffix: str) -> None:
             worker.wait(timeout=30)
 
 
-def _end_to_end_in_child(folder: Path, *, key_services: bool = False) -> None:
+def _one_job(room, query) -> dict[str, float]:
+    """One approved query run through the product until its result is read through the API:
+    the seconds to the visible result, of the steps the key services take part in (the job's
+    start with its delivery key, the slowest input step's wait for its dataset's key, the
+    delivery, the read), of the slowest step of each kind, and of the MPC part inside the
+    parties."""
+    from django.contrib.auth.models import User
+
+    from jobs.execution.lifecycle import run_query
+    from jobs.models import Job, JobStep, Query
+    from tests.benchmarks.support import job_events
+    from tests.factories import api
+
+    analyst = User.objects.get(username=E2E_RECEIVER[1])
+    start = time.perf_counter()
+    job = run_query(query=Query.objects.get(pk=query.pk), by=analyst)
+    dispatch = time.perf_counter() - start
+    while not Job.objects.get(pk=job.pk).finished:
+        time.sleep(0.02)
+    job.refresh_from_db()
+    reading = time.perf_counter()
+    response = api(analyst).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/")
+    figures = {
+        "run to visible result": time.perf_counter() - start,
+        "dispatch": dispatch,
+        "result read": time.perf_counter() - reading,
+    }
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert response.status_code == 200 and len(response.json()["table"]["rows"]) == GROUPS
+    released = {data["site"]: at for type, at, data in job_events(job.pk) if type == "key.released"}
+    figures["input step key"] = max(
+        (released[step.site.name] - step.started_at).total_seconds()
+        for step in job.steps.filter(kind=JobStep.Kind.INPUT).select_related("site")
+    )
+    delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
+    figures["delivery"] = (delivery.finished_at - delivery.started_at).total_seconds()
+    # A party that finished after the release may still be writing its share.
+    for kind in (JobStep.Kind.INPUT, JobStep.Kind.COMPUTE):
+        figures[f"slowest {kind} step"] = max(
+            (step.finished_at - step.started_at).total_seconds()
+            for step in job.steps.filter(kind=kind, finished_at__isnull=False)
+        )
+    parties = job.steps.filter(kind=JobStep.Kind.COMPUTE, state=JobStep.State.SUCCEEDED)
+    figures["part inside the parties"] = max(step.output["seconds"]["mpc"] for step in parties)
+    return figures
+
+
+def _end_to_end_in_child(folder: Path) -> None:
     """The end-to-end runs on a state folder and the embedded SQLite database of their own, so
     the site workers and this benchmark share nothing with a running deployment."""
     env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
-    env["BENCH_KEY_SERVICES"] = "1" if key_services else "0"
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "MPC_CREDENTIALS_DIR"):
         env.pop(name, None)
     env["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
@@ -410,8 +472,6 @@ def run() -> None:
             report_mpc_part(rows, measure_mpc_part(rows, job=job))
     with tempfile.TemporaryDirectory(prefix="bench-mpc-e2e-") as folder:
         _end_to_end_in_child(Path(folder))
-    with tempfile.TemporaryDirectory(prefix="bench-mpc-e2e-keys-") as folder:
-        _end_to_end_in_child(Path(folder), key_services=True)
     own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     print(f"mpc benchmark process peak memory: {own_peak:.0f} MB")
 

@@ -14,17 +14,22 @@ datasets in memory; this process's own `ru_maxrss` (data generation and every ru
 
 End to end, at 10^6 patients per hospital: the demo's join query through the whole product on a
 database and state folder of its own (the configured kind of database): `run_query`, dispatch
-after commit to the site's queue, a real Celery worker process at the enclave site, attestation,
-key release, the enclave process, release, and the receiver reading the decrypted result through
-the API. The job's end is noticed by polling its row every 20 ms. Then again with every
-organisation's own key service running as its own process (SoftHSM2 tokens, signed requests,
-as the demo does): uploads wrap through the owners' services, each owner's service decides its
-key release, and the receiver's opens the result; the difference is what the key services'
-checks cost a job. Prints `name: value unit` lines.
+after commit to the site's queue, a real Celery worker process at the enclave site (started for
+each job, its start-up not timed), attestation, key release, the enclave process, release, and
+the receiver reading the decrypted result through the API. The job's end is noticed by polling
+its row every 20 ms. The same people in two sets of organisations: the one with every
+organisation's own key service running as its own process (SoftHSM2 tokens, signed requests, as
+the demo does: uploads wrap through the owners' services, each owner's service decides its key
+release, the receiver's opens the result), the other with the embedded key service; their jobs
+run in pairs, one of each next to the other, so that what the key services add is read from
+the pairs' differences and from the steps they take part in (the key release, from the host's
+verdict on the document to the last key relayed, and the result's read), where a change of the
+machine's load does not reach it. Prints `name: value unit` lines.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import resource
@@ -33,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,7 +49,6 @@ from dataplane.privacy.calibration import measurements
 from dataplane.privacy.release import release_aggregates
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import AggregateKind, ColumnInfo, DatasetInfo, Use
-from tests import factories
 
 SIZES = (10**6, 10**7)
 RUNS = 3
@@ -187,10 +190,16 @@ def peak_memory(function: str, paths: tuple[Path, Path]) -> float:
 
 
 E2E_ROWS = 10**6
+# Pairs of jobs end to end, one without and one with the organisations' own key services: the
+# machine's load moves a single run by seconds, the pairs' median difference much less. Each
+# job charges ε 1 of its datasets' 3.
+E2E_JOBS = 3
 
 
 def end_to_end(rows: int = E2E_ROWS) -> None:
-    """Run in a child process whose environment points at a state folder of its own."""
+    """Run in a child process whose environment points at a state folder of its own: the same
+    people in two sets of organisations, the one with their own key services, the other with
+    the embedded one; each set's join run E2E_JOBS times, alternately."""
     import django
 
     django.setup()
@@ -198,40 +207,74 @@ def end_to_end(rows: int = E2E_ROWS) -> None:
     from django.test.utils import setup_test_environment
 
     from jobs.demo.key_services import owner_key_services
+    from tests import factories
+    from tests.benchmarks.support import key_services_named, report_paired
     from tests.factories import World
 
     setup_test_environment()  # the API client's host name
     call_command("migrate", verbosity=0)
-    with ExitStack() as running:
-        world, suffix = World.build(), ""
-        if os.environ.get("BENCH_KEY_SERVICES") == "1":
-            organizations = [world.charite, world.zurich, world.pharma]
-            running.enter_context(owner_key_services(organizations))
-            suffix = " with key services"
-        _run_end_to_end(world, rows, suffix)
+    served = World.build()
+    alone = _embedded_world(served)
+    # The owners register their passkeys first: each key service pins them as it starts.
+    factories.register_passkey(served.alice, served.charite)
+    factories.register_passkey(served.carol, served.zurich)
+    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
+    label = _label(rows)
+    with owner_key_services([served.charite, served.zurich, served.pharma]) as urls:
+        # Without the key services, then with them: each world and what names its services.
+        sets = [(alone, {}), (served, urls)]
+        rooms, runs = [], ([], [])
+        for world, named in sets:
+            start = time.perf_counter()
+            with key_services_named(named):
+                rooms.append(world.study(folder, slug=world.charite.slug, rows=rows))
+            suffix = " with key services" if named else ""
+            print(
+                f"tee e2e setup {label}{suffix}: {time.perf_counter() - start:.1f} s (two uploads)"
+            )
+        for number in range(E2E_JOBS):
+            for index in (0, 1) if number % 2 == 0 else (1, 0):
+                world, named = sets[index]
+                with key_services_named(named):
+                    runs[index].append(_one_job(world, rooms[index]))
+    report_paired("tee e2e", label, *runs, steps=["key release", "result read"])
 
 
-def _run_end_to_end(world, rows: int, suffix: str) -> None:
+def _embedded_world(world):
+    """The same people in organisations of their own, which run no key service."""
+    from tests.factories import organization
+
+    return dataclasses.replace(
+        world,
+        charite=organization("charite_embedded", "Charité (embedded keys)", alice="owner"),
+        zurich=organization("usz_embedded", "USZ (embedded keys)", "CH", carol="owner"),
+        pharma=organization("pharma_embedded", "Pharma (embedded keys)", "US", bob="analyst"),
+    )
+
+
+def _one_job(world, room) -> dict[str, float]:
+    """The world's join run in the enclave by a site worker started for it (its start-up is not
+    timed), until its result is read through the API: the seconds from `run_query` to the
+    visible result, the worker's part of them, and the steps the key services take part in."""
     from cleanroom.celery import app
     from jobs.demo.workers import start_worker
     from jobs.execution.lifecycle import run_query
     from jobs.models import Job, Query
     from parties.models import Site
+    from tests import factories
+    from tests.benchmarks.support import job_events
     from tests.factories import JOIN_SQL, api, propose
 
-    folder = Path(os.environ["CLEANROOM_VAR_DIR"])
-    label = _label(rows) + suffix
-    start = time.perf_counter()
-    room = world.study(folder, rows=rows)
-    print(f"tee e2e setup {label}: {time.perf_counter() - start:.1f} s (two uploads)")
-    query = propose(room, world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal("1"))
+    sql = JOIN_SQL.replace("charite.", f"{world.charite.slug}.").replace(
+        "usz.", f"{world.zurich.slug}."
+    )
+    query = propose(room, world.bob, world.pharma, sql=sql, epsilon=Decimal("1"))
     for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
         factories.decide(query=query, organization=org, by=owner, approve=True)
     query = Query.objects.get(pk=query.pk)
     site = Site.objects.get(name=query.plan["steps"][0]["site"])
     worker = start_worker(site)
     try:
-        # The clock starts once the worker answers: its start-up is not part of a run.
         deadline = time.monotonic() + 120
         while not app.control.ping(destination=[f"{site.name}@{socket.gethostname()}"]):
             assert time.monotonic() < deadline, "the site worker did not start"
@@ -240,23 +283,33 @@ def _run_end_to_end(world, rows: int, suffix: str) -> None:
         while not Job.objects.get(pk=job.pk).finished:
             time.sleep(0.02)
         job.refresh_from_db()
+        reading = time.perf_counter()
         response = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{job.pk}/result/")
-        seconds = time.perf_counter() - start
+        seconds, read = time.perf_counter() - start, time.perf_counter() - reading
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     assert job.state == Job.State.SUCCEEDED, job.error
     assert response.status_code == 200 and response.json()["table"]["rows"]
-    worker_seconds = (job.finished_at - job.started_at).total_seconds()
-    print(f"tee e2e run to visible result {label}: {seconds:.2f} s")
-    print(f"tee e2e worker part {label}: {worker_seconds:.2f} s")
+    times = {}
+    for type, at, _ in job_events(job.pk):
+        times.setdefault(type, []).append(at)
+    return {
+        "run to visible result": seconds,
+        "worker part": (job.finished_at - job.started_at).total_seconds(),
+        # From the host's verdict on the document to the last key relayed: the charge and each
+        # owner's release decision.
+        "key release": (
+            times["key.released"][-1] - times["attestation.verified"][0]
+        ).total_seconds(),
+        "result read": read,
+    }
 
 
-def _end_to_end_in_child(folder: Path, *, key_services: bool = False) -> None:
+def _end_to_end_in_child(folder: Path) -> None:
     from django.db import connection
 
     env = {**os.environ, "CLEANROOM_VAR_DIR": str(folder), "CLEANROOM_BOOTSTRAP": "0"}
-    env["BENCH_KEY_SERVICES"] = "1" if key_services else "0"
     env.pop("DATABASE_URL", None)
     database = None
     if connection.vendor == "postgresql":
@@ -294,8 +347,6 @@ def _end_to_end_in_child(folder: Path, *, key_services: bool = False) -> None:
 def run() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tee-e2e-") as tmp:
         _end_to_end_in_child(Path(tmp))
-    with tempfile.TemporaryDirectory(prefix="bench-tee-e2e-keys-") as tmp:
-        _end_to_end_in_child(Path(tmp), key_services=True)
     with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp:
         for rows in SIZES:
             paths = write_data(Path(tmp), rows)

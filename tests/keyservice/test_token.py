@@ -73,3 +73,13 @@ def test_a_destroyed_receiving_key_opens_nothing_sealed_to_it(token):
     with pytest.raises(KeyError, match="unknown receiving key"):
         open_received(lambda peer: token.agree("org7job9", peer), sealed, context=b"job 9")
     assert token.receiving_key("org7job9") != public  # asked again: a new key, not the old
+
+
+def test_a_delivery_key_is_the_spare_made_ahead_and_another_spare_follows(token):
+    token.make_spare()
+    first = token.receiving_key("org7job11")
+    token.make_spare()  # the next spare: made already in the background, or made now
+    second = token.receiving_key("org7job12")
+    assert first != second
+    assert token.receiving_key("org7job11") == first
+    assert token.key_value_readable("org7job11") is False

@@ -31,12 +31,16 @@ from parties.models import DatasetVersion
 def release_keys(
     job: Job, document: bytes, *, config: trust.TeeConfig, recorder: Recorder
 ) -> dict[str, str]:
+    # This deployment's trust, once per job: the host's own check below, and the embedded key
+    # service's (an owner's own service pins its own and is not handed these).
+    trusted_roots = trust.trusted_roots(config)
+    allowed_measurements = trust.allowed_measurements(config)
     try:
         verified = attestation.verify_attestation(
             document,
-            trusted_roots=trust.trusted_roots(config),
+            trusted_roots=trusted_roots,
             at=datetime.now(UTC),
-            allowed_measurements=trust.allowed_measurements(config),
+            allowed_measurements=allowed_measurements,
             expected_user_data=binding(job.pk, job.query.digest),
         )
     except attestation.AttestationError as exc:
@@ -86,8 +90,8 @@ def release_keys(
             service = owner_key_service(
                 owner,
                 config.key_services,
-                trusted_roots=trust.trusted_roots(config),
-                allowed_measurements=trust.allowed_measurements(config),
+                trusted_roots=trusted_roots,
+                allowed_measurements=allowed_measurements,
             )
             released = service.release(request)
         except (Refused, KeyServiceUnavailable) as exc:

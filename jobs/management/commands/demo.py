@@ -193,7 +193,8 @@ class Command(BaseCommand):
                 if pinned
                 else f"results (home {organization.jurisdiction.code})"
             )
-            service = f"key service {key_services.get(organization.slug)}"
+            state = Path(settings.VAR_DIR) / "keyservices" / organization.slug
+            service = f"key service {key_services.get(organization.slug)} as {state.owner()}"
             out(f"    {organization.slug:<10} {organization.name:<36} {holds}, {service}")
         for authority in Authority.objects.prefetch_related("jurisdictions"):
             codes = ", ".join(j.code for j in authority.jurisdictions.all())
