@@ -99,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             # A pinned caller asking beyond its grant: a process misused, or its key stolen.
             refusal = f"{caller} may not ask for {operation}"
             self.server.record(caller=caller, operation=operation, refused=refusal)
+            count_refusal(f"keyservice_{operation.replace('-', '_')}")
             return self._answer(403, {"refused": refusal})
         try:
             body = json.loads(raw or b"{}")

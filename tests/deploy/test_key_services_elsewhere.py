@@ -62,11 +62,11 @@ def test_a_key_service_container_serves_what_its_organisation_pinned(world, tmp_
         # It made its token on its first start, then served once the pins were there.
         assert service.stdout.readline().startswith("token charite")
         assert service.stdout.readline().split()[0] == "ready"
-        # It serves what was pinned: the owners' credentials, and the platform as its caller.
+        # It serves what was pinned: the owners' credentials, and the web tier as a caller.
         pinned, _, _ = config.load(tmp_path / "state")
         assert list(pinned.approvers) == list(pinned_approvers(world.charite))
         caller = Ed25519PrivateKey.from_private_bytes(settings.KEY_SERVICE_CALLER_KEY.read_bytes())
-        signed = sign_request("platform", caller, "POST", "/keys", b"{}")
+        signed = sign_request(settings.KEY_SERVICE_CALLER, caller, "POST", "/keys", b"{}")
         request = urllib.request.Request(  # noqa: S310 - the test's own server
             f"{urls['charite']}/keys", data=b"{}", headers={HEADER: signed}, method="POST"
         )
