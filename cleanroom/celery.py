@@ -5,10 +5,14 @@ import time
 
 from celery import Celery, signals
 from django.conf import settings
+from kombu.transport import TRANSPORT_ALIASES
 
 from cleanroom import metrics
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cleanroom.settings")
+# The embedded broker writes each message whole before a worker can take it (cleanroom/broker.py):
+# every process that publishes or consumes loads this module first.
+TRANSPORT_ALIASES["filesystem"] = "cleanroom.broker:FilesystemTransport"
 
 app = Celery("cleanroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -268,9 +268,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # Control-plane housekeeping runs on its own queue; data-plane steps never use it.
 CELERY_TASK_DEFAULT_QUEUE = "control"
+# A running job or step holds a lease its site renews every third of JOB_LEASE_SECONDS; the
+# sweep, every JOB_LEASE_SWEEP_SECONDS, sends again or ends what a dead site left running. So a
+# job whose site died is sent again or ended within the two added up (jobs/docs/running-queries.md).
+JOB_LEASE_SECONDS = env.float("JOB_LEASE_SECONDS", default=30.0)
+JOB_LEASE_SWEEP_SECONDS = env.float("JOB_LEASE_SWEEP_SECONDS", default=15.0)
 CELERY_BEAT_SCHEDULE = {
     "expire-queries": {"task": "jobs.expire_queries", "schedule": 300.0},
     "dispatch-pending-jobs": {"task": "jobs.dispatch_pending", "schedule": 30.0},
+    "expire-leases": {"task": "jobs.expire_leases", "schedule": JOB_LEASE_SWEEP_SECONDS},
 }
 TEE_ENCLAVE_TIMEOUT = env.int("TEE_ENCLAVE_TIMEOUT", default=600)
 # Seconds a synthesizer may train inside the enclave (CTGAN's epochs stop at this limit).

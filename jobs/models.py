@@ -275,6 +275,12 @@ class Job(models.Model):
     # delivery key): from then a noisy value may exist, so the job is charged whatever the
     # host reports, and never runs again with fresh noise.
     charged_at = models.DateTimeField(null=True, blank=True)
+    # The running attempt's lease (jobs/execution/leases.py): the site that holds it renews it
+    # while it works; once it runs out the sweep sends the job again or ends it.
+    lease_site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
@@ -330,6 +336,12 @@ class JobStep(models.Model):
     # Set once the step's task was handed to the broker; the dispatcher resends steps without it.
     dispatched_at = models.DateTimeField(null=True, blank=True)
     output = models.JSONField(default=dict, blank=True)
+    # The running attempt's lease, as the job's: held by the step's site (the delivery's by
+    # the site of the compute step that claimed it).
+    lease_site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

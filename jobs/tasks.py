@@ -6,7 +6,8 @@ from django.conf import settings
 from dataplane.mechanisms import Stage
 from jobs.engines.base import EngineError, SiteEngine, StepEngine
 from jobs.engines.registry import build, site_engine_of, step_engine_of
-from jobs.execution import lifecycle, outbox
+from jobs.execution import expiry, lifecycle, outbox
+from jobs.execution.leases import Heartbeat, Lease
 from jobs.execution.lifecycle import fail_job, start_attempt
 from jobs.execution.recorder import JobRecorder
 from jobs.execution.steps import claim_delivery, complete_step, fail_step, start_step
@@ -36,65 +37,90 @@ def dispatch_pending() -> int:
     return outbox.dispatch_pending()
 
 
+@shared_task(name="jobs.expire_leases")
+def expire_leases() -> int:
+    """The sweep: send again or end the jobs and steps whose site stopped renewing its lease."""
+    return len(expiry.expire_leases())
+
+
 # Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
-# acks_late with reject_on_worker_lost: a worker killed mid-job leaves the task to be redelivered,
-# and the job's attempt counter and row lock make the redelivery harmless.
+# acks_late with reject_on_worker_lost: a broker that can hands a killed worker's task back, and
+# the job's row lock, attempt counter and lease make a copy harmless. Whatever the broker does,
+# the attempt's lease runs out once its worker stops renewing it, and the sweep takes over.
 @shared_task(name="jobs.run_job", acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int, site: str) -> str:
     job = start_attempt(job_id, site)
     if job is None:
         return "nothing to do"
-    try:
-        table = _site_engine(job.mechanism).run(
-            job, lambda percent, message: lifecycle.report_progress(job_id, percent, message)
-        )
-    except EngineError as exc:
-        fail_job(job_id, str(exc))
-        return "failed"
-    except Exception as exc:
-        # Anything unforeseen still ends the job (refunded unless it was charged): a job left
-        # running would hold its reservation forever, and the acked message is not redelivered.
-        fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
-        raise
-    if "extract" in table:
-        release_extract(job_id, table["extract"], table["files"])
-    else:
-        release_result(job_id, table)
+    with Heartbeat(Lease.of(job), site) as beat:
+        try:
+            table = _site_engine(job.mechanism).run(
+                job,
+                # A lost lease stops the engine at its next report, as a cancellation does.
+                lambda percent, message: (
+                    not beat.lost and lifecycle.report_progress(job_id, percent, message)
+                ),
+            )
+        except EngineError as exc:
+            if beat.lost:
+                return "lease lost"  # the job is the sweep's, or a later attempt's, now
+            fail_job(job_id, str(exc))
+            return "failed"
+        except Exception as exc:
+            # Anything unforeseen still ends the job (refunded unless it was charged): a job left
+            # running would hold its reservation until its lease ran out.
+            if not beat.lost:
+                fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
+            raise
+        if "extract" in table:
+            release_extract(job_id, table["extract"], table["files"])
+        else:
+            release_result(job_id, table)
     return "released"
 
 
 # One task per step of a job of steps (MPC), on its site's queue, with run_job's guarantees:
-# each delivery claims the step's next attempt under the job's row lock (start_step).
+# each delivery claims the step's next attempt under the job's row lock (start_step), and holds
+# its lease while it runs.
 @shared_task(name="jobs.run_step", acks_late=True, reject_on_worker_lost=True)
 def run_step(step_id: int, site: str) -> str:
     step = start_step(step_id, site)
     if step is not None:
-        try:
-            output = _step_engine(step.job.mechanism).run_step(step)
-        except EngineError as exc:
-            fail_step(step_id, str(exc))
-            return "failed"
-        except Exception as exc:
-            fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
-            raise
-        complete_step(step_id, output)
+        with Heartbeat(Lease.of(step), site) as beat:
+            try:
+                output = _step_engine(step.job.mechanism).run_step(step)
+            except EngineError as exc:
+                if beat.lost:
+                    return "lease lost"
+                fail_step(step_id, str(exc))
+                return "failed"
+            except Exception as exc:
+                if not beat.lost:
+                    fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
+                raise
+            complete_step(step_id, output, attempt=step.attempt)
         if step.kind == Stage.INPUT:
             return "shared"
     job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
-    # A redelivered compute step whose share is stored may still have a delivery to finish.
-    outputs = claim_delivery(job_id, retake=step is None)
+    # A compute step's task delivered again may find a delivery whose lease ran out: it takes
+    # it over.
+    outputs = claim_delivery(job_id)
     if outputs is None:
         return "computed" if step is not None else "nothing to do"
     delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
-    try:
-        table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
-    except EngineError as exc:
-        fail_step(delivery.pk, str(exc))
-        return "failed"
-    except Exception as exc:
-        fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
-        raise
-    release_result(job_id, table)
+    with Heartbeat(Lease.of(delivery), site) as beat:
+        try:
+            table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
+        except EngineError as exc:
+            if beat.lost:
+                return "lease lost"
+            fail_step(delivery.pk, str(exc))
+            return "failed"
+        except Exception as exc:
+            if not beat.lost:
+                fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
+            raise
+        release_result(job_id, table)
     return "released"
 
 

@@ -169,6 +169,15 @@ VOCABULARY: tuple[Events, ...] = (
         "`job`, `attempt`, `reason`",
     ),
     Events(
+        ("job.lease_expired",),
+        "room",
+        (
+            "`job`, `site` (the lease's holder), `attempt`, `expired_at`, `outcome` (`retried`, "
+            "`failed` or `cancelled`); for a step also `step` and `kind`: its site stopped "
+            'renewing the lease (`jobs/docs/running-queries.md`, "Jobs that cannot hang")'
+        ),
+    ),
+    Events(
         ("job.cancel_requested",),
         "room",
         "`job`; the analyst asked a running job to stop at its next progress report",

@@ -16,6 +16,10 @@ lifecycle. Its settings come as a configuration object built by the registry
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +236,31 @@ def minimal_environment(home: str, code_root: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONHASHSEED": "random",
     }
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def dies_with_its_host() -> Callable[[], None] | None:
+    """What an engine's separate process runs before it starts its program (`preexec_fn`), so
+    that it dies with its host: a worker killed outright (SIGKILL runs no handler, no
+    `finally`) leaves no enclave or MPC party running. Linux's parent-death signal, which
+    fires when the thread that started the process ends: an engine waits for its process in
+    the thread that started it. None elsewhere (no such signal there; run the worker under a
+    supervisor that kills its process group, as systemd's control group does)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork, not after
+    host = os.getpid()
+
+    def arm() -> None:
+        # Between fork and exec: no imports, no locks, nothing but two system calls.
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)
+        if os.getppid() != host:
+            os._exit(126)  # the host died before the signal was armed
+
+    return arm
 
 
 def compute_steps(job_id: int) -> list[JobStep]:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs.budget.ledger import BudgetExceeded, charge_of, reserve
 from jobs.engines.registry import engine_of
-from jobs.execution import outbox
+from jobs.execution import leases, outbox
 from jobs.execution.finish import finish
 from jobs.execution.records import (
     JobRefused,
@@ -120,6 +120,10 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
                 f"A worker at {site.name} received this job's step for {intended}.",
             )
             return None
+        if leases.live(job):
+            # A copy of the task the broker delivered again: the attempt that holds the lease
+            # runs. Should its worker have died, the sweep sends the job again once it runs out.
+            return None
         if job.cancel_requested:
             finish(job, Job.State.CANCELLED, "Cancelled before it started.")
             return None
@@ -149,6 +153,7 @@ def start_attempt(job_id: int, step_site: str) -> Job | None:
         job.state = Job.State.RUNNING
         job.started_at = job.started_at or timezone.now()
         job.progress, job.progress_message = 5, "Starting the enclave"
+        leases.grant(job, site)
         job.save()
         if first and not reserve_budget(job):
             return None

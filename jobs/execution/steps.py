@@ -16,7 +16,7 @@ from django.utils import timezone
 from dataplane.mechanisms import Stage
 from jobs.engines.base import party_of
 from jobs.engines.registry import step_engine_of
-from jobs.execution import outbox
+from jobs.execution import leases, outbox
 from jobs.execution.finish import finish
 from jobs.execution.lifecycle import MAX_ATTEMPTS, reserve_budget
 from jobs.execution.records import locked_job, record, record_step, record_step_residency
@@ -67,6 +67,8 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
                 f"A worker at {site.name} received the step '{step.name}' for {intended}.",
             )
             return None
+        if leases.live(step):
+            return None  # a copy delivered again, as for a job (start_attempt)
         if job.cancel_requested:
             finish(job, Job.State.CANCELLED, "Cancelled while its steps were queued.")
             return None
@@ -74,8 +76,9 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
             _fail_step(job, step, f"Residency refused the step '{step.name}' at the worker.")
             return None
         if step.kind == Stage.COMPUTE and step.attempt > 0:
-            # The parties of an MPC round run together; a new process cannot join a round
-            # whose other parties have moved on or stopped.
+            # Its lease ran out (the sweep has not come yet). The parties of an MPC round run
+            # together; a new process cannot join a round whose other parties have moved on
+            # or stopped.
             _fail_step(
                 job,
                 step,
@@ -102,7 +105,10 @@ def start_step(step_id: int, step_site: str) -> JobStep | None:
         step.attempt += 1
         step.state = JobStep.State.RUNNING
         step.started_at = timezone.now()
-        step.save(update_fields=["attempt", "state", "started_at"])
+        leases.grant(step, site)
+        step.save(
+            update_fields=["attempt", "state", "started_at", "lease_site", "lease_expires_at"]
+        )
         record_step(job, "job.step.started", step)
     return step
 
@@ -113,13 +119,14 @@ def _progress(job: Job) -> None:
     job.progress = max(job.progress, 5 + 85 * done // len(steps))
 
 
-def complete_step(step_id: int, output: dict[str, Any]) -> bool:
-    """Record a step's output. Once every input step has succeeded the compute steps are
-    dispatched, together, after this commits. Returns False when the job had finished."""
+def complete_step(step_id: int, output: dict[str, Any], *, attempt: int) -> bool:
+    """Record the output of a step's `attempt`. Once every input step has succeeded the
+    compute steps are dispatched, together, after this commits. Returns False when the job
+    had finished, or the attempt was replaced (its lease ran out): its output is not used."""
     with transaction.atomic():
         job = locked_job(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
         step = JobStep.objects.select_related("site").get(pk=step_id)
-        if step.state != JobStep.State.RUNNING:
+        if step.state != JobStep.State.RUNNING or step.attempt != attempt:
             return False
         step.state = JobStep.State.SUCCEEDED
         step.output = output
@@ -159,12 +166,13 @@ def recombination_threshold(job: Job) -> int:
     return step_engine_of(job.mechanism).outputs_needed(computing)
 
 
-def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None:
+def claim_delivery(job_id: int) -> list[JobStep] | None:
     """When t + 1 compute steps stored their noisy output shares and the job is not finished,
-    claim the delivery: from now a noisy value can be opened, so a failure spends the budget.
-    Returns the compute steps whose shares to recombine, or None. A delivery another step
-    claimed is taken over only on `retake`: by a compute step's redelivered task, whose first
-    delivery may have claimed it and been lost with its worker."""
+    claim the delivery at this worker's site: from now a noisy value can be opened, so a
+    failure spends the budget. Returns the compute steps whose shares to recombine, or None.
+    A delivery another step claimed is taken over only once its lease ran out (a compute
+    step's task delivered again, whose first delivery was lost with its worker): it opens the
+    same stored noisy shares, so no fresh noise is drawn for the charge."""
     with transaction.atomic():
         job = locked_job(job_id)
         if job.finished:
@@ -178,7 +186,7 @@ def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None
             finish(job, Job.State.CANCELLED, "Cancelled before the noisy result was opened.")
             return None
         delivery = job.steps.get(kind=Stage.DELIVER)
-        if delivery.state == JobStep.State.RUNNING and not retake:
+        if leases.live(delivery):
             return None
         if delivery.attempt >= MAX_ATTEMPTS:
             _fail_step(job, delivery, f"Gave up after {delivery.attempt} attempts.")
@@ -186,7 +194,10 @@ def claim_delivery(job_id: int, *, retake: bool = False) -> list[JobStep] | None
         delivery.attempt += 1
         delivery.state = JobStep.State.RUNNING
         delivery.started_at = delivery.started_at or timezone.now()
-        delivery.save(update_fields=["attempt", "state", "started_at"])
+        leases.grant(delivery, own_site())
+        delivery.save(
+            update_fields=["attempt", "state", "started_at", "lease_site", "lease_expires_at"]
+        )
         if job.charged_at is None:
             # The delivery key is unwrapped next, and opens the noisy result: charged first.
             job.charged_at = timezone.now()

@@ -1,6 +1,8 @@
 """A real Celery worker for a site, over Redis, in this process (its own thread and database
 connection), so tests run jobs the way production does: published by the web side after
-commit, consumed from the site's queue only."""
+commit, consumed from the site's queue only. Site workers as processes of their own, on the
+embedded broker or RabbitMQ: tests/jobs/site_processes.py. And every change to a job as it is
+committed, to wait on without sleeping."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import pytest
 from celery import Celery
 from celery.contrib.testing.worker import TestWorkController, start_worker
 from celery.signals import task_postrun
-from django.db import connections
+from django.db import connection, connections
 
 from cleanroom.celery import app as project_app
 from jobs import tasks  # noqa: F401 - registers the shared tasks before the worker's app exists
 from jobs.execution.sites import set_worker_site
+from tests.jobs.site_processes import site_broker, site_processes  # noqa: F401 - fixtures
 
 REDIS = ("127.0.0.1", 6379)
 
@@ -90,3 +93,43 @@ def site_worker(monkeypatch):
         context.__exit__(None, None, None)
     task_postrun.disconnect(on_finished)
     project_app.set_current()
+
+
+JOB_NOTIFY = """
+CREATE OR REPLACE FUNCTION test_faults_job_notify() RETURNS trigger AS $$
+BEGIN
+  PERFORM pg_notify('test_faults_job', json_build_object(
+    'id', NEW.id, 'state', NEW.state, 'attempt', NEW.attempt, 'progress', NEW.progress)::text);
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER test_faults_job_notify AFTER UPDATE ON jobs_job
+  FOR EACH ROW EXECUTE FUNCTION test_faults_job_notify();
+"""
+
+
+@pytest.fixture
+def job_changes(transactional_db):
+    """Every committed change to a job, as PostgreSQL notifications: the test waits on these
+    instead of sleeping. The trigger is the test's own and is dropped afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "the test waits for the moment to kill the worker through PostgreSQL's "
+            "LISTEN/NOTIFY; SQLite cannot signal another process"
+        )
+    import psycopg
+
+    with connection.cursor() as cursor:
+        cursor.execute(JOB_NOTIFY)
+    params = connection.get_connection_params()
+    listener = psycopg.connect(
+        **{k: v for k, v in params.items() if k not in ("cursor_factory", "context")},
+        autocommit=True,
+    )
+    listener.execute("LISTEN test_faults_job")
+    try:
+        yield listener
+    finally:
+        listener.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_faults_job_notify ON jobs_job")
+            cursor.execute("DROP FUNCTION test_faults_job_notify()")

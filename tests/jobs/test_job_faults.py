@@ -9,8 +9,6 @@ import base64
 import contextlib
 import json
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +18,6 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import kombu.pools
 import pytest
 import redis
 from django.conf import settings
@@ -36,6 +33,7 @@ from jobs.budget import ledger as budget_ledger
 from jobs.budget.ledger import BudgetExceeded
 from jobs.engines.tee import engine as tee_engine
 from jobs.execution import lifecycle, outbox
+from jobs.execution.expiry import expire_leases
 from jobs.execution.lifecycle import MAX_ATTEMPTS, cancel_job, run_query, start_attempt
 from jobs.execution.outbox import dispatch as send_to_broker
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
@@ -43,6 +41,7 @@ from parties.models import Dataset
 from tests import factories
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, api, propose
+from tests.jobs.site_processes import children, handles, kill_and_reap, use_broker, wait_gone
 from tests.privacy.support import recalibrated
 
 SITE = "eu-frankfurt-tee"
@@ -73,15 +72,6 @@ def types(job: Job) -> list[str]:
     return [e["type"] for e in events(job)]
 
 
-def children(pid: int) -> list[int]:
-    """The processes `pid` started (any of its threads)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return found
-
-
 def enclaves() -> list[int]:
     """Enclave processes this test process started."""
     found = []
@@ -90,19 +80,6 @@ def enclaves() -> list[int]:
             if b"dataplane.enclave" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
     return found
-
-
-def kill_and_reap(pid: int, timeout: float = 10) -> None:
-    """SIGKILL `pid` and block until it is gone (a pidfd turns readable when it exits)."""
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-        assert select.select([handle], [], [], timeout)[0], f"process {pid} outlived SIGKILL"
-    finally:
-        os.close(handle)
 
 
 @pytest.fixture
@@ -164,8 +141,18 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     assert (job.state, job.attempt, job.progress) == (Job.State.RUNNING, 1, 25)
     assert ledger(job.query) == ["reserve", "reserve"]
 
-    # The broker redelivers the unacknowledged task to the site's worker.
+    # The broker delivers the unacknowledged task again while the lost attempt's lease is live:
+    # the copy does nothing (it cannot tell a dead attempt from a slow one).
     wait = site_worker(SITE)
+    assert send_to_broker(job.pk)
+    assert wait() == ("jobs.run_job", "SUCCESS", "nothing to do")
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (Job.State.RUNNING, 1)
+
+    # Its lease runs out: the sweep sends the job again, and the next attempt releases.
+    held.clear()
+    [expired] = expire_leases(now=job.lease_expires_at + timedelta(seconds=1))
+    assert (expired.outcome, held) == ("retried", [job.pk])
     assert send_to_broker(job.pk)
     outcome = wait()
     job.refresh_from_db()
@@ -174,6 +161,14 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     assert Result.objects.filter(job=job).count() == 1
     assert ledger(job.query) == ["reserve", "reserve", "spend", "spend"]
     assert [e["data"]["attempt"] for e in events(job, "job.started")] == [1, 2]
+    [lapsed] = events(job, "job.lease_expired")
+    assert lapsed["data"] | {"expired_at": None} == {
+        "job": f"job:{job.pk}",
+        "site": SITE,
+        "attempt": 1,
+        "expired_at": None,
+        "outcome": "retried",
+    }
     seen = types(job)
     assert seen.count("budget.reserved") == 2 and seen.count("budget.spent") == 2
     assert seen.count("result.released") == 1 and "budget.refunded" not in seen
@@ -245,10 +240,32 @@ def test_an_enclave_killed_while_waiting_for_its_keys_is_charged_as_its_keys_lef
 
 
 @pytest.mark.django_db
-def test_after_its_last_attempt_a_redelivered_job_fails_cleanly_and_refunds(world, study, held):
+def test_after_its_last_attempt_a_lost_job_fails_cleanly_and_refunds(
+    world, study, held, monkeypatch
+):
     job = run_query(query=approved(world, study), by=world.bob)
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        assert start_attempt(job.pk, SITE).attempt == attempt
+    for attempt in range(1, MAX_ATTEMPTS):
+        claimed = start_attempt(job.pk, SITE)
+        assert claimed.attempt == attempt
+        # Its worker is lost; the lease runs out and the sweep sends the job again.
+        [expired] = expire_leases(now=claimed.lease_expires_at + timedelta(seconds=1))
+        assert expired.outcome == "retried"
+    last = start_attempt(job.pk, SITE)
+    assert last.attempt == MAX_ATTEMPTS
+
+    # Lost too: the sweep ends it...
+    after = last.lease_expires_at + timedelta(seconds=1)
+    with transaction.atomic():
+        assert [e.outcome for e in expire_leases(now=after)] == ["failed"]
+        job.refresh_from_db()
+        assert job.state == Job.State.FAILED
+        assert job.error == (
+            f"Gave up after {MAX_ATTEMPTS} attempts: its host at {SITE} stopped renewing the "
+            "job's lease."
+        )
+        transaction.set_rollback(True)
+    # ...or a copy the broker delivers again before the sweep comes does.
+    monkeypatch.setattr(timezone, "now", lambda: after)
     assert start_attempt(job.pk, SITE) is None
 
     job.refresh_from_db()
@@ -269,59 +286,10 @@ WORKER = (
 )
 
 
-def use_broker(url: str, options: dict) -> None:
-    """Point this process's Celery app at another broker (dropping its cached pools)."""
-    project_app.conf.broker_url = url
-    project_app.conf.broker_transport_options = options
-    kombu.pools.reset()
-    project_app._pool = None
-    project_app.amqp._producer_pool = None
-
-
 def forget_broker_keys() -> None:
     client = redis.Redis.from_url(REDIS_WORKER_DB)
     for key in client.scan_iter(f"{KEY_PREFIX}*"):
         client.delete(key)
-
-
-JOB_NOTIFY = """
-CREATE OR REPLACE FUNCTION test_faults_job_notify() RETURNS trigger AS $$
-BEGIN
-  PERFORM pg_notify('test_faults_job', json_build_object(
-    'id', NEW.id, 'state', NEW.state, 'attempt', NEW.attempt, 'progress', NEW.progress)::text);
-  RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER test_faults_job_notify AFTER UPDATE ON jobs_job
-  FOR EACH ROW EXECUTE FUNCTION test_faults_job_notify();
-"""
-
-
-@pytest.fixture
-def job_changes(transactional_db):
-    """Every committed change to a job, as PostgreSQL notifications: the test waits on these
-    instead of sleeping. The trigger is the test's own and is dropped afterwards."""
-    if connection.vendor != "postgresql":
-        pytest.skip(
-            "the test waits for the moment to kill the worker through PostgreSQL's "
-            "LISTEN/NOTIFY; SQLite cannot signal another process"
-        )
-    import psycopg
-
-    with connection.cursor() as cursor:
-        cursor.execute(JOB_NOTIFY)
-    params = connection.get_connection_params()
-    listener = psycopg.connect(
-        **{k: v for k, v in params.items() if k not in ("cursor_factory", "context")},
-        autocommit=True,
-    )
-    listener.execute("LISTEN test_faults_job")
-    try:
-        yield listener
-    finally:
-        listener.close()
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER test_faults_job_notify ON jobs_job")
-            cursor.execute("DROP FUNCTION test_faults_job_notify()")
 
 
 def wait_for_job(listener, worker: subprocess.Popen, log: Path, until, timeout: float = 90):
@@ -337,7 +305,7 @@ def wait_for_job(listener, worker: subprocess.Popen, log: Path, until, timeout: 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_process_sigkilled_after_the_keys_left_is_redelivered_and_never_rerun(
+def test_a_pool_process_sigkilled_after_the_keys_left_takes_its_enclave_and_never_reruns(
     world, study, job_changes, tmp_path
 ):
     forget_broker_keys()
@@ -404,19 +372,18 @@ def test_a_worker_process_sigkilled_after_the_keys_left_is_redelivered_and_never
             Job.objects.select_for_update().get(pk=job.pk)
             assert not Result.objects.filter(job=job).exists()
             [pool_process] = children(worker.pid)
-            orphans = children(pool_process)
+            [enclave] = children(pool_process)
+            enclave_handle = handles([enclave])
             kill_and_reap(pool_process)
-            for enclave in orphans:
-                kill_and_reap(enclave)
+        # Its enclave dies with it.
+        assert not wait_gone(enclave_handle, timeout=10)
 
-        done = wait_for_job(
-            job_changes,
-            worker,
-            log,
-            lambda c: c["id"] == job.pk and c["state"] in ("succeeded", "failed", "cancelled"),
-        )
-        assert done["state"] == "failed", Job.objects.get(pk=job.pk).error
-        assert "WorkerLostError" in log.read_text()
+        # The worker hands the task back to Redis at once (reject_on_worker_lost), and the copy
+        # finds the job's lease live: it cannot tell a dead attempt from a slow one. Once the
+        # lease runs out, the sweep ends the job.
+        job.refresh_from_db()
+        [expired] = expire_leases(now=job.lease_expires_at + timedelta(seconds=1))
+        assert expired.outcome == "failed"
     finally:
         worker.terminate()
         try:
@@ -428,8 +395,8 @@ def test_a_worker_process_sigkilled_after_the_keys_left_is_redelivered_and_never
         use_broker(*previous)
         forget_broker_keys()
 
-    # The redelivered task found the job charged: its enclave may have drawn noise, so no
-    # second enclave draws fresh noise for the same charge.
+    # The job was charged: its enclave may have drawn noise, so no second enclave draws fresh
+    # noise for the same charge.
     job.refresh_from_db()
     assert (job.state, job.attempt) == (Job.State.FAILED, 1)
     assert "does not run again with fresh noise" in job.error

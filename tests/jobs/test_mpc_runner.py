@@ -4,11 +4,15 @@ and the planner refusing two compute parties."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from cleanroom.audit.log import events_of, room_log_name
 from jobs import tasks
 from jobs.execution import outbox
+from jobs.execution.expiry import Expired, expire_leases
 from jobs.execution.lifecycle import run_query, start_attempt
 from jobs.execution.outbox import dispatch_pending
 from jobs.execution.steps import claim_delivery, start_step
@@ -168,10 +172,15 @@ def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_f
 ):
     monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
     job = run_query(query=approved_union(world, room), by=world.bob)
-    # Berlin's worker claims its step and is lost; the broker delivers the step again.
+    # Berlin's worker claims its step and is lost; once its lease ran out, the sweep sends the
+    # step again.
     berlin = job.steps.get(kind=JobStep.Kind.INPUT, site__name="eu-frankfurt")
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt")
-    assert start_step(berlin.pk, "eu-frankfurt").attempt == 1
+    claimed = start_step(berlin.pk, "eu-frankfurt")
+    assert claimed.attempt == 1
+    assert expire_leases(now=claimed.lease_expires_at + timedelta(seconds=1)) == [
+        Expired(job.pk, berlin.name, "retried")
+    ]
     run_inputs(job, monkeypatch)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING
@@ -184,14 +193,21 @@ def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_f
 
     party = job.steps.select_related("site").get(kind=JobStep.Kind.COMPUTE, party=0)
     monkeypatch.setenv("CLEANROOM_SITE", party.site.name)
-    assert start_step(party.pk, party.site.name).attempt == 1
-    # The party's worker dies mid-round; the broker delivers its step again.
+    claimed = start_step(party.pk, party.site.name)
+    assert claimed.attempt == 1
+    # A copy the broker delivers again while the party holds its lease does nothing.
+    assert start_step(party.pk, party.site.name) is None
+    assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING
+    # The party's worker dies mid-round; the broker delivers its step again after its lease
+    # ran out, before the sweep came.
+    later = claimed.lease_expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
     assert start_step(party.pk, party.site.name) is None
     job.refresh_from_db()
     assert job.state == Job.State.FAILED and "lost mid-computation" in job.error
     assert ledger_kinds(job) == ["refund"] * 3 + ["reserve"] * 3
     assert "wrapped_key" not in job.steps.get(kind=JobStep.Kind.DELIVER).output
-    assert claim_delivery(job.pk, retake=True) is None
+    assert claim_delivery(job.pk) is None
     assert not Result.objects.filter(job=job).exists()
 
 

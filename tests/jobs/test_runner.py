@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import kombu.pools
 import pytest
 import redis
@@ -12,6 +14,7 @@ from cleanroom.audit.log import events_of, room_log_name
 from cleanroom.celery import app
 from jobs.engines.tee.engine import NO_ENCLAVE_SITE, TeeEngine
 from jobs.execution import lifecycle
+from jobs.execution.expiry import expire_leases
 from jobs.execution.lifecycle import fail_job, run_query, start_attempt
 from jobs.execution.outbox import dispatch_pending
 from jobs.execution.records import JobRefused
@@ -149,8 +152,13 @@ def test_starting_an_attempt_reserves_once_and_a_failure_before_noise_refunds(
     with django_capture_on_commit_callbacks(execute=False):
         job = run_query(query=query, by=world.bob)
     monkeypatch.setenv("CLEANROOM_SITE", "eu-frankfurt-tee")
-    assert start_attempt(job.pk, "eu-frankfurt-tee").attempt == 1
-    assert start_attempt(job.pk, "eu-frankfurt-tee").attempt == 2  # a redelivery
+    first = start_attempt(job.pk, "eu-frankfurt-tee")
+    assert first.attempt == 1
+    # A copy the broker delivers again while the first attempt holds its lease does nothing.
+    assert start_attempt(job.pk, "eu-frankfurt-tee") is None
+    # The first attempt's worker is lost: its lease runs out and the sweep sends the job again.
+    expire_leases(now=first.lease_expires_at + timedelta(seconds=1))
+    assert start_attempt(job.pk, "eu-frankfurt-tee").attempt == 2
     assert BudgetEntry.objects.filter(query=query, kind="reserve").count() == 2  # two datasets
     fail_job(job.pk, "the enclave stopped")
     fail_job(job.pk, "the enclave stopped")

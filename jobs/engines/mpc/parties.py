@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane.mpc import sharing
-from jobs.engines.base import EngineError, minimal_environment
+from jobs.engines.base import EngineError, dies_with_its_host, minimal_environment
 from jobs.engines.mpc.certificates import party_tls_files
 from jobs.engines.mpc.config import MpcConfig
 
@@ -175,6 +175,7 @@ def start_party(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=dies_with_its_host(),  # two system calls: see there
     )
     started = time.monotonic()
     assert process.stdin  # started with stdin=PIPE

@@ -31,6 +31,7 @@ from jobs.engines.base import (
     active_sites,
     allowed_everywhere,
     canonical_of,
+    dies_with_its_host,
     minimal_environment,
     transfer_rules,
 )
@@ -157,6 +158,7 @@ class TeeEngine(SiteEngine):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                preexec_fn=dies_with_its_host(),  # two system calls: see there
             )
             try:
                 return self._converse(job, enclave, progress, Path(home))

@@ -102,11 +102,14 @@ class Command(BaseCommand):
             .select_related("jurisdiction")
             .order_by("name")
         )
-        with site_workers([] if self.workers_elsewhere else sites) as workers:
+        with site_workers(
+            [] if self.workers_elsewhere else sites,
+            say=lambda line: self.stdout.write(self.style.WARNING(line)),
+        ):
             for job in jobs:
                 self._announce(job)
             for job in jobs:
-                self._wait_for(job, workers)
+                self._wait_for(job)
             if jobs:
                 self.stdout.write(f"Set up and ran in {time.monotonic() - started:.0f} s.")
             self._report(addrport, sites, key_services)
@@ -149,11 +152,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Running '{job.query.title}' in the TEE at {job_site_of(job).name}…")
 
-    def _wait_for(self, job: Job, workers) -> None:
+    def _wait_for(self, job: Job) -> None:
         deadline = time.monotonic() + JOB_TIMEOUT
         while not job.finished:
-            if any(worker.poll() is not None for worker in workers):
-                raise CommandError("A site worker stopped; its output is above.")
             if time.monotonic() > deadline:
                 raise CommandError(f"Job {job.pk} did not finish within {JOB_TIMEOUT} s.")
             time.sleep(0.5)
@@ -204,6 +205,12 @@ class Command(BaseCommand):
         for code in DEMO_JURISDICTIONS:
             here = [site for site in sites if site.jurisdiction.code == code]
             out(f"    {code:<4} " + ", ".join(f"{s.name} ({SITE_ROLES[s.kind]})" for s in here))
+        out("  Control    one worker with the scheduler: the outbox, and the sweep that sends")
+        out(
+            f"             again or ends a job whose site stopped renewing its lease "
+            f"({settings.JOB_LEASE_SECONDS:g} s + {settings.JOB_LEASE_SWEEP_SECONDS:g} s at most)"
+        )
+        out("  Every worker is restarted when it dies.")
         if runs_as_root():
             out("  (The workers run as root, as this account does; Celery's warning about that is")
             out("  silenced here. Production runs them as their own user: deploy/systemd.)")
