@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import os
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from django.utils import timezone
 
 from cleanroom.attestation.binding import binding
 from cleanroom.audit.log import events_of, room_log_name
@@ -232,8 +234,9 @@ class WorkerLost(BaseException):
 def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
     world, study, held, monkeypatch
 ):
-    """A worker lost after the keys went out (or a host that says so) gets its task again: the
-    new attempt fails the job, charged once, and starts no enclave and asks for no key."""
+    """A worker lost after the keys went out (or a host that says so) gets its task again: while
+    the lost attempt's lease is live the copy does nothing; once it ran out, the new attempt
+    fails the job, charged once, and starts no enclave and asks for no key."""
     job = run_query(query=approved(world, study), by=world.bob)
     first = start_attempt(job.pk, SITE)
 
@@ -244,6 +247,10 @@ def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
 
     with pytest.raises(WorkerLost):
         tee_engine_of_worker().run(first, lost_after_decrypting)
+    assert tasks.run_job(job.pk, SITE) == "nothing to do"
+    assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING
+    later = first.lease_expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
     assert tasks.run_job(job.pk, SITE) == "nothing to do"
 
     job.refresh_from_db()
