@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from django.utils import timezone
 
 from cleanroom.attestation.binding import binding
 from cleanroom.audit.log import events_of, room_log_name
@@ -234,8 +235,9 @@ class WorkerLost(BaseException):
 def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
     world, study, held, monkeypatch
 ):
-    """A worker lost after the keys went out (or a host that says so) gets its task again: the
-    new attempt fails the job, charged once, and starts no enclave and asks for no key."""
+    """A worker lost after the keys went out (or a host that says so) gets its task again: while
+    the lost attempt's lease is live the copy does nothing; once it ran out, the new attempt
+    fails the job, charged once, and starts no enclave and asks for no key."""
     job = run_query(query=approved(world, study), by=world.bob)
     first = start_attempt(job.pk, SITE)
 
@@ -251,6 +253,10 @@ def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
     assert tasks.run_job(job.pk, SITE) == "nothing to do"
     job.refresh_from_db()
     expire_leases(now=job.lease_expires_at + timedelta(seconds=1))
+    assert tasks.run_job(job.pk, SITE) == "nothing to do"
+    assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING
+    later = first.lease_expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
     assert tasks.run_job(job.pk, SITE) == "nothing to do"
 
     job.refresh_from_db()
