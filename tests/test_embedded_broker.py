@@ -54,10 +54,11 @@ def _consume(folder: Path, results: multiprocessing.Queue) -> None:
 def test_a_worker_polling_while_another_process_publishes_gets_every_message_whole(tmp_path):
     with _connection(tmp_path) as connection:
         assert isinstance(connection.transport, FilesystemTransport)
-    fork = multiprocessing.get_context("fork")
-    results = fork.Queue()
-    consumer = fork.Process(target=_consume, args=(tmp_path, results))
-    publisher = fork.Process(target=_publish, args=(tmp_path,))
+    # Spawned, not forked: a fork after the synthesis tests started JAX's threads can deadlock.
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    consumer = spawn.Process(target=_consume, args=(tmp_path, results))
+    publisher = spawn.Process(target=_publish, args=(tmp_path,))
     consumer.start()
     publisher.start()
     publisher.join(60)
