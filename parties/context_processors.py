@@ -1,4 +1,6 @@
 from parties.models import Membership
+from parties.permissions import Permission
+from parties.selectors import organizations_where
 
 
 def memberships(request) -> dict:
@@ -13,4 +15,7 @@ def memberships(request) -> dict:
     return {
         "my_organizations": roles,
         "is_regulator": user.authorities.exists(),
+        # Links to what the caller may do only: an auditor or a regulator is not offered a
+        # page that refuses them.
+        "can_create_rooms": bool(organizations_where(user, Permission.CREATE_ROOMS)),
     }

@@ -10,6 +10,7 @@ Each request runs in a transaction rolled back afterwards, so each row sees the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -571,3 +572,27 @@ def test_an_invitee_reads_no_queries_jobs_or_budget_until_it_joins(scene):
     detail = api.get(f"/api/rooms/{room}/").json()
     assert {m["organization"]: m["invited_by"] for m in detail["memberships"]}["leiden"] == "bob"
     assert {c["dataset"] for c in detail["contributions"]} == {"charite.patients", "usz.patients"}
+
+
+LINK = re.compile(r'href="(/[^"#?]*)')
+
+
+def test_no_persona_is_shown_a_link_to_a_page_that_refuses_it(scene):
+    """What a page offers is what its reader may do: following every link each persona is
+    shown, from the dashboard on, never ends on a refusal or a missing page."""
+    skipped = ("/logout/", "/static/", "/operator/", ".zip", ".json", ".csv")
+    refused = []
+    for persona in PERSONAS[1:-1]:
+        client = client_of(scene.users[persona], api=False)
+        seen, waiting = set(), ["/"]
+        while waiting:
+            path = waiting.pop()
+            if path in seen or any(part in path for part in skipped):
+                continue
+            seen.add(path)
+            response = client.get(path)
+            if response.status_code >= 400:
+                refused.append(f"{persona}: {path} {response.status_code}")
+            elif response.status_code == 200 and "html" in response["Content-Type"]:
+                waiting += LINK.findall(response.content.decode())
+    assert not refused, "\n".join(refused)
