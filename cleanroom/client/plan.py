@@ -14,6 +14,11 @@ class Plan:
 
     report: dict[str, Any]
 
+    def __repr__(self) -> str:
+        # The report runs to pages; a notebook echoing a query or a plan shows its gist, and
+        # print(plan) the whole of it.
+        return f"Plan(ok={self.ok}, mechanism={self.mechanism!r}, epsilon={self.epsilon!r})"
+
     @property
     def ok(self) -> bool:
         """Every check passed: the query may be submitted."""

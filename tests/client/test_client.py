@@ -49,6 +49,9 @@ def test_an_analyst_goes_from_login_to_a_dataframe_of_the_released_result(
 
     query = bob.submit("study", JOIN_SQL, 1, title="Costs by diagnosis", purpose="Plan budgets")
     assert query.status == "pending_approval" and query.plan.ok
+    # A notebook echoing the query shows its gist, not the pages of its report.
+    assert "plan=Plan(ok=True, mechanism='tee', epsilon={" in repr(query)
+    assert len(repr(query)) < 500
     approve_as_owners(world, query.id)
 
     job = bob.run(query)
