@@ -95,11 +95,12 @@ class Review:
         lines.append(f"Expires: {form.get('expires_at')}")
         lines.append("Datasets:")
         for dataset in form.get("datasets") or []:
+            rows = dataset.get("rows_per_unit")
             lines.append(
                 f"  {dataset.get('name')} version {dataset.get('version')} (content sha256 "
                 f"{str(dataset.get('content_sha256'))[:16]}…), policy version "
                 f"{dataset.get('policy_version')}: unit {dataset.get('unit')}, at most "
-                f"{dataset.get('rows_per_unit')} rows a person, groups of at least "
+                f"{rows} row{'' if rows == 1 else 's'} per unit, groups of at least "
                 f"{dataset.get('min_group_size')}"
             )
             for column in dataset.get("columns") or []:
