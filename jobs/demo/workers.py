@@ -67,6 +67,9 @@ def _celery(queue: str, hostname: str, *extra: str, site: str = "") -> subproces
         ],
         cwd=settings.BASE_DIR,
         env=env,
+        # Celery prints its "Warm shutdown" to standard output, once a worker; its warnings and
+        # errors go to standard error, which the demo's screen shows.
+        stdout=subprocess.DEVNULL,
     )
 
 

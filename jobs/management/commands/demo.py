@@ -3,9 +3,12 @@ local site workers (the TEE's and the MPC's, at once), print what runs where and
 and serve the UI with gunicorn, as production does (the workers keep running with it)."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -66,6 +69,10 @@ class Command(BaseCommand):
         **options,
     ):
         started = time.monotonic()
+        # A `kill` or a closed terminal stops the demo as Ctrl+C does: through the `with`
+        # blocks below, which stop its workers, key services and web tier, leaving none behind.
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, _interrupt)
         call_command("migrate", interactive=False, verbosity=0)
         jobs = []
         key_services: dict[str, str] = {}
@@ -112,13 +119,15 @@ class Command(BaseCommand):
                 self._wait_for(job)
             if jobs:
                 self.stdout.write(f"Set up and ran in {time.monotonic() - started:.0f} s.")
-            self._report(addrport, sites, key_services)
-            if not no_serve:
-                self._serve(addrport)
+            if no_serve:
+                self._report(addrport, sites, key_services)
+            else:
+                self._serve(addrport, lambda: self._report(addrport, sites, key_services))
 
-    def _serve(self, addrport: str) -> None:
+    def _serve(self, addrport: str, ready: Callable[[], None]) -> None:
         """The production web tier's gunicorn and settings (deploy/gunicorn.conf.py); static
-        files collected as a deployment collects them, served by WhiteNoise."""
+        files collected as a deployment collects them, served by WhiteNoise. `ready` runs once
+        it accepts connections, so the address the demo prints opens at once."""
         call_command("collectstatic", interactive=False, verbosity=0)
         command = [
             sys.executable,
@@ -139,6 +148,8 @@ class Command(BaseCommand):
         environment = {**os.environ, "CLEANROOM_BOOTSTRAP": "0"}
         web = subprocess.Popen(command, cwd=settings.BASE_DIR, env=environment)  # noqa: S603
         try:
+            _wait_listening(addrport, web)
+            ready()
             web.wait()
         except KeyboardInterrupt:
             web.terminate()
@@ -258,3 +269,19 @@ def _broker() -> str:
         return "embedded: messages are files under var/broker/"
     address = urlsplit(url)
     return f"{address.scheme} at {address.hostname}"
+
+
+def _wait_listening(addrport: str, web: subprocess.Popen) -> None:
+    host, _, port = addrport.rpartition(":")
+    deadline = time.monotonic() + 60
+    while web.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection((host or "localhost", int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)  # gunicorn binds within a second or two of starting
+    raise CommandError(f"The web tier did not start listening at {addrport}.")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
