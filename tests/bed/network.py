@@ -125,6 +125,7 @@ class Network:
 
     def filter(self, ruleset: str) -> None:
         """Load an nftables ruleset into the router (replacing the table it names)."""
+        assert shutil.which(NFT), "nft is missing: ./manage.py test installs Debian's nftables"
         nft(self.router, ruleset)
 
     def close(self) -> None:
