@@ -109,3 +109,50 @@ def test_a_site_cannot_read_another_jurisdictions_storage(bed):
         listed = bed.run(bed.host("ch"), "ls", str(bed.storage[other]), account=ch)
         assert read.returncode != 0 and "Permission denied" in read.stderr, read
         assert listed.returncode != 0 and "Permission denied" in listed.stderr, listed
+
+
+LISTEN = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print(exc.strerror)
+"""
+
+
+def test_only_the_other_mpc_parties_reach_a_partys_port(bed):
+    geneva = bed.host("ch-geneva-mpc")
+    port = str(bed.mpc_ports[0] + 9)
+    party = subprocess.Popen(
+        geneva.command(sys.executable, "-c", LISTEN, geneva.address, port),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert party.stdout is not None and party.stdout.readline().strip() == "ready"
+        tried = {
+            name: bed.run(bed.host(name), sys.executable, "-c", CONNECT, geneva.address, port)
+            for name in ("eu-paris-mpc", "uk-manchester-mpc", "eu", "ch")
+        }
+    finally:
+        party.kill()
+        party.wait()
+        if party.stdout:
+            party.stdout.close()
+
+    said = {name: done.stdout.strip() for name, done in tried.items()}
+    assert said == {
+        "eu-paris-mpc": "connected",
+        "uk-manchester-mpc": "connected",
+        "eu": "No route to host",
+        "ch": "No route to host",
+    }
