@@ -181,7 +181,7 @@ def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iter
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
         folder.chmod(0o711)  # each user may pass through to its own root, and list nothing
         for jurisdiction in SITE_HOSTS:
-            name = f"crbed{os.getpid()}-{jurisdiction}"
+            name = f"crbed{os.getpid()}-{net}-{jurisdiction}"
             _remove_account(name)  # left by a run that was killed
             stack.callback(_remove_account, name)
             account = bed.accounts[jurisdiction] = _account(name, f"test bed site {jurisdiction}")
@@ -192,7 +192,7 @@ def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iter
         _rabbitmqctl("add_vhost", bed.vhost)
         stack.callback(_rabbitmqctl, "delete_vhost", bed.vhost)
         _rabbitmqctl("set_permissions", "-p", bed.vhost, CONTROL_USER, ".*", ".*", ".*")
-        every_site = [*(s for sites in SITE_HOSTS.values() for s in sites), *PARTIES]
+        every_site = [*(site for names in SITE_HOSTS.values() for site in names), *PARTIES]
         bed.passwords = {site: new_password() for site in every_site}
         stack.callback(_remove_users, bed.users)
         # rabbitmqctl takes most of a second a call: the sites' users are made side by side.
