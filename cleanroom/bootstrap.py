@@ -63,7 +63,7 @@ def _install() -> None:
 def _ensure_debian_packages(programs: dict[str, str]) -> None:
     """Debian packages by the program each provides, installed when missing and we are allowed
     to: SoftHSM2 (the organisations' key services keep their keys in its tokens) and, for the
-    tests, Chromium and systemd."""
+    tests, Chromium, systemd and nftables."""
     missing = [package for program, package in programs.items() if not shutil.which(program)]
     if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
@@ -79,8 +79,9 @@ def ensure_environment(argv: list[str]) -> None:
         _install()
     packages = {"softhsm2-util": "softhsm2"}
     if len(argv) > 1 and argv[1] == "test":
-        # The browser tests' Chromium; systemd-analyze checks deploy/systemd's units.
-        packages.update({"chromium": "chromium", "systemd-analyze": "systemd"})
+        # The browser tests' Chromium; systemd-analyze checks deploy/systemd's units; nft is
+        # the multi-host test bed's packet filter (tests/bed).
+        packages.update({"chromium": "chromium", "systemd-analyze": "systemd", "nft": "nftables"})
     _ensure_debian_packages(packages)
     if Path(sys.prefix).resolve() != VENV.resolve():
         python = str(_venv_python())

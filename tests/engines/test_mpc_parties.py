@@ -8,8 +8,6 @@ Never imports mpyc.runtime here: each party is its own process (dataplane/mpc/pa
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from dataplane.mpc.party import PartyFailure, PartyNetwork
 from jobs.engines.base import EngineError
 from jobs.engines.mpc.certificates import ensure_credentials
 from jobs.engines.mpc.parties import PartyOutput, PartySpec, run_party, start_party
+from tests.bed.network import Host, Network
 from tests.engines.support import mpc_config
 
 SITES = ["eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc"]
@@ -225,45 +224,14 @@ def test_a_killed_party_fails_the_run_within_the_timeout(credentials):
     assert "did not finish within 4 s" in errors[0] and "did not finish within 4 s" in errors[2]
 
 
-def _ip(*arguments: str) -> None:
-    subprocess.run([IP, *arguments], check=True, capture_output=True, text=True, timeout=30)
-
-
-IP = shutil.which("ip") or "/usr/sbin/ip"
-
-
 @contextmanager
-def separate_hosts(count: int) -> Iterator[list[tuple[str, str]]]:
-    """`count` network namespaces, each with one address on a private switch (a bridge in a
-    namespace of its own): (namespace, address) per host. Skips the test without privileges."""
-    prefix = f"crmpc{os.getpid()}"
-    switch = f"{prefix}-sw"
-    made: list[str] = []
+def separate_hosts(count: int) -> Iterator[list[Host]]:
+    """`count` hosts, each a network namespace with an address of its own, behind one router."""
+    network = Network()
     try:
-        try:
-            _ip("netns", "add", switch)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            reason = getattr(exc, "stderr", "") or str(exc)
-            pytest.skip(f"Cannot make network namespaces here (needs root/CAP_SYS_ADMIN): {reason}")
-        made.append(switch)
-        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", switch, "link", "set", "br0", "up")
-        hosts = []
-        for i in range(count):
-            namespace, port, address = f"{prefix}-{i}", f"v{os.getpid()}-{i}", f"10.213.0.{i + 1}"
-            _ip("netns", "add", namespace)
-            made.append(namespace)
-            _ip("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            _ip("link", "set", port, "netns", switch)
-            _ip("-n", switch, "link", "set", port, "master", "br0", "up")
-            _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
-            _ip("-n", namespace, "link", "set", "eth0", "up")
-            _ip("-n", namespace, "link", "set", "lo", "up")
-            hosts.append((namespace, address))
-        yield hosts
+        yield [network.add(str(i)) for i in range(count)]
     finally:
-        for namespace in reversed(made):
-            _ip("netns", "delete", namespace)
+        network.close()
 
 
 @pytest.mark.slow
@@ -274,11 +242,9 @@ def test_parties_on_separate_hosts_compute_together_over_their_own_addresses(cre
             owners,
             {"groups": 2, "measures": ["count", "sum(x)"]},
             [1.0, 1.0],
-            hosts=[address for _, address in hosts],
+            hosts=[host.address for host in hosts],
         )
-        outputs = run_all(
-            party_specs, {i: [IP, "netns", "exec", ns] for i, (ns, _) in enumerate(hosts)}
-        )
+        outputs = run_all(party_specs, {i: host.command() for i, host in enumerate(hosts)})
 
     assert all(isinstance(o, PartyOutput) for o in outputs), outputs
     released = sharing.recombine({i: o.output for i, o in enumerate(outputs)})

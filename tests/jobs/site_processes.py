@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,14 +258,21 @@ def worker_environment(site: str, broker: Broker) -> dict[str, str]:
     }
 
 
+# Where a site's worker runs: a command prefix (`ip netns exec <host>`) and what its
+# environment has of its own there (tests/bed).
+Placement = Callable[[str], tuple[list[str], dict[str, str]]]
+
+
 class SiteProcesses:
     """Site workers started as processes of their own under the demo's supervisor; each start
-    is held at the next of the points given (restarts past them run freely). `said`: what the
-    supervisors said."""
+    is held at the next of the points given (restarts past them run freely), and placed as
+    `place` says (by default, here, with worker_environment). `said`: what the supervisors
+    said."""
 
-    def __init__(self, broker: Broker, folder: Path):
+    def __init__(self, broker: Broker, folder: Path, place: Placement | None = None):
         self.broker = broker
         self.folder = folder
+        self.place = place or (lambda site: ([], {}))
         self.read, self.write = os.pipe()
         self.reports = Reports(self.read, self.write)
         self.started: list[SiteProcess] = []
@@ -275,11 +282,14 @@ class SiteProcesses:
         points = list(holds)
         log = self.folder / f"{site}.log"
 
+        launcher, environment = self.place(site)
+
         def one() -> subprocess.Popen:
             point = points.pop(0) if points else ""
             with log.open("a") as output:
                 return subprocess.Popen(
                     [
+                        *launcher,
                         sys.executable,
                         "-c",
                         WORKER,
@@ -291,7 +301,8 @@ class SiteProcesses:
                         "--pool",
                         "solo",
                         "--hostname",
-                        f"{site}-{os.getpid()}@%h",
+                        # <site>@<host>, as a site's broker user requires (broker_users.py).
+                        f"{site}@{os.getpid()}.%h",
                         "--without-mingle",
                         "--without-gossip",
                         "--without-heartbeat",
@@ -299,7 +310,7 @@ class SiteProcesses:
                         "INFO",
                     ],
                     cwd=settings.BASE_DIR,
-                    env=worker_environment(site, self.broker),
+                    env={**worker_environment(site, self.broker), **environment},
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     pass_fds=(self.write,),
