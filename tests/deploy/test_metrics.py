@@ -170,12 +170,17 @@ def test_a_worker_serves_its_metrics_port_with_its_pool_s_task_durations(tmp_pat
                 "control_folder": str(broker / "control"),
             },
         )
-        client.send_task("celery.accumulate", args=[1, 2], queue="metrics-test")
-        for line in worker.stderr:
-            if "celery.accumulate" in line and "succeeded" in line:
-                break
-        else:
-            pytest.fail("the worker exited before it ran the task")
+        # The pool's child logs a task's success before its postrun handler records the
+        # duration: a second task, run by the same single child, is the first one's fence.
+        succeeded = 0
+        for _ in range(2):
+            client.send_task("celery.accumulate", args=[1, 2], queue="metrics-test")
+            for line in worker.stderr:
+                if "celery.accumulate" in line and "succeeded" in line:
+                    succeeded += 1
+                    break
+        if succeeded < 2:
+            pytest.fail("the worker exited before it ran the tasks")
         url = f"http://127.0.0.1:{port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             body = response.read().decode()
@@ -189,4 +194,5 @@ def test_a_worker_serves_its_metrics_port_with_its_pool_s_task_durations(tmp_pat
         for s in f.samples
         if s.name == "cleanroom_task_duration_seconds_count"
     }
-    assert counts == {(("state", "SUCCESS"), ("task", "celery.accumulate")): 1.0}
+    assert list(counts) == [(("state", "SUCCESS"), ("task", "celery.accumulate"))]
+    assert counts[(("state", "SUCCESS"), ("task", "celery.accumulate"))] >= 1
