@@ -137,36 +137,37 @@ class Inboxes:
     folder: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, site: str, credentials: Path | None = None) -> subprocess.Popen:
-        """Start the inbox of `site` (`manage.py mpc_inbox`) with its own credentials folder
-        and wait, up to a deadline, until it says it listens."""
-        environment = {
-            **os.environ,
-            "CLEANROOM_BOOTSTRAP": "0",
-            "CLEANROOM_SITE": site,
-            "DATABASE_URL": database_url(),
-            "MPC_CREDENTIALS_DIR": str(credentials or settings.MPC_CREDENTIALS_DIR),
-            "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
-            "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
-        }
-        log = self.folder / f"inbox-{site}.log"
-        with log.open("w") as errors:
-            process = subprocess.Popen(
-                [sys.executable, "manage.py", "mpc_inbox"],
-                cwd=settings.BASE_DIR,
-                env=environment,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-            )
-        self.processes[site] = process
-        assert process.stdout
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline().decode() if ready else ""
-        if "listening" not in line:
-            process.kill()
-            process.wait()
-            pytest.fail(f"the share inbox of {site} did not start: {line}{log.read_text()}")
-        return process
+    def start(self, *sites: str, credentials: dict[str, Path] | None = None) -> None:
+        """Start the inboxes of `sites` (`manage.py mpc_inbox`), each with its own credentials
+        folder (default MPC_CREDENTIALS_DIR), and wait, up to a deadline, until each says it
+        listens."""
+        folders = credentials or {}
+        for site in sites:
+            environment = {
+                **os.environ,
+                "CLEANROOM_BOOTSTRAP": "0",
+                "CLEANROOM_SITE": site,
+                "DATABASE_URL": database_url(),
+                "MPC_CREDENTIALS_DIR": str(folders.get(site, settings.MPC_CREDENTIALS_DIR)),
+                "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
+                "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
+            }
+            with (self.folder / f"inbox-{site}.log").open("w") as errors:
+                self.processes[site] = subprocess.Popen(
+                    [sys.executable, "manage.py", "mpc_inbox"],
+                    cwd=settings.BASE_DIR,
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                )
+        for site in sites:
+            process = self.processes[site]
+            assert process.stdout
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            line = process.stdout.readline().decode() if ready else ""
+            if "listening" not in line:
+                log = (self.folder / f"inbox-{site}.log").read_text()
+                pytest.fail(f"the share inbox of {site} did not start: {line}{log}")
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -45,8 +45,7 @@ def room(world, tmp_path):
 @pytest.fixture
 def inboxes(share_inboxes):
     """Each party site's share inbox, a process of its own listening over mutual TLS."""
-    for site in PARTY_SITES:
-        share_inboxes.start(site)
+    share_inboxes.start(*PARTY_SITES)
     return share_inboxes
 
 
@@ -159,8 +158,7 @@ def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
         return replace(from_settings(settings), credentials=roots[own_site().name])
 
     monkeypatch.setattr(MpcConfig, "from_settings", at_own_site)
-    for site in PARTY_SITES:
-        share_inboxes.start(site, credentials=roots[site])
+    share_inboxes.start(*PARTY_SITES, credentials=roots)
     job = run_query(query=approved_union(world, room), by=world.bob)
     # The compute steps are sent once every input step has shared.
     assert workers(3) == ["shared"] * 3, Job.objects.get(pk=job.pk).error

@@ -215,7 +215,6 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         try:
-            sender = sender_site(self.request.getpeercert(binary_form=True))
             line = self.rfile.readline(MAX_HEADER)
             try:
                 delivery = Delivery.parse(line)
@@ -223,7 +222,9 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise Refusal("a malformed delivery header") from None
             if not 0 < delivery.length <= MAX_BLOB:
                 raise Refusal(f"a delivery must be 1 to {MAX_BLOB} bytes")
+            # Read whole before any refusal, so the sender reads the answer rather than a reset.
             blob = self.rfile.read(delivery.length)
+            sender = sender_site(self.request.getpeercert(binary_form=True))
             stored = self.server.accept(delivery, sender, blob)
             answer: dict[str, Any] = {"stored": str(stored.relative_to(self.server.folder))}
         except Refusal as exc:
