@@ -365,11 +365,17 @@ TEE_MEASUREMENT_ALLOWLIST = env.list("TEE_MEASUREMENT_ALLOWLIST", default=[])
 # comma separated; a site not named uses 127.0.0.1. A job's party i uses port
 # MPC_PORT_BASE + (job id * 8 + i) mod 8192, so concurrent jobs do not collide.
 # MPC_PARTY_TIMEOUT: seconds a party process may take, in total.
+# MPC_INBOX_ADDRESSES: where each MPC party site's share inbox (`manage.py mpc_inbox`) listens
+# and is reached, "site=host:port" comma separated; a site not named listens on 127.0.0.1, port
+# MPC_PORT_BASE + 8192 + its site id. MPC_INBOX_DIR: the folder whose <site>/ subfolder the
+# inbox stores received input shares in, and the site's compute step reads them from.
 MPC_CREDENTIALS_DIR = Path(env.str("MPC_CREDENTIALS_DIR", default=str(VAR_DIR / "mpc")))
 MPC_CERTIFICATES_DIR = env.str("MPC_CERTIFICATES_DIR", default="")
 MPC_PARTY_ADDRESSES = env.dict("MPC_PARTY_ADDRESSES", default={})
 MPC_PORT_BASE = env.int("MPC_PORT_BASE", default=20000)
 MPC_PARTY_TIMEOUT = env.int("MPC_PARTY_TIMEOUT", default=120)
+MPC_INBOX_ADDRESSES = env.dict("MPC_INBOX_ADDRESSES", default={})
+MPC_INBOX_DIR = Path(env.str("MPC_INBOX_DIR", default=str(VAR_DIR / "mpc-inbox")))
 
 # --- The site API's certificates (parties/site_certificates.py) -------------------------------
 # `manage.py site_certificates` makes the site API CA, its server certificate and each site's

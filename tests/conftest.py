@@ -54,6 +54,7 @@ def isolated_storage(settings, tmp_path):
     settings.KEY_SERVICE_CALLER_KEYS = tmp_path / "keyservice-callers"
     settings.KEY_SERVICE_CALLER_KEY = tmp_path / "keyservice-callers" / "web.key"
     settings.TEE_SIMULATED_ROOT_DIR = tmp_path / "tee"
+    settings.MPC_INBOX_DIR = tmp_path / "mpc-inbox"
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "uploads")
     (tmp_path / "uploads").mkdir()
     key_service.cache_clear()

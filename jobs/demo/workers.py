@@ -2,12 +2,14 @@
 only its site's queue and knowing its own site (CLEANROOM_SITE): worker sites run the owners'
 MPC input steps, MPC party sites their compute steps, TEE sites the enclave. Beside them one
 control worker runs the scheduler (beat): the outbox, query expiry and the lease sweep. Each
-runs under a supervisor that restarts it when it dies, as systemd does in production."""
+runs under a supervisor that restarts it when it dies, as systemd does in production. Each MPC
+party site also runs its share inbox (`manage.py mpc_inbox`), supervised the same way."""
 
 from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -75,6 +77,23 @@ def _celery(queue: str, hostname: str, *extra: str, site: str = "") -> subproces
 
 def start_worker(site: Site) -> subprocess.Popen:
     return _celery(site.queue, site.name, site=site.name)
+
+
+def start_share_inbox(site: Site, *, ready_within: float = 60) -> subprocess.Popen:
+    """An MPC party site's share inbox (`manage.py mpc_inbox`), returned once it listens (or
+    once `ready_within` seconds passed), so the owners' input steps find it."""
+    env = {**os.environ, "CLEANROOM_BOOTSTRAP": "0", "CLEANROOM_SITE": site.name}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "mpc_inbox"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout  # started with stdout=PIPE
+    if select.select([process.stdout], [], [], ready_within)[0]:
+        process.stdout.readline()  # "... listening on host:port", its only line
+    process.stdout.close()
+    return process
 
 
 def start_control_worker() -> subprocess.Popen:
@@ -152,9 +171,15 @@ def stop_all(workers: list[Supervised], timeout: float = 30) -> None:
 
 @contextmanager
 def site_workers(sites: Iterable[Site], say: Callable[[str], None]) -> Iterator[list[Supervised]]:
-    """A supervised worker for each site, and the control worker with the scheduler."""
+    """A supervised worker for each site, the share inbox of each MPC party site (started
+    first: the owners' input steps send to it), and the control worker with the scheduler."""
     workers = [Supervised("control", start_control_worker, say)]
     try:
+        workers += [
+            Supervised(f"{site.name} share inbox", functools.partial(start_share_inbox, site), say)
+            for site in sites
+            if site.kind == Site.Kind.MPC_PARTY
+        ]
         workers += [
             Supervised(site.name, functools.partial(start_worker, site), say) for site in sites
         ]

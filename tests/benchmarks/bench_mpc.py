@@ -375,14 +375,16 @@ def end_to_end() -> None:
 
 @contextmanager
 def _site_workers() -> Iterator[None]:
-    """A worker per input site and MPC party site, answering before this goes on (the clock
-    starts after their start-up), with the environment this process has now."""
+    """A worker per input site and MPC party site, and each party site's share inbox,
+    answering before this goes on (the clock starts after their start-up), with the
+    environment this process has now."""
     from cleanroom.celery import app
-    from jobs.demo.workers import start_worker
+    from jobs.demo.workers import start_share_inbox, start_worker
     from parties.models import Site
 
     sites = Site.objects.filter(name__in=[*INPUT_SITES, *SITES]).order_by("name")
-    workers = [start_worker(site) for site in sites]
+    workers = [start_share_inbox(site) for site in sites if site.name in SITES]
+    workers += [start_worker(site) for site in sites]
     try:
         deadline = time.monotonic() + 180
         for site in sites:

@@ -8,15 +8,22 @@ from playwright.sync_api import expect
 from cleanroom.celery import app as project_app
 from jobs.models import Job
 from tests.jobs.conftest import site_worker  # noqa: F401 - the real worker, shared with tests/jobs
-from tests.jobs.mpc_support import INPUT_SITES, PARTY_SITES, approved_union, three_hospitals
+from tests.jobs.mpc_support import (  # noqa: F401 - share_inboxes is a fixture
+    INPUT_SITES,
+    PARTY_SITES,
+    approved_union,
+    share_inboxes,
+    three_hospitals,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def workers(site_worker):  # noqa: F811 - the fixture imported above
+def workers(site_worker, share_inboxes):  # noqa: F811 - the fixtures imported above
     """A worker per input site and per MPC party site, reached from the live server's thread
-    too (Celery's current app is per thread)."""
+    too (Celery's current app is per thread), and each party site's share inbox."""
+    share_inboxes.start(*PARTY_SITES)
     waits = [site_worker(site) for site in INPUT_SITES + PARTY_SITES]
     _state.set_default_app(current_app._get_current_object())
     yield waits[0]

@@ -30,6 +30,7 @@ ROLES = {
     "site worker": ("site-worker", "cleanroom-worker@.service"),
     "TEE host": ("tee-host", "cleanroom-tee-host@.service"),
     "MPC party": ("mpc-party", "cleanroom-mpc-party@.service"),
+    "MPC share inbox": ("mpc-party", "cleanroom-mpc-inbox@.service"),
     "key service": ("keyservice", "cleanroom-keyservice@.service"),
 }
 TARGET_OF_KIND = {"worker": "site-worker", "tee": "tee-host", "mpc-party": "mpc-party"}

@@ -153,7 +153,9 @@ def test_a_sites_credentials_are_made_on_first_use(settings, tmp_path):
 
 
 @pytest.mark.django_db
-def test_the_command_makes_credentials_for_the_mpc_party_sites_only(settings, tmp_path):
+def test_the_command_makes_party_credentials_and_worker_sites_sender_certificates(
+    settings, tmp_path
+):
     settings.MPC_CREDENTIALS_DIR = tmp_path / "mpc"
     output = io.StringIO()
     call_command("mpc_credentials", stdout=output)
@@ -161,8 +163,11 @@ def test_the_command_makes_credentials_for_the_mpc_party_sites_only(settings, tm
     assert f"MPC CA: {tmp_path / 'mpc' / 'ca.crt'}" in output.getvalue()
     made = sorted(p.name for p in (tmp_path / "mpc" / "parties").iterdir())
     assert made == ["ch-geneva-mpc", "eu-paris-mpc", "uk-manchester-mpc", "us-ohio-mpc"]
-    with pytest.raises(CommandError, match="Not MPC party sites: eu-frankfurt"):
-        call_command("mpc_credentials", "eu-frankfurt")
+    senders = sorted(p.name for p in (tmp_path / "mpc" / "senders").iterdir())
+    assert "eu-frankfurt" in senders and not set(senders) & set(made)
+    assert not any((tmp_path / "mpc" / "senders").rglob("share.key"))
+    with pytest.raises(CommandError, match="Neither MPC party nor worker sites: eu-frankfurt-tee"):
+        call_command("mpc_credentials", "eu-frankfurt-tee")
 
 
 def test_each_job_and_party_gets_its_own_port_at_its_sites_configured_address(settings):

@@ -19,6 +19,7 @@ from django.db import connection, connections
 from cleanroom.celery import app as project_app
 from jobs import tasks  # noqa: F401 - registers the shared tasks before the worker's app exists
 from jobs.execution.sites import set_worker_site
+from tests.jobs.mpc_support import share_inboxes  # noqa: F401 - a fixture
 from tests.jobs.site_processes import site_broker, site_processes  # noqa: F401 - fixtures
 
 REDIS = ("127.0.0.1", 6379)

@@ -4,14 +4,23 @@ MPC parties in Paris, Geneva and Manchester."""
 
 from __future__ import annotations
 
+import os
+import select
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 
-from jobs.engines.mpc.certificates import ensure_credentials
+from jobs.engines.mpc.certificates import ensure_credentials, ensure_sender_credentials
 from jobs.models import Query, Room
 from jobs.rooms.services import contribute_dataset, invite_organization, respond_to_invitation
 from parties import services
@@ -84,8 +93,10 @@ def per_site_credentials(deployment: Path, folder: Path) -> dict[str, Path]:
     """Make the deployment's MPC credentials in `deployment` (the CA's folder), then hand each
     site only what the layout of jobs/engines/mpc/certificates.py gives it, in a folder of its
     own under `folder`: a party site the CA's certificate and its own certificate and keys; an
-    input site the CA's certificate and every party's certificate, no key. No site gets ca.key."""
+    input site the CA's certificate, every party's certificate and its own sender certificate
+    and key, no party's key. No site gets ca.key."""
     ensure_credentials(deployment, PARTY_SITES)
+    ensure_sender_credentials(deployment, INPUT_SITES)
     roots = {}
     for site in PARTY_SITES + INPUT_SITES:
         root = folder / site
@@ -99,5 +110,83 @@ def per_site_credentials(deployment: Path, folder: Path) -> dict[str, Path]:
             (root / "parties" / party).mkdir(parents=True, mode=0o700)
             for name in names:
                 shutil.copy2(deployment / "parties" / party / name, root / "parties" / party / name)
+        if site in INPUT_SITES:
+            shutil.copytree(deployment / "senders" / site, root / "senders" / site)
         roots[site] = root
     return roots
+
+
+# --- The parties' share inboxes, as processes of their own ------------------------------------
+
+
+def database_url() -> str:
+    """This test's database, for a process of its own."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+
+
+@dataclass
+class Inboxes:
+    """The share inbox processes this test started, by site."""
+
+    folder: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, *sites: str, credentials: dict[str, Path] | None = None) -> None:
+        """Start the inboxes of `sites` (`manage.py mpc_inbox`), each with its own credentials
+        folder (default MPC_CREDENTIALS_DIR), and wait, up to a deadline, until each says it
+        listens."""
+        folders = credentials or {}
+        for site in sites:
+            environment = {
+                **os.environ,
+                "CLEANROOM_BOOTSTRAP": "0",
+                "CLEANROOM_SITE": site,
+                "DATABASE_URL": database_url(),
+                "MPC_CREDENTIALS_DIR": str(folders.get(site, settings.MPC_CREDENTIALS_DIR)),
+                "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
+                "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
+            }
+            with (self.folder / f"inbox-{site}.log").open("w") as errors:
+                self.processes[site] = subprocess.Popen(
+                    [sys.executable, "manage.py", "mpc_inbox"],
+                    cwd=settings.BASE_DIR,
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                )
+        for site in sites:
+            process = self.processes[site]
+            assert process.stdout
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            line = process.stdout.readline().decode() if ready else ""
+            if "listening" not in line:
+                log = (self.folder / f"inbox-{site}.log").read_text()
+                pytest.fail(f"the share inbox of {site} did not start: {line}{log}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout:
+                process.stdout.close()
+
+
+@pytest.fixture
+def share_inboxes(tmp_path) -> Iterator[Inboxes]:
+    """Start share inboxes for MPC party sites (each a process of its own, over real TLS)."""
+    inboxes = Inboxes(tmp_path)
+    try:
+        yield inboxes
+    finally:
+        inboxes.stop()

@@ -253,6 +253,7 @@ def worker_environment(site: str, broker: Broker) -> dict[str, str]:
         "CLEANROOM_KEY_ROOT": str(settings.KEY_SERVICE_ROOT),
         "TEE_SIMULATED_ROOT_DIR": str(settings.TEE_SIMULATED_ROOT_DIR),
         "MPC_CREDENTIALS_DIR": str(settings.MPC_CREDENTIALS_DIR),
+        "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
         # Checkpoint signing stays with this process; the worker only appends events.
         "CLEANROOM_AUDIT_SIGNING": "off",
     }

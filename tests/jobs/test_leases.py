@@ -22,7 +22,7 @@ from jobs.execution.steps import claim_delivery, start_step
 from jobs.models import BudgetEntry, Job, JobStep
 from tests import factories
 from tests.factories import JOIN_SQL, propose
-from tests.jobs.mpc_support import approved_union, three_hospitals
+from tests.jobs.mpc_support import PARTY_SITES, approved_union, three_hospitals
 
 SITE = "eu-frankfurt-tee"
 
@@ -188,8 +188,10 @@ def test_a_job_left_running_without_a_lease_is_swept_at_once(tee_job):
 
 
 @pytest.fixture
-def mpc_job(world, tmp_path, sent, monkeypatch) -> Job:
-    """An MPC job whose input steps all ran (their shares are sealed to the parties)."""
+def mpc_job(world, tmp_path, sent, share_inboxes, monkeypatch) -> Job:
+    """An MPC job whose input steps all ran (their shares are sealed to the parties, in their
+    inboxes)."""
+    share_inboxes.start(*PARTY_SITES)
     job = run_query(query=approved_union(world, three_hospitals(world, tmp_path)), by=world.bob)
     for step in job.steps.filter(kind=JobStep.Kind.INPUT).select_related("site"):
         monkeypatch.setenv("CLEANROOM_SITE", step.site.name)
@@ -201,7 +203,7 @@ def party(job: Job, index: int) -> JobStep:
     return job.steps.select_related("site").get(kind=JobStep.Kind.COMPUTE, party=index)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_compute_party_whose_lease_ran_out_fails_the_job_refunded(mpc_job, monkeypatch):
     step = party(mpc_job, 0)
     monkeypatch.setenv("CLEANROOM_SITE", step.site.name)
@@ -223,7 +225,7 @@ def test_a_compute_party_whose_lease_ran_out_fails_the_job_refunded(mpc_job, mon
     )
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_delivery_whose_lease_ran_out_fails_its_charged_job_spent(mpc_job, monkeypatch):
     # Two of three parties stored their noisy output shares (t + 1): the delivery may open.
     JobStep.objects.filter(job=mpc_job, kind=JobStep.Kind.COMPUTE, party__in=[0, 1]).update(
@@ -243,7 +245,7 @@ def test_a_delivery_whose_lease_ran_out_fails_its_charged_job_spent(mpc_job, mon
     assert job.steps.get(kind=JobStep.Kind.DELIVER).output["shredded"]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_cancelled_mpc_job_whose_steps_wait_for_absent_sites_ends_cancelled(world, mpc_job):
     """Its compute steps are queued at party sites whose workers are gone: nothing runs that
     would see the cancellation, so the sweep ends it."""

@@ -43,6 +43,13 @@ def room(world, tmp_path):
 
 
 @pytest.fixture
+def inboxes(share_inboxes):
+    """Each party site's share inbox, a process of its own listening over mutual TLS."""
+    share_inboxes.start(*PARTY_SITES)
+    return share_inboxes
+
+
+@pytest.fixture
 def workers(site_worker):
     """A worker per input site and per MPC party site; returns a function that waits for
     `count` finished tasks and returns their outcomes."""
@@ -67,7 +74,7 @@ def types(job: Job) -> list[str]:
 
 
 def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
-    world, room, workers, tmp_path
+    world, room, inboxes, workers, tmp_path, settings
 ):
     job = run_query(query=approved_union(world, room), by=world.bob)
     outcomes = workers(6)
@@ -114,6 +121,20 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
     # The room's log passes the offline verifier's domain rules with the MPC job's events.
     check_domain_rules(events_of(room_log_name(room.pk)))
 
+    # The shares went over the network: no site wrote into any jurisdiction's storage (only
+    # the owners' uploaded datasets are there), and each party's inbox folder holds only the
+    # shares sealed to that party, one per owner.
+    stored = sorted(
+        str(p.relative_to(settings.STORAGE_ROOT)) for p in settings.STORAGE_ROOT.rglob("*")
+    )
+    assert not [p for p in stored if "mpc" in p], stored
+    for compute in job.steps.filter(kind=JobStep.Kind.COMPUTE).select_related("site"):
+        received = sorted(
+            p.name for p in (settings.MPC_INBOX_DIR / compute.site.name).rglob("*.sealed")
+        )
+        assert received == [f"party-{compute.party}.sealed"] * 3
+    assert sorted(p.name for p in settings.MPC_INBOX_DIR.iterdir()) == PARTY_SITES
+
     # A compute step delivered again after the release finds nothing to do.
     party = job.steps.get(kind=JobStep.Kind.COMPUTE, party=0)
     tasks.run_step.apply_async(args=[party.pk, party.site.name], queue=party.site.queue)
@@ -123,7 +144,7 @@ def test_a_union_across_three_jurisdictions_runs_under_mpc_and_releases_once(
 
 
 def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
-    world, room, workers, monkeypatch, settings, tmp_path
+    world, room, share_inboxes, workers, monkeypatch, settings, tmp_path
 ):
     """Each site's worker has a credentials folder of its own (MPC_CREDENTIALS_DIR, per
     process in production; here per worker thread): a party site only its own keys, an input
@@ -137,6 +158,7 @@ def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
         return replace(from_settings(settings), credentials=roots[own_site().name])
 
     monkeypatch.setattr(MpcConfig, "from_settings", at_own_site)
+    share_inboxes.start(*PARTY_SITES, credentials=roots)
     job = run_query(query=approved_union(world, room), by=world.bob)
     # The compute steps are sent once every input step has shared.
     assert workers(3) == ["shared"] * 3, Job.objects.get(pk=job.pk).error
@@ -148,12 +170,12 @@ def test_each_partys_keys_stay_at_its_own_site_and_the_job_still_releases(
     for site, root in roots.items():
         keys = sorted(str(p.relative_to(root)) for p in root.rglob("*.key"))
         own = [f"parties/{site}/share.key", f"parties/{site}/tls.key"]
-        assert keys == (own if site in PARTY_SITES else []), site
+        assert keys == (own if site in PARTY_SITES else [f"senders/{site}/tls.key"]), site
     assert not (tmp_path / "nobody-reads-this").exists()
 
 
 def test_a_killed_compute_party_fails_the_job_cleanly_with_one_refund(
-    world, room, workers, monkeypatch, settings
+    world, room, inboxes, workers, monkeypatch, settings
 ):
     settings.MPC_PARTY_TIMEOUT = 10
     started: queue.Queue = queue.Queue()

@@ -166,11 +166,12 @@ def run_inputs(job: Job, monkeypatch) -> None:
         assert tasks.run_step(step.pk, step.site.name) == "shared"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_a_redelivered_input_step_runs_again_uncharged_but_a_redelivered_party_fails_the_job(
-    world, room, monkeypatch
+    world, room, share_inboxes, monkeypatch
 ):
     monkeypatch.setattr(outbox, "dispatch", lambda job_id: None)
+    share_inboxes.start(*PARTY_SITES)
     job = run_query(query=approved_union(world, room), by=world.bob)
     # Berlin's worker claims its step and is lost; once its lease ran out, the sweep sends the
     # step again.

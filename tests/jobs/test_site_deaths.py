@@ -22,7 +22,7 @@ from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, JobStep, Result
 from tests import factories
 from tests.factories import JOIN_SQL, propose
-from tests.jobs.mpc_support import approved_union, three_hospitals
+from tests.jobs.mpc_support import PARTY_SITES, approved_union, three_hospitals
 from tests.jobs.site_processes import handles, kill_and_reap, tail, wait_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -134,9 +134,10 @@ def test_a_tee_host_killed_after_the_keys_left_fails_spent_and_never_runs_again(
 
 
 def test_an_mpc_job_outlives_its_input_worker_and_fails_cleanly_when_a_party_host_dies(
-    world, tmp_path, site_broker, site_processes, job_changes, monkeypatch
+    world, tmp_path, site_broker, site_processes, share_inboxes, job_changes, monkeypatch
 ):
     room = three_hospitals(world, tmp_path)
+    share_inboxes.start(*PARTY_SITES)
     owner = site_processes.start(INPUT_SITE, holds=("input",))
     party_host = site_processes.start(PARTY_SITE, holds=("party",))
     job = run_query(query=approved_union(world, room), by=world.bob)

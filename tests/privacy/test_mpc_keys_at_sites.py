@@ -29,11 +29,12 @@ from dataplane.mpc import sharing
 from dataplane.privacy.release import COUNT
 from jobs import tasks
 from jobs.engines.base import EngineError
-from jobs.engines.mpc import inputs
+from jobs.engines.mpc import inbox, inputs
 from jobs.engines.mpc.certificates import (
     SHARE_KEY_OID,
     SHARE_SEALING_USAGE,
     ensure_credentials,
+    ensure_sender_credentials,
     party_private_key,
 )
 from jobs.execution import outbox
@@ -104,9 +105,11 @@ def _private_material(deployment: Path) -> list[bytes]:
     return material
 
 
+@pytest.mark.django_db(transaction=True)
 def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_with_its_own(
-    job, roots, monkeypatch, settings, tmp_path
+    job, roots, share_inboxes, monkeypatch, settings, tmp_path
 ):
+    share_inboxes.start(*PARTY_SITES, credentials=roots)
     opened_by_owners = []
     for site in INPUT_SITES:
         with files_opened() as opened:
@@ -116,16 +119,21 @@ def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_w
     assert job.state == Job.State.RUNNING, job.error
 
     # The owners read only the CA's certificate and the parties' certificates of their own
-    # folders, and made nothing there.
+    # folders (and OpenSSL their own sender certificate and key), and made nothing there.
     credentials = [p for p in opened_by_owners if tmp_path / "sites" in p.parents]
     assert {p.name for p in credentials} == {"ca.crt", "tls.crt"}
     assert all(any(roots[s] in p.parents for s in INPUT_SITES) for p in credentials)
     for site in INPUT_SITES:
         held = sorted(str(p.relative_to(roots[site])) for p in roots[site].rglob("*.*"))
-        assert held == ["ca.crt", *(f"parties/{party}/tls.crt" for party in sorted(PARTY_SITES))]
+        assert held == [
+            "ca.crt",
+            *(f"parties/{party}/tls.crt" for party in sorted(PARTY_SITES)),
+            f"senders/{site}/tls.crt",
+            f"senders/{site}/tls.key",
+        ]
 
-    # Each party opens the shares sealed to it with the key in its own folder only; no party's
-    # folder yields another party's key.
+    # Each party opens the shares its inbox received, from its own inbox folder, with the key in
+    # its own credentials folder only; no party's folder yields another party's key.
     context = inputs.query_context(job)
     received = {}
     for compute in job.steps.filter(kind=JobStep.Kind.COMPUTE).select_related("site"):
@@ -133,7 +141,9 @@ def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_w
         key = party_private_key(roots[site], site)
         vectors = [
             sharing.open_for_party(
-                inputs.read_share(source.output["shares"][str(compute.party)]),
+                inbox.received(
+                    settings.MPC_INBOX_DIR, site, inputs.input_delivery(source, compute.party)
+                ),
                 key,
                 inputs.input_context(job.pk, source.dataset_id, compute.party),
             )
@@ -153,17 +163,21 @@ def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_w
     assert sum(counts) == sum(row["n"] for row in plain_answer(tmp_path).values())
 
 
+@pytest.mark.django_db(transaction=True)
 def test_what_an_owner_reads_to_seal_holds_no_private_key_even_beside_every_key(
-    job, monkeypatch, settings, tmp_path
+    job, share_inboxes, monkeypatch, settings, tmp_path
 ):
     """The single-folder layout, where the CA's and every party's keys sit beside the
-    certificates: the owner's step still opens none of them."""
+    certificates: the owner's step still opens none of them (only its own sender key)."""
     deployment = tmp_path / "deployment"
     ensure_credentials(deployment, PARTY_SITES)
+    ensure_sender_credentials(deployment, INPUT_SITES)
+    share_inboxes.start(*PARTY_SITES, credentials=dict.fromkeys(PARTY_SITES, deployment))
     with files_opened() as opened:
         assert _run_input(job, monkeypatch, settings, "eu-frankfurt", deployment) == "shared"
 
-    read = sorted({p for p in opened if deployment in p.parents})
+    own = deployment / "senders" / "eu-frankfurt"
+    read = sorted({p for p in opened if deployment in p.parents and own not in p.parents})
     assert read, "the step read the parties' certificates from its credentials folder"
     material = _private_material(deployment)
     for path in read:
@@ -288,6 +302,7 @@ def test_an_owner_seals_nothing_to_a_certificate_it_cannot_verify(
     assert job.state == Job.State.FAILED
     assert job.error.startswith(f"The MPC certificate of {victim} is refused:"), job.error
     assert not list((tmp_path / "storage").rglob("*.sealed"))
+    assert not list(settings.MPC_INBOX_DIR.rglob("*.sealed"))
     assert not job.steps.filter(state=JobStep.State.SUCCEEDED).exists()
     succeeded = [
         e for e in events_of(room_log_name(job.query.room_id)) if e["type"] == "job.step.succeeded"

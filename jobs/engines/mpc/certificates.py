@@ -8,6 +8,9 @@ What `manage.py mpc_credentials` makes, in one folder (MPC_CREDENTIALS_DIR, defa
     parties/<site>/tls.key         the party's TLS key                          (private)
     parties/<site>/share.key       the party's X25519 key: opens the input shares
                                    owners seal to it                            (private)
+    senders/<site>/tls.crt, .key   an input (owner's worker) site's sender certificate: CN and
+                                   DNS name = the site name, client use and `SHARE_SENDING_USAGE`
+                                   only; how it authenticates to a party's share inbox (inbox.py)
 
 **The share key's public half is in the party's certificate**, signed by the CA: a non-critical
 extension `SHARE_KEY_OID` whose value is an OCTET STRING of the raw 32-byte X25519 public key,
@@ -25,7 +28,8 @@ the sealing usage; it never opens a `share.key` or `tls.key`, and a certificate 
 check is an EngineError naming the site. So each site's folder need hold only its own keys:
 
     a party site's folder          ca.crt, parties/<own site>/{tls.crt, tls.key, share.key}
-    an input (owner) site's folder ca.crt, parties/<each party site>/tls.crt   (no key at all)
+    an input (owner) site's folder ca.crt, parties/<each party site>/tls.crt,
+                                   senders/<own site>/{tls.crt, tls.key}  (no party's key)
     offline, at the CA             ca.key
 
 A party accepts a peer only if the peer's certificate chains to this CA and names the site the
@@ -68,6 +72,8 @@ ARC = "2.25.169216588681285289786902714113949489106"
 SHARE_KEY_OID = ObjectIdentifier(f"{ARC}.1")
 # Extended key usage: owners may seal MPC input shares to the key in SHARE_KEY_OID.
 SHARE_SEALING_USAGE = ObjectIdentifier(f"{ARC}.2")
+# Extended key usage: the site may deliver sealed MPC input shares to a party's share inbox.
+SHARE_SENDING_USAGE = ObjectIdentifier(f"{ARC}.3")
 _X25519_LENGTH = 32
 
 
@@ -205,6 +211,60 @@ def _make_party(root: Path, site: str) -> None:
     _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
+def _sender_folder(root: Path, site: str) -> Path:
+    if not _SITE_NAME.match(site):
+        raise ValueError(f"{site!r} is not a site name.")
+    return root / "senders" / site
+
+
+def _make_sender(root: Path, site: str) -> None:
+    """An input site's sender certificate: client use and share sending only, so it can neither
+    serve as a party's inbox nor be sealed to, and MPyC's parties refuse it (not a placed
+    party's site)."""
+    ca_key = serialization.load_pem_private_key((root / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise EngineError(f"The MPC CA key in {root} is not the EC key this module makes.")
+    ca = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(site)]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, SHARE_SENDING_USAGE]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder = _sender_folder(root, site)
+    _write(folder / "tls.key", _pem_key(key), 0o600)
+    _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def ensure_sender_credentials(root: Path, sites: list[str]) -> list[str]:
+    """Make the CA and the named input sites' sender certificates where missing; return the
+    sites made."""
+    made = []
+    with _locked(root):
+        if not (root / "ca.crt").exists():
+            _make_ca(root)
+        for site in sites:
+            if not (_sender_folder(root, site) / "tls.crt").exists():
+                _make_sender(root, site)
+                made.append(site)
+    return made
+
+
 def _can_make(root: Path) -> bool:
     """Only the CA's folder (or an empty one, which becomes it) makes credentials."""
     return (root / "ca.key").exists() or not (root / "ca.crt").exists()
@@ -259,6 +319,20 @@ def party_tls_files(root: Path, site: str) -> TlsFiles:
     certificate = _site_file(root, site, "tls.crt")
     folder = certificate.parent
     return TlsFiles(ca=root / "ca.crt", certificate=certificate, key=folder / "tls.key")
+
+
+def sender_tls_files(root: Path, site: str) -> TlsFiles:
+    """The input site's own sender certificate and key, and the CA it trusts, from its own
+    folder: how it authenticates to the parties' share inboxes and checks theirs."""
+    folder = _sender_folder(root, site)
+    if not (folder / "tls.crt").exists():
+        if not _can_make(root):
+            raise EngineError(
+                f"No sender certificate for {site} in the MPC credentials folder {root}: copy"
+                " it there from the deployment's `manage.py mpc_credentials`."
+            )
+        ensure_sender_credentials(root, [site])
+    return TlsFiles(ca=root / "ca.crt", certificate=folder / "tls.crt", key=folder / "tls.key")
 
 
 # What anyone may read: the CA's certificate and each party's ----------------------------------

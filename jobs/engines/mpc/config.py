@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.engines.mpc import inbox
 from parties.keys import KeyServiceAccess
 
 
@@ -24,6 +25,11 @@ class MpcConfig:
     key_services: KeyServiceAccess = field(default_factory=KeyServiceAccess)
     # Where every party's certificate is found (parties/<site>/tls.crt); None: `credentials`.
     certificates: Path | None = None
+    # Where each party site's share inbox listens and is reached, by site name (inbox.py);
+    # 127.0.0.1 and port_base + 8192 + the site's id when not named.
+    inbox_addresses: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    # The folder whose <site>/ subfolder a party's inbox stores received shares in.
+    inbox_root: Path = Path("mpc-inbox")
 
     @classmethod
     def from_settings(cls, settings: Any) -> MpcConfig:
@@ -37,4 +43,6 @@ class MpcConfig:
             certificates=(
                 Path(settings.MPC_CERTIFICATES_DIR) if settings.MPC_CERTIFICATES_DIR else None
             ),
+            inbox_addresses=inbox.addresses(settings.MPC_INBOX_ADDRESSES),
+            inbox_root=Path(settings.MPC_INBOX_DIR),
         )

@@ -6,16 +6,19 @@ delivery. This module places them (`MpcEngine.place`: input sites in each datase
 jurisdiction, compute parties one per jurisdiction first), creates their rows with the
 delivery key, and does their work; the job lifecycle dispatches and claims them:
 
-- `run_compute`: at a party's site, open the input shares sealed to this party, start its MPyC
-  party process (`parties.run_party`: a separate process with a minimal environment, TLS
-  certificates from the deployment's MPC CA, a timeout) with the noise scales OpenDP
-  calibrated, and seal the party's share of the *noisy* vector to the delivery key. No party
-  opens an un-noised or a noisy value.
+- `run_compute`: at a party's site, open the input shares sealed to this party (the owners'
+  input steps sent them to its share inbox, inbox.py; it reads them from its own folder),
+  start its MPyC party process (`parties.run_party`: a separate process with a minimal
+  environment, TLS certificates from the deployment's MPC CA, a timeout) with the noise
+  scales OpenDP calibrated, and seal the party's share of the *noisy* vector to the delivery
+  key. No party opens an un-noised or a noisy value.
 - `deliver`: once t + 1 output shares are stored, open and recombine them and post-process the
   noisy vectors into the released table, exactly as the enclave's (`noisy_table`).
 
-Shares travel only as files sealed to their recipient (X25519), in the storage root of the
-recipient site's jurisdiction. The delivery key is made per job when the job is created, in the
+Input shares travel sealed to their party (X25519) over mutual TLS to its share inbox; a
+party's noisy output share travels sealed to the delivery key in the step's report to the
+control plane, which relays it and cannot open it: no site reads or writes another site's
+folder. The delivery key is made per job when the job is created, in the
 token of the first receiver's own key service (`job<id>`, P-256): the parties seal their output
 shares to its public half, only that key service opens them (for the step that delivers, once
 the job is charged), and the job lifecycle has it destroyed in the token when the job ends.
@@ -25,6 +28,7 @@ the job is charged), and the job lifecycle has it destroyed in the token when th
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from typing import Any
 
@@ -53,7 +57,7 @@ from jobs.engines.base import (
     site_of,
     transfer_rules,
 )
-from jobs.engines.mpc import certificates, inputs, parties
+from jobs.engines.mpc import certificates, inbox, inputs, parties
 from jobs.engines.mpc.config import MpcConfig
 from jobs.models import Job, JobStep, RoomDataset
 from keyservice.release import Refused
@@ -153,10 +157,10 @@ def run_compute(
     private_key = certificates.party_private_key(config.credentials, site.name)
     vectors = []
     for source in sources:
-        reference = source.output["shares"][str(party)]
-        if reference["site"] != site.name:
+        if source.output["shares"][str(party)]["site"] != site.name:
             raise EngineError(f"The shares of {source.name} were sealed for another site.")
-        blob = inputs.read_share(reference)
+        # Only from this site's own inbox folder: what the inbox accepted from that step.
+        blob = inbox.received(config.inbox_root, site.name, inputs.input_delivery(source, party))
         try:
             vectors.append(
                 sharing.open_for_party(
@@ -185,12 +189,26 @@ def run_compute(
         base64.b64decode(delivery.output["public_key"]),
         output_context(job.pk, party),
     )
+    # The noisy output share travels with the step's report: sealed to the receiver's key
+    # service, the platform relays it and cannot open it.
     return {
-        "share": inputs.write_share(job.pk, site, f"output-party{party}.sealed", blob),
+        "share": {
+            "site": site.name,
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "sealed": base64.b64encode(blob).decode(),
+        },
         "bytes_sent": party_output.bytes_sent,
         "bytes_received": party_output.bytes_received,
         "seconds": party_output.seconds,
     }
+
+
+def _output_share(step: JobStep) -> bytes:
+    reference = step.output["share"]
+    blob = base64.b64decode(reference["sealed"])
+    if hashlib.sha256(blob).hexdigest() != reference["sha256"]:
+        raise EngineError(f"The output share of {step.name} does not match its digest.")
+    return blob
 
 
 def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, Any]:
@@ -200,9 +218,7 @@ def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, An
     delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
     open_share = _open_output_share(delivery, config)
     shares = {
-        party_of(step): open_share(
-            inputs.read_share(step.output["share"]), output_context(job.pk, party_of(step))
-        )
+        party_of(step): open_share(_output_share(step), output_context(job.pk, party_of(step)))
         for step in outputs
     }
     values = sharing.recombine(shares)

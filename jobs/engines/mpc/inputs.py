@@ -7,13 +7,16 @@ pre-aggregates into the public group domain with the enclave's own code
 (`dataplane.privacy.release.input_vectors`), secret-shares the vector with Shamir sharing
 (`sharing.split`), and seals each compute party's shares to that party's X25519 key, taken
 from the party's certificate once it verified against the deployment's MPC CA (never from a
-key file: this site holds no party's key, certificates.py). Each share
+key file: this site holds no party's key, certificates.py), and sends each party its sealed
+shares over mutual TLS to that party's share inbox (inbox.py), after checking that the inbox's
+certificate names the party's site: nothing is written into another site's storage. Each share
 transfer is decided and audited by the residency function (`receive_shares`) before it is
-written. The exact vector exists only in this process's memory; rows never leave the site.
+sent. The exact vector exists only in this process's memory; rows never leave the site.
 
 Also here, what every step of a job shares: the query's context (parsed query, catalog, bounds,
 the MPC calibration, the layout of the shared vector), rebuilt from the approved canonical
-form's terms only, and the sealed share files.
+form's terms only; and what a party's inbox asks of the job's placement before it stores a
+delivery (`placement_refusal`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from cleanroom.crypto.envelope import decrypt_stream
+from dataplane.mechanisms import Stage
 from dataplane.mpc import sharing
 from dataplane.privacy.calibration import Measurement
 from dataplane.privacy.release import ReleaseError, input_vectors
@@ -43,14 +47,15 @@ from jobs.engines.base import (
     party_of,
     site_of,
 )
-from jobs.engines.mpc import certificates
+from jobs.engines.mpc import certificates, inbox
 from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.mpc.inbox import input_context
 from jobs.models import Approval, Job, JobStep
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, SiteKeyRequest
 from parties.keys import owner_key_service
-from parties.models import DatasetVersion, Site
-from parties.storage import jurisdiction_root, stored_file
+from parties.models import DatasetVersion
+from parties.storage import stored_file
 
 
 @dataclass(frozen=True)
@@ -98,34 +103,46 @@ def query_context(job: Job) -> QueryContext:
     )
 
 
-# Sealed share files ---------------------------------------------------------------------------
+# Shares over the network (inbox.py) ----------------------------------------------------------
 
 
-def write_share(job_id: int, site: Site, filename: str, blob: bytes) -> dict[str, str]:
-    """Store a sealed share for `site`, in its jurisdiction's storage root; returns the
-    reference a step keeps in its output."""
-    relative = f"mpc/job-{job_id}/{filename}"
-    path = jurisdiction_root(site.jurisdiction.code) / relative
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_bytes(blob)
-    return {"site": site.name, "file": relative, "sha256": hashlib.sha256(blob).hexdigest()}
+def placement_refusal(delivery: inbox.Delivery, sender: str, own_site: str) -> str | None:
+    """Why a party's inbox must refuse a delivery, from the job's steps as the platform placed
+    them: only the running attempt of the job's input step for that dataset, from that step's
+    site, for a party index the job places at this inbox's site."""
+    step = (
+        JobStep.objects.filter(pk=delivery.step, job_id=delivery.job, kind=Stage.INPUT)
+        .select_related("site")
+        .first()
+    )
+    if step is None:
+        return f"job {delivery.job} has no input step {delivery.step}"
+    if step.site is None or step.site.name != sender:
+        return f"{sender} is not the site of input step {delivery.step} of job {delivery.job}"
+    if step.dataset_id != delivery.dataset:
+        return f"input step {delivery.step} does not read dataset {delivery.dataset}"
+    if step.state != JobStep.State.RUNNING or step.attempt != delivery.attempt:
+        return f"attempt {delivery.attempt} of input step {delivery.step} is not running"
+    placed = JobStep.objects.filter(
+        job_id=delivery.job, kind=Stage.COMPUTE, party=delivery.party, site__name=own_site
+    )
+    if not placed.exists():
+        return f"job {delivery.job} places no party {delivery.party} at {own_site}"
+    return None
 
 
-def read_share(reference: dict[str, str]) -> bytes:
-    site = Site.objects.select_related("jurisdiction").get(name=reference["site"])
-    path = jurisdiction_root(site.jurisdiction.code) / reference["file"]
-    try:
-        blob = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise EngineError(f"A sealed share for {site.name} is missing.") from None
-    if hashlib.sha256(blob).hexdigest() != reference["sha256"]:
-        raise EngineError(f"A sealed share for {site.name} does not match its digest.")
-    return blob
-
-
-def input_context(job_id: int, dataset_id: int, party: int) -> bytes:
-    """What a sealed input share is bound to: it opens only for this job, dataset and party."""
-    return f"cleanroom-mpc-input/v1\njob:{job_id}\ndataset:{dataset_id}\nparty:{party}\n".encode()
+def input_delivery(source: JobStep, party: int) -> inbox.Delivery:
+    """The delivery of `source`'s shares for `party`, as its output records it."""
+    reference = source.output["shares"][str(party)]
+    return inbox.Delivery(
+        job=source.job_id,
+        step=source.pk,
+        attempt=source.attempt,
+        dataset=dataset_of(source).pk,
+        party=party,
+        length=int(reference["length"]),
+        sha256=reference["sha256"],
+    )
 
 
 def _decrypt(
@@ -199,24 +216,34 @@ def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str,
     except ValueError as exc:
         raise EngineError(str(exc)) from None
     del flat
-    # Every transfer is decided before any share is written: one refusal sends none.
+    # Every transfer is decided before any share is sent: one refusal sends none.
     for party in compute:
         if not recorder.shares_may_move(step, party):
             raise EngineError(f"Residency refuses shares of {name} at {site_of(party).name}.")
     # Each party's key only from its certificate, verified against this site's MPC CA; every
-    # certificate is checked before any share is written: one refusal sends none.
+    # certificate is checked before any share is sent: one refusal sends none.
     keys = {
         index: certificates.party_public_key(
             config.credentials, site.name, certificates=config.certificates
         )
         for index, site in sites.items()
     }
+    own = certificates.sender_tls_files(config.credentials, site_of(step).name)
     sent = {}
     for index, site in sites.items():
         blob = sharing.seal_for_party(
             shares[index], keys[index], input_context(job.pk, dataset.pk, index)
         )
-        sent[str(index)] = write_share(
-            job.pk, site, f"input-{dataset.pk}-party{index}.sealed", blob
+        delivery = inbox.Delivery(
+            job=job.pk,
+            step=step.pk,
+            attempt=step.attempt,
+            dataset=dataset.pk,
+            party=index,
+            length=len(blob),
+            sha256=hashlib.sha256(blob).hexdigest(),
         )
+        address = inbox.address_of(site.name, site.pk, config.inbox_addresses, config.port_base)
+        inbox.send(address, site.name, own, delivery, blob)
+        sent[str(index)] = {"site": site.name, "sha256": delivery.sha256, "length": len(blob)}
     return {"length": len(shares[0]), "shares": sent}

@@ -26,9 +26,9 @@ from dataplane.mpc import sharing
 from jobs.engines.base import EngineError, dies_with_its_host, minimal_environment
 from jobs.engines.mpc.certificates import party_tls_files
 from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.mpc.inbox import PORT_SPAN
 
 PORTS_PER_JOB = 8  # parties per job at most
-PORT_SPAN = 8192
 
 
 @dataclass(frozen=True)
