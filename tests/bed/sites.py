@@ -12,7 +12,8 @@ on one network, each site reaching only what it must.
 
 The router between them (tests/bed/network.py) lets every site open connections only to
 RabbitMQ and the site API at the control plane, and each MPC party to the other parties' MPC
-ports; it refuses anything else, PostgreSQL included. `site_reaches_database=True` is the one
+ports, and the owners' sites to each party's share inbox; it refuses anything else,
+PostgreSQL included. `site_reaches_database=True` is the one
 allowance, for the end-to-end runs only: it goes when site workers report through the site API.
 
 RabbitMQ: a virtual host of the bed's own, where each site has its own user whose permissions
@@ -76,6 +77,10 @@ class Bed:
             if site in sites:
                 return self.host(name)
         return self.host(site)
+
+    def inbox_address(self, party: str) -> str:
+        """Where a party's share inbox listens: its host, on a port past the MPC rounds'."""
+        return f"{self.site_host(party).address}:{self.mpc_ports[1] + 1 + PARTIES.index(party)}"
 
     def broker_url(self, site: str) -> str:
         """The site's CELERY_BROKER_URL, at the control plane's address."""
@@ -166,9 +171,13 @@ def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iter
 
         sites = [network.hosts[name].address for name in (*SITE_HOSTS, *PARTIES)]
         parties = [network.hosts[name].address for name in PARTIES]
+        owners = [network.hosts[name].address for name in SITE_HOSTS]
+        inboxes = f"{bed.mpc_ports[1] + 1}-{bed.mpc_ports[1] + len(PARTIES)}"
         rules = [
             allow(sites, [control], f"{{ {RABBITMQ}, {bed.api_port} }}"),
             allow(parties, parties, f"{bed.mpc_ports[0]}-{bed.mpc_ports[1]}"),
+            # The owners' input steps send each party its shares at its share inbox.
+            allow(owners, parties, inboxes),
         ]
         if site_reaches_database:
             # The one allowance: site workers still read and write job state in PostgreSQL.

@@ -48,6 +48,7 @@ def sites(bed, tmp_path, settings) -> Iterator[SiteProcesses]:
     use_broker(control, {})
     addresses = {site: bed.site_host(site).address for site in PARTIES}
     settings.MPC_PARTY_ADDRESSES = addresses
+    settings.MPC_INBOX_ADDRESSES = {site: bed.inbox_address(site) for site in PARTIES}
     database = connection.settings_dict
 
     def place(site: str) -> tuple[list[str], dict[str, str]]:
@@ -58,6 +59,9 @@ def sites(bed, tmp_path, settings) -> Iterator[SiteProcesses]:
             ),
             "CELERY_BROKER_URL": bed.broker_url(site),
             "MPC_PARTY_ADDRESSES": ",".join(f"{s}={a}" for s, a in addresses.items()),
+            "MPC_INBOX_ADDRESSES": ",".join(
+                f"{s}={a}" for s, a in settings.MPC_INBOX_ADDRESSES.items()
+            ),
         }
 
     processes = SiteProcesses(Broker("amqp", control, tmp_path / "var"), tmp_path, place)
@@ -106,8 +110,11 @@ def test_a_tee_job_runs_with_its_tee_host_in_the_eu_site(bed, sites, world, tmp_
     assert connected_as(bed, TEE_SITE, host.log)
 
 
-def test_an_mpc_job_runs_with_each_party_on_its_own_host(bed, sites, world, tmp_path, job_changes):
+def test_an_mpc_job_runs_with_each_party_on_its_own_host(
+    bed, sites, share_inboxes, world, tmp_path, job_changes
+):
     room = three_hospitals(world, tmp_path)
+    share_inboxes.start(*PARTIES, place=sites.place)
     started = {site: sites.start(site) for site in (*INPUT_SITES, *PARTIES)}
 
     job = run_query(query=approved_union(world, room), by=world.bob)
@@ -121,5 +128,7 @@ def test_an_mpc_job_runs_with_each_party_on_its_own_host(bed, sites, world, tmp_
     assert kinds == ["reserve"] * 3 + ["spend"] * 3
     for site in PARTIES:
         assert connected_as(bed, site, started[site].log)
+        # Each party's shares came to its inbox on its own host, over the bed's network.
+        assert any((settings.MPC_INBOX_DIR / site).rglob("*")), site
         step = job.steps.get(kind="compute", site__name=site)
         assert step.state == "succeeded"

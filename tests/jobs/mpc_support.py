@@ -9,7 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -137,12 +137,19 @@ class Inboxes:
     folder: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, *sites: str, credentials: dict[str, Path] | None = None) -> None:
+    def start(
+        self,
+        *sites: str,
+        credentials: dict[str, Path] | None = None,
+        place: Callable[[str], tuple[list[str], dict[str, str]]] | None = None,
+    ) -> None:
         """Start the inboxes of `sites` (`manage.py mpc_inbox`), each with its own credentials
         folder (default MPC_CREDENTIALS_DIR), and wait, up to a deadline, until each says it
-        listens."""
+        listens. `place(site)` gives the command prefix that runs it on the site's host and
+        what changes in its environment there (the multi-host test bed)."""
         folders = credentials or {}
         for site in sites:
+            prefix, changes = place(site) if place else ([], {})
             environment = {
                 **os.environ,
                 "CLEANROOM_BOOTSTRAP": "0",
@@ -151,10 +158,11 @@ class Inboxes:
                 "MPC_CREDENTIALS_DIR": str(folders.get(site, settings.MPC_CREDENTIALS_DIR)),
                 "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
                 "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
+                **changes,
             }
             with (self.folder / f"inbox-{site}.log").open("w") as errors:
                 self.processes[site] = subprocess.Popen(
-                    [sys.executable, "manage.py", "mpc_inbox"],
+                    [*prefix, sys.executable, "manage.py", "mpc_inbox"],
                     cwd=settings.BASE_DIR,
                     env=environment,
                     stdout=subprocess.PIPE,
