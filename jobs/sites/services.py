@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from jobs.engines.base import EngineError
 from jobs.engines.orders import Lease, WorkOrder
@@ -48,14 +49,15 @@ def claim(job_id: int, site: Site) -> WorkOrder | None:
     job = Job.objects.select_related("query", "site").filter(pk=job_id).first()
     if job is None or job.site_id != site.pk:
         if job is not None:
-            record(
-                job,
-                "access.refused",
-                what="claim",
-                site=site.name,
-                reason=f"{site.name} claimed a job placed at "
-                f"{job.site.name if job.site else 'no site'}",
-            )
+            with transaction.atomic():
+                record(
+                    job,
+                    "access.refused",
+                    what="claim",
+                    site=site.name,
+                    reason=f"{site.name} claimed a job placed at "
+                    f"{job.site.name if job.site else 'no site'}",
+                )
         raise NotPlaced(f"Job {job_id} is not placed at {site.name}.")
     return claim_attempt(job_id, site.name, at=site)
 

@@ -103,8 +103,10 @@ def verify(
         certificate = x509.load_der_x509_certificate(base64.b64decode(headers[CERTIFICATE]))
         timestamp, nonce = headers[TIMESTAMP], headers[NONCE]
         signature = base64.b64decode(headers[SIGNATURE])
-    except (KeyError, ValueError) as exc:
-        raise SignatureRefused(f"not a signed site request ({exc})") from None
+    except KeyError as exc:
+        raise SignatureRefused(f"not a signed site request (no {exc.args[0]} header)") from None
+    except ValueError:
+        raise SignatureRefused("not a signed site request (a header is malformed)") from None
     try:
         certificate.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
