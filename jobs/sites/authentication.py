@@ -16,18 +16,25 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from jobs.models import SiteRequestNonce
-from jobs.sites.signing import MAX_SKEW_SECONDS, SignatureRefused, verify
+from jobs.sites.signing import CERTIFICATE, MAX_SKEW_SECONDS, SignatureRefused, verify
 from parties.models import Site
 
 log = logging.getLogger(__name__)
 
 
 def site_api_ca() -> x509.Certificate:
-    return x509.load_pem_x509_certificate(Path(settings.SITE_API_CA).read_bytes())
+    try:
+        return x509.load_pem_x509_certificate(Path(settings.SITE_API_CA).read_bytes())
+    except FileNotFoundError:
+        # The deployment's mistake, not the caller's: said in the log, refused all the same.
+        log.error("the site API CA's certificate is missing: %s", settings.SITE_API_CA)
+        raise SignatureRefused("this control plane has no site API CA to check it") from None
 
 
 def signing_site(request: HttpRequest) -> Site:
     """The active site that signed this request; SignatureRefused otherwise."""
+    if CERTIFICATE not in request.headers:
+        raise SignatureRefused(f"not a signed site request (no {CERTIFICATE} header)")
     signed = verify(
         site_api_ca(),
         request.method or "",
