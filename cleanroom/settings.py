@@ -7,6 +7,7 @@ move each part onto real infrastructure; cleanroom/docs/configuration.md lists t
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 from csp.constants import NONCE
@@ -127,9 +128,20 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'cleanroom.sqlite3'}")
-}
+# What this process is: "control" (web, control and audit workers, beat; and in the embedded
+# default every site's worker too) or "site" (a site's worker with no platform secrets: no
+# database, no key folder; it reaches the control plane through the site API alone).
+CLEANROOM_ROLE = env.str("CLEANROOM_ROLE", default="control")
+if CLEANROOM_ROLE not in ("control", "site"):
+    raise ValueError(f"CLEANROOM_ROLE is 'control' or 'site', not {CLEANROOM_ROLE!r}")
+DATABASES: dict[str, dict[str, Any]]
+if CLEANROOM_ROLE == "site":
+    # A backend that refuses every query with the reason (cleanroom/nodatabase).
+    DATABASES = {"default": {"ENGINE": "cleanroom.nodatabase"}}
+else:
+    DATABASES = {
+        "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'cleanroom.sqlite3'}")
+    }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Serialise writers instead of failing with "database is locked" when the worker and the
@@ -186,7 +198,12 @@ STORAGE_ROOTS = {
 }
 # The local key service keeps each organisation's key-encryption key here. A cloud KMS replaces it.
 KEY_SERVICE = env.str("CLEANROOM_KEY_SERVICE", default="cleanroom.crypto.keys.LocalKeyService")
-KEY_SERVICE_ROOT = Path(env.str("CLEANROOM_KEY_ROOT", default=str(VAR_DIR / "keys")))
+# A site process has none (None: cleanroom.crypto.keys.key_service refuses).
+KEY_SERVICE_ROOT = (
+    None
+    if CLEANROOM_ROLE == "site"
+    else Path(env.str("CLEANROOM_KEY_ROOT", default=str(VAR_DIR / "keys")))
+)
 # Each owner organisation's own key service (python -m keyservice), by organisation slug, e.g.
 # "charite=https://keys.charite.example:8443"; organisations not named here have the embedded
 # one, which runs in the TEE host's process (refused by check --deploy).
@@ -383,3 +400,25 @@ MPC_INBOX_DIR = Path(env.str("MPC_INBOX_DIR", default=str(VAR_DIR / "mpc-inbox")
 SITE_API_CREDENTIALS_DIR = Path(
     env.str("CLEANROOM_SITE_API_CREDENTIALS_DIR", default=str(VAR_DIR / "site-api"))
 )
+# The site API's CA certificate: the control plane checks each site's certificate against it,
+# a site the control plane's server certificate. A site process (CLEANROOM_ROLE=site) reaches
+# the site API at SITE_API_URL (e.g. https://control.example:8443/site-api) with its own
+# certificate and key, by default its folder under SITE_API_CREDENTIALS_DIR.
+SITE_API_CA = Path(
+    env.str("CLEANROOM_SITE_API_CA", default=str(SITE_API_CREDENTIALS_DIR / "ca.crt"))
+)
+SITE_API_URL = env.str("CLEANROOM_SITE_API_URL", default="")
+SITE_API_CERTIFICATE = Path(
+    env.str(
+        "CLEANROOM_SITE_API_CERTIFICATE",
+        default=str(SITE_API_CREDENTIALS_DIR / "sites" / CLEANROOM_SITE / "tls.crt"),
+    )
+)
+SITE_API_KEY = Path(
+    env.str(
+        "CLEANROOM_SITE_API_KEY",
+        default=str(SITE_API_CREDENTIALS_DIR / "sites" / CLEANROOM_SITE / "tls.key"),
+    )
+)
+if CLEANROOM_ROLE == "site" and not SITE_API_URL:
+    raise ValueError("A site process (CLEANROOM_ROLE=site) needs CLEANROOM_SITE_API_URL.")

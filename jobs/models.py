@@ -414,3 +414,15 @@ class ResultKey(models.Model):
 
     def __str__(self) -> str:
         return f"key of {self.result} for {self.organization}"
+
+
+class SiteRequestNonce(models.Model):
+    """A nonce a site signed a site API request with, kept until a request with its timestamp
+    could no longer be accepted, so the same signed request is never accepted twice."""
+
+    nonce = models.CharField(max_length=32, primary_key=True)
+    site = models.CharField(max_length=100)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.site}: {self.nonce}"

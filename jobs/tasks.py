@@ -4,21 +4,19 @@ from celery import shared_task
 from django.conf import settings
 
 from dataplane.mechanisms import Stage
-from jobs.engines.base import EngineError, SiteEngine, StepEngine
+from jobs.engines.base import ControlPlane, EngineError, StepEngine
+from jobs.engines.orders import Lease
 from jobs.engines.registry import build, site_engine_of, step_engine_of
-from jobs.execution import expiry, lifecycle, outbox
-from jobs.execution.leases import Heartbeat, Lease
-from jobs.execution.lifecycle import fail_job, start_attempt
+from jobs.execution import expiry, outbox
+from jobs.execution.leases import Heartbeat, LeaseLost
 from jobs.execution.recorder import JobRecorder
 from jobs.execution.steps import claim_delivery, complete_step, fail_step, start_step
 from jobs.models import JobStep
 from jobs.queries import services as query_services
-from jobs.results.release import release_extract, release_result
+from jobs.results.release import release_result
+from jobs.sites.client import SiteApiClient
+from jobs.sites.inprocess import InProcessControlPlane
 from parties.models import Site
-
-
-def _site_engine(mechanism: str) -> SiteEngine:
-    return build(site_engine_of(mechanism), settings=settings, recorder=JobRecorder())
 
 
 def _step_engine(mechanism: str) -> StepEngine:
@@ -43,39 +41,55 @@ def expire_leases() -> int:
     return len(expiry.expire_leases())
 
 
+def _control_plane(site: str) -> ControlPlane:
+    """How this worker reaches the control plane: a site process (CLEANROOM_ROLE=site) over the
+    signed site API, with no database; any other over the services, in its own process."""
+    if settings.CLEANROOM_ROLE == "site":
+        return SiteApiClient.from_settings(settings, site)
+    return InProcessControlPlane(site)
+
+
 # Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
 # acks_late with reject_on_worker_lost: a broker that can hands a killed worker's task back, and
 # the job's row lock, attempt counter and lease make a copy harmless. Whatever the broker does,
 # the attempt's lease runs out once its worker stops renewing it, and the sweep takes over.
+# Everything it asks of the control plane goes through its port, so at a site it needs no
+# database.
 @shared_task(name="jobs.run_job", acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int, site: str) -> str:
-    job = start_attempt(job_id, site)
-    if job is None:
+    plane = _control_plane(site)
+    order = plane.claim(job_id)
+    if order is None:
         return "nothing to do"
-    with Heartbeat(Lease.of(job), site) as beat:
-        try:
-            table = _site_engine(job.mechanism).run(
-                job,
-                # A lost lease stops the engine at its next report, as a cancellation does.
-                lambda percent, message: (
-                    not beat.lost and lifecycle.report_progress(job_id, percent, message)
-                ),
-            )
-        except EngineError as exc:
-            if beat.lost:
-                return "lease lost"  # the job is the sweep's, or a later attempt's, now
-            fail_job(job_id, str(exc))
-            return "failed"
-        except Exception as exc:
-            # Anything unforeseen still ends the job (refunded unless it was charged): a job left
-            # running would hold its reservation until its lease ran out.
-            if not beat.lost:
-                fail_job(job_id, f"Unexpected failure: {type(exc).__name__}")
-            raise
-        if "extract" in table:
-            release_extract(job_id, table["extract"], table["files"])
-        else:
-            release_result(job_id, table)
+    lease = Lease("job", order.job, order.attempt)
+    recorder = plane.recorder(lease)
+    engine = build(site_engine_of(order.mechanism), settings=settings, recorder=recorder)
+    try:
+        with Heartbeat(lease, site, plane.renew) as beat:
+            try:
+                table = engine.run(
+                    order,
+                    # A lost lease stops the engine at its next report, as a cancellation does.
+                    lambda percent, message: (
+                        not beat.lost and recorder.progress(order.job, percent, message)
+                    ),
+                )
+            except EngineError as exc:
+                if beat.lost:
+                    return "lease lost"  # the job is the sweep's, or a later attempt's, now
+                plane.fail(lease, str(exc))
+                return "failed"
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                # Anything unforeseen still ends the job (refunded unless it was charged): a job
+                # left running would hold its reservation until its lease ran out.
+                if not beat.lost:
+                    plane.fail(lease, f"Unexpected failure: {type(exc).__name__}")
+                raise
+            plane.release(lease, table)
+    except LeaseLost:
+        return "lease lost"  # the site API refused an act on an attempt no longer this site's
     return "released"
 
 

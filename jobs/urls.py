@@ -29,6 +29,7 @@ from jobs.rooms.views import (
     room_list,
     room_respond,
 )
+from jobs.sites import views as site_api
 
 urlpatterns = [
     path("rooms/", room_list, name="room-list"),
@@ -89,4 +90,18 @@ urlpatterns = [
         name="result-archive",
     ),
     path("rooms/<slug:slug>/budget/", room_budget, name="room-budget"),
+    # The site API (jobs/sites/): signed by sites, never by users.
+    *[
+        path(f"site-api/jobs/<int:job_id>/{act}", view, name=f"site-api-{act}")
+        for act, view in (
+            ("claim", site_api.claim),
+            ("lease", site_api.renew),
+            ("progress", site_api.progress),
+            ("attestation", site_api.attestation),
+            ("charge", site_api.charge),
+            ("key-released", site_api.key_released),
+            ("release", site_api.release),
+            ("fail", site_api.fail),
+        )
+    ],
 ]

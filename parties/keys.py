@@ -37,7 +37,8 @@ class KeyServiceAccess:
             urls=dict(settings.KEY_SERVICES),
             caller=settings.KEY_SERVICE_CALLER,
             caller_key=Path(settings.KEY_SERVICE_CALLER_KEY),
-            release_log_dir=Path(settings.KEY_SERVICE_ROOT) / "releases",
+            # A site process has no key folder, and so no embedded key service's log.
+            release_log_dir=Path(settings.KEY_SERVICE_ROOT or ".") / "releases",
         )
 
 
@@ -76,6 +77,12 @@ def embedded_pinned(
 OwnerKeyService = OrganizationKeyService | RemoteKeyService
 
 
+def remote_key_service(url: str, access: KeyServiceAccess) -> RemoteKeyService:
+    """An organisation's own key service at `url`, asked as this process's caller."""
+    key = Ed25519PrivateKey.from_private_bytes(access.caller_key.read_bytes())
+    return RemoteKeyService(url, access.caller, key)
+
+
 def owner_key_service(
     organization: Organization,
     access: KeyServiceAccess,
@@ -85,8 +92,7 @@ def owner_key_service(
 ) -> OwnerKeyService:
     url = access.urls.get(organization.slug)
     if url:
-        key = Ed25519PrivateKey.from_private_bytes(access.caller_key.read_bytes())
-        return RemoteKeyService(url, access.caller, key)
+        return remote_key_service(url, access)
     return OrganizationKeyService(
         embedded_pinned(organization, trusted_roots, allowed_measurements),
         key_service(),

@@ -1,5 +1,6 @@
 """The deployment's site API CA: the control plane's server certificate and each site's client
-certificate, for mutual TLS between a site's processes and the control plane's site API.
+certificate: the identity a site signs its site API requests with (and its client certificate
+for mutual TLS, where a deployment adds it in front).
 
 What `manage.py site_certificates` makes, in one folder (SITE_API_CREDENTIALS_DIR, default
 var/site-api/):
@@ -13,8 +14,8 @@ var/site-api/):
 A site's host gets `ca.crt` and its own `sites/<site>/` folder; the control plane's site API
 `ca.crt` and `control/`. The CA is separate from the MPC CA (`manage.py mpc_credentials`): a
 party's MPC certificate does not open the site API, nor a site's client certificate an MPC
-party's channel. The site API that checks these certificates is #17's first item, not built
-yet; the material and its layout are ready for it (deploy/README.md, "Certificates").
+party's channel. The site API checks a site's certificate on every signed request
+(jobs/sites/authentication.py; deploy/README.md, "Certificates" and "The site API").
 """
 
 from __future__ import annotations

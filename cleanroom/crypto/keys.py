@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 
@@ -145,5 +146,10 @@ class LocalKeyService:
 
 @cache
 def key_service() -> KeyService:
+    if settings.KEY_SERVICE_ROOT is None:
+        raise ImproperlyConfigured(
+            "This is a site process (CLEANROOM_ROLE=site): it has no key folder. Data keys "
+            "come from their owners' key services, sealed to an enclave."
+        )
     cls = import_string(settings.KEY_SERVICE)
     return cls(settings.KEY_SERVICE_ROOT)

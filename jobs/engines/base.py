@@ -10,7 +10,9 @@ claims the steps either way.
 What must be recorded on the way (attestation verdicts, the charge before keys leave, key
 releases, share transfers, progress) an engine asks of its `Recorder`, which the job
 lifecycle implements (`jobs.execution.recorder.JobRecorder`): no engine imports the
-lifecycle. Its settings come as a configuration object built by the registry
+lifecycle. A one-step engine runs from a work order (jobs/engines/orders.py) with no database;
+its site has everything recorded through the `ControlPlane` port, in-process or over the site
+API (jobs/sites/). Its settings come as a configuration object built by the registry
 (`from_settings`), so no engine reads Django's.
 """
 
@@ -22,12 +24,14 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 from cleanroom.residency import Decision, StepKind, TransferRules, decide
 from dataplane.mechanisms import Stage
 from dataplane.sql.plan import ParsedQuery
+from jobs.engines.orders import Lease, WorkOrder
 from jobs.models import Job, JobStep, Query, RoomDataset
 from parties.models import Dataset, Site
 
@@ -63,6 +67,36 @@ class Recorder(Protocol):
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:
         """Record progress; False when the job was cancelled meanwhile."""
+
+
+class ControlPlaneUnreachable(EngineError):
+    """The control plane did not answer (its database, or its site API, out of reach): a lease
+    renewal is tried again at the next beat."""
+
+
+class ControlPlane(Protocol):
+    """Everything a TEE site has the control plane record or decide for one attempt, as that
+    site: the in-process port (jobs.sites.inprocess, the embedded default's) calls the services,
+    the site API's client (jobs.sites.client) asks over signed HTTP. Refusals raise
+    EngineError; a lease the site does not hold, `LeaseLost` (jobs.execution.leases)."""
+
+    site: str
+
+    def claim(self, job_id: int) -> WorkOrder | None:
+        """Claim the job's next attempt at this site; None when there is nothing to do."""
+
+    def renew(self, lease: Lease) -> datetime:
+        """Extend the lease held; LeaseLost when this site does not hold it."""
+
+    def recorder(self, lease: Lease) -> Recorder:
+        """What the engine records through while it holds `lease` (progress, verdicts, the
+        charge at key release, each key released)."""
+
+    def release(self, lease: Lease, table: dict[str, Any]) -> None:
+        """Hand over the result: a noised table, or a synthetic extract with its files."""
+
+    def fail(self, lease: Lease, reason: str) -> None:
+        """End the attempt's job as failed (cancelled, if the analyst asked)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +192,11 @@ class Engine(Protocol):
 class SiteEngine(Engine, Protocol):
     """A job that is one step at one site (`Job.site`)."""
 
-    def run(self, job: Job, progress: Progress) -> dict[str, Any]: ...
+    @classmethod
+    def work_order(cls, job: Job, config: Any) -> WorkOrder:
+        """What the job's site needs to run the attempt just claimed, with no database."""
+
+    def run(self, order: WorkOrder, progress: Progress) -> dict[str, Any]: ...
 
 
 class StepEngine(Engine, Protocol):

@@ -8,21 +8,23 @@ attempt, so a site that does not hold the lease, or an attempt a later one repla
 refused (`LeaseLost`) and leaves the job to whoever holds it now. While a lease is live, no
 other delivery of the same job or step claims it (`live`): a copy of a task the broker delivers
 again does nothing, and the sweep (`jobs.execution.expiry`) decides what a lease that ran out
-means. `renew` is the whole of a site's side, so a site API can expose it as it is."""
+means. `renew` is the whole of a site's side: the site API exposes it as it is."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Literal
 
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
+from jobs.engines.base import ControlPlaneUnreachable
+from jobs.engines.orders import Lease
 from jobs.execution.records import JobRefused
 from jobs.models import Job, JobStep
 from parties.models import Site
@@ -33,19 +35,6 @@ log = logging.getLogger(__name__)
 class LeaseLost(JobRefused):
     code = "lease_lost"
     conflict = True
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a site holds: an attempt of a job or of a step."""
-
-    kind: Literal["job", "step"]
-    id: int
-    attempt: int
-
-    @classmethod
-    def of(cls, held: Job | JobStep) -> Lease:
-        return cls("job" if isinstance(held, Job) else "step", held.pk, held.attempt)
 
 
 def length() -> timedelta:
@@ -98,11 +87,13 @@ class Heartbeat:
     """Renews a lease from a thread of the worker while the engine runs. `lost` once the lease
     is refused: the task then stops and records nothing more. A renewal that fails otherwise
     (the database out of reach) is tried again at the next beat; the lease runs out only if
-    that lasts."""
+    that lasts (the control plane out of reach, for a site that asks it over the site API)."""
 
-    def __init__(self, lease: Lease, site: str):
+    def __init__(self, lease: Lease, site: str, renewal: Callable[[Lease], object] | None = None):
         self.lease = lease
         self.site = site
+        # The site's port renews (a site process asks the site API); by default, directly.
+        self._renew = renewal or functools.partial(renew, site=site)
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -126,12 +117,12 @@ class Heartbeat:
         try:
             while not self._stop.wait(settings.JOB_LEASE_SECONDS / 3):
                 try:
-                    renew(self.lease, self.site)
+                    self._renew(self.lease)
                 except LeaseLost as exc:
                     log.warning("%s: stopping", exc)
                     self.lost = True
                     return
-                except DatabaseError:
+                except (DatabaseError, ControlPlaneUnreachable):
                     log.warning("the lease of %s was not renewed", self.lease, exc_info=True)
         finally:
             connections.close_all()  # this thread's own connections

@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cleanroom.residency import StepKind, decide
 from jobs.budget.ledger import BudgetExceeded, charge_of, reserve
 from jobs.engines.registry import engine_of
 from jobs.execution import leases, outbox
@@ -94,9 +95,10 @@ def run_query(*, query: Query, by: User) -> Job:
     return job
 
 
-def start_attempt(job_id: int, step_site: str) -> Job | None:
-    """Claim the next attempt of a job at this worker's site; None when there is nothing to do."""
-    site = own_site()
+def start_attempt(job_id: int, step_site: str, *, at: Site | None = None) -> Job | None:
+    """Claim the next attempt of a job at this worker's site (`at`: the site claiming through
+    the site API); None when there is nothing to do."""
+    site = at or own_site()
     with transaction.atomic():
         job = (
             Job.objects.select_for_update(of=("self",))
@@ -206,6 +208,8 @@ def charge_at_key_release(job_id: int) -> None:
                 "This job's keys were already released to an enclave: a second enclave would "
                 "draw a second noisy release for one charge."
             )
+        elif refusal := _residency_refusal(job):
+            reason = refusal
         else:
             job.charged_at = timezone.now()
             job.save(update_fields=["charged_at"])
@@ -213,6 +217,24 @@ def charge_at_key_release(job_id: int) -> None:
             return
         record(job, "key.refused", reason=reason)
     raise JobRefused(reason, code="keys_refused")
+
+
+def _residency_refusal(job: Job) -> str:
+    """Why residency, as the rules stand now, refuses a dataset of the job at its enclave's
+    site ("" when none does): rules tightened after the claim refuse every key, uncharged."""
+    site = job_site(job)
+    for contribution in job.query.room.contributions.filter(
+        dataset_id__in=job.query.dataset_ids
+    ).select_related("dataset__jurisdiction", "dataset__organization"):
+        decision = decide(
+            StepKind.PROCESS_ROWS, data=contribution.dataset.jurisdiction.rules(), site=site.place()
+        )
+        if not decision.allowed:
+            return (
+                f"Residency refuses {contribution.dataset.qualified_name} at {site.name}: "
+                f"{decision.reason}"
+            )
+    return ""
 
 
 def fail_job(job_id: int, reason: str) -> None:

@@ -208,3 +208,46 @@ def test_the_units_pass_systemd_s_own_check(tmp_path):
 
 def test_the_key_service_entrypoint_is_a_valid_shell_script():
     subprocess.run(["sh", "-n", str(DEPLOY / "keyservice-entrypoint.sh")], check=True)
+
+
+# What only the control plane's processes may have (#17: a site holds no platform secrets).
+PLATFORM_SECRETS = {"DATABASE_URL", "CLEANROOM_KEY_ROOT", "SECRET_KEY"}
+
+
+def environment_file(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_the_tee_host_has_no_platform_secret_and_its_orm_refuses(tmp_path):
+    unit = (DEPLOY / "systemd" / "cleanroom-tee-host@.service").read_text()
+    files = re.findall(r"^EnvironmentFile=-?(\S+)$", unit, re.MULTILINE)
+    assert "/etc/cleanroom/env" not in files and "/etc/cleanroom/site.env" in files
+    assert "Environment=CLEANROOM_ROLE=site" in unit
+    site = environment_file(DEPLOY / "site.env.example")
+    assert not PLATFORM_SECRETS & set(site)
+    assert site["CLEANROOM_ROLE"] == "site"
+
+    # Tried: a process with that environment (its folders here) asks the ORM for a job.
+    environment = {
+        **site,
+        "PATH": "/usr/bin:/bin",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_SITE": "eu-frankfurt-tee",
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+    }
+    tried = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'cleanroom.settings'; "
+            "django.setup(); from jobs.models import Job; Job.objects.count()",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tried.returncode != 0
+    assert "NoDatabase: This is a site process (CLEANROOM_ROLE=site)" in tried.stderr

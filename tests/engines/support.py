@@ -6,9 +6,12 @@ from __future__ import annotations
 from django.conf import settings
 
 from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.orders import WorkOrder
 from jobs.engines.registry import configured
+from jobs.engines.tee.engine import TeeEngine
 from jobs.engines.tee.trust import TeeConfig
 from jobs.execution.recorder import JobRecorder
+from jobs.models import Job
 
 
 def tee_config() -> TeeConfig:
@@ -17,6 +20,11 @@ def tee_config() -> TeeConfig:
 
 def mpc_config() -> MpcConfig:
     return MpcConfig.from_settings(settings)
+
+
+def order_of(job: Job) -> WorkOrder:
+    """The work order of a job's claimed attempt, as its site receives it."""
+    return TeeEngine.work_order(job, tee_config())
 
 
 def tee_engine():

@@ -39,6 +39,7 @@ from jobs.execution.outbox import dispatch as send_to_broker
 from jobs.models import Approval, BudgetEntry, Job, Query, Result
 from parties.models import Dataset
 from tests import factories
+from tests.engines.support import order_of
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, api, propose
 from tests.jobs.site_processes import children, handles, kill_and_reap, use_broker, wait_gone
@@ -135,7 +136,7 @@ def test_a_worker_lost_mid_job_is_redelivered_and_the_job_released_and_charged_o
     # Lost before the keys were released: the next attempt may start a new enclave (lost
     # after that, it may not: tests/privacy/test_dishonest_host.py).
     with pytest.raises(WorkerLost):
-        tee_engine_of_worker().run(first, lost_once_attested)
+        tee_engine_of_worker().run(order_of(first), lost_once_attested)
     assert not enclaves()  # the engine's enclave died with its worker
     job.refresh_from_db()
     assert (job.state, job.attempt, job.progress) == (Job.State.RUNNING, 1, 25)

@@ -21,7 +21,7 @@ from jobs.execution.lifecycle import cancel_job, fail_job, run_query, start_atte
 from jobs.models import Job
 from parties.models import DatasetVersion, Jurisdiction, Site
 from tests import factories
-from tests.engines.support import tee_config
+from tests.engines.support import order_of, tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
 
@@ -87,7 +87,7 @@ def events(job: Job, *types: str) -> list[dict]:
 def refused(job: Job, enclave_key, evidence: bytes, match: str) -> dict:
     """Present `evidence`, expect a refusal naming `match`; return its audit event."""
     with pytest.raises(EngineError, match=match):
-        tee_engine_of_worker().release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(order_of(job), evidence)
     assert not events(job, "key.released")
     [event] = events(job, "attestation.refused")
     job.refresh_from_db()
@@ -109,7 +109,7 @@ def data_keys(job: Job) -> dict[str, bytes]:
 
 
 def test_a_verified_enclave_gets_each_datasets_key_sealed_to_it_alone(job, enclave_key):
-    sealed = tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+    sealed = tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))
 
     expected = data_keys(job)
     assert sorted(sealed) == sorted(expected) == ["charite.patients", "usz.patients"]
@@ -157,7 +157,9 @@ def test_a_document_with_one_byte_flipped_is_refused(job, enclave_key, where):
 def test_a_document_replayed_from_another_job_is_refused(start, enclave_key):
     job, other = start(), start()
     theirs = document(other, enclave_key)
-    assert tee_engine_of_worker().release_keys(other, theirs)  # genuine for the job it was made for
+    assert tee_engine_of_worker().release_keys(
+        order_of(other), theirs
+    )  # genuine for the job it was made for
 
     event = refused(job, enclave_key, theirs, "bound to other user data")
     assert f"job/v1\\n{other.pk}\\n" in event["data"]["reason"]
@@ -188,7 +190,7 @@ def test_changed_enclave_code_is_refused_by_the_default_allow_list(job, enclave_
 def test_the_allow_list_admits_the_configured_measurement(job, enclave_key, settings):
     measured = trust.enclave_measurements(tee_config())[0].hex()
     settings.TEE_MEASUREMENT_ALLOWLIST = ["ab" * 48, measured]
-    assert len(tee_engine_of_worker().release_keys(job, document(job, enclave_key))) == 2
+    assert len(tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))) == 2
 
 
 def test_a_simulated_document_is_refused_when_the_simulated_root_is_not_trusted(
@@ -206,7 +208,7 @@ def test_a_job_that_is_not_running_gets_no_keys(job, enclave_key):
     fail_job(job.pk, "stopped before the keys")
 
     with pytest.raises(EngineError, match="not running"):
-        tee_engine_of_worker().release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(order_of(job), evidence)
     assert not events(job, "key.released")
 
 
@@ -216,7 +218,7 @@ def test_a_running_job_whose_cancellation_was_requested_gets_no_keys(job, enclav
     assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING  # the worker has not noticed
 
     with pytest.raises(EngineError, match="cancelled"):
-        tee_engine_of_worker().release_keys(job, evidence)
+        tee_engine_of_worker().release_keys(order_of(job), evidence)
     assert not events(job, "key.released")
 
 
@@ -226,8 +228,8 @@ def test_the_key_service_refuses_a_site_where_residency_forbids_the_rows(job, en
     Job.objects.filter(pk=job.pk).update(site=Site.objects.get(name="us-virginia-tee"))
     job.refresh_from_db()
 
-    with pytest.raises(EngineError, match="Key service refuses"):
-        tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+    with pytest.raises(EngineError, match="Residency refuses"):
+        tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))
     assert not events(job, "key.released")
 
 
@@ -237,6 +239,6 @@ def test_a_rule_change_refusing_one_dataset_refuses_every_key(job, enclave_key):
     swiss = Jurisdiction.objects.get(code="CH")
     swiss.enclave_processing_in.remove(Jurisdiction.objects.get(code="EU"))
 
-    with pytest.raises(EngineError, match=r"Key service refuses usz\.patients"):
-        tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+    with pytest.raises(EngineError, match=r"Residency refuses usz\.patients"):
+        tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))
     assert not events(job, "key.released")

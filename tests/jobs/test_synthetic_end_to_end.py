@@ -26,6 +26,7 @@ from jobs.execution.outbox import dispatch as send_to_broker
 from jobs.models import BudgetEntry, Job, Query, Result
 from tests import factories
 from tests.audit.bundling import run_verify, trust_file
+from tests.engines.support import order_of
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import api, propose
 from tests.jobs.test_job_faults import enclaves
@@ -192,7 +193,7 @@ def test_a_worker_lost_mid_fit_is_charged_once_what_opendp_gives_and_never_fitte
         return True
 
     with pytest.raises(WorkerLost):
-        tee_engine_of_worker().run(first, lost_while_fitting)
+        tee_engine_of_worker().run(order_of(first), lost_while_fitting)
     assert not enclaves()
     # Progress reaches the analyst's page: it states steps, never a count of real rows.
     assert "Rows prepared for the synthesizer" in messages

@@ -33,7 +33,7 @@ from keyservice.release import Refused
 from keyservice.signing import HEADER, sign_request
 from parties.models import DatasetVersion, Site
 from parties.selectors import pinned_approvers
-from tests.engines.support import tee_config
+from tests.engines.support import order_of, tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.jobs.test_key_release import approved, document
 from tests.keyservice.support import release_request
@@ -136,7 +136,7 @@ def test_the_host_relays_a_key_it_cannot_open_and_the_platform_folder_cannot_unw
         key_service().unwrap(
             version.kek_id, bytes(version.wrapped_data_key), context=version.key_context
         )
-    sealed = tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+    sealed = tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))
     blob = base64.b64decode(sealed["charite.patients"])
     assert data_key not in blob
     context = key_context(job.pk, "charite.patients")

@@ -25,7 +25,7 @@ from jobs.execution.lifecycle import fail_job, run_query, start_attempt
 from jobs.models import BudgetEntry, Job, Query, Result
 from jobs.results.storage import read_result
 from tests import factories
-from tests.engines.support import tee_config
+from tests.engines.support import order_of, tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import JOIN_SQL, propose
 from tests.privacy.support import recalibrated
@@ -189,11 +189,11 @@ def test_a_host_asking_twice_for_one_jobs_keys_gets_them_only_once(world, study,
     against one charge, is refused its keys, and the refusal is audited."""
     job = run_query(query=approved(world, study), by=world.bob)
     job = start_attempt(job.pk, SITE)
-    first = tee_engine_of_worker().release_keys(job, document(job))
+    first = tee_engine_of_worker().release_keys(order_of(job), document(job))
     assert sorted(first) == ["charite.patients", "usz.patients"]
 
     with pytest.raises(EngineError, match="already released to an enclave"):
-        tee_engine_of_worker().release_keys(job, document(job))
+        tee_engine_of_worker().release_keys(order_of(job), document(job))
 
     job.refresh_from_db()
     assert job.charged_at is not None
@@ -246,7 +246,7 @@ def test_an_attempt_after_the_keys_were_released_never_draws_fresh_noise(
         return lifecycle.report_progress(job.pk, percent, message)
 
     with pytest.raises(WorkerLost):
-        tee_engine_of_worker().run(first, lost_after_decrypting)
+        tee_engine_of_worker().run(order_of(first), lost_after_decrypting)
     assert tasks.run_job(job.pk, SITE) == "nothing to do"
     assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING
     later = first.lease_expires_at + timedelta(seconds=1)

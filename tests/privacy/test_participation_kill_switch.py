@@ -31,7 +31,7 @@ from jobs.rooms.services import (
 from keyservice.release import Refused, ReleaseLog, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from parties.keys import embedded_pinned
-from tests.engines.support import tee_config
+from tests.engines.support import order_of, tee_config
 from tests.engines.support import tee_engine as tee_engine_of_worker
 from tests.factories import api
 from tests.jobs.test_key_release import SITE, approved, document
@@ -180,7 +180,7 @@ def test_the_same_dataset_still_runs_in_another_room(
         release_request(job, document(job, enclave_key))
     )
     assert released.sealed_key
-    assert len(tee_engine_of_worker().release_keys(job, document(job, enclave_key))) == 2
+    assert len(tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))) == 2
 
 
 def test_a_queued_job_fails_closed_and_is_refunded(
@@ -213,7 +213,7 @@ def test_a_running_job_fails_closed_at_its_key_release_and_stays_charged(
     suspend_participation(room=room, organization=world.charite, by=world.alice)
 
     with pytest.raises(EngineError, match="suspended its participation"):
-        tee_engine_of_worker().release_keys(job, document(job, enclave_key))
+        tee_engine_of_worker().release_keys(order_of(job), document(job, enclave_key))
     job.refresh_from_db()
     # The charge was committed before any owner was asked (from then a noisy value may exist),
     # as the ledger rules say; Charité's key did not leave.

@@ -1,6 +1,6 @@
-"""The TEE engine, host side: where an enclave may run a query, and running it: start the
-enclave process, have it attested, release the keys to it, and collect the noised table (or
-the synthetic extract) it returns."""
+"""The TEE engine, host side: where an enclave may run a query, and running it from its work
+order (jobs/engines/orders.py, no database): start the enclave process, have it attested,
+release the keys to it, and collect the noised table (or the synthetic extract) it returns."""
 
 from __future__ import annotations
 
@@ -32,36 +32,77 @@ from jobs.engines.base import (
     allowed_everywhere,
     canonical_of,
     dies_with_its_host,
+    job_site_of,
     minimal_environment,
     transfer_rules,
 )
+from jobs.engines.orders import DatasetOrder, WorkOrder
 from jobs.engines.tee import trust
 from jobs.engines.tee.key_release import release_keys
-from jobs.models import Job, JobStep, Query, RoomDataset
+from jobs.models import Approval, Job, JobStep, Query, RoomDataset
 from parties.models import DatasetVersion, Site
-from parties.storage import stored_file
+from parties.storage import jurisdiction_root
 
 
-def _job_message(job: Job, config: trust.TeeConfig) -> dict[str, Any]:
-    query = job.query
-    files = {}
-    canonical = canonical_of(query)
-    for dataset_id, item in zip(query.dataset_ids, canonical["datasets"], strict=True):
-        version = DatasetVersion.objects.select_related("dataset__jurisdiction").get(
-            dataset_id=dataset_id, number=item["version"]
-        )
-        files[item["name"]] = str(stored_file(version))
+def _job_message(order: WorkOrder, config: trust.TeeConfig) -> dict[str, Any]:
     message = {
-        "job": job.pk,
+        "job": order.job,
         # The approved canonical form itself: the enclave hashes it into the digest it is
         # attested with and takes the SQL, ε, δ, extract terms and every term that sets the
         # noise from it, so a host that changes any of them gets no keys.
-        "query": canonical,
-        "files": files,
+        "query": order.canonical,
+        # Each dataset's encrypted file, under this site's root for its jurisdiction.
+        "files": {
+            d.name: str(jurisdiction_root(d.jurisdiction) / d.storage_path) for d in order.datasets
+        },
     }
-    if query.output_kind == Query.OutputKind.SYNTHETIC:
+    if order.synthetic:
         message["time_limit"] = config.synthesis_time_limit
     return message
+
+
+def work_order(job: Job, config: trust.TeeConfig) -> WorkOrder:
+    """The work order of a claimed attempt: what its site needs to run it, including where each
+    owner's key service is, as this deployment configures them."""
+    query = job.query
+    canonical = canonical_of(query)
+    datasets = []
+    for dataset_id, item in zip(query.dataset_ids, canonical["datasets"], strict=True):
+        version = DatasetVersion.objects.select_related(
+            "dataset__organization", "dataset__jurisdiction"
+        ).get(dataset_id=dataset_id, number=item["version"])
+        owner = version.dataset.organization
+        approval = Approval.objects.get(
+            query=query,
+            organization=owner,
+            decision=Approval.Decision.APPROVE,
+            revoked_at__isnull=True,
+        )
+        datasets.append(
+            DatasetOrder(
+                name=item["name"],
+                dataset=version.dataset_id,
+                owner=owner.slug,
+                jurisdiction=version.dataset.jurisdiction.code,
+                storage_path=version.storage_path,
+                approval=approval.evidence,
+                kek_id=version.kek_id,
+                wrapped_key=bytes(version.wrapped_data_key),
+                key_context=version.key_context,
+                key_service=config.key_services.urls.get(owner.slug, ""),
+            )
+        )
+    return WorkOrder(
+        job=job.pk,
+        attempt=job.attempt,
+        mechanism=job.mechanism,
+        query=query.pk,
+        digest=query.digest,
+        site=job_site_of(job).name,
+        canonical=canonical,
+        synthetic=query.output_kind == Query.OutputKind.SYNTHETIC,
+        datasets=tuple(datasets),
+    )
 
 
 def enclave_site(contributions: list[RoomDataset]) -> Site | None:
@@ -130,14 +171,18 @@ class TeeEngine(SiteEngine):
         return []
 
     @classmethod
+    def work_order(cls, job: Job, config: trust.TeeConfig) -> WorkOrder:
+        return work_order(job, config)
+
+    @classmethod
     def noise_statement(cls, measurements: dict[str, Any], groups: int) -> dict[str, Any]:
         return {}
 
     def measurements(self) -> dict[int, bytes]:
         return trust.enclave_measurements(self.config)
 
-    def release_keys(self, job: Job, document: bytes) -> dict[str, str]:
-        return release_keys(job, document, config=self.config, recorder=self.recorder)
+    def release_keys(self, order: WorkOrder, document: bytes) -> dict[str, str]:
+        return release_keys(order, document, config=self.config, recorder=self.recorder)
 
     def _simulated_nsm(self) -> SimulatedEnclave:
         """This machine has no enclave hardware: a simulated security module measures the
@@ -148,7 +193,7 @@ class TeeEngine(SiteEngine):
         except AttestationError as exc:
             raise EngineError(f"No enclave hardware here, and {exc}.") from None
 
-    def run(self, job: Job, progress: Progress) -> dict[str, Any]:
+    def run(self, order: WorkOrder, progress: Progress) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="enclave-") as home:
             enclave = subprocess.Popen(
                 [sys.executable, "-m", "dataplane.enclave"],
@@ -161,7 +206,7 @@ class TeeEngine(SiteEngine):
                 preexec_fn=dies_with_its_host(),  # two system calls: see there
             )
             try:
-                return self._converse(job, enclave, progress, Path(home))
+                return self._converse(order, enclave, progress, Path(home))
             finally:
                 if enclave.poll() is None:
                     enclave.kill()
@@ -172,7 +217,7 @@ class TeeEngine(SiteEngine):
                         stream.close()
 
     def _converse(
-        self, job: Job, enclave: subprocess.Popen[str], progress: Progress, home: Path
+        self, order: WorkOrder, enclave: subprocess.Popen[str], progress: Progress, home: Path
     ) -> dict[str, Any]:
         # `run` starts the enclave with all three pipes.
         assert enclave.stdin and enclave.stdout and enclave.stderr
@@ -200,7 +245,7 @@ class TeeEngine(SiteEngine):
             if not progress(percent, message):
                 raise EngineError("Cancelled while running.")
 
-        send(_job_message(job, self.config))
+        send(_job_message(order, self.config))
         request = receive()["attest"]
         document = self._simulated_nsm().attest(
             pcrs=self.measurements(),
@@ -210,7 +255,7 @@ class TeeEngine(SiteEngine):
         )
         report(25, "Enclave attested")
         try:
-            keys = self.release_keys(job, document)
+            keys = self.release_keys(order, document)
         except EngineError as exc:
             send({"abort": str(exc)})
             raise

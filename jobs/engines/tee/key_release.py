@@ -1,9 +1,10 @@
 """The release of data keys to an attested enclave, decided by each owner's key service.
 
 The host verifies the attestation document first (so a forged or unbound document is refused
-and audited before any owner is asked) and decides residency for every dataset; the job is
-then charged, committed before any key can leave (the recorder's `charge_at_key_release`, which
-the job lifecycle implements), so one charge buys one enclave's noisy release. Then each
+and audited before any owner is asked); the control plane then decides residency for every
+dataset again and charges the job, committed before any key can leave (the recorder's
+`charge_at_key_release`, which the job lifecycle implements), so one charge buys one enclave's
+noisy release. Everything the host relays comes from the attempt's work order. Then each
 dataset's owner key service decides for itself (keyservice/release.py: its own trust roots,
 allow-list, approval keys, residency and release log) and answers with the data key sealed to
 the enclave's ephemeral key: the host relays ciphertext it cannot open. Any refusal refuses
@@ -18,18 +19,17 @@ from datetime import UTC, datetime
 
 from cleanroom.attestation import verify as attestation
 from cleanroom.attestation.binding import binding
-from cleanroom.residency import StepKind, decide
-from jobs.engines.base import EngineError, Recorder, canonical_of, job_site_of
+from jobs.engines.base import EngineError, Recorder
+from jobs.engines.orders import DatasetOrder, WorkOrder
 from jobs.engines.tee import trust
-from jobs.models import Approval, Job
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, ReleaseRequest
-from parties.keys import owner_key_service
-from parties.models import DatasetVersion
+from parties.keys import OwnerKeyService, owner_key_service, remote_key_service
+from parties.models import Organization
 
 
 def release_keys(
-    job: Job, document: bytes, *, config: trust.TeeConfig, recorder: Recorder
+    order: WorkOrder, document: bytes, *, config: trust.TeeConfig, recorder: Recorder
 ) -> dict[str, str]:
     # This deployment's trust, once per job: the host's own check below, and the embedded key
     # service's (an owner's own service pins its own and is not handed these).
@@ -41,11 +41,11 @@ def release_keys(
             trusted_roots=trusted_roots,
             at=datetime.now(UTC),
             allowed_measurements=allowed_measurements,
-            expected_user_data=binding(job.pk, job.query.digest),
+            expected_user_data=binding(order.job, order.digest),
         )
     except attestation.AttestationError as exc:
         recorder.attestation(
-            job.pk,
+            order.job,
             {"evidence_sha256": _sha256(document)},
             accepted=False,
             reason=str(exc),
@@ -53,7 +53,7 @@ def release_keys(
         )
         raise EngineError(f"Attestation refused: {exc}") from None
     recorder.attestation(
-        job.pk,
+        order.job,
         {
             "kind": verified.kind,
             "module_id": verified.module_id,
@@ -66,62 +66,50 @@ def release_keys(
         accepted=True,
         evidence=document,
     )
-    # Every dataset is decided before any key is asked for: one refusal refuses them all.
-    allowed = []
-    site = job_site_of(job)
-    for dataset_id, item in zip(
-        job.query.dataset_ids, canonical_of(job.query)["datasets"], strict=True
-    ):
-        version = DatasetVersion.objects.select_related(
-            "dataset__organization", "dataset__jurisdiction"
-        ).get(dataset_id=dataset_id, number=item["version"])
-        decision = decide(
-            StepKind.PROCESS_ROWS, data=version.dataset.jurisdiction.rules(), site=site.place()
-        )
-        if not decision.allowed:
-            raise EngineError(f"Key service refuses {item['name']}: {decision.reason}")
-        allowed.append((item, version))
-    recorder.charge_at_key_release(job.pk)
+    # The control plane decides residency for every dataset again before it charges: one
+    # refusal refuses every key, uncharged.
+    recorder.charge_at_key_release(order.job)
     keys = {}
-    for item, version in allowed:
-        owner = version.dataset.organization
-        request = release_request(job, version, document)
+    for dataset in order.datasets:
         try:
-            service = owner_key_service(
-                owner,
-                config.key_services,
-                trusted_roots=trusted_roots,
-                allowed_measurements=allowed_measurements,
-            )
-            released = service.release(request)
+            if dataset.key_service:
+                service: OwnerKeyService = remote_key_service(
+                    dataset.key_service, config.key_services
+                )
+            else:
+                # The embedded default's: in this process, over the platform's key folder and
+                # records; a site process has neither and refuses it (its database refuses).
+                service = owner_key_service(
+                    Organization.objects.get(slug=dataset.owner),
+                    config.key_services,
+                    trusted_roots=trusted_roots,
+                    allowed_measurements=allowed_measurements,
+                )
+            released = service.release(release_request(order, dataset, document))
         except (Refused, KeyServiceUnavailable) as exc:
-            raise EngineError(f"{owner.name}'s key service refuses {item['name']}: {exc}") from None
-        keys[item["name"]] = base64.b64encode(released.sealed_key).decode()
+            raise EngineError(
+                f"{dataset.owner}'s key service refuses {dataset.name}: {exc}"
+            ) from None
+        keys[dataset.name] = base64.b64encode(released.sealed_key).decode()
         recorder.key_released(
-            job.pk, dataset=version.dataset_id, site=site.name, reason=released.reason
+            order.job, dataset=dataset.dataset, site=order.site, reason=released.reason
         )
     return keys
 
 
-def release_request(job: Job, version: DatasetVersion, document: bytes) -> ReleaseRequest:
+def release_request(order: WorkOrder, dataset: DatasetOrder, document: bytes) -> ReleaseRequest:
     """What the host relays to the owner's key service for one dataset of the job."""
-    approval = Approval.objects.get(
-        query=job.query,
-        organization=version.dataset.organization,
-        decision=Approval.Decision.APPROVE,
-        revoked_at__isnull=True,
-    )
     return ReleaseRequest(
-        job=job.pk,
-        query=job.query_id,
-        dataset=version.dataset_id,
-        canonical=canonical_of(job.query),
-        approval=approval.evidence,
+        job=order.job,
+        query=order.query,
+        dataset=dataset.dataset,
+        canonical=order.canonical,
+        approval=dataset.approval,
         document=document,
-        site=job_site_of(job).name,
-        kek_id=version.kek_id,
-        wrapped_key=bytes(version.wrapped_data_key),
-        key_context=version.key_context,
+        site=order.site,
+        kek_id=dataset.kek_id,
+        wrapped_key=dataset.wrapped_key,
+        key_context=dataset.key_context,
     )
 
 
