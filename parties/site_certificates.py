@@ -20,100 +20,14 @@ party's channel. The site API checks a site's certificate on every signed reques
 
 from __future__ import annotations
 
-import datetime
-import os
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from cleanroom.crypto.certificates import Authority
 
 CA_NAME = "Cleanroom site API CA"
-VALIDITY = datetime.timedelta(days=825)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically, private folders: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not signs_certificates,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=signs_certificates,
-        crl_sign=signs_certificates,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _make_ca(root: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
-    now = _now()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(signs_certificates=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write(root / "ca.key", _key_pem(key), 0o600)
-    _write(root / "ca.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _issue(root: Path, folder: Path, common_name: str, names: list[str], usage) -> None:
-    ca_key = serialization.load_pem_private_key((root / "ca.key").read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"The site API CA key in {root} is not the EC key this module makes.")
-    ca = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(signs_certificates=False), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(folder / "tls.key", _key_pem(key), 0o600)
-    _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _server_names(path: Path) -> list[str]:
@@ -128,17 +42,18 @@ def ensure_site_certificates(root: Path, sites: list[str], server_names: list[st
     made = []
     names = list(dict.fromkeys(server_names))  # in the order given, each once
     if not (root / "ca.crt").exists():
-        _make_ca(root)
+        Authority.create(CA_NAME, root)
         made.append("ca")
     elif not (root / "ca.key").exists():
         raise ValueError(f"{root} has a ca.crt but not its ca.key: only the CA makes certificates.")
+    ca = Authority.load(root)
     server = root / "control" / "tls.crt"
     if not server.exists() or _server_names(server) != sorted(names):
-        _issue(root, server.parent, names[0], names, ExtendedKeyUsageOID.SERVER_AUTH)
+        ca.issue(names[0], names, [ExtendedKeyUsageOID.SERVER_AUTH]).save(server.parent)
         made.append("control")
     for site in sites:
         folder = root / "sites" / site
         if not (folder / "tls.crt").exists():
-            _issue(root, folder, site, [site], ExtendedKeyUsageOID.CLIENT_AUTH)
+            ca.issue(site, [site], [ExtendedKeyUsageOID.CLIENT_AUTH]).save(folder)
             made.append(site)
     return made

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,17 +52,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
+from cleanroom.crypto.certificates import Authority, write_file
 from cleanroom.crypto.sealing import public_bytes
 from jobs.engines.base import EngineError
 
 CA_NAME = "Cleanroom MPC CA"
-_VALIDITY = datetime.timedelta(days=825)
 _SITE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 
 # The project's OID arc: 2.25.<a UUID as an integer> (ITU-T X.667), made once for it.
@@ -92,16 +90,6 @@ def _site_folder(root: Path, site: str) -> Path:
     return root / "parties" / site
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
 @contextmanager
 def _locked(root: Path) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -110,64 +98,21 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _make_ca(root: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
-    now = _now()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    _write(root / "ca.key", _pem_key(key), 0o600)
-    _write(root / "ca.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
 def _share_key_extension(public_key: bytes) -> x509.UnrecognizedExtension:
     """The extension's value is the DER of an OCTET STRING holding the raw 32-byte key."""
     return x509.UnrecognizedExtension(SHARE_KEY_OID, bytes([0x04, len(public_key)]) + public_key)
 
 
+def _authority(root: Path) -> Authority:
+    try:
+        return Authority.load(root)
+    except ValueError as exc:
+        raise EngineError(str(exc)) from None
+
+
 def _make_party(root: Path, site: str) -> None:
     """Make the site's TLS key and certificate, and its share key unless it has one (a folder
     of an earlier layout, whose certificate did not carry the share key, keeps its key)."""
-    ca_key = serialization.load_pem_private_key((root / "ca.key").read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise EngineError(f"The MPC CA key in {root} is not the EC key this module makes.")
-    ca = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
     folder = _site_folder(root, site)
     if (folder / "share.key").exists():
         share_key = (folder / "share.key").read_bytes()
@@ -178,37 +123,14 @@ def _make_party(root: Path, site: str) -> None:
             serialization.NoEncryption(),
         )
     share_public = public_bytes(X25519PrivateKey.from_private_bytes(share_key))
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(site)]), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [
-                    ExtendedKeyUsageOID.SERVER_AUTH,
-                    ExtendedKeyUsageOID.CLIENT_AUTH,
-                    SHARE_SEALING_USAGE,
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .add_extension(_share_key_extension(share_public), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    leaf = _authority(root).issue(
+        site,
+        [site],
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH, SHARE_SEALING_USAGE],
+        [_share_key_extension(share_public)],
     )
-    _write(folder / "share.key", share_key, 0o600)
-    _write(folder / "tls.key", _pem_key(key), 0o600)
-    _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(folder / "share.key", share_key, 0o600)
+    leaf.save(folder)
 
 
 def _sender_folder(root: Path, site: str) -> Path:
@@ -221,34 +143,10 @@ def _make_sender(root: Path, site: str) -> None:
     """An input site's sender certificate: client use and share sending only, so it can neither
     serve as a party's inbox nor be sealed to, and MPyC's parties refuse it (not a placed
     party's site)."""
-    ca_key = serialization.load_pem_private_key((root / "ca.key").read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise EngineError(f"The MPC CA key in {root} is not the EC key this module makes.")
-    ca = x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(site)]), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, SHARE_SENDING_USAGE]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    leaf = _authority(root).issue(
+        site, [site], [ExtendedKeyUsageOID.CLIENT_AUTH, SHARE_SENDING_USAGE]
     )
-    folder = _sender_folder(root, site)
-    _write(folder / "tls.key", _pem_key(key), 0o600)
-    _write(folder / "tls.crt", certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+    leaf.save(_sender_folder(root, site))
 
 
 def ensure_sender_credentials(root: Path, sites: list[str]) -> list[str]:
@@ -257,7 +155,7 @@ def ensure_sender_credentials(root: Path, sites: list[str]) -> list[str]:
     made = []
     with _locked(root):
         if not (root / "ca.crt").exists():
-            _make_ca(root)
+            Authority.create(CA_NAME, root)
         for site in sites:
             if not (_sender_folder(root, site) / "tls.crt").exists():
                 _make_sender(root, site)
@@ -284,7 +182,7 @@ def ensure_credentials(root: Path, sites: list[str]) -> list[str]:
     made = []
     with _locked(root):
         if not (root / "ca.crt").exists():
-            _make_ca(root)
+            Authority.create(CA_NAME, root)
         for site in sites:
             certificate = _site_folder(root, site) / "tls.crt"
             if not certificate.exists() or not _carries_share_key(certificate):
@@ -365,7 +263,8 @@ def verified_share_key(certificate_pem: bytes, ca_pem: bytes, site: str) -> byte
         ca = x509.load_pem_x509_certificate(ca_pem)
     except ValueError:
         raise _refused(site, "not a PEM certificate.") from None
-    verifier = PolicyBuilder().store(Store([ca])).time(_now()).build_server_verifier(DNSName(site))
+    now = datetime.datetime.now(datetime.UTC)
+    verifier = PolicyBuilder().store(Store([ca])).time(now).build_server_verifier(DNSName(site))
     try:
         verifier.verify(certificate, [])
     except VerificationError as exc:
