@@ -16,7 +16,7 @@ from jobs.permissions import (
     result_reader,
 )
 from jobs.results.serializers import JobResultSerializer
-from jobs.results.storage import read_file_for, read_result, result_opening
+from jobs.results.storage import read_file_for, read_result_with_opening
 from parties.models import Organization
 
 
@@ -29,13 +29,14 @@ class JobResult(APIView):
     def get(self, request: AuthenticatedRequest, slug: str, pk: int) -> Response:
         job = get_job_for_reader(request.user, slug, pk)
         result, organization = _received(request, job)
+        content, opening = read_result_with_opening(result, organization, request.user)
         if result.output_kind == Query.OutputKind.SYNTHETIC:
             return Response(
                 {
                     "job": job.pk,
                     "output_kind": result.output_kind,
                     "commitment": result.commitment,
-                    "opening": result_opening(result, organization, request.user),
+                    "opening": opening,
                     "mechanism": result.mechanism,
                     "differentially_private": result.differentially_private,
                     "label": None
@@ -44,7 +45,7 @@ class JobResult(APIView):
                     "epsilon": str(result.epsilon),
                     "delta": str(result.delta),
                     "simulated_tee": result.simulated_tee,
-                    "extract": read_result(result, organization, request.user),
+                    "extract": content,
                     "files": [
                         {
                             "name": f.name,
@@ -60,11 +61,11 @@ class JobResult(APIView):
             {
                 "job": job.pk,
                 "commitment": result.commitment,
-                "opening": result_opening(result, organization, request.user),
+                "opening": opening,
                 "mechanism": result.mechanism,
                 "epsilon": str(result.epsilon),
                 "simulated_tee": result.simulated_tee,
-                "table": read_result(result, organization, request.user),
+                "table": content,
             }
         )
 

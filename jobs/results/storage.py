@@ -113,15 +113,28 @@ def result_salt(result: Result, data_key: bytes) -> bytes:
 def result_opening(result: Result, organization: Organization, reader: User) -> dict[str, Any]:
     """What a receiver gives a regulator to check its result against the log's commitment
     (`verify.pyz --result`): the exact bytes released, and the salt. Files travel separately."""
+    return _opening(result, result_data_key(result, organization, reader))
+
+
+def read_result_with_opening(
+    result: Result, organization: Organization, reader: User
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The result and its opening from one call to the receiver's key service (a request that
+    shows both asks, and is logged, once)."""
     data_key = result_data_key(result, organization, reader)
+    plaintext = _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
+    return json.loads(plaintext), _opening(result, data_key, plaintext)
+
+
+def _opening(result: Result, data_key: bytes, plaintext: bytes | None = None) -> dict[str, Any]:
+    if plaintext is None:
+        plaintext = _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
     return {
         "format": RESULT_OPENING,
         "job": f"job:{result.job_id}",
         "commitment": result.commitment,
         "salt": result_salt(result, data_key).hex(),
-        "result": base64.b64encode(
-            _open(data_key, bytes(result.ciphertext), _result_aad(result.job_id))
-        ).decode(),
+        "result": base64.b64encode(plaintext).decode(),
     }
 
 

@@ -22,7 +22,7 @@ from jobs.results.storage import _key_context, _result_aad, read_result
 from keyservice.release import Refused
 from keyservice.service import RESULTS
 from parties.keys import KeyServiceAccess, owner_key_service
-from tests.factories import propose
+from tests.factories import api, propose
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +119,13 @@ def test_a_query_cannot_name_a_receiver_without_its_own_key_service(world, tmp_p
     assert "runs no key service of its own" in refusal.message
     settings.KEY_SERVICES = {"charite": "http://127.0.0.1:9", world.pharma.slug: "http://x:9"}
     assert not [c for c in plan_for(query).failed() if c.name == "receivers"]
+
+
+def test_the_result_api_asks_the_receivers_service_once_per_request(world, released, settings):
+    """The table and its opening come from one opening of the result key: the receiver's log
+    names its reader once per request, not once per field."""
+    room = released.job.query.room
+    response = api(world.bob).get(f"/api/rooms/{room.slug}/jobs/{released.job_id}/result/")
+    assert response.status_code == 200 and response.json()["table"] == TABLE
+    log = settings.VAR_DIR / "keyservices" / world.pharma.slug / "decisions.jsonl"
+    assert len([d for d in map(json.loads, log.read_text().splitlines()) if "opened" in d]) == 1
