@@ -35,12 +35,23 @@ OPERATIONS = (
     "open",
     "destroy",
 )
+# What an organisation grants a caller: each operation, and `open` by what the key opened was
+# sealed to: the organisation's `results` (a receiver's result), or a job's delivery key (an MPC
+# job's output shares, which only its compute party's delivery may open).
+GRANTS = (*(op for op in OPERATIONS if op != "open"), "open-results", "open-delivery")
+
+
+def grant_for(operation: str, purpose: str) -> str:
+    """The grant a caller needs to ask `operation` for a key of `purpose`."""
+    if operation != "open":
+        return operation
+    return "open-results" if purpose == "results" else "open-delivery"
 
 
 @dataclass(frozen=True)
 class Caller:
     key: bytes  # raw Ed25519 public key
-    may: frozenset[str]  # of OPERATIONS
+    may: frozenset[str]  # of GRANTS
 
 
 def rules_json(rules: TransferRules) -> dict[str, Any]:
@@ -207,7 +218,7 @@ def load(state: Path) -> tuple[Pinned, DatasetBook, dict[str, Caller]]:
         ),
     )
     callers = {
-        name: Caller(key=base64.b64decode(c["key"]), may=frozenset(c["may"]) & set(OPERATIONS))
+        name: Caller(key=base64.b64decode(c["key"]), may=frozenset(c["may"]) & set(GRANTS))
         for name, c in data.get("callers", {}).items()
     }
     return pinned, book, callers

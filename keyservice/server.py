@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.metrics import count_refusal
-from keyservice.config import OPERATIONS, Caller
+from keyservice.config import OPERATIONS, Caller, grant_for
 from keyservice.release import Refused, Released, ReleaseRequest, SiteKeyRequest
 from keyservice.service import OrganizationKeyService
 from keyservice.signing import HEADER, Unauthenticated, check_request
@@ -95,14 +95,18 @@ class _Handler(BaseHTTPRequestHandler):
         operation = self.path.removeprefix("/")
         if operation not in OPERATIONS:
             return self._answer(404, {"error": f"no such operation: {self.path}"})
-        if operation not in self.server.callers[caller].may:
+        try:
+            body = json.loads(raw or b"{}")
+            grant = grant_for(operation, str(body.get("purpose", "")))
+        except (ValueError, AttributeError) as exc:
+            return self._answer(400, {"error": f"malformed request: {exc}"})
+        if grant not in self.server.callers[caller].may:
             # A pinned caller asking beyond its grant: a process misused, or its key stolen.
-            refusal = f"{caller} may not ask for {operation}"
+            refusal = f"{caller} may not ask for {grant}"
             self.server.record(caller=caller, operation=operation, refused=refusal)
             count_refusal(f"keyservice_{operation.replace('-', '_')}")
             return self._answer(403, {"refused": refusal})
         try:
-            body = json.loads(raw or b"{}")
             answer = self._route(caller, body)
         except Refused as exc:
             count_refusal(f"keyservice_{operation.replace('-', '_')}")

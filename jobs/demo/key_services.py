@@ -39,13 +39,16 @@ log = logging.getLogger(__name__)
 # owner's kill switch from the platform's page (a deployment grants `resume` to no one but the
 # organisation's own administrators); a TEE host relays the attested release and seals the
 # result to its receivers; an owner's worker site asks its dataset's key for an input step; an
-# MPC party opens the delivery and seals the result. Any worker may end an MPC job, and a job's
-# end destroys its delivery key.
-WEB_TIER = frozenset({"keys", "wrap", "receiving-key", "open", "destroy", "suspend", "resume"})
+# MPC party opens the delivery and seals the result. Opening is granted by what was sealed: the
+# web tier opens results only, never a job's output shares; a party those shares only. Any
+# worker may end an MPC job, and a job's end destroys its delivery key.
+WEB_TIER = frozenset(
+    {"keys", "wrap", "receiving-key", "open-results", "destroy", "suspend", "resume"}
+)
 SITE_WORKERS = {
     Site.Kind.TEE: frozenset({"release", "receiving-key"}),
     Site.Kind.WORKER: frozenset({"site-key", "destroy"}),
-    Site.Kind.MPC_PARTY: frozenset({"open", "receiving-key", "destroy"}),
+    Site.Kind.MPC_PARTY: frozenset({"open-delivery", "receiving-key", "destroy"}),
 }
 
 

@@ -26,7 +26,7 @@ from jobs.execution.lifecycle import run_query
 from jobs.models import Approval, Job, JobStep, Query, Result
 from jobs.queries.canonical import approval_message
 from jobs.queries.services import check_runnable
-from keyservice.config import OPERATIONS
+from keyservice.config import GRANTS
 from parties.ingest import IngestError
 from parties.models import ApprovalCredential, Organization
 from tests import factories
@@ -99,7 +99,7 @@ def owners(world, tmp_path, settings):
     factories.register_passkey(world.alice, world.charite)
     factories.register_passkey(world.carol, world.zurich)
     # The sites' workers run in this process, beside the web tier: one caller plays them all.
-    callers = {settings.KEY_SERVICE_CALLER: frozenset(OPERATIONS)}
+    callers = {settings.KEY_SERVICE_CALLER: frozenset(GRANTS)}
     with owner_key_services([world.charite, world.zurich, world.pharma], callers):
         yield world.study(tmp_path)
 

@@ -15,7 +15,7 @@ from jobs.demo.key_services import owner_key_services
 from jobs.execution.lifecycle import run_query
 from jobs.models import Job, Result
 from jobs.results.storage import read_result
-from keyservice.config import OPERATIONS
+from keyservice.config import GRANTS
 from parties.models import DatasetVersion
 from tests import factories
 from tests.factories import JOIN_SQL, propose
@@ -32,7 +32,7 @@ def test_an_enclave_job_runs_with_keys_only_the_owners_services_hold(
     factories.register_passkey(world.alice, world.charite)
     factories.register_passkey(world.carol, world.zurich)
     # The enclave site's worker runs in this process, beside the web tier: one caller plays both.
-    callers = {settings.KEY_SERVICE_CALLER: frozenset(OPERATIONS)}
+    callers = {settings.KEY_SERVICE_CALLER: frozenset(GRANTS)}
     with owner_key_services([world.charite, world.zurich, world.pharma], callers) as urls:
         assert sorted(urls) == sorted(["charite", "usz", world.pharma.slug])
         room = world.study(tmp_path)
