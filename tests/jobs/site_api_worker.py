@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -87,7 +88,12 @@ def start_worker(
         )  # fmt: skip
 
 
-def environment_names(pid: int) -> set[str]:
-    """The names in the running process's own environment, as the kernel holds it."""
-    seen = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return {entry.split(b"=", 1)[0].decode() for entry in seen if entry}
+def environment_names(pid: int, timeout: float = 10) -> set[str]:
+    """The names in the running process's own environment, as the kernel holds it. Right after
+    an exec the kernel shows it empty until the new program's stack is set up: polled until
+    the process shows one, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not (seen := Path(f"/proc/{pid}/environ").read_bytes()):
+        assert time.monotonic() < deadline, f"process {pid} shows no environment"
+        time.sleep(0.01)
+    return {entry.split(b"=", 1)[0].decode() for entry in seen.split(b"\0") if entry}
