@@ -13,8 +13,11 @@ on one network, each site reaching only what it must.
 The router between them (tests/bed/network.py) lets every site open connections only to
 RabbitMQ and the site API at the control plane, and each MPC party to the other parties' MPC
 ports, and the owners' sites to each party's share inbox; it refuses anything else,
-PostgreSQL included. `site_reaches_database=True` is the one
-allowance, for the end-to-end runs only: it goes when site workers report through the site API.
+PostgreSQL included. `site_reaches_database=True` is the one allowance, for the MPC run
+across the bed only (tests/bed/test_engines_across_hosts.py): MPC workers still read and write
+job state in PostgreSQL; it goes when they report through the site API, as the TEE host's
+worker already does on a bed without it. `Bed.open_to_control` opens one host to more of the
+control plane's ports while a test runs (the owners' key services, on ports known only then).
 
 RabbitMQ: a virtual host of the bed's own, where each site has its own user whose permissions
 reach only its own queue and the reply path (parties/broker_users.py); the control plane uses
@@ -48,6 +51,16 @@ SITE_HOSTS = {
 PARTIES = ("eu-paris-mpc", "ch-geneva-mpc", "uk-manchester-mpc")
 CONTROL_USER = "guest"
 
+# Run in a host's namespace: connect to ADDRESS PORT, and say whether it could, or why not.
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()
+    print("connected")
+except OSError as exc:
+    print(exc.strerror)
+"""
+
 
 @dataclass(frozen=True)
 class Account:
@@ -67,6 +80,20 @@ class Bed:
     storage: dict[str, Path] = field(default_factory=dict)  # by jurisdiction
     passwords: dict[str, str] = field(default_factory=dict)  # by site
     users: dict[str, str] = field(default_factory=dict)  # by site: its broker user
+    rules: list[str] = field(default_factory=list)  # what the router lets through
+
+    @contextmanager
+    def open_to_control(self, host: str, ports: list[int]) -> Iterator[None]:
+        """While it lasts, let `host` (and no other) reach the control plane on `ports` too,
+        relayed to 127.0.0.1: for services a test starts on ports known only then, such as the
+        owners' key services."""
+        opened = allow([self.host(host).address], [self.control], _ports(ports))
+        self.network.filter(forward_filter([*self.rules, opened]))
+        try:
+            with _relay(self.control, ports):
+                yield
+        finally:
+            self.network.filter(forward_filter(self.rules))
 
     def host(self, name: str) -> Host:
         return self.network.hosts[name]
@@ -108,6 +135,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ports(ports: list[int]) -> str:
+    return f"{{ {', '.join(map(str, ports))} }}"
 
 
 def _rabbitmqctl(*arguments: str) -> None:
@@ -173,15 +204,15 @@ def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iter
         parties = [network.hosts[name].address for name in PARTIES]
         owners = [network.hosts[name].address for name in SITE_HOSTS]
         inboxes = f"{bed.mpc_ports[1] + 1}-{bed.mpc_ports[1] + len(PARTIES)}"
-        rules = [
-            allow(sites, [control], f"{{ {RABBITMQ}, {bed.api_port} }}"),
+        bed.rules = rules = [
+            allow(sites, [control], _ports([RABBITMQ, bed.api_port])),
             allow(parties, parties, f"{bed.mpc_ports[0]}-{bed.mpc_ports[1]}"),
             # The owners' input steps send each party its shares at its share inbox.
             allow(owners, parties, inboxes),
         ]
         if site_reaches_database:
-            # The one allowance: site workers still read and write job state in PostgreSQL.
-            # It goes when they report through the site API (#17's first item).
+            # The one allowance, for the MPC run: MPC workers still read and write job state
+            # in PostgreSQL. It goes when they report through the site API, as TEE hosts do.
             rules.append(allow(sites, [control], str(POSTGRES)))
         network.filter(forward_filter(rules))
         stack.enter_context(_relay(control, [POSTGRES, RABBITMQ, bed.api_port]))

@@ -2,31 +2,49 @@
 Celery worker a process in its site's namespace, on RabbitMQ with its own broker user; the
 TEE host in the EU site, each MPC compute party (its worker and its MPyC party processes) in
 a namespace of its own, reaching the other parties over the bed's network. This process is
-the control plane: it dispatches, and sends what sites cannot (the outbox, as beat does).
+the control plane: it dispatches, serves the site API and sends what sites cannot (the outbox,
+as beat does).
 
-Until site workers report through the site API they still read and write job state in
-PostgreSQL: this module's bed has the one allowance, `site_reaches_database=True`."""
+The TEE host runs as issue #17 wants it (CLEANROOM_ROLE=site: no database URL, no key folder),
+reporting through the site API, on a bed without any allowance: it reaches the site API,
+RabbitMQ and, while its test runs, the owners' key services, and nothing else. MPC steps still
+run in-process with the database, so the MPC test's bed keeps the one allowance,
+`site_reaches_database=True`, until they move onto the site API."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test.testcases import LiveServerThread, _StaticFilesHandler
 
+from jobs.demo.key_services import owner_key_services
 from jobs.execution import outbox
 from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, Result
+from parties.site_certificates import ensure_site_certificates
 from tests import factories
-from tests.bed.sites import CONTROL_USER, PARTIES, POSTGRES, RABBITMQ, Bed, site_bed
+from tests.bed.sites import CONNECT, CONTROL_USER, PARTIES, POSTGRES, RABBITMQ, Bed, site_bed
 from tests.factories import JOIN_SQL, propose
 from tests.jobs.mpc_support import INPUT_SITES, approved_union, three_hospitals
-from tests.jobs.site_processes import Broker, SiteProcesses, tail, use_broker
+from tests.jobs.site_api_worker import (
+    NO_DATABASE,
+    PLATFORM_SECRETS,
+    environment_names,
+    site_environment,
+    site_host,
+    start_worker,
+)
+from tests.jobs.site_processes import Broker, SiteProcesses, kill_and_reap, tail, use_broker
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -36,16 +54,35 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Bed]:
+    """The bed as #17 wants it: no site reaches PostgreSQL."""
+    with site_bed(mpc_port_base=settings.MPC_PORT_BASE) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def mpc_bed() -> Iterator[Bed]:
+    """MPC workers (input, compute, delivery) still read and write job state in PostgreSQL:
+    their bed has the one allowance."""
     with site_bed(mpc_port_base=settings.MPC_PORT_BASE, site_reaches_database=True) as made:
         yield made
 
 
-@pytest.fixture
-def sites(bed, tmp_path, settings) -> Iterator[SiteProcesses]:
-    """Site workers placed in the bed; this process publishes as the control plane."""
+@contextmanager
+def publishing_to(bed: Bed) -> Iterator[str]:
+    """This process publishes to the bed's virtual host as the control plane."""
     control = f"amqp://{CONTROL_USER}:guest@127.0.0.1:{RABBITMQ}/{bed.vhost}"
     previous = settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS
     use_broker(control, {})
+    try:
+        yield control
+    finally:
+        use_broker(*previous)
+
+
+@pytest.fixture
+def sites(mpc_bed, tmp_path, settings) -> Iterator[SiteProcesses]:
+    """Site workers placed in the MPC test's bed, with the platform's environment."""
+    bed = mpc_bed
     addresses = {site: bed.site_host(site).address for site in PARTIES}
     settings.MPC_PARTY_ADDRESSES = addresses
     settings.MPC_INBOX_ADDRESSES = {site: bed.inbox_address(site) for site in PARTIES}
@@ -64,12 +101,34 @@ def sites(bed, tmp_path, settings) -> Iterator[SiteProcesses]:
             ),
         }
 
-    processes = SiteProcesses(Broker("amqp", control, tmp_path / "var"), tmp_path, place)
+    with publishing_to(bed) as control:
+        processes = SiteProcesses(Broker("amqp", control, tmp_path / "var"), tmp_path, place)
+        try:
+            yield processes
+        finally:
+            processes.stop()
+
+
+@pytest.fixture
+def site_api(bed, settings, tmp_path) -> Iterator[Path]:
+    """The site API, served by a live server of this process at 127.0.0.1, on the bed's site
+    API port, where the bed's relay brings the sites; yields the folder of its certificates,
+    whose server certificate names the control plane's address on the bed."""
+    credentials = tmp_path / "site-api"
+    ensure_site_certificates(credentials, [TEE_SITE], [bed.control])
+    settings.SITE_API_CA = credentials / "ca.crt"
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, bed.control]
+    server = LiveServerThread("127.0.0.1", _StaticFilesHandler, port=bed.api_port)
+    server.daemon = True
+    server.start()
+    server.is_ready.wait()
+    if server.error:
+        raise server.error
     try:
-        yield processes
+        yield credentials
     finally:
-        processes.stop()
-        use_broker(*previous)
+        server.terminate()
+        server.join()
 
 
 def until_ended(listener, job: Job, logs: list[Path], timeout: float = 240) -> dict:
@@ -90,28 +149,74 @@ def connected_as(bed: Bed, site: str, log: Path) -> bool:
     return line in log.read_text()
 
 
-def test_a_tee_job_runs_with_its_tee_host_in_the_eu_site(bed, sites, world, tmp_path, job_changes):
-    host = sites.start(TEE_SITE)
-    query = propose(
-        world.study(tmp_path), world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal(1)
-    )
-    for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
-        factories.decide(query=query, organization=org, by=owner, approve=True)
+def test_a_tee_job_runs_with_its_tee_host_in_the_eu_site(
+    bed, site_api, world, tmp_path, settings, job_changes
+):
+    settings.VAR_DIR = tmp_path / "control"
+    settings.KEY_SERVICE_CALLER_KEY = tmp_path / "control" / "web.key"
+    settings.KEY_SERVICE_CALLER_KEYS = tmp_path / "callers"
+    factories.register_passkey(world.alice, world.charite)
+    factories.register_passkey(world.carol, world.zurich)
+    eu = bed.site_host(TEE_SITE)
 
-    job = run_query(query=query, by=world.bob)
-    done = until_ended(job_changes, job, [host.log])
+    # The TEE host, through the launcher its worker runs by, cannot connect to PostgreSQL.
+    tried_database = bed.run(eu, sys.executable, "-c", CONNECT, bed.control, str(POSTGRES))
+    assert tried_database.stdout.strip() == "No route to host", tried_database
+
+    with (
+        publishing_to(bed),
+        owner_key_services([world.charite, world.zurich, world.pharma]) as services,
+    ):
+        ports = {slug: urlsplit(url).port or 80 for slug, url in services.items()}
+        # Until the bed opens them to it, the TEE host cannot reach the key services either.
+        closed = bed.run(eu, sys.executable, "-c", CONNECT, bed.control, str(ports["charite"]))
+        assert closed.stdout.strip() == "No route to host", closed
+        with bed.open_to_control("eu", list(ports.values())):
+            # The owners' key services as the TEE host reaches them, and the work orders say.
+            settings.KEY_SERVICES = {s: f"http://{bed.control}:{p}" for s, p in ports.items()}
+            query = propose(
+                world.study(tmp_path), world.bob, world.pharma, sql=JOIN_SQL, epsilon=Decimal(1)
+            )
+            for org, owner in ((world.charite, world.alice), (world.zurich, world.carol)):
+                factories.decide(query=query, organization=org, by=owner, approve=True)
+
+            environment = site_environment(
+                site_host(site_api, tmp_path / "tee-host", TEE_SITE),
+                TEE_SITE,
+                f"http://{bed.control}:{bed.api_port}/site-api",
+                tmp_path / "var",
+                bed.broker_url(TEE_SITE),
+            )
+            environment["CLEANROOM_KEY_SERVICES"] = ",".join(
+                f"{s}={u}" for s, u in settings.KEY_SERVICES.items()
+            )
+            tried, log = tmp_path / "orm.txt", tmp_path / "site.log"
+            worker = start_worker(eu.command(), TEE_SITE, environment, tried, log)
+            try:
+                job = run_query(query=query, by=world.bob)
+                done = until_ended(job_changes, job, [log])
+                # Asked of the process that ran it (past `ip netns exec`'s own exec of it):
+                # nothing of the platform's in its environment.
+                names = environment_names(worker.pid)
+                assert not names & set(PLATFORM_SECRETS)
+                assert "CLEANROOM_ROLE" in names
+            finally:
+                kill_and_reap(worker.pid)
+                worker.wait()
 
     job.refresh_from_db()
-    assert done["state"] == "succeeded", (job.error, tail(host.log))
+    assert done["state"] == "succeeded", (job.error, tail(log))
+    assert tried.read_text().startswith(NO_DATABASE)
     assert job.attestation["kind"] == "simulated" and job.attestation["accepted"]
+    assert job.lease_site.name == TEE_SITE
     assert Result.objects.filter(job=job).count() == 1
     kinds = sorted(BudgetEntry.objects.filter(query=query).values_list("kind", flat=True))
     assert kinds == ["reserve", "reserve", "spend", "spend"]
-    assert connected_as(bed, TEE_SITE, host.log)
+    assert connected_as(bed, TEE_SITE, log)
 
 
 def test_an_mpc_job_runs_with_each_party_on_its_own_host(
-    bed, sites, share_inboxes, world, tmp_path, job_changes
+    mpc_bed, sites, share_inboxes, world, tmp_path, job_changes
 ):
     room = three_hospitals(world, tmp_path)
     share_inboxes.start(*PARTIES, place=sites.place)
@@ -127,7 +232,7 @@ def test_an_mpc_job_runs_with_each_party_on_its_own_host(
     kinds = sorted(BudgetEntry.objects.filter(query=job.query).values_list("kind", flat=True))
     assert kinds == ["reserve"] * 3 + ["spend"] * 3
     for site in PARTIES:
-        assert connected_as(bed, site, started[site].log)
+        assert connected_as(mpc_bed, site, started[site].log)
         # Each party's shares came to its inbox on its own host, over the bed's network.
         assert any((settings.MPC_INBOX_DIR / site).rglob("*")), site
         step = job.steps.get(kind="compute", site__name=site)

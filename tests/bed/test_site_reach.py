@@ -15,7 +15,7 @@ import amqp
 import pytest
 from django.conf import settings
 
-from tests.bed.sites import CONTROL_USER, POSTGRES, RABBITMQ, Bed, site_bed
+from tests.bed.sites import CONNECT, CONTROL_USER, POSTGRES, RABBITMQ, Bed, site_bed
 
 pytestmark = pytest.mark.slow
 
@@ -117,15 +117,6 @@ server = socket.create_server((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 while True:
     server.accept()[0].close()
-"""
-
-CONNECT = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()
-    print("connected")
-except OSError as exc:
-    print(exc.strerror)
 """
 
 
