@@ -1,13 +1,15 @@
-"""The web process has no path to any KEK, shown by trying: with each organisation's key
-service running as its own process (as the demo starts them), a child process runs as the web
-tier does in production, as an OS user of its own (`nobody` here) with the environment
-deploy/env.example gives it, owning the platform's own key folder, and tries everything it can
-reach: every file under the deployment's folder (the key services' state folders, their
-tokens, PINs and configurations, and the platform's KEY_SERVICE_ROOT), each key it reads as an
-AES-256 KEK against every dataset's wrapped key, the PKCS#11 library with each service's
-SoftHSM2 configuration (log in with any PIN it found, or find a secret key without one), and
-its environment for a token configuration, a PIN or a key service's folder. Every attempt
-fails. Running as root is what lets the test become another user; elsewhere it is skipped."""
+"""The web process and a TEE host have no path to any KEK, shown by trying: with each
+organisation's key service running as its own process (as the demo starts them), a child
+process runs as the web tier does in production, as an OS user of its own (`nobody` here) with
+the environment deploy/env.example gives it, owning the platform's own key folder; and again as
+a TEE host, with deploy/site.env.example's environment (no database, no key folder), owning its
+own caller key. Each tries everything it can reach: every file under the deployment's folder
+(the key services' state folders, their tokens, PINs and configurations, the platform's
+KEY_SERVICE_ROOT, the other processes' caller keys), each key it reads as an AES-256 KEK
+against every dataset's wrapped key, the PKCS#11 library with each service's SoftHSM2
+configuration (log in with any PIN it found, or find a secret key without one), and its
+environment for a token configuration, a PIN or a key service's folder. Every attempt fails.
+Running as root is what lets the test become another user; elsewhere it is skipped."""
 
 from __future__ import annotations
 
@@ -127,10 +129,15 @@ def _interpreters() -> list[list[str]]:
     return [[sys.executable], [f"/usr/bin/{version}"]]
 
 
-def _environment(interpreter: list[str], **overrides: str) -> dict[str, str]:
-    """deploy/env.example, as the web tier gets it, pointing at this deployment's folders."""
+# Each process tried, with the example environment production gives it.
+ROLES = {"web": "env.example", "tee-host": "site.env.example"}
+
+
+def _environment(interpreter: list[str], role: str = "web", **overrides: str) -> dict[str, str]:
+    """The role's example environment (deploy/), pointing at this deployment's folders."""
     environment = {}
-    for line in (Path(django_settings.BASE_DIR) / "deploy" / "env.example").read_text().split("\n"):
+    example = Path(django_settings.BASE_DIR) / "deploy" / ROLES[role]
+    for line in example.read_text().split("\n"):
         if line.strip() and not line.startswith("#"):
             name, _, value = line.partition("=")
             environment[name.strip()] = value.strip()
@@ -172,6 +179,7 @@ def deployment(settings):
     settings.VAR_DIR = var
     settings.KEY_SERVICE_ROOT = var / "keys"
     settings.KEY_SERVICE_CALLER_KEY = var / "keyservice-caller.key"
+    settings.KEY_SERVICE_CALLER_KEYS = var / "keyservice-callers"
     key_service.cache_clear()
     yield var
     key_service.cache_clear()
@@ -196,7 +204,8 @@ def _interpreter_for_web_user() -> list[str]:
     pytest.fail(f"no Python with this project's packages that {WEB_USER} may run")
 
 
-def test_the_web_process_reaches_no_kek_by_any_path_it_has(deployment, world, tmp_path):
+@pytest.mark.parametrize("role", ROLES)
+def test_a_platform_process_reaches_no_kek_by_any_path_it_has(role, deployment, world, tmp_path):
     interpreter = _interpreter_for_web_user()
     with owner_key_services([world.charite, world.zurich, world.pharma]) as urls:
         room = world.study(tmp_path)
@@ -222,12 +231,24 @@ def test_the_web_process_reaches_no_kek_by_any_path_it_has(deployment, world, tm
             for v in DatasetVersion.objects.all()
         ]
         assert len(wrapped) == 2
+        # What the process owns: the web tier the platform's key folder and its caller key; a
+        # TEE host its own caller key only (site.env.example names no key folder).
+        own_key = django_settings.KEY_SERVICE_CALLER_KEY
+        if role == "tee-host":
+            own_key = django_settings.KEY_SERVICE_CALLER_KEYS / "site.eu-frankfurt-tee.key"
+            for path in (own_key.parent, own_key):
+                os.chown(path, web.pw_uid, web.pw_gid)
         environment = _environment(
             interpreter,
-            CLEANROOM_KEY_ROOT=str(django_settings.KEY_SERVICE_ROOT),
+            role,
             CLEANROOM_VAR_DIR=str(deployment),
             CLEANROOM_KEY_SERVICES=",".join(f"{k}={v}" for k, v in urls.items()),
-            CLEANROOM_KEY_SERVICE_CALLER_KEY=str(django_settings.KEY_SERVICE_CALLER_KEY),
+            CLEANROOM_KEY_SERVICE_CALLER_KEY=str(own_key),
+            **(
+                {"CLEANROOM_KEY_ROOT": str(django_settings.KEY_SERVICE_ROOT)}
+                if role == "web"
+                else {}
+            ),
         )
         reached = _attempt(
             interpreter,
@@ -243,10 +264,11 @@ def test_the_web_process_reaches_no_kek_by_any_path_it_has(deployment, world, tm
             for state in states
         }
 
-    # The attempts were real: the web tier read its own key folder and the caller key.
-    platform_keys = str(django_settings.KEY_SERVICE_ROOT)
-    assert any(path.startswith(platform_keys) for path in reached["read"])
-    assert str(django_settings.KEY_SERVICE_CALLER_KEY) in reached["read"]
+    # The attempts were real: each read its caller key, and the web tier its key folder.
+    assert str(own_key) in reached["read"]
+    if role == "web":
+        platform_keys = str(django_settings.KEY_SERVICE_ROOT)
+        assert any(path.startswith(platform_keys) for path in reached["read"])
     # Nothing of any key service's: not a file read, not a folder listed.
     assert not [p for p in reached["read"] + reached["listed"] if p.startswith(tuple(states))]
     # No key it could read opens a dataset's wrapped key, and none is named as a KEK.
