@@ -216,12 +216,14 @@ class Command(BaseCommand):
         for code in DEMO_JURISDICTIONS:
             here = [site for site in sites if site.jurisdiction.code == code]
             out(f"    {code:<4} " + ", ".join(f"{s.name} ({SITE_ROLES[s.kind]})" for s in here))
+        out("             each MPC party also runs its share inbox, where the owners' input")
+        out("             steps send it their sealed shares over mutual TLS")
         out("  Control    one worker with the scheduler: the outbox, and the sweep that sends")
         out(
             f"             again or ends a job whose site stopped renewing its lease "
             f"({settings.JOB_LEASE_SECONDS:g} s + {settings.JOB_LEASE_SWEEP_SECONDS:g} s at most)"
         )
-        out("  Every worker is restarted when it dies.")
+        out("  Every worker and inbox is restarted when it dies.")
         if runs_as_root():
             out("  (The workers run as root, as this account does; Celery's warning about that is")
             out("  silenced here. Production runs them as their own user: deploy/systemd.)")
