@@ -1,26 +1,20 @@
 """Celery tasks: thin, idempotent, taking ids; the work is in the services."""
 
+from collections.abc import Callable
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
 from dataplane.mechanisms import Stage
-from jobs.engines.base import ControlPlane, EngineError, StepEngine
+from jobs.engines.base import ControlPlane, EngineError
 from jobs.engines.orders import Lease
 from jobs.engines.registry import build, site_engine_of, step_engine_of
 from jobs.execution import expiry, outbox
 from jobs.execution.leases import Heartbeat, LeaseLost
-from jobs.execution.recorder import JobRecorder
-from jobs.execution.steps import claim_delivery, complete_step, fail_step, start_step
-from jobs.models import JobStep
 from jobs.queries import services as query_services
-from jobs.results.release import release_result
-from jobs.sites.client import SiteApiClient
-from jobs.sites.inprocess import InProcessControlPlane
+from jobs.sites.ports import control_plane
 from parties.models import Site
-
-
-def _step_engine(mechanism: str) -> StepEngine:
-    return build(step_engine_of(mechanism), settings=settings, recorder=JobRecorder())
 
 
 @shared_task(name="jobs.expire_queries", acks_late=True)
@@ -41,14 +35,6 @@ def expire_leases() -> int:
     return len(expiry.expire_leases())
 
 
-def _control_plane(site: str) -> ControlPlane:
-    """How this worker reaches the control plane: a site process (CLEANROOM_ROLE=site) over the
-    signed site API, with no database; any other over the services, in its own process."""
-    if settings.CLEANROOM_ROLE == "site":
-        return SiteApiClient.from_settings(settings, site)
-    return InProcessControlPlane(site)
-
-
 # Routed only by an explicit queue (`site.<name>`): there is no default queue for this task.
 # acks_late with reject_on_worker_lost: a broker that can hands a killed worker's task back, and
 # the job's row lock, attempt counter and lease make a copy harmless. Whatever the broker does,
@@ -57,12 +43,12 @@ def _control_plane(site: str) -> ControlPlane:
 # database.
 @shared_task(name="jobs.run_job", acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: int, site: str) -> str:
-    plane = _control_plane(site)
+    plane = control_plane(site)
     order = plane.claim(job_id)
     if order is None:
         return "nothing to do"
     lease = Lease("job", order.job, order.attempt)
-    recorder = plane.recorder(lease)
+    recorder = plane.recorder(lease, order.job)
     engine = build(site_engine_of(order.mechanism), settings=settings, recorder=recorder)
     try:
         with Heartbeat(lease, site, plane.renew) as beat:
@@ -95,47 +81,78 @@ def run_job(job_id: int, site: str) -> str:
 
 # One task per step of a job of steps (MPC), on its site's queue, with run_job's guarantees:
 # each delivery claims the step's next attempt under the job's row lock (start_step), and holds
-# its lease while it runs.
+# its lease while it runs. Its site may be a process without a database, as run_job's.
 @shared_task(name="jobs.run_step", acks_late=True, reject_on_worker_lost=True)
 def run_step(step_id: int, site: str) -> str:
-    step = start_step(step_id, site)
-    if step is not None:
-        with Heartbeat(Lease.of(step), site) as beat:
-            try:
-                output = _step_engine(step.job.mechanism).run_step(step)
-            except EngineError as exc:
-                if beat.lost:
-                    return "lease lost"
-                fail_step(step_id, str(exc))
-                return "failed"
-            except Exception as exc:
-                if not beat.lost:
-                    fail_step(step_id, f"Unexpected failure: {type(exc).__name__}")
-                raise
-            complete_step(step_id, output, attempt=step.attempt)
-        if step.kind == Stage.INPUT:
+    plane = control_plane(site)
+    order = plane.claim_step(step_id)
+    if order is not None:
+        lease = Lease("step", order.step, order.attempt)
+        engine = build(
+            step_engine_of(order.mechanism),
+            settings=settings,
+            recorder=plane.recorder(lease, order.job),
+        )
+        outcome = _attempt(plane, lease, site, lambda: engine.run_step(order))
+        if outcome is None:
+            return "failed"
+        if outcome is LOST:
+            return "lease lost"
+        try:
+            plane.complete(lease, outcome)
+        except LeaseLost:
+            return "lease lost"
+        if order.kind == Stage.INPUT:
             return "shared"
-    job_id = JobStep.objects.values_list("job_id", flat=True).get(pk=step_id)
     # A compute step's task delivered again may find a delivery whose lease ran out: it takes
     # it over.
-    outputs = claim_delivery(job_id)
-    if outputs is None:
-        return "computed" if step is not None else "nothing to do"
-    delivery = JobStep.objects.get(job_id=job_id, kind=Stage.DELIVER)
-    with Heartbeat(Lease.of(delivery), site) as beat:
-        try:
-            table = _step_engine(delivery.job.mechanism).deliver(delivery.job, outputs)
-        except EngineError as exc:
-            if beat.lost:
-                return "lease lost"
-            fail_step(delivery.pk, str(exc))
-            return "failed"
-        except Exception as exc:
-            if not beat.lost:
-                fail_step(delivery.pk, f"Unexpected failure: {type(exc).__name__}")
-            raise
-        release_result(job_id, table)
+    delivery = plane.claim_delivery(step_id)
+    if delivery is None:
+        return "computed" if order is not None else "nothing to do"
+    lease = Lease("step", delivery.step, delivery.attempt)
+    engine = build(
+        step_engine_of(delivery.mechanism),
+        settings=settings,
+        recorder=plane.recorder(lease, delivery.job),
+    )
+    table = _attempt(plane, lease, site, lambda: engine.deliver(delivery))
+    if table is None:
+        return "failed"
+    if table is LOST:
+        return "lease lost"
+    try:
+        plane.release(lease, table)
+    except LeaseLost:
+        return "lease lost"
     return "released"
+
+
+LOST: dict[str, Any] = {}  # what _attempt returns when the lease was lost meanwhile
+
+
+def _attempt(
+    plane: ControlPlane, lease: Lease, site: str, work: Callable[[], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Do a step's work while holding its lease: its output, None once the step was failed
+    with the reason, or LOST when the lease was lost meanwhile (the step is no longer this
+    site's to end)."""
+    try:
+        with Heartbeat(lease, site, plane.renew) as beat:
+            try:
+                return work()
+            except EngineError as exc:
+                if beat.lost:
+                    return LOST
+                plane.fail(lease, str(exc))
+                return None
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                if not beat.lost:
+                    plane.fail(lease, f"Unexpected failure: {type(exc).__name__}")
+                raise
+    except LeaseLost:
+        return LOST
 
 
 class CeleryJobQueue:

@@ -92,16 +92,11 @@ urlpatterns = [
     path("rooms/<slug:slug>/budget/", room_budget, name="room-budget"),
     # The site API (jobs/sites/): signed by sites, never by users.
     *[
-        path(f"site-api/jobs/<int:job_id>/{act}", view, name=f"site-api-{act}")
-        for act, view in (
-            ("claim", site_api.claim),
-            ("lease", site_api.renew),
-            ("progress", site_api.progress),
-            ("attestation", site_api.attestation),
-            ("charge", site_api.charge),
-            ("key-released", site_api.key_released),
-            ("release", site_api.release),
-            ("fail", site_api.fail),
-        )
+        path(f"site-api/jobs/<int:pk>/{act}", view, name=f"site-api-{act}")
+        for act, view in site_api.JOB_ACTS.items()
+    ],
+    *[
+        path(f"site-api/steps/<int:pk>/{act}", view, name=f"site-api-step-{act}")
+        for act, view in site_api.STEP_ACTS.items()
     ],
 ]

@@ -98,3 +98,24 @@ def owner_key_service(
         key_service(),
         ReleaseLog(access.release_log_dir / f"org-{organization.pk}.jsonl"),
     )
+
+
+def ordered_key_service(
+    owner: str,
+    url: str,
+    access: KeyServiceAccess,
+    *,
+    trusted_roots: Sequence[x509.Certificate] = (),
+    allowed_measurements: Sequence[Mapping[int, bytes]] = (),
+) -> OwnerKeyService:
+    """The key service a work order names for `owner`: its own at `url`; with none, the
+    embedded one, in this process over the platform's key folder and records, which only the
+    control plane's own processes have (a site process's database refuses it)."""
+    if url:
+        return remote_key_service(url, access)
+    return owner_key_service(
+        Organization.objects.get(slug=owner),
+        access,
+        trusted_roots=trusted_roots,
+        allowed_measurements=allowed_measurements,
+    )

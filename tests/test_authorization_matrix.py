@@ -216,6 +216,16 @@ MATRIX: dict[tuple[str, str], str] = {
     ("site-api-key-released", "POST"): "  403 403 403   403  403  403  403  403  403",
     ("site-api-release", "POST"): "       403 403 403   403  403  403  403  403  403",
     ("site-api-fail", "POST"): "          403 403 403   403  403  403  403  403  403",
+    ("site-api-placement", "POST"): "     403 403 403   403  403  403  403  403  403",
+    ("site-api-step-claim", "POST"): "    403 403 403   403  403  403  403  403  403",
+    ("site-api-step-delivery", "POST"): " 403 403 403   403  403  403  403  403  403",
+    ("site-api-step-shares-may-move", "POST"): "403 403 403 403 403 403 403 403 403",
+    ("site-api-step-complete", "POST"): " 403 403 403   403  403  403  403  403  403",
+    ("site-api-step-lease", "POST"): "    403 403 403   403  403  403  403  403  403",
+    ("site-api-step-progress", "POST"): " 403 403 403   403  403  403  403  403  403",
+    ("site-api-step-key-released", "POST"): "403 403 403 403 403 403 403 403 403",
+    ("site-api-step-release", "POST"): "  403 403 403   403  403  403  403  403  403",
+    ("site-api-step-fail", "POST"): "     403 403 403   403  403  403  403  403  403",
     # ---- the operator's admin: staff only (its other pages sit behind the same check)
     ("admin:index", "GET"): "               302 302 302   302  302  302  302  302  200",
     ("admin:login", "GET"): "               200 200 200   200  200  200  200  200  302",
@@ -342,6 +352,22 @@ def url_of(name: str, s: Scene) -> str:
         "site-api-key-released": f"/site-api/jobs/{job}/key-released",
         "site-api-release": f"/site-api/jobs/{job}/release",
         "site-api-fail": f"/site-api/jobs/{job}/fail",
+        "site-api-placement": f"/site-api/jobs/{job}/placement",
+        # A step id no site holds: the signature is refused before any lookup.
+        **{
+            f"site-api-step-{act}": f"/site-api/steps/{job}/{act}"
+            for act in (
+                "claim",
+                "delivery",
+                "shares-may-move",
+                "complete",
+                "lease",
+                "progress",
+                "key-released",
+                "release",
+                "fail",
+            )
+        },
         "query-create": f"/rooms/{room}/queries/new/",
         "query-plan": f"/rooms/{room}/queries/plan/",
         "query-detail": f"/rooms/{room}/queries/{s.draft.pk}/",

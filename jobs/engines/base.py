@@ -10,9 +10,9 @@ claims the steps either way.
 What must be recorded on the way (attestation verdicts, the charge before keys leave, key
 releases, share transfers, progress) an engine asks of its `Recorder`, which the job
 lifecycle implements (`jobs.execution.recorder.JobRecorder`): no engine imports the
-lifecycle. A one-step engine runs from a work order (jobs/engines/orders.py) with no database;
-its site has everything recorded through the `ControlPlane` port, in-process or over the site
-API (jobs/sites/). Its settings come as a configuration object built by the registry
+lifecycle. Each attempt runs from a work order (jobs/engines/orders.py) with no database; its
+site has everything recorded or decided through the `ControlPlane` port, in-process or over the
+site API (jobs/sites/). Its settings come as a configuration object built by the registry
 (`from_settings`), so no engine reads Django's.
 """
 
@@ -31,9 +31,10 @@ from typing import Any, ClassVar, Protocol, Self
 from cleanroom.residency import Decision, StepKind, TransferRules, decide
 from dataplane.mechanisms import Stage
 from dataplane.sql.plan import ParsedQuery
-from jobs.engines.orders import Lease, WorkOrder
-from jobs.models import Job, JobStep, Query, RoomDataset
-from parties.models import Dataset, Site
+from jobs.engines.orders import DatasetOrder, DeliveryOrder, Lease, StepOrder, WorkOrder
+from jobs.models import Approval, Job, JobStep, Query, RoomDataset
+from parties.keys import KeyServiceAccess
+from parties.models import Dataset, DatasetVersion, Site
 
 # progress(percent, message) -> False when the job was cancelled meanwhile
 Progress = Callable[[int, str], bool]
@@ -62,8 +63,9 @@ class Recorder(Protocol):
 
     def key_released(self, job_id: int, *, dataset: int, site: str, reason: str) -> None: ...
 
-    def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
-        """Decide and audit whether an input step's shares may go to a compute party's site."""
+    def shares_may_move(self, step: int, party: int) -> bool:
+        """Decide and audit whether input step `step`'s shares may go to the site of its job's
+        compute party `party`."""
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:
         """Record progress; False when the job was cancelled meanwhile."""
@@ -75,28 +77,47 @@ class ControlPlaneUnreachable(EngineError):
 
 
 class ControlPlane(Protocol):
-    """Everything a TEE site has the control plane record or decide for one attempt, as that
-    site: the in-process port (jobs.sites.inprocess, the embedded default's) calls the services,
-    the site API's client (jobs.sites.client) asks over signed HTTP. Refusals raise
-    EngineError; a lease the site does not hold, `LeaseLost` (jobs.execution.leases)."""
+    """Everything a site has the control plane record or decide for the attempts it runs, as
+    that site: the in-process port (jobs.sites.inprocess, the embedded default's) calls the
+    services, the site API's client (jobs.sites.client) asks over signed HTTP. An attempt is a
+    TEE job's (`claim`), an MPC step's (`claim_step`) or an MPC job's delivery
+    (`claim_delivery`); each claim grants a lease, and each act names the lease it is for.
+    Refusals raise EngineError; an act on a lease the site does not hold, `LeaseLost`
+    (jobs.execution.leases)."""
 
     site: str
 
     def claim(self, job_id: int) -> WorkOrder | None:
         """Claim the job's next attempt at this site; None when there is nothing to do."""
 
+    def claim_step(self, step_id: int) -> StepOrder | None:
+        """Claim the step's next attempt at this site; None when there is nothing to do."""
+
+    def claim_delivery(self, step_id: int) -> DeliveryOrder | None:
+        """Once compute step `step_id` (this site's) is done: claim its job's delivery, which
+        charges the job, if enough noisy output shares are stored and no one else holds it;
+        None otherwise."""
+
     def renew(self, lease: Lease) -> datetime:
         """Extend the lease held; LeaseLost when this site does not hold it."""
 
-    def recorder(self, lease: Lease) -> Recorder:
-        """What the engine records through while it holds `lease` (progress, verdicts, the
-        charge at key release, each key released)."""
+    def recorder(self, lease: Lease, job_id: int) -> Recorder:
+        """What the engine records through while it holds `lease` on a step of job `job_id`
+        (progress, verdicts, the charge at key release, each key released, share transfers)."""
+
+    def complete(self, lease: Lease, output: dict[str, Any]) -> None:
+        """Hand over an MPC step's output (what its input step sent, a sealed noisy share)."""
 
     def release(self, lease: Lease, table: dict[str, Any]) -> None:
-        """Hand over the result: a noised table, or a synthetic extract with its files."""
+        """Hand over the result of a TEE job or an MPC delivery: a noised table, or a synthetic
+        extract with its files."""
 
     def fail(self, lease: Lease, reason: str) -> None:
-        """End the attempt's job as failed (cancelled, if the analyst asked)."""
+        """End the attempt as failed (its job too, unless an MPC job can do without it)."""
+
+    def placement(self, delivery: Any, sender: str) -> str | None:
+        """Why this site's share inbox must refuse `delivery` (jobs.engines.mpc.inbox) from
+        `sender`, as the job's steps were placed; None when it may store it."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +227,19 @@ class StepEngine(Engine, Protocol):
     def outputs_needed(cls, compute_steps: int) -> int:
         """How many compute steps' outputs the delivery needs."""
 
-    def run_step(self, step: JobStep) -> dict[str, Any]: ...
+    @classmethod
+    def step_order(cls, step: JobStep, config: Any) -> StepOrder:
+        """What the step's site needs to run the attempt just claimed, with no database."""
 
-    def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]: ...
+    @classmethod
+    def delivery_order(
+        cls, delivery: JobStep, outputs: list[JobStep], config: Any
+    ) -> DeliveryOrder:
+        """What the site that claimed the delivery needs to open and recombine `outputs`."""
+
+    def run_step(self, order: StepOrder) -> dict[str, Any]: ...
+
+    def deliver(self, order: DeliveryOrder) -> dict[str, Any]: ...
 
 
 def site_of(step: JobStep) -> Site:
@@ -245,6 +276,40 @@ def canonical_of(query: Query) -> dict[str, Any]:
         raise EngineError(f"The query {query.pk} was never submitted: it has no canonical form.")
     canonical: dict[str, Any] = query.canonical
     return canonical
+
+
+def dataset_orders(query: Query, key_services: KeyServiceAccess) -> list[DatasetOrder]:
+    """What a site needs of each dataset the approved query reads (the version it names): its
+    file, its owner's approval, its wrapped key, and the owner's key service as this
+    deployment configures them."""
+    canonical = canonical_of(query)
+    orders = []
+    for dataset_id, item in zip(query.dataset_ids, canonical["datasets"], strict=True):
+        version = DatasetVersion.objects.select_related(
+            "dataset__organization", "dataset__jurisdiction"
+        ).get(dataset_id=dataset_id, number=item["version"])
+        owner = version.dataset.organization
+        approval = Approval.objects.get(
+            query=query,
+            organization=owner,
+            decision=Approval.Decision.APPROVE,
+            revoked_at__isnull=True,
+        )
+        orders.append(
+            DatasetOrder(
+                name=item["name"],
+                dataset=version.dataset_id,
+                owner=owner.slug,
+                jurisdiction=version.dataset.jurisdiction.code,
+                storage_path=version.storage_path,
+                approval=approval.evidence,
+                kek_id=version.kek_id,
+                wrapped_key=bytes(version.wrapped_data_key),
+                key_context=version.key_context,
+                key_service=key_services.urls.get(owner.slug, ""),
+            )
+        )
+    return orders
 
 
 def active_sites(kind: str) -> list[Site]:

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 
 from cleanroom.residency import StepKind
+from dataplane.mechanisms import Stage
 from jobs.engines.base import EngineError, dataset_of, site_of
 from jobs.execution import lifecycle
 from jobs.execution.records import JobRefused, record, record_residency
@@ -49,17 +50,22 @@ class JobRecorder:
             job = Job.objects.select_related("query").get(pk=job_id)
             record(job, "key.released", dataset=f"dataset:{dataset}", site=site, reason=reason)
 
-    def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
-        """Decided and audited (`receive_shares`) before the share is written."""
+    def shares_may_move(self, step: int, party: int) -> bool:
+        """Decided and audited (`receive_shares`) before the share is sent."""
         with transaction.atomic():
-            job = Job.objects.select_related("query__room").get(pk=step.job_id)
+            source = JobStep.objects.select_related("job__query__room", "dataset").get(
+                pk=step, kind=Stage.INPUT
+            )
+            receiver = JobStep.objects.select_related("site__jurisdiction").get(
+                job_id=source.job_id, kind=Stage.COMPUTE, party=party
+            )
             return record_residency(
-                job,
-                step.name,
-                site_of(party),
-                checked_by=f"{step.name} sending shares",
+                source.job,
+                source.name,
+                site_of(receiver),
+                checked_by=f"{source.name} sending shares",
                 kind=StepKind.RECEIVE_SHARES,
-                datasets=[dataset_of(step).pk],
+                datasets=[dataset_of(source).pk],
             )
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:

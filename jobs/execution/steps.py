@@ -23,6 +23,7 @@ from jobs.execution.records import locked_job, record, record_step, record_step_
 from jobs.execution.sites import own_site
 from jobs.models import Job, JobStep
 from jobs.queries.services import QueryRefused, check_runnable
+from parties.models import Site
 
 
 def _begin_job(job: Job) -> bool:
@@ -41,11 +42,11 @@ def _begin_job(job: Job) -> bool:
     return True
 
 
-def start_step(step_id: int, step_site: str) -> JobStep | None:
-    """Claim the next attempt of an MPC job's step at this worker's site; None when there is
-    nothing to do (the step is done, the job finished, or the claim was refused and the job
-    failed, with the reason)."""
-    site = own_site()
+def start_step(step_id: int, step_site: str, *, at: Site | None = None) -> JobStep | None:
+    """Claim the next attempt of an MPC job's step at this worker's site (`at`: the site
+    claiming through the site API); None when there is nothing to do (the step is done, the job
+    finished, or the claim was refused and the job failed, with the reason)."""
+    site = at or own_site()
     with transaction.atomic():
         job = locked_job(JobStep.objects.values_list("job_id", flat=True).get(pk=step_id))
         step = JobStep.objects.select_related("site", "dataset").get(pk=step_id)
@@ -166,9 +167,10 @@ def recombination_threshold(job: Job) -> int:
     return step_engine_of(job.mechanism).outputs_needed(computing)
 
 
-def claim_delivery(job_id: int) -> list[JobStep] | None:
+def claim_delivery(job_id: int, *, at: Site | None = None) -> list[JobStep] | None:
     """When t + 1 compute steps stored their noisy output shares and the job is not finished,
-    claim the delivery at this worker's site: from now a noisy value can be opened, so a
+    claim the delivery at this worker's site (`at`: the site claiming through the site API):
+    from now a noisy value can be opened, so a
     failure spends the budget. Returns the compute steps whose shares to recombine, or None.
     A delivery another step claimed is taken over only once its lease ran out (a compute
     step's task delivered again, whose first delivery was lost with its worker): it opens the
@@ -194,7 +196,7 @@ def claim_delivery(job_id: int) -> list[JobStep] | None:
         delivery.attempt += 1
         delivery.state = JobStep.State.RUNNING
         delivery.started_at = delivery.started_at or timezone.now()
-        leases.grant(delivery, own_site())
+        leases.grant(delivery, at or own_site())
         delivery.save(
             update_fields=["attempt", "state", "started_at", "lease_site", "lease_expires_at"]
         )

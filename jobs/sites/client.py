@@ -1,5 +1,6 @@
 """The site API's client (jobs.engines.base.ControlPlane over signed HTTP): what a site process
-with no database uses for everything the control plane records or decides. Each request is
+with no database (a TEE host, an owner's worker, an MPC party and its share inbox) uses for
+everything the control plane records or decides. Each request is
 signed with the site's certificate key (jobs/sites/signing.py); over HTTPS the control plane's
 server certificate is checked against the deployment's site API CA."""
 
@@ -12,14 +13,15 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from jobs.engines.base import ControlPlaneUnreachable, EngineError, Recorder
-from jobs.engines.orders import Lease, WorkOrder
+from jobs.engines.mpc.inbox import Delivery
+from jobs.engines.orders import DeliveryOrder, Lease, StepOrder, WorkOrder
 from jobs.execution.leases import LeaseLost
-from jobs.models import JobStep
 from jobs.sites.signing import SiteCredentials
 
 
@@ -81,16 +83,30 @@ class SiteApiClient:
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             raise ControlPlaneUnreachable(f"{type(exc).__name__}: {exc}") from None
 
+    def _path(self, lease: Lease, act: str) -> str:
+        return f"/{lease.kind}s/{lease.id}/{act}"
+
     def claim(self, job_id: int) -> WorkOrder | None:
         order = self.post(f"/jobs/{job_id}/claim", {})["order"]
         return None if order is None else WorkOrder.from_dict(order)
 
+    def claim_step(self, step_id: int) -> StepOrder | None:
+        order = self.post(f"/steps/{step_id}/claim", {})["order"]
+        return None if order is None else StepOrder.from_dict(order)
+
+    def claim_delivery(self, step_id: int) -> DeliveryOrder | None:
+        order = self.post(f"/steps/{step_id}/delivery", {})["order"]
+        return None if order is None else DeliveryOrder.from_dict(order)
+
     def renew(self, lease: Lease) -> datetime:
-        answer = self.post(f"/jobs/{lease.id}/lease", {"attempt": lease.attempt})
+        answer = self.post(self._path(lease, "lease"), {"attempt": lease.attempt})
         return datetime.fromisoformat(answer["expires_at"])
 
-    def recorder(self, lease: Lease) -> Recorder:
-        return SiteApiRecorder(self, lease)
+    def recorder(self, lease: Lease, job_id: int) -> Recorder:
+        return SiteApiRecorder(self, lease, job_id)
+
+    def complete(self, lease: Lease, output: dict[str, Any]) -> None:
+        self.post(self._path(lease, "complete"), {"attempt": lease.attempt, "output": output})
 
     def release(self, lease: Lease, table: dict[str, Any]) -> None:
         if "extract" in table:
@@ -100,23 +116,33 @@ class SiteApiClient:
             }
         else:
             body = {"result": table}
-        self.post(f"/jobs/{lease.id}/release", {"attempt": lease.attempt, **body})
+        self.post(self._path(lease, "release"), {"attempt": lease.attempt, **body})
 
     def fail(self, lease: Lease, reason: str) -> None:
-        self.post(f"/jobs/{lease.id}/fail", {"attempt": lease.attempt, "reason": reason})
+        self.post(self._path(lease, "fail"), {"attempt": lease.attempt, "reason": reason})
+
+    def placement(self, delivery: Delivery, sender: str) -> str | None:
+        answer = self.post(
+            f"/jobs/{delivery.job}/placement", {"delivery": asdict(delivery), "sender": sender}
+        )
+        refused: str | None = answer["refused"]
+        return refused
 
 
 class SiteApiRecorder:
     """The engines' Recorder for an attempt a site holds, over the site API."""
 
-    def __init__(self, client: SiteApiClient, lease: Lease):
+    def __init__(self, client: SiteApiClient, lease: Lease, job_id: int):
         self.client = client
         self.lease = lease
+        self.job_id = job_id
 
     def _post(self, job_id: int, act: str, body: dict[str, Any]) -> dict[str, Any]:
-        if job_id != self.lease.id:
-            raise EngineError(f"This attempt holds job {self.lease.id}, not job {job_id}.")
-        return self.client.post(f"/jobs/{job_id}/{act}", {"attempt": self.lease.attempt, **body})
+        if job_id != self.job_id:
+            raise EngineError(f"This attempt is of job {self.job_id}, not of job {job_id}.")
+        return self.client.post(
+            self.client._path(self.lease, act), {"attempt": self.lease.attempt, **body}
+        )
 
     def attestation(
         self,
@@ -144,8 +170,14 @@ class SiteApiRecorder:
     def key_released(self, job_id: int, *, dataset: int, site: str, reason: str) -> None:
         self._post(job_id, "key-released", {"dataset": dataset, "reason": reason})
 
-    def shares_may_move(self, step: JobStep, party: JobStep) -> bool:
-        raise EngineError("MPC steps do not run through the site API yet.")
+    def shares_may_move(self, step: int, party: int) -> bool:
+        if step != self.lease.id:
+            raise EngineError(f"This attempt holds step {self.lease.id}, not step {step}.")
+        answer = self.client.post(
+            self.client._path(self.lease, "shares-may-move"),
+            {"attempt": self.lease.attempt, "party": party},
+        )
+        return bool(answer["allowed"])
 
     def progress(self, job_id: int, percent: int, message: str) -> bool:
         answer = self._post(job_id, "progress", {"percent": percent, "message": message})

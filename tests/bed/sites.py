@@ -13,11 +13,9 @@ on one network, each site reaching only what it must.
 The router between them (tests/bed/network.py) lets every site open connections only to
 RabbitMQ and the site API at the control plane, and each MPC party to the other parties' MPC
 ports, and the owners' sites to each party's share inbox; it refuses anything else,
-PostgreSQL included. `site_reaches_database=True` is the one allowance, for the MPC run
-across the bed only (tests/bed/test_engines_across_hosts.py): MPC workers still read and write
-job state in PostgreSQL; it goes when they report through the site API, as the TEE host's
-worker already does on a bed without it. `Bed.open_to_control` opens one host to more of the
-control plane's ports while a test runs (the owners' key services, on ports known only then).
+PostgreSQL included: every site process reports through the site API. `Bed.open_to_control`
+opens hosts to more of the control plane's ports while a test runs (the owners' key services,
+on ports known only then).
 
 RabbitMQ: a virtual host of the bed's own, where each site has its own user whose permissions
 reach only its own queue and the reply path (parties/broker_users.py); the control plane uses
@@ -83,11 +81,11 @@ class Bed:
     rules: list[str] = field(default_factory=list)  # what the router lets through
 
     @contextmanager
-    def open_to_control(self, host: str, ports: list[int]) -> Iterator[None]:
-        """While it lasts, let `host` (and no other) reach the control plane on `ports` too,
+    def open_to_control(self, hosts: list[str], ports: list[int]) -> Iterator[None]:
+        """While it lasts, let `hosts` (and no other) reach the control plane on `ports` too,
         relayed to 127.0.0.1: for services a test starts on ports known only then, such as the
         owners' key services."""
-        opened = allow([self.host(host).address], [self.control], _ports(ports))
+        opened = allow([self.host(h).address for h in hosts], [self.control], _ports(ports))
         self.network.filter(forward_filter([*self.rules, opened]))
         try:
             with _relay(self.control, ports):
@@ -181,7 +179,7 @@ def _relay(address: str, ports: list[int]) -> Iterator[None]:
 
 
 @contextmanager
-def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iterator[Bed]:
+def site_bed(*, mpc_port_base: int) -> Iterator[Bed]:
     """Make the bed; take it all down afterwards, whatever happened: namespaces, links, the
     filter (in the router's namespace), the relay, the OS users, the storage roots, the
     virtual host and the broker users."""
@@ -210,10 +208,6 @@ def site_bed(*, mpc_port_base: int, site_reaches_database: bool = False) -> Iter
             # The owners' input steps send each party its shares at its share inbox.
             allow(owners, parties, inboxes),
         ]
-        if site_reaches_database:
-            # The one allowance, for the MPC run: MPC workers still read and write job state
-            # in PostgreSQL. It goes when they report through the site API, as TEE hosts do.
-            rules.append(allow(sites, [control], str(POSTGRES)))
         network.filter(forward_filter(rules))
         stack.enter_context(_relay(control, [POSTGRES, RABBITMQ, bed.api_port]))
 

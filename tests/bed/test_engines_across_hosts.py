@@ -5,11 +5,11 @@ a namespace of its own, reaching the other parties over the bed's network. This 
 the control plane: it dispatches, serves the site API and sends what sites cannot (the outbox,
 as beat does).
 
-The TEE host runs as issue #17 wants it (CLEANROOM_ROLE=site: no database URL, no key folder),
-reporting through the site API, on a bed without any allowance: it reaches the site API,
-RabbitMQ and, while its test runs, the owners' key services, and nothing else. MPC steps still
-run in-process with the database, so the MPC test's bed keeps the one allowance,
-`site_reaches_database=True`, until they move onto the site API."""
+Every site process runs as issue #17 wants it (CLEANROOM_ROLE=site: no database URL, no key
+folder), reporting through the site API: the TEE host, the owners' input workers, the compute
+parties' workers and their share inboxes. Each reaches the site API, RabbitMQ, its MPC peers
+and, while its test runs, the key services it asks, and nothing else: PostgreSQL is out of
+every site's reach."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
-from django.test.testcases import LiveServerThread, _StaticFilesHandler
+from django.contrib.auth.models import User
+from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler, _StaticFilesHandler
 
 from jobs.demo.key_services import owner_key_services
 from jobs.execution import outbox
@@ -33,9 +33,24 @@ from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, Result
 from parties.site_certificates import ensure_site_certificates
 from tests import factories
-from tests.bed.sites import CONNECT, CONTROL_USER, PARTIES, POSTGRES, RABBITMQ, Bed, site_bed
+from tests.bed.sites import (
+    CONNECT,
+    CONTROL_USER,
+    PARTIES,
+    POSTGRES,
+    RABBITMQ,
+    SITE_HOSTS,
+    Bed,
+    site_bed,
+)
 from tests.factories import JOIN_SQL, propose
-from tests.jobs.mpc_support import INPUT_SITES, approved_union, three_hospitals
+from tests.jobs.mpc_support import (
+    INPUT_SITES,
+    approved_union,
+    london_hospital,
+    per_site_credentials,
+    three_hospitals,
+)
 from tests.jobs.site_api_worker import (
     NO_DATABASE,
     PLATFORM_SECRETS,
@@ -59,14 +74,6 @@ def bed() -> Iterator[Bed]:
         yield made
 
 
-@pytest.fixture(scope="module")
-def mpc_bed() -> Iterator[Bed]:
-    """MPC workers (input, compute, delivery) still read and write job state in PostgreSQL:
-    their bed has the one allowance."""
-    with site_bed(mpc_port_base=settings.MPC_PORT_BASE, site_reaches_database=True) as made:
-        yield made
-
-
 @contextmanager
 def publishing_to(bed: Bed) -> Iterator[str]:
     """This process publishes to the bed's virtual host as the control plane."""
@@ -79,34 +86,17 @@ def publishing_to(bed: Bed) -> Iterator[str]:
         use_broker(*previous)
 
 
-@pytest.fixture
-def sites(mpc_bed, tmp_path, settings) -> Iterator[SiteProcesses]:
-    """Site workers placed in the MPC test's bed, with the platform's environment."""
-    bed = mpc_bed
-    addresses = {site: bed.site_host(site).address for site in PARTIES}
-    settings.MPC_PARTY_ADDRESSES = addresses
-    settings.MPC_INBOX_ADDRESSES = {site: bed.inbox_address(site) for site in PARTIES}
-    database = connection.settings_dict
+class SiteApiServer(LiveServerThread):
+    """The site API's server at the bed's one port, which each test binds again (Django's own
+    refuses to while the last test's connections linger in TIME_WAIT)."""
 
-    def place(site: str) -> tuple[list[str], dict[str, str]]:
-        return bed.site_host(site).command(), {
-            "DATABASE_URL": (
-                f"postgres://{database['USER']}:{database['PASSWORD']}@{bed.control}:"
-                f"{POSTGRES}/{database['NAME']}"
-            ),
-            "CELERY_BROKER_URL": bed.broker_url(site),
-            "MPC_PARTY_ADDRESSES": ",".join(f"{s}={a}" for s, a in addresses.items()),
-            "MPC_INBOX_ADDRESSES": ",".join(
-                f"{s}={a}" for s, a in settings.MPC_INBOX_ADDRESSES.items()
-            ),
-        }
-
-    with publishing_to(bed) as control:
-        processes = SiteProcesses(Broker("amqp", control, tmp_path / "var"), tmp_path, place)
-        try:
-            yield processes
-        finally:
-            processes.stop()
+    def _create_server(self, connections_override=None):
+        return self.server_class(
+            (self.host, self.port),
+            QuietWSGIRequestHandler,
+            allow_reuse_address=True,
+            connections_override=connections_override,
+        )
 
 
 @pytest.fixture
@@ -115,10 +105,10 @@ def site_api(bed, settings, tmp_path) -> Iterator[Path]:
     API port, where the bed's relay brings the sites; yields the folder of its certificates,
     whose server certificate names the control plane's address on the bed."""
     credentials = tmp_path / "site-api"
-    ensure_site_certificates(credentials, [TEE_SITE], [bed.control])
+    ensure_site_certificates(credentials, [TEE_SITE, *INPUT_SITES, *PARTIES], [bed.control])
     settings.SITE_API_CA = credentials / "ca.crt"
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, bed.control]
-    server = LiveServerThread("127.0.0.1", _StaticFilesHandler, port=bed.api_port)
+    server = SiteApiServer("127.0.0.1", _StaticFilesHandler, port=bed.api_port)
     server.daemon = True
     server.start()
     server.is_ready.wait()
@@ -171,7 +161,7 @@ def test_a_tee_job_runs_with_its_tee_host_in_the_eu_site(
         # Until the bed opens them to it, the TEE host cannot reach the key services either.
         closed = bed.run(eu, sys.executable, "-c", CONNECT, bed.control, str(ports["charite"]))
         assert closed.stdout.strip() == "No route to host", closed
-        with bed.open_to_control("eu", list(ports.values())):
+        with bed.open_to_control(["eu"], list(ports.values())):
             # The owners' key services as the TEE host reaches them, and the work orders say.
             settings.KEY_SERVICES = {s: f"http://{bed.control}:{p}" for s, p in ports.items()}
             query = propose(
@@ -215,15 +205,84 @@ def test_a_tee_job_runs_with_its_tee_host_in_the_eu_site(
     assert connected_as(bed, TEE_SITE, log)
 
 
+@pytest.fixture
+def mpc_sites(bed, site_api, tmp_path, settings) -> Iterator[SiteProcesses]:
+    """The MPC job's site processes, each placed on its host as a site process: no database
+    URL, no key folder; its own site API certificate, MPC credentials and broker user."""
+    addresses = {site: bed.site_host(site).address for site in PARTIES}
+    settings.MPC_PARTY_ADDRESSES = addresses
+    settings.MPC_INBOX_ADDRESSES = {site: bed.inbox_address(site) for site in PARTIES}
+    mpc = per_site_credentials(tmp_path / "mpc-ca", tmp_path / "mpc")
+    (tmp_path / "hosts").mkdir()
+
+    def place(site: str) -> tuple[list[str], dict[str, str | None]]:
+        folder = tmp_path / "hosts" / site
+        if not folder.exists():
+            site_host(site_api, folder, site)
+        environment: dict[str, str | None] = {
+            **site_environment(
+                folder,
+                site,
+                f"http://{bed.control}:{bed.api_port}/site-api",
+                tmp_path / "var",
+                bed.broker_url(site),
+            ),
+            "MPC_CREDENTIALS_DIR": str(mpc[site]),
+            "MPC_PARTY_ADDRESSES": ",".join(f"{s}={a}" for s, a in addresses.items()),
+            "MPC_INBOX_ADDRESSES": ",".join(
+                f"{s}={a}" for s, a in settings.MPC_INBOX_ADDRESSES.items()
+            ),
+            "CLEANROOM_KEY_SERVICES": ",".join(
+                f"{s}={u}" for s, u in settings.KEY_SERVICES.items()
+            ),
+        }
+        environment.update(dict.fromkeys(PLATFORM_SECRETS))
+        return bed.site_host(site).command(), environment
+
+    with publishing_to(bed) as control:
+        processes = SiteProcesses(Broker("amqp", control, tmp_path / "var"), tmp_path, place)
+        try:
+            yield processes
+        finally:
+            processes.stop()
+
+
+@pytest.fixture
+def owners_services(bed, world, tmp_path, settings) -> Iterator[None]:
+    """The owners' and the receiver's key services, as the sites reach them at the control
+    plane's address on the bed; pinned to the owners' passkeys, registered first."""
+    settings.VAR_DIR = tmp_path / "control"
+    settings.KEY_SERVICE_CALLER_KEY = tmp_path / "control" / "web.key"
+    settings.KEY_SERVICE_CALLER_KEYS = tmp_path / "callers"
+    barts = london_hospital()
+    for user, org in ((world.alice, world.charite), (world.carol, world.zurich)):
+        factories.register_passkey(user, org)
+    factories.register_passkey(User.objects.get(username="uma"), barts)
+    with owner_key_services([world.charite, world.zurich, barts, world.pharma]) as services:
+        ports = {slug: urlsplit(url).port or 80 for slug, url in services.items()}
+        # The owners' sites ask for their datasets' keys; the parties open the delivery.
+        with bed.open_to_control([*SITE_HOSTS, *PARTIES], list(ports.values())):
+            settings.KEY_SERVICES = {s: f"http://{bed.control}:{p}" for s, p in ports.items()}
+            yield
+
+
 def test_an_mpc_job_runs_with_each_party_on_its_own_host(
-    mpc_bed, sites, share_inboxes, world, tmp_path, job_changes
+    bed, owners_services, mpc_sites, share_inboxes, world, tmp_path, job_changes
 ):
     room = three_hospitals(world, tmp_path)
-    share_inboxes.start(*PARTIES, place=sites.place)
-    started = {site: sites.start(site) for site in (*INPUT_SITES, *PARTIES)}
+    share_inboxes.start(*PARTIES, place=mpc_sites.place)
+    started = {site: mpc_sites.start(site) for site in (*INPUT_SITES, *PARTIES)}
+    processes = [
+        *(p.supervised.process.pid for p in started.values()),
+        *(p.pid for p in share_inboxes.processes.values()),
+    ]
 
     job = run_query(query=approved_union(world, room), by=world.bob)
     done = until_ended(job_changes, job, [p.log for p in started.values()])
+    # Asked of each process that took part: nothing of the platform's in its environment.
+    for pid in processes:
+        names = environment_names(pid)
+        assert not names & set(PLATFORM_SECRETS) and "CLEANROOM_ROLE" in names, pid
 
     job.refresh_from_db()
     logs = "\n".join(tail(p.log) for p in started.values())
@@ -232,8 +291,12 @@ def test_an_mpc_job_runs_with_each_party_on_its_own_host(
     kinds = sorted(BudgetEntry.objects.filter(query=job.query).values_list("kind", flat=True))
     assert kinds == ["reserve"] * 3 + ["spend"] * 3
     for site in PARTIES:
-        assert connected_as(mpc_bed, site, started[site].log)
+        assert connected_as(bed, site, started[site].log)
         # Each party's shares came to its inbox on its own host, over the bed's network.
         assert any((settings.MPC_INBOX_DIR / site).rglob("*")), site
         step = job.steps.get(kind="compute", site__name=site)
         assert step.state == "succeeded"
+    # Every step's lease was held by its own site, through the site API.
+    for step in job.steps.exclude(kind="deliver").select_related("site", "lease_site"):
+        assert step.lease_site == step.site, step.name
+    assert job.steps.get(kind="deliver").lease_site.name in PARTIES

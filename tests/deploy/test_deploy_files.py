@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from parties.seed import SITES
@@ -219,8 +220,12 @@ def environment_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def test_the_tee_host_has_no_platform_secret_and_its_orm_refuses(tmp_path):
-    unit = (DEPLOY / "systemd" / "cleanroom-tee-host@.service").read_text()
+SITE_UNITS = ["tee-host", "worker", "mpc-party", "mpc-inbox"]
+
+
+@pytest.mark.parametrize("role", SITE_UNITS)
+def test_a_site_process_has_no_platform_secret_and_its_orm_refuses(tmp_path, role):
+    unit = (DEPLOY / "systemd" / f"cleanroom-{role}@.service").read_text()
     files = re.findall(r"^EnvironmentFile=-?(\S+)$", unit, re.MULTILINE)
     assert "/etc/cleanroom/env" not in files and "/etc/cleanroom/site.env" in files
     assert "Environment=CLEANROOM_ROLE=site" in unit

@@ -9,7 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +27,7 @@ from parties import services
 from parties.models import Organization
 from tests import factories
 from tests.factories import World, propose
+from tests.jobs.site_processes import Placement, placed_environment
 
 THREE_WAY_SQL = """SELECT u.age_band, COUNT(*) AS n, SUM(u.length_of_stay) AS stay,
        AVG(u.cost) AS mean_cost
@@ -39,11 +40,16 @@ INPUT_SITES = ["ch-zurich", "eu-frankfurt", "uk-london"]
 PARTY_SITES = ["ch-geneva-mpc", "eu-paris-mpc", "uk-manchester-mpc"]
 
 
+def london_hospital() -> Organization:
+    """Barts, in the UK, owner uma: made first where its key service must pin uma's passkey."""
+    return factories.organization("barts", "Barts Health", "UK", uma="owner")
+
+
 def three_hospitals(world: World, tmp_path: Path) -> Room:
     """`world.study` (Berlin, Zurich) and a London hospital (owner uma) with its own dataset
     pinned to the UK."""
     room = world.study(tmp_path)
-    barts = factories.organization("barts", "Barts Health", "UK", uma="owner")
+    barts = Organization.objects.filter(slug="barts").first() or london_hospital()
     uma = User.objects.get(username="uma")
     membership = invite_organization(
         room=room, organization=barts, acting_for=world.pharma, by=world.bob
@@ -141,7 +147,7 @@ class Inboxes:
         self,
         *sites: str,
         credentials: dict[str, Path] | None = None,
-        place: Callable[[str], tuple[list[str], dict[str, str]]] | None = None,
+        place: Placement | None = None,
     ) -> None:
         """Start the inboxes of `sites` (`manage.py mpc_inbox`), each with its own credentials
         folder (default MPC_CREDENTIALS_DIR), and wait, up to a deadline, until each says it
@@ -150,16 +156,18 @@ class Inboxes:
         folders = credentials or {}
         for site in sites:
             prefix, changes = place(site) if place else ([], {})
-            environment = {
-                **os.environ,
-                "CLEANROOM_BOOTSTRAP": "0",
-                "CLEANROOM_SITE": site,
-                "DATABASE_URL": database_url(),
-                "MPC_CREDENTIALS_DIR": str(folders.get(site, settings.MPC_CREDENTIALS_DIR)),
-                "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
-                "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
-                **changes,
-            }
+            environment = placed_environment(
+                {
+                    **os.environ,
+                    "CLEANROOM_BOOTSTRAP": "0",
+                    "CLEANROOM_SITE": site,
+                    "DATABASE_URL": database_url(),
+                    "MPC_CREDENTIALS_DIR": str(folders.get(site, settings.MPC_CREDENTIALS_DIR)),
+                    "MPC_INBOX_DIR": str(settings.MPC_INBOX_DIR),
+                    "MPC_PORT_BASE": str(settings.MPC_PORT_BASE),
+                },
+                changes,
+            )
             with (self.folder / f"inbox-{site}.log").open("w") as errors:
                 self.processes[site] = subprocess.Popen(
                     [*prefix, sys.executable, "manage.py", "mpc_inbox"],

@@ -260,8 +260,13 @@ def worker_environment(site: str, broker: Broker) -> dict[str, str]:
 
 
 # Where a site's worker runs: a command prefix (`ip netns exec <host>`) and what its
-# environment has of its own there (tests/bed).
-Placement = Callable[[str], tuple[list[str], dict[str, str]]]
+# environment has of its own there (tests/bed); None takes a name out of it.
+Placement = Callable[[str], tuple[list[str], dict[str, str | None]]]
+
+
+def placed_environment(base: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
+    merged = {**base, **changes}
+    return {name: value for name, value in merged.items() if value is not None}
 
 
 class SiteProcesses:
@@ -311,7 +316,7 @@ class SiteProcesses:
                         "INFO",
                     ],
                     cwd=settings.BASE_DIR,
-                    env={**worker_environment(site, self.broker), **environment},
+                    env=placed_environment(worker_environment(site, self.broker), environment),
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     pass_fds=(self.write,),

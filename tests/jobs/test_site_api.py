@@ -185,7 +185,7 @@ def test_a_report_or_result_for_an_attempt_whose_lease_the_site_does_not_hold_is
     # Another site, with a certificate of this deployment, acts on the attempt SITE holds.
     other = site_api(OTHER)
     with pytest.raises(LeaseLost):
-        other.recorder(held).progress(job.pk, 50, "halfway")
+        other.recorder(held, job.pk).progress(job.pk, 50, "halfway")
     with pytest.raises(LeaseLost):
         other.release(held, table)
     with pytest.raises(LeaseLost):
@@ -200,7 +200,7 @@ def test_a_report_or_result_for_an_attempt_whose_lease_the_site_does_not_hold_is
     assert (job.state, job.attempt, job.progress) == (Job.State.RUNNING, 1, 5)
     assert not Result.objects.filter(job=job).exists()
     # The holder's own report is taken.
-    assert site_api(SITE).recorder(held).progress(job.pk, 50, "halfway") is True
+    assert site_api(SITE).recorder(held, job.pk).progress(job.pk, 50, "halfway") is True
 
 
 def test_a_site_certificate_does_not_open_the_users_api_nor_a_users_token_the_site_api(

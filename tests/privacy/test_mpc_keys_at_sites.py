@@ -85,6 +85,20 @@ def roots(tmp_path) -> dict[str, Path]:
     return per_site_credentials(tmp_path / "deployment", tmp_path / "sites")
 
 
+def _delivery(source: JobStep, party: int) -> inbox.Delivery:
+    """What `source`'s output says it sent `party`."""
+    sent = source.output["shares"][str(party)]
+    return inbox.Delivery(
+        job=source.job_id,
+        step=source.pk,
+        attempt=source.attempt,
+        dataset=source.dataset_id,
+        party=party,
+        length=int(sent["length"]),
+        sha256=sent["sha256"],
+    )
+
+
 def _run_input(job: Job, monkeypatch, settings, site: str, credentials: Path) -> str:
     """The input step at `site`, as that site's worker runs it, with `credentials` its folder."""
     settings.MPC_CREDENTIALS_DIR = credentials
@@ -134,16 +148,14 @@ def test_owners_seal_with_no_key_at_their_site_and_each_party_opens_its_shares_w
 
     # Each party opens the shares its inbox received, from its own inbox folder, with the key in
     # its own credentials folder only; no party's folder yields another party's key.
-    context = inputs.query_context(job)
+    context = inputs.query_context(job.query.canonical)
     received = {}
     for compute in job.steps.filter(kind=JobStep.Kind.COMPUTE).select_related("site"):
         site = compute.site.name
         key = party_private_key(roots[site], site)
         vectors = [
             sharing.open_for_party(
-                inbox.received(
-                    settings.MPC_INBOX_DIR, site, inputs.input_delivery(source, compute.party)
-                ),
+                inbox.received(settings.MPC_INBOX_DIR, site, _delivery(source, compute.party)),
                 key,
                 inputs.input_context(job.pk, source.dataset_id, compute.party),
             )

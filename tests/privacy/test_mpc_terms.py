@@ -69,11 +69,12 @@ def test_an_operator_who_widens_a_columns_bounds_in_the_catalog_gets_no_shares(j
 
 
 def test_the_steps_take_their_bounds_from_the_signed_terms_not_the_catalog(job):
-    """Defence in depth: even where the gate is passed, the step's context is the signed one."""
-    context = mpc_engine.inputs.query_context(job)
+    """Defence in depth: even where the gate is passed, the steps' context is the signed one,
+    built from the canonical form alone."""
+    context = mpc_engine.inputs.query_context(job.query.canonical)
     assert context.rows_per_unit == job.query.canonical["accountant"]["rows_per_unit"]
     Column.objects.filter(name="length_of_stay").update(upper=600)
-    again = mpc_engine.inputs.query_context(job)
+    again = mpc_engine.inputs.query_context(job.query.canonical)
     bound = next(
         c["upper"]
         for item in job.query.canonical["datasets"]
@@ -86,6 +87,6 @@ def test_the_steps_take_their_bounds_from_the_signed_terms_not_the_catalog(job):
 def test_the_output_shares_stay_sealed_for_a_delivery_that_was_not_claimed_and_charged(job):
     delivery = job.steps.get(kind=JobStep.Kind.DELIVER)
     with pytest.raises(EngineError, match="not claimed and charged"):
-        mpc_engine._open_output_share(delivery, mpc_config())
+        mpc_engine.delivery_order(delivery, [], mpc_config())
     job.refresh_from_db()
     assert job.charged_at is None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from dataclasses import replace
 from typing import Any
 
 import opendp.prelude as dp
@@ -50,8 +51,10 @@ from jobs.engines.base import (
     StepEngine,
     active_sites,
     allowed_everywhere,
+    canonical_of,
     compute_steps,
     dataset_of,
+    dataset_orders,
     input_steps,
     party_of,
     site_of,
@@ -59,10 +62,12 @@ from jobs.engines.base import (
 )
 from jobs.engines.mpc import certificates, inbox, inputs, parties
 from jobs.engines.mpc.config import MpcConfig
+from jobs.engines.orders import DeliveryOrder, PartyOrder, SourceOrder, StepOrder
 from jobs.models import Job, JobStep, RoomDataset
+from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused
-from parties.keys import KeyServiceAccess, owner_key_service
-from parties.models import Organization, Site
+from parties.keys import KeyServiceAccess, ordered_key_service, owner_key_service
+from parties.models import Site
 
 dp.enable_features("contrib")
 
@@ -91,26 +96,21 @@ def new_delivery_key(job: Job, key_services: KeyServiceAccess) -> dict[str, str]
     return {"public_key": base64.b64encode(public_key).decode(), "receiver": receiver.slug}
 
 
-def _open_output_share(delivery: JobStep, config: MpcConfig):
-    """How the delivery opens each output share: through the receiver's key service, and only
-    for a delivery claimed by `runner.claim_delivery`, which charged the job first: whoever
-    opens the noisy result has paid for it."""
-    if delivery.output.get("shredded"):
-        raise EngineError("The job has ended; its delivery key was destroyed.")
-    if delivery.state != JobStep.State.RUNNING or delivery.job.charged_at is None:
-        raise EngineError("The delivery was not claimed and charged; its shares stay sealed.")
-    receiver = Organization.objects.get(slug=delivery.output["receiver"])
-    service = owner_key_service(receiver, config.key_services)
+def _output_share_opener(order: DeliveryOrder, config: MpcConfig):
+    """How the delivery opens each output share: through the receiver's key service, which the
+    delivery's order names; the control plane gives that order only to the site whose claim
+    charged the job (`delivery_order`): whoever opens the noisy result has paid for it."""
+    service = ordered_key_service(order.receiver, order.key_service, config.key_services)
 
     def open_share(blob: bytes, context: bytes) -> list[int]:
         try:
             opened = service.open_received(
-                delivery_purpose(delivery.job_id),
+                delivery_purpose(order.job),
                 blob,
                 context=context,
-                reader=f"delivery of job:{delivery.job_id}",
+                reader=f"delivery of job:{order.job}",
             )
-        except Refused as exc:
+        except (Refused, KeyServiceUnavailable) as exc:
             raise EngineError(f"The receiver's key service refused: {exc}") from None
         return sharing.from_bytes(opened)
 
@@ -145,55 +145,62 @@ def _checked_noise(context: inputs.QueryContext) -> list[dict[str, Any]]:
     return noise
 
 
-def run_compute(
-    step: JobStep, sources: list[JobStep], compute: list[JobStep], config: MpcConfig
-) -> dict[str, Any]:
+def run_compute(order: StepOrder, config: MpcConfig) -> dict[str, Any]:
     """Run this party's MPyC process on its input shares; returns the step's output: its noisy
     output share sealed to the delivery, and what the party reports (traffic, timings)."""
-    job = step.job
-    site, party = site_of(step), party_of(step)
-    context = inputs.query_context(job)
+    if order.party is None:
+        raise EngineError(f"The step '{order.name}' is not a compute party.")
+    party = order.party
+    context = inputs.query_context(order.canonical)
     noise = _checked_noise(context)
-    private_key = certificates.party_private_key(config.credentials, site.name)
+    private_key = certificates.party_private_key(config.credentials, order.site)
     vectors = []
-    for source in sources:
-        if source.output["shares"][str(party)]["site"] != site.name:
-            raise EngineError(f"The shares of {source.name} were sealed for another site.")
+    for source in order.sources:
+        delivery = inbox.Delivery(
+            job=order.job,
+            step=source.step,
+            attempt=source.attempt,
+            dataset=source.dataset,
+            party=party,
+            length=source.length,
+            sha256=source.sha256,
+        )
         # Only from this site's own inbox folder: what the inbox accepted from that step.
-        blob = inbox.received(config.inbox_root, site.name, inputs.input_delivery(source, party))
+        blob = inbox.received(config.inbox_root, order.site, delivery)
         try:
             vectors.append(
                 sharing.open_for_party(
-                    blob, private_key, inputs.input_context(job.pk, dataset_of(source).pk, party)
+                    blob, private_key, inputs.input_context(order.job, source.dataset, party)
                 )
             )
         except (InvalidTag, ValueError) as exc:
-            raise EngineError(f"The shares of {source.name} do not open here: {exc}") from None
+            raise EngineError(
+                f"The shares of input step {source.step} do not open here: {exc}"
+            ) from None
     expected = context.groups * len(context.layout)
     if any(len(vector) != expected for vector in vectors):
         raise EngineError("An input share vector does not have the query's layout.")
-    sites = [site_of(peer).name for peer in compute]
+    sites = [p.site for p in order.parties]
     spec = parties.PartySpec(
-        job=job.pk,
+        job=order.job,
         index=party,
         sites=sites,
-        addresses=parties.party_addresses(job.pk, sites, config),
+        addresses=parties.party_addresses(order.job, sites, config),
         inputs=vectors,
         layout={"groups": context.groups, "measures": context.layout},
         noise=noise,
     )
     party_output = parties.run_party(spec, config)
-    delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
     blob = sharing.seal_for_receiver(
         party_output.output,
-        base64.b64decode(delivery.output["public_key"]),
-        output_context(job.pk, party),
+        base64.b64decode(order.delivery_key),
+        output_context(order.job, party),
     )
     # The noisy output share travels with the step's report: sealed to the receiver's key
     # service, the platform relays it and cannot open it.
     return {
         "share": {
-            "site": site.name,
+            "site": order.site,
             "sha256": hashlib.sha256(blob).hexdigest(),
             "sealed": base64.b64encode(blob).decode(),
         },
@@ -211,15 +218,14 @@ def _output_share(step: JobStep) -> bytes:
     return blob
 
 
-def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, Any]:
+def deliver(order: DeliveryOrder, config: MpcConfig) -> dict[str, Any]:
     """Open and recombine the parties' noisy output shares (at least t + 1 of them) and build
     the released table; only differentially private values exist here."""
-    context = inputs.query_context(job)
-    delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
-    open_share = _open_output_share(delivery, config)
+    context = inputs.query_context(order.canonical)
+    open_share = _output_share_opener(order, config)
     shares = {
-        party_of(step): open_share(_output_share(step), output_context(job.pk, party_of(step)))
-        for step in outputs
+        party: open_share(blob, output_context(order.job, party))
+        for party, blob in order.shares.items()
     }
     values = sharing.recombine(shares)
     groups = context.groups
@@ -242,6 +248,80 @@ def deliver(job: Job, outputs: list[JobStep], config: MpcConfig) -> dict[str, An
     except ReleaseError as exc:
         raise EngineError(str(exc)) from None
     return table.to_json()
+
+
+# Orders, built by the control plane at each claim ----------------------------------------------
+
+
+def step_order(step: JobStep, config: MpcConfig) -> StepOrder:
+    """What the site of a claimed input or compute step needs, from the job's steps as placed:
+    the approved canonical form, every party's site; an input step's dataset (with its owner's
+    key service), or a compute step's input deliveries and the delivery key."""
+    job = step.job
+    query = job.query
+    placed = tuple(
+        PartyOrder(index=party_of(c), site=site_of(c).name, site_id=site_of(c).pk)
+        for c in compute_steps(job.pk)
+    )
+    common = StepOrder(
+        job=job.pk,
+        step=step.pk,
+        attempt=step.attempt,
+        kind=str(step.kind),
+        name=step.name,
+        mechanism=job.mechanism,
+        query=query.pk,
+        site=site_of(step).name,
+        canonical=canonical_of(query),
+        parties=placed,
+    )
+    if step.kind == Stage.INPUT:
+        reads = dataset_of(step).pk
+        dataset = next(d for d in dataset_orders(query, config.key_services) if d.dataset == reads)
+        return replace(common, dataset=dataset)
+    party = party_of(step)
+    sources = []
+    for source in input_steps(job.pk):
+        sent = source.output["shares"][str(party)]
+        if sent["site"] != site_of(step).name:
+            raise EngineError(f"The shares of {source.name} were sealed for another site.")
+        sources.append(
+            SourceOrder(
+                step=source.pk,
+                attempt=source.attempt,
+                dataset=dataset_of(source).pk,
+                length=int(sent["length"]),
+                sha256=sent["sha256"],
+            )
+        )
+    delivery = JobStep.objects.get(job=job, kind=Stage.DELIVER)
+    return replace(
+        common,
+        party=party,
+        sources=tuple(sources),
+        delivery_key=delivery.output["public_key"],
+    )
+
+
+def delivery_order(delivery: JobStep, outputs: list[JobStep], config: MpcConfig) -> DeliveryOrder:
+    """The claimed delivery's order: only for a delivery claimed and charged, whose key the job's
+    end has not destroyed; its shares stay sealed to the receiver's key service."""
+    job = delivery.job
+    if delivery.output.get("shredded"):
+        raise EngineError("The job has ended; its delivery key was destroyed.")
+    if delivery.state != JobStep.State.RUNNING or job.charged_at is None:
+        raise EngineError("The delivery was not claimed and charged; its shares stay sealed.")
+    receiver = delivery.output["receiver"]
+    return DeliveryOrder(
+        job=job.pk,
+        step=delivery.pk,
+        attempt=delivery.attempt,
+        mechanism=job.mechanism,
+        canonical=canonical_of(job.query),
+        receiver=receiver,
+        key_service=config.key_services.urls.get(receiver, ""),
+        shares={party_of(step): _output_share(step) for step in outputs},
+    )
 
 
 # Placement -------------------------------------------------------------------------------------
@@ -433,15 +513,20 @@ class MpcEngine(StepEngine):
         """t + 1 output shares open a value, t = (parties - 1) // 2 (Shamir, honest majority)."""
         return (compute_steps - 1) // 2 + 1
 
-    def run_step(self, step: JobStep) -> dict[str, Any]:
-        if step.kind == Stage.INPUT:
-            return inputs.run_input(step, self.config, self.recorder)
-        return run_compute(
-            step,
-            input_steps(step.job_id),
-            compute_steps(step.job_id),
-            self.config,
-        )
+    @classmethod
+    def step_order(cls, step: JobStep, config: MpcConfig) -> StepOrder:
+        return step_order(step, config)
 
-    def deliver(self, job: Job, outputs: list[JobStep]) -> dict[str, Any]:
-        return deliver(job, outputs, self.config)
+    @classmethod
+    def delivery_order(
+        cls, delivery: JobStep, outputs: list[JobStep], config: MpcConfig
+    ) -> DeliveryOrder:
+        return delivery_order(delivery, outputs, config)
+
+    def run_step(self, order: StepOrder) -> dict[str, Any]:
+        if order.kind == Stage.INPUT:
+            return inputs.run_input(order, self.config, self.recorder)
+        return run_compute(order, self.config)
+
+    def deliver(self, order: DeliveryOrder) -> dict[str, Any]:
+        return deliver(order, self.config)

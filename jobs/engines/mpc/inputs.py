@@ -15,8 +15,7 @@ sent. The exact vector exists only in this process's memory; rows never leave th
 
 Also here, what every step of a job shares: the query's context (parsed query, catalog, bounds,
 the MPC calibration, the layout of the shared vector), rebuilt from the approved canonical
-form's terms only; and what a party's inbox asks of the job's placement before it stores a
-delivery (`placement_refusal`).
+form's terms only. Every step runs from its order (jobs/engines/orders.py), with no database.
 """
 
 from __future__ import annotations
@@ -25,37 +24,26 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from cleanroom.crypto.envelope import decrypt_stream
-from dataplane.mechanisms import Stage
 from dataplane.mpc import sharing
 from dataplane.privacy.calibration import Measurement
 from dataplane.privacy.release import ReleaseError, input_vectors
 from dataplane.privacy.terms import TermsError, approved_measurements, read_terms
 from dataplane.sql.parser import parse_query
 from dataplane.sql.plan import ColumnInfo, ParsedQuery, QueryError
-from jobs.engines.base import (
-    EngineError,
-    Recorder,
-    canonical_of,
-    compute_steps,
-    dataset_of,
-    party_of,
-    site_of,
-)
+from jobs.engines.base import EngineError, Recorder
 from jobs.engines.mpc import certificates, inbox
 from jobs.engines.mpc.config import MpcConfig
 from jobs.engines.mpc.inbox import input_context
-from jobs.models import Approval, Job, JobStep
+from jobs.engines.orders import DatasetOrder, StepOrder
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, SiteKeyRequest
-from parties.keys import owner_key_service
-from parties.models import DatasetVersion
-from parties.storage import stored_file
+from parties.keys import ordered_key_service
+from parties.storage import jurisdiction_root
 
 
 @dataclass(frozen=True)
@@ -82,11 +70,10 @@ class QueryContext:
         )
 
 
-def query_context(job: Job) -> QueryContext:
+def query_context(canonical: dict[str, Any]) -> QueryContext:
     """The context from the approved canonical form's terms alone (dataplane.privacy.terms): the
     step's claim checked its digest and every owner's signature over it (`check_runnable`), so
     nothing the platform's catalog or a host says sets the bounds, the unit or the noise."""
-    canonical = canonical_of(job.query)
     try:
         approved = read_terms(canonical)
         parsed = parse_query(canonical["sql"], approved.datasets)
@@ -103,147 +90,100 @@ def query_context(job: Job) -> QueryContext:
     )
 
 
-# Shares over the network (inbox.py) ----------------------------------------------------------
-
-
-def placement_refusal(delivery: inbox.Delivery, sender: str, own_site: str) -> str | None:
-    """Why a party's inbox must refuse a delivery, from the job's steps as the platform placed
-    them: only the running attempt of the job's input step for that dataset, from that step's
-    site, for a party index the job places at this inbox's site."""
-    step = (
-        JobStep.objects.filter(pk=delivery.step, job_id=delivery.job, kind=Stage.INPUT)
-        .select_related("site")
-        .first()
-    )
-    if step is None:
-        return f"job {delivery.job} has no input step {delivery.step}"
-    if step.site is None or step.site.name != sender:
-        return f"{sender} is not the site of input step {delivery.step} of job {delivery.job}"
-    if step.dataset_id != delivery.dataset:
-        return f"input step {delivery.step} does not read dataset {delivery.dataset}"
-    if step.state != JobStep.State.RUNNING or step.attempt != delivery.attempt:
-        return f"attempt {delivery.attempt} of input step {delivery.step} is not running"
-    placed = JobStep.objects.filter(
-        job_id=delivery.job, kind=Stage.COMPUTE, party=delivery.party, site__name=own_site
-    )
-    if not placed.exists():
-        return f"job {delivery.job} places no party {delivery.party} at {own_site}"
-    return None
-
-
-def input_delivery(source: JobStep, party: int) -> inbox.Delivery:
-    """The delivery of `source`'s shares for `party`, as its output records it."""
-    reference = source.output["shares"][str(party)]
-    return inbox.Delivery(
-        job=source.job_id,
-        step=source.pk,
-        attempt=source.attempt,
-        dataset=dataset_of(source).pk,
-        party=party,
-        length=int(reference["length"]),
-        sha256=reference["sha256"],
-    )
-
-
 def _decrypt(
-    version: DatasetVersion, step: JobStep, config: MpcConfig, recorder: Recorder
+    order: StepOrder, dataset: DatasetOrder, config: MpcConfig, recorder: Recorder
 ) -> pl.LazyFrame:
     """The owner's key service gives its own worker site the data key, deciding residency
     itself (a worker site where the rows may be read in plaintext, never another kind), for
     the query it approved (whose canonical form names the room, so a participation it
     suspended is refused there too)."""
-    name = version.dataset.qualified_name
-    query = step.job.query
-    approval = Approval.objects.get(
-        query=query, organization=version.dataset.organization, decision=Approval.Decision.APPROVE
-    )
     request = SiteKeyRequest(
-        job=step.job_id,
-        query=query.pk,
-        dataset=version.dataset_id,
-        canonical=canonical_of(query),
-        approval=approval.evidence,
-        site=site_of(step).name,
-        kek_id=version.kek_id,
-        wrapped_key=bytes(version.wrapped_data_key),
-        key_context=version.key_context,
+        job=order.job,
+        query=order.query,
+        dataset=dataset.dataset,
+        canonical=order.canonical,
+        approval=dataset.approval,
+        site=order.site,
+        kek_id=dataset.kek_id,
+        wrapped_key=dataset.wrapped_key,
+        key_context=dataset.key_context,
     )
     try:
-        data_key, reason = owner_key_service(
-            version.dataset.organization, config.key_services
+        data_key, reason = ordered_key_service(
+            dataset.owner, dataset.key_service, config.key_services
         ).site_key(request)
     except (Refused, KeyServiceUnavailable) as exc:
-        raise EngineError(f"Key service refuses {name}: {exc}") from None
-    recorder.key_released(
-        step.job_id, dataset=version.dataset_id, site=site_of(step).name, reason=reason
-    )
+        raise EngineError(f"Key service refuses {dataset.name}: {exc}") from None
+    recorder.key_released(order.job, dataset=dataset.dataset, site=order.site, reason=reason)
     plain = io.BytesIO()
-    with Path(stored_file(version)).open("rb") as source:
+    with (jurisdiction_root(dataset.jurisdiction) / dataset.storage_path).open("rb") as source:
         decrypt_stream(source, plain, data_key)
     plain.seek(0)
     return pl.read_parquet(plain).lazy()
 
 
-def run_input(step: JobStep, config: MpcConfig, recorder: Recorder) -> dict[str, Any]:
-    """Pre-aggregate, share and seal the step's dataset; returns the step's output reference:
-    per party, the sealed share file and its SHA-256."""
-    job = step.job
-    context = query_context(job)
-    dataset = dataset_of(step)
-    name = dataset.qualified_name
-    item = next(i for i in canonical_of(job.query)["datasets"] if i["name"] == name)
-    version = DatasetVersion.objects.select_related(
-        "dataset__jurisdiction", "dataset__organization"
-    ).get(dataset=dataset, number=item["version"])
-    frame = _decrypt(version, step, config, recorder)
+def run_input(order: StepOrder, config: MpcConfig, recorder: Recorder) -> dict[str, Any]:
+    """Pre-aggregate, share and seal the step's dataset, and send each party its shares;
+    returns the step's output: per party, the site, length and SHA-256 of what it was sent."""
+    dataset = order.dataset
+    if dataset is None:
+        raise EngineError(f"The step '{order.name}' reads no dataset.")
+    context = query_context(order.canonical)
+    frame = _decrypt(order, dataset, config, recorder)
     try:
         vectors = input_vectors(
-            {name: frame},
+            {dataset.name: frame},
             context.parsed,
             context.columns,
             context.units,
             rows_per_unit=context.rows_per_unit,
         )
     except ReleaseError as exc:
-        raise EngineError(f"{name} cannot be pre-aggregated: {exc}") from None
+        raise EngineError(f"{dataset.name} cannot be pre-aggregated: {exc}") from None
     del frame
     flat = [value for measure in context.layout for value in vectors[measure]]
     del vectors
-    compute = compute_steps(job.pk)
-    sites = {party_of(party): site_of(party) for party in compute}
     try:
-        shares = sharing.split(flat, len(sites))
+        shares = sharing.split(flat, len(order.parties))
     except ValueError as exc:
         raise EngineError(str(exc)) from None
     del flat
     # Every transfer is decided before any share is sent: one refusal sends none.
-    for party in compute:
-        if not recorder.shares_may_move(step, party):
-            raise EngineError(f"Residency refuses shares of {name} at {site_of(party).name}.")
+    for party in order.parties:
+        if not recorder.shares_may_move(order.step, party.index):
+            raise EngineError(f"Residency refuses shares of {dataset.name} at {party.site}.")
     # Each party's key only from its certificate, verified against this site's MPC CA; every
     # certificate is checked before any share is sent: one refusal sends none.
     keys = {
-        index: certificates.party_public_key(
-            config.credentials, site.name, certificates=config.certificates
+        party.index: certificates.party_public_key(
+            config.credentials, party.site, certificates=config.certificates
         )
-        for index, site in sites.items()
+        for party in order.parties
     }
-    own = certificates.sender_tls_files(config.credentials, site_of(step).name)
+    own = certificates.sender_tls_files(config.credentials, order.site)
     sent = {}
-    for index, site in sites.items():
+    for party in order.parties:
         blob = sharing.seal_for_party(
-            shares[index], keys[index], input_context(job.pk, dataset.pk, index)
+            shares[party.index],
+            keys[party.index],
+            input_context(order.job, dataset.dataset, party.index),
         )
         delivery = inbox.Delivery(
-            job=job.pk,
-            step=step.pk,
-            attempt=step.attempt,
-            dataset=dataset.pk,
-            party=index,
+            job=order.job,
+            step=order.step,
+            attempt=order.attempt,
+            dataset=dataset.dataset,
+            party=party.index,
             length=len(blob),
             sha256=hashlib.sha256(blob).hexdigest(),
         )
-        address = inbox.address_of(site.name, site.pk, config.inbox_addresses, config.port_base)
-        inbox.send(address, site.name, own, delivery, blob)
-        sent[str(index)] = {"site": site.name, "sha256": delivery.sha256, "length": len(blob)}
+        address = inbox.address_of(
+            party.site, party.site_id, config.inbox_addresses, config.port_base
+        )
+        inbox.send(address, party.site, own, delivery, blob)
+        sent[str(party.index)] = {
+            "site": party.site,
+            "sha256": delivery.sha256,
+            "length": len(blob),
+        }
     return {"length": len(shares[0]), "shares": sent}

@@ -31,16 +31,17 @@ from jobs.engines.base import (
     active_sites,
     allowed_everywhere,
     canonical_of,
+    dataset_orders,
     dies_with_its_host,
     job_site_of,
     minimal_environment,
     transfer_rules,
 )
-from jobs.engines.orders import DatasetOrder, WorkOrder
+from jobs.engines.orders import WorkOrder
 from jobs.engines.tee import trust
 from jobs.engines.tee.key_release import release_keys
-from jobs.models import Approval, Job, JobStep, Query, RoomDataset
-from parties.models import DatasetVersion, Site
+from jobs.models import Job, JobStep, Query, RoomDataset
+from parties.models import Site
 from parties.storage import jurisdiction_root
 
 
@@ -66,32 +67,6 @@ def work_order(job: Job, config: trust.TeeConfig) -> WorkOrder:
     owner's key service is, as this deployment configures them."""
     query = job.query
     canonical = canonical_of(query)
-    datasets = []
-    for dataset_id, item in zip(query.dataset_ids, canonical["datasets"], strict=True):
-        version = DatasetVersion.objects.select_related(
-            "dataset__organization", "dataset__jurisdiction"
-        ).get(dataset_id=dataset_id, number=item["version"])
-        owner = version.dataset.organization
-        approval = Approval.objects.get(
-            query=query,
-            organization=owner,
-            decision=Approval.Decision.APPROVE,
-            revoked_at__isnull=True,
-        )
-        datasets.append(
-            DatasetOrder(
-                name=item["name"],
-                dataset=version.dataset_id,
-                owner=owner.slug,
-                jurisdiction=version.dataset.jurisdiction.code,
-                storage_path=version.storage_path,
-                approval=approval.evidence,
-                kek_id=version.kek_id,
-                wrapped_key=bytes(version.wrapped_data_key),
-                key_context=version.key_context,
-                key_service=config.key_services.urls.get(owner.slug, ""),
-            )
-        )
     return WorkOrder(
         job=job.pk,
         attempt=job.attempt,
@@ -101,7 +76,7 @@ def work_order(job: Job, config: trust.TeeConfig) -> WorkOrder:
         site=job_site_of(job).name,
         canonical=canonical,
         synthetic=query.output_kind == Query.OutputKind.SYNTHETIC,
-        datasets=tuple(datasets),
+        datasets=tuple(dataset_orders(query, config.key_services)),
     )
 
 

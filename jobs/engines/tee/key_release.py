@@ -24,8 +24,7 @@ from jobs.engines.orders import DatasetOrder, WorkOrder
 from jobs.engines.tee import trust
 from keyservice.client import KeyServiceUnavailable
 from keyservice.release import Refused, ReleaseRequest
-from parties.keys import OwnerKeyService, owner_key_service, remote_key_service
-from parties.models import Organization
+from parties.keys import ordered_key_service
 
 
 def release_keys(
@@ -72,19 +71,13 @@ def release_keys(
     keys = {}
     for dataset in order.datasets:
         try:
-            if dataset.key_service:
-                service: OwnerKeyService = remote_key_service(
-                    dataset.key_service, config.key_services
-                )
-            else:
-                # The embedded default's: in this process, over the platform's key folder and
-                # records; a site process has neither and refuses it (its database refuses).
-                service = owner_key_service(
-                    Organization.objects.get(slug=dataset.owner),
-                    config.key_services,
-                    trusted_roots=trusted_roots,
-                    allowed_measurements=allowed_measurements,
-                )
+            service = ordered_key_service(
+                dataset.owner,
+                dataset.key_service,
+                config.key_services,
+                trusted_roots=trusted_roots,
+                allowed_measurements=allowed_measurements,
+            )
             released = service.release(release_request(order, dataset, document))
         except (Refused, KeyServiceUnavailable) as exc:
             raise EngineError(
