@@ -83,7 +83,7 @@ class SiteApiClient:
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             raise ControlPlaneUnreachable(f"{type(exc).__name__}: {exc}") from None
 
-    def _path(self, lease: Lease, act: str) -> str:
+    def path_of(self, lease: Lease, act: str) -> str:
         return f"/{lease.kind}s/{lease.id}/{act}"
 
     def claim(self, job_id: int) -> WorkOrder | None:
@@ -99,14 +99,14 @@ class SiteApiClient:
         return None if order is None else DeliveryOrder.from_dict(order)
 
     def renew(self, lease: Lease) -> datetime:
-        answer = self.post(self._path(lease, "lease"), {"attempt": lease.attempt})
+        answer = self.post(self.path_of(lease, "lease"), {"attempt": lease.attempt})
         return datetime.fromisoformat(answer["expires_at"])
 
     def recorder(self, lease: Lease, job_id: int) -> Recorder:
         return SiteApiRecorder(self, lease, job_id)
 
     def complete(self, lease: Lease, output: dict[str, Any]) -> None:
-        self.post(self._path(lease, "complete"), {"attempt": lease.attempt, "output": output})
+        self.post(self.path_of(lease, "complete"), {"attempt": lease.attempt, "output": output})
 
     def release(self, lease: Lease, table: dict[str, Any]) -> None:
         if "extract" in table:
@@ -116,10 +116,10 @@ class SiteApiClient:
             }
         else:
             body = {"result": table}
-        self.post(self._path(lease, "release"), {"attempt": lease.attempt, **body})
+        self.post(self.path_of(lease, "release"), {"attempt": lease.attempt, **body})
 
     def fail(self, lease: Lease, reason: str) -> None:
-        self.post(self._path(lease, "fail"), {"attempt": lease.attempt, "reason": reason})
+        self.post(self.path_of(lease, "fail"), {"attempt": lease.attempt, "reason": reason})
 
     def placement(self, delivery: Delivery, sender: str) -> str | None:
         answer = self.post(
@@ -141,7 +141,7 @@ class SiteApiRecorder:
         if job_id != self.job_id:
             raise EngineError(f"This attempt is of job {self.job_id}, not of job {job_id}.")
         return self.client.post(
-            self.client._path(self.lease, act), {"attempt": self.lease.attempt, **body}
+            self.client.path_of(self.lease, act), {"attempt": self.lease.attempt, **body}
         )
 
     def attestation(
@@ -174,7 +174,7 @@ class SiteApiRecorder:
         if step != self.lease.id:
             raise EngineError(f"This attempt holds step {self.lease.id}, not step {step}.")
         answer = self.client.post(
-            self.client._path(self.lease, "shares-may-move"),
+            self.client.path_of(self.lease, "shares-may-move"),
             {"attempt": self.lease.attempt, "party": party},
         )
         return bool(answer["allowed"])
