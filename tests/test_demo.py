@@ -80,7 +80,8 @@ def test_the_demo_releases_both_results_serves_and_stops_whole(tmp_path: Path):
         rest = demo.stdout.read()
         assert "Traceback" not in rest and "Warm shutdown" not in rest, rest
     finally:
-        for pid in [demo.pid, *running]:  # nothing left behind, even when the test fails
+        # Nothing left behind, even when the test fails before it listed the demo's processes.
+        for pid in [demo.pid, *(running or descendants(demo.pid))]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         demo.wait()
