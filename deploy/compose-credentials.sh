@@ -8,13 +8,18 @@
 #   callers/                every caller's key (the demo pins their public halves)
 #   control/                the web tier's: site-api-ca.crt, caller.key (`web`)
 #   sites/<site>/           a site's: site-api/{ca.crt, sites/<site>/}, caller.key
-#                           (`site.<site>`), and mpc/: an owners' site ca.crt, every party's
-#                           parties/<party>/tls.crt (no key) and its senders/<site>/; a party
-#                           ca.crt and its own parties/<site>/; a TEE host none
+#                           (`site.<site>`), broker-url (its own broker user's), and mpc/: an
+#                           owners' site ca.crt, every party's parties/<party>/tls.crt (no key)
+#                           and its senders/<site>/; a party ca.crt and its own
+#                           parties/<site>/; a TEE host none
+#   broker/definitions.json the broker's users, passwords hashed: the control plane's (as its
+#                           CELERY_BROKER_URL names it) and each site's (new passwords each run:
+#                           restart the broker and the sites afterwards)
 #
 # Each site's folder is made again on every run, from the CAs' folders, so it holds exactly
 # its part (deploy/README.md, "Certificates"). Sites named by OWNER_SITES, TEE_SITES and
-# PARTY_SITES; the site API's host name by SITE_API_HOST.
+# PARTY_SITES; the site API's host name by SITE_API_HOST, the broker's by BROKER_HOST and its
+# virtual host by BROKER_VHOST.
 set -eu
 
 out=${CREDENTIALS:?name the credentials folder}
@@ -68,5 +73,11 @@ for site in $PARTY_SITES; do
     copy "$out/mpc/parties/$site/$key" "$folder/mpc/parties/$site/$key" 0600
   done
 done
+
+# Each site's own broker user, reaching its own queue alone, its URL in its folder (broker-url),
+# and the control plane's user: RabbitMQ definitions, which the broker imports when it starts.
+python manage.py site_broker_users --broker-host "${BROKER_HOST:?}" --vhost "${BROKER_VHOST:?}" \
+  --definitions "$out/broker/definitions.json" --urls-in "$out/sites" \
+  $OWNER_SITES $TEE_SITES $PARTY_SITES
 
 echo "Each site's part: $out/sites/<site>/; the web tier's: $out/control/."

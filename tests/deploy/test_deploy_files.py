@@ -5,13 +5,15 @@ roles, so that what they say matches what the clean room needs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
@@ -21,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from jobs.engines.mpc import certificates
 from jobs.sites.signing import SiteCredentials
+from parties.broker_users import site_permissions, user_name
 from parties.seed import SITES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -316,6 +319,9 @@ def site_refusals(services: dict) -> list[str]:
             found.append(f"{name} is not CLEANROOM_ROLE=site")
         if environment.get("CLEANROOM_SITE_API_URL") != "http://web:8000/site-api":
             found.append(f"{name} does not name the site API at the web container")
+        broker = environment.get("CELERY_BROKER_URL")
+        if broker is not None and urlsplit(broker).username != f"site.{site}":
+            found.append(f"{name} has a broker URL not of its own user")
         if networks(service) & database_networks:
             found.append(f"{name} shares a network with PostgreSQL")
         if "web" not in services or not networks(service) & networks(services["web"]):
@@ -335,6 +341,7 @@ def site_refusals(services: dict) -> list[str]:
             "CLEANROOM_SITE_API_CREDENTIALS_DIR",
             "MPC_CREDENTIALS_DIR",
             "CLEANROOM_KEY_SERVICE_CALLER_KEY",
+            "CELERY_BROKER_URL_FILE",
         ):
             if not environment.get(setting, "").startswith(f"{OWN_FOLDER}/"):
                 found.append(f"{name}'s {setting} is not in its own folder")
@@ -426,6 +433,15 @@ def test_each_site_container_holds_no_platform_secret_and_nothing_of_another_sit
             ),
             "ch-geneva-mpc-inbox mounts the volume inbox-eu-paris-mpc",
         ),
+        # The control plane's broker user, with every right.
+        (
+            (
+                "CLEANROOM_SITE: uk-manchester-mpc}",
+                "CLEANROOM_SITE: uk-manchester-mpc, "
+                "CELERY_BROKER_URL: 'amqp://cleanroom:x@rabbitmq:5672/cleanroom'}",
+            ),
+            "uk-manchester-mpc has a broker URL not of its own user",
+        ),
         # Not a site process, or not on a network of the site API's.
         (
             ("  CLEANROOM_ROLE: site\n", "  CLEANROOM_ROLE: control\n"),
@@ -495,12 +511,23 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow
-def test_the_credentials_step_gives_each_site_its_own_part_alone(tmp_path):
+STEP_SETTINGS = (
+    "SITE_API_HOST",
+    "OWNER_SITES",
+    "TEE_SITES",
+    "PARTY_SITES",
+    "BROKER_HOST",
+    "BROKER_VHOST",
+)
+# The control plane's broker URL as compose.env.example's values make it.
+CONTROL_BROKER_URL = "amqp://cleanroom:change-me@rabbitmq:5672/cleanroom"
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory) -> Path:
     """deploy/compose-credentials.sh run as the credentials container runs it (its environment
-    from compose.yaml, a database of the demo's sites): each site's folder holds its own site
-    API certificate and key, caller key and MPC part, each chaining to its CA, and nothing of
-    another site's."""
+    from compose.yaml, a database of the demo's sites): the ./credentials folder it makes."""
+    tmp_path = tmp_path_factory.mktemp("compose")
     step = resolved_environment(compose()["services"]["credentials"])
     credentials = tmp_path / "credentials"
     environment = {
@@ -509,22 +536,27 @@ def test_the_credentials_step_gives_each_site_its_own_part_alone(tmp_path):
         "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
         "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
         "CREDENTIALS": str(credentials),
-        **{
-            name: step[name]
-            for name in ("SITE_API_HOST", "OWNER_SITES", "TEE_SITES", "PARTY_SITES")
-        },
+        "CELERY_BROKER_URL": CONTROL_BROKER_URL,
+        **{name: step[name] for name in STEP_SETTINGS},
     }
     for command in (
         [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
         ["sh", str(DEPLOY / "compose-credentials.sh")],
     ):
         subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True)
+    return credentials
 
+
+@pytest.mark.slow
+def test_the_credentials_step_gives_each_site_its_own_part_alone(credentials):
+    """Each site's folder holds its own site API certificate and key, caller key, broker URL
+    and MPC part, each chaining to its CA, and nothing of another site's."""
+    step = resolved_environment(compose()["services"]["credentials"])
     owners, tees, parties = demo_sites("worker"), demo_sites("tee"), demo_sites("mpc-party")
     site_api_ca = x509.load_pem_x509_certificate((credentials / "site-api/ca.crt").read_bytes())
     for site in (*owners, *tees, *parties):
         folder = credentials / "sites" / site
-        expected = {"caller.key", "site-api/ca.crt"} | {
+        expected = {"caller.key", "broker-url", "site-api/ca.crt"} | {
             f"site-api/sites/{site}/{f}" for f in ("tls.crt", "tls.key")
         }
         if site in owners:
@@ -566,3 +598,113 @@ def test_the_credentials_step_gives_each_site_its_own_part_alone(tmp_path):
     server = x509.load_pem_x509_certificate((credentials / "site-api/control/tls.crt").read_bytes())
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == [step["SITE_API_HOST"]]
+
+
+def interpolated(value: str) -> str:
+    """A value with each ${NAME...} as compose.env.example sets NAME (as `docker compose`
+    interpolates the file from deploy/.env)."""
+    example = environment_file(DEPLOY / "compose.env.example")
+    return re.sub(r"\$\{(\w+)[^}]*\}", lambda name: example[name[1]], value)
+
+
+def _hashed(password: str, stored: str) -> bool:
+    salted = base64.b64decode(stored)
+    return salted[4:] == hashlib.sha256(salted[:4] + password.encode()).digest()
+
+
+@pytest.mark.slow
+def test_the_broker_imports_each_site_s_own_user_alone(credentials):
+    """The credentials step's broker definitions: the control plane's user (its
+    CELERY_BROKER_URL's) with every right, each site's with its own queue's alone, each
+    password as the site's own broker-url has it, hashed; the broker imports them at start."""
+    services = compose()["services"]
+    step = resolved_environment(services["credentials"])
+    control = urlsplit(interpolated(resolved_environment(services["web"])["CELERY_BROKER_URL"]))
+    assert control.geturl() == CONTROL_BROKER_URL
+    assert (step["BROKER_HOST"], step["BROKER_VHOST"]) == (control.hostname, control.path[1:])
+    made = json.loads((credentials / "broker/definitions.json").read_text())
+    sites = [*demo_sites("worker"), *demo_sites("tee"), *demo_sites("mpc-party")]
+    users = {user["name"]: user for user in made["users"]}
+    assert set(users) == {"cleanroom"} | {user_name(site) for site in sites}
+    assert made["vhosts"] == [{"name": "cleanroom"}]
+    rights = {
+        p["user"]: (p["vhost"], p["configure"], p["write"], p["read"]) for p in made["permissions"]
+    }
+    assert rights["cleanroom"] == ("cleanroom", ".*", ".*", ".*")
+    assert _hashed("change-me", users["cleanroom"]["password_hash"])
+    for site in sites:
+        allowed = site_permissions(site)
+        assert rights[user_name(site)] == (
+            "cleanroom",
+            allowed.configure,
+            allowed.write,
+            allowed.read,
+        )
+        url = urlsplit((credentials / "sites" / site / "broker-url").read_text().strip())
+        assert (url.username, url.hostname, url.port, url.path) == (
+            user_name(site),
+            "rabbitmq",
+            5672,
+            "/cleanroom",
+        )
+        assert _hashed(unquote(url.password or ""), users[user_name(site)]["password_hash"])
+    # The broker loads them when it starts.
+    loaded = re.search(r"^load_definitions = (\S+)$", (DEPLOY / "rabbitmq.conf").read_text(), re.M)
+    target = loaded[1] if loaded else ""
+    assert ("./credentials/broker/definitions.json", target) in mounts(services["rabbitmq"])
+    assert ("./rabbitmq.conf", "/etc/rabbitmq/conf.d/20-cleanroom.conf") in mounts(
+        services["rabbitmq"]
+    )
+
+
+SITE_PROCESS = """
+import django, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
+django.setup()
+from django.conf import settings
+from jobs.engines.mpc import certificates
+from jobs.sites.client import SiteApiClient
+from parties.keys import KeyServiceAccess
+site = settings.CLEANROOM_SITE
+client = SiteApiClient.from_settings(settings, site)
+KeyServiceAccess.from_settings(settings).caller_key.read_bytes()
+mpc = settings.MPC_CREDENTIALS_DIR
+if (mpc / "senders").exists():
+    certificates.sender_tls_files(mpc, site)
+if (mpc / "parties" / site / "share.key").exists():
+    certificates.party_private_key(mpc, site)
+print(client.url, settings.CELERY_BROKER_URL.split(":")[1].lstrip("/"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "service", ["eu-frankfurt", "ch-zurich-tee", "uk-manchester-mpc", "eu-paris-mpc-inbox"]
+)
+def test_a_site_container_s_environment_finds_its_part_in_its_own_folder(
+    credentials, tmp_path, service
+):
+    """A process with the site container's environment (its folder where the container mounts
+    it) loads its site API credentials, caller key, MPC keys and its own broker user's URL."""
+    environment = resolved_environment(compose()["services"][service])
+    site = environment["CLEANROOM_SITE"]
+    folder = str(credentials / "sites" / site)
+    environment = {name: value.replace(OWN_FOLDER, folder) for name, value in environment.items()}
+    environment |= {
+        "PATH": "/usr/bin:/bin",
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+        "TEE_SIMULATED_ROOT_DIR": str(tmp_path / "tee"),
+        "MPC_INBOX_DIR": str(tmp_path / "inbox"),
+    }
+    tried = subprocess.run(
+        [sys.executable, "-c", SITE_PROCESS],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tried.returncode == 0, tried.stderr
+    assert tried.stdout.split() == ["http://web:8000/site-api", f"site.{site}"]
