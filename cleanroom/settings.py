@@ -266,7 +266,14 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: no default queue for data-plane work; each step is routed to `site.<name>`.
 # The filesystem transport uses no host, but kombu warns, once per process, of a URL without one.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
+# CELERY_BROKER_URL_FILE: a file holding the URL instead (a site's container takes its own broker
+# user's URL from its own folder, not from the environment: deploy/compose.yaml).
+_BROKER_URL_FILE = env.str("CELERY_BROKER_URL_FILE", default="")
+CELERY_BROKER_URL = (
+    Path(_BROKER_URL_FILE).read_text().strip()
+    if _BROKER_URL_FILE
+    else env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem"):
     # kombu's filesystem transport: messages are files in one folder shared by all processes.

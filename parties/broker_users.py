@@ -21,15 +21,19 @@ other workers read, each needing rights on exchanges shared by all sites. A site
 publishes nothing else; the next steps of a job are sent by the control plane (the outbox).
 
 Provisioned with rabbitmqctl on the broker's host (`manage.py site_broker_users`,
-deploy/README.md "Broker users")."""
+deploy/README.md "Broker users"), or written as RabbitMQ definitions that the broker imports
+when it starts (`definitions`: deploy/compose.yaml's broker)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 USER_PREFIX = "site."
@@ -105,3 +109,44 @@ def broker_url(*, user: str, password: str, host: str, port: int, vhost: str) ->
         f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
         f"{quote(vhost, safe='')}"
     )
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's stored form of a password (`rabbit_password_hashing_sha256`): base64 of a
+    4-byte salt followed by SHA-256 over the salt and the password."""
+    salt = secrets.token_bytes(4) if salt is None else salt
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def definitions(
+    *, vhost: str, control_user: str, control_password: str, site_passwords: dict[str, str]
+) -> dict[str, Any]:
+    """RabbitMQ definitions for the deployment's virtual host: the control plane's user with
+    every right in it, and each site's user with its site's permissions alone; the passwords
+    stored hashed only."""
+
+    def user(name: str, password: str, tags: list[str]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "password_hash": password_hash(password),
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": tags,
+        }
+
+    users = [user(control_user, control_password, ["administrator"])]
+    permissions = [
+        {"user": control_user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    ]
+    for site, password in sorted(site_passwords.items()):
+        users.append(user(user_name(site), password, []))
+        allowed = site_permissions(site)
+        permissions.append(
+            {
+                "user": user_name(site),
+                "vhost": vhost,
+                "configure": allowed.configure,
+                "write": allowed.write,
+                "read": allowed.read,
+            }
+        )
+    return {"users": users, "vhosts": [{"name": vhost}], "permissions": permissions}

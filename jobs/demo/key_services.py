@@ -75,6 +75,16 @@ def _caller_key(name: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(path.read_bytes())
 
 
+def ensure_caller_keys() -> list[str]:
+    """Make every platform caller's key where missing (as the pins below take them), so a
+    set-up step can hand each process its own before any starts (deploy/compose.yaml's
+    `credentials`); the callers' names."""
+    names = list(platform_callers())
+    for name in names:
+        _caller_key(name)
+    return names
+
+
 def _pin(organization: Organization, state: Path, callers: Mapping[str, Caller]) -> None:
     tee = TeeConfig.from_settings(settings)
     sites = Site.objects.exclude(kind=Site.Kind.MPC_PARTY).select_related("jurisdiction")

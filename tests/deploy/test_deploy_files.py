@@ -5,15 +5,25 @@ roles, so that what they say matches what the clean room needs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
+from jobs.engines.mpc import certificates
+from jobs.sites.signing import SiteCredentials
+from parties.broker_users import site_permissions, user_name
 from parties.seed import SITES
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -119,21 +129,6 @@ def test_every_demo_site_has_its_container_of_its_kind():
         assert service["environment"]["CLEANROOM_SITE"] == name
         assert service["build"]["target"] == TARGET_OF_KIND[kind]
         assert service["restart"] == "unless-stopped"  # a site worker that dies is restarted
-
-
-def test_an_mpc_party_s_container_holds_its_own_keys_and_no_other_s():
-    services = compose()["services"]
-    for name, jurisdiction, kind, _ in SITES:
-        if jurisdiction not in DEMO_JURISDICTIONS:
-            continue
-        key_folders = [v for v in services[name]["volumes"] if "/mpc/parties/" in v]
-        if kind == "mpc-party":
-            assert key_folders == [
-                f"./credentials/mpc/parties/{name}:/srv/cleanroom/mpc/parties/{name}:ro"
-            ]
-        else:  # an input site seals to the parties' certificates: it holds no party's key
-            assert key_folders == []
-        assert not any(v.startswith("./credentials/mpc:") for v in services[name]["volumes"])
 
 
 def test_each_organisation_s_key_service_is_apart_from_the_platform():
@@ -256,3 +251,460 @@ def test_a_site_process_has_no_platform_secret_and_its_orm_refuses(tmp_path, rol
     )
     assert tried.returncode != 0
     assert "NoDatabase: This is a site process (CLEANROOM_ROLE=site)" in tried.stderr
+
+
+# --- The compose file's sites (#17): each a site process with its own part alone --------------
+
+SITE_TARGETS = set(TARGET_OF_KIND.values())
+# Where a site's container mounts its own folder, ./credentials/sites/<site>/.
+OWN_FOLDER = "/srv/cleanroom/site"
+# The control plane's volumes: no site mounts them.
+CONTROL_VOLUMES = {"postgres", "rabbitmq", "audit-keys", "pins"} | {
+    f"keys-{organisation}" for organisation in DEMO_ORGANISATIONS
+}
+
+
+def demo_sites(kind: str) -> list[str]:
+    return [n for n, j, k, _ in SITES if j in DEMO_JURISDICTIONS and k == kind]
+
+
+def resolved_environment(service: dict) -> dict[str, str]:
+    """A service's environment as its container gets it: its env_files, then `environment`
+    (a mapping or a list of NAME=value), as Compose merges them."""
+    found: dict[str, str] = {}
+    files = service.get("env_file", [])
+    for entry in [files] if isinstance(files, str | dict) else files:
+        path = entry["path"] if isinstance(entry, dict) else entry
+        found.update(environment_file(DEPLOY / path))
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(entry.split("=", 1) for entry in environment)
+    found.update({name: "" if value is None else str(value) for name, value in environment.items()})
+    return found
+
+
+def mounts(service: dict) -> list[tuple[str, str]]:
+    """Each volume's (source, target), from the short syntax or the long; a folder of the
+    host's as `./` and its path from this folder (`docker compose config` makes it absolute)."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target = str(volume.get("source", "")), volume["target"]
+        else:
+            source, target, *_ = volume.split(":")
+        if Path(source).is_relative_to(DEPLOY):
+            source = f"./{Path(source).relative_to(DEPLOY)}"
+        found.append((source, target))
+    return found
+
+
+def networks(service: dict) -> set[str]:
+    return set(service.get("networks") or [])
+
+
+def site_refusals(services: dict) -> list[str]:
+    """What a site's container (an owners' worker, a TEE host, an MPC party or its share inbox:
+    whatever runs a site target) has that a site process must not, or lacks; empty when each
+    holds no platform secret and nothing of another site's."""
+    found = []
+    database_networks = networks(services["postgres"])
+    for name, service in services.items():
+        if service.get("build", {}).get("target") not in SITE_TARGETS:
+            continue
+        environment = resolved_environment(service)
+        site = environment.get("CLEANROOM_SITE", "")
+        for secret in sorted(PLATFORM_SECRETS & set(environment)):
+            found.append(f"{name} has {secret}")
+        if environment.get("CLEANROOM_ROLE") != "site":
+            found.append(f"{name} is not CLEANROOM_ROLE=site")
+        if environment.get("CLEANROOM_SITE_API_URL") != "http://web:8000/site-api":
+            found.append(f"{name} does not name the site API at the web container")
+        broker = environment.get("CELERY_BROKER_URL")
+        if broker is not None and urlsplit(broker).username != f"site.{site}":
+            found.append(f"{name} has a broker URL not of its own user")
+        if networks(service) & database_networks:
+            found.append(f"{name} shares a network with PostgreSQL")
+        if "web" not in services or not networks(service) & networks(services["web"]):
+            found.append(f"{name} cannot reach the site API")
+        for source, target in mounts(service):
+            if source.startswith(("./", "/")) and (source, target) != (
+                f"./credentials/sites/{site}",
+                OWN_FOLDER,
+            ):
+                found.append(f"{name} mounts {source}")
+            if source in CONTROL_VOLUMES or (
+                source.startswith("inbox-") and source != f"inbox-{site}"
+            ):
+                found.append(f"{name} mounts the volume {source}")
+        # Its site API material, MPC credentials and caller key are all in its own folder.
+        for setting in (
+            "CLEANROOM_SITE_API_CREDENTIALS_DIR",
+            "MPC_CREDENTIALS_DIR",
+            "CLEANROOM_KEY_SERVICE_CALLER_KEY",
+            "CELERY_BROKER_URL_FILE",
+        ):
+            if not environment.get(setting, "").startswith(f"{OWN_FOLDER}/"):
+                found.append(f"{name}'s {setting} is not in its own folder")
+        for setting in (
+            "CLEANROOM_SITE_API_CA",
+            "CLEANROOM_SITE_API_CERTIFICATE",
+            "CLEANROOM_SITE_API_KEY",
+            "CLEANROOM_KEY_SERVICE_CALLER_KEYS",
+            "MPC_CERTIFICATES_DIR",
+        ):
+            if setting in environment:
+                found.append(f"{name} names {setting} elsewhere than its own folder")
+    return found
+
+
+def docker_compose_config() -> dict | None:
+    """The compose file as `docker compose config` resolves it (with compose.env.example's
+    values), where a container engine's compose plugin is installed; None where it is not."""
+    docker = shutil.which("docker")
+    if not docker:
+        return None
+    if subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        return None
+    command = [docker, "compose", "--env-file", str(DEPLOY / "compose.env.example")]
+    command += ["-f", str(DEPLOY / "compose.yaml"), "--profile", "setup", "--profile", "demo"]
+    resolved = subprocess.run(
+        [*command, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(resolved.stdout)
+
+
+def test_each_site_container_holds_no_platform_secret_and_nothing_of_another_site():
+    assert site_refusals(compose()["services"]) == []
+    resolved = docker_compose_config()
+    if resolved is not None:
+        assert site_refusals(resolved["services"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        # Put back into the sites' shared environment: every site is refused.
+        (
+            ("  CLEANROOM_ROLE: site\n", "  CLEANROOM_ROLE: site\n  DATABASE_URL: postgres://x\n"),
+            "eu-frankfurt has DATABASE_URL",
+        ),
+        # The platform's environment given to one site.
+        (
+            (
+                "environment: {<<: *site-environment, CLEANROOM_SITE: eu-frankfurt-tee}",
+                "environment: {<<: [*site-environment, *platform-environment], "
+                "CLEANROOM_SITE: eu-frankfurt-tee}",
+            ),
+            "eu-frankfurt-tee has SECRET_KEY",
+        ),
+        # Its key folder.
+        (
+            (
+                "CLEANROOM_SITE: ch-zurich}",
+                "CLEANROOM_SITE: ch-zurich, CLEANROOM_KEY_ROOT: /srv/keys}",
+            ),
+            "ch-zurich has CLEANROOM_KEY_ROOT",
+        ),
+        # Another site's folder, an MPC party's.
+        (
+            (
+                "      - ./credentials/sites/uk-london:/srv/cleanroom/site:ro\n",
+                "      - ./credentials/sites/uk-london:/srv/cleanroom/site:ro\n"
+                "      - ./credentials/sites/uk-manchester-mpc:/srv/cleanroom/parties:ro\n",
+            ),
+            "uk-london mounts ./credentials/sites/uk-manchester-mpc",
+        ),
+        # Every site's site API material, at the CA.
+        (
+            (
+                "      - ./credentials/sites/eu-paris-mpc:/srv/cleanroom/site:ro\n",
+                "      - ./credentials/site-api:/srv/cleanroom/site:ro\n",
+            ),
+            "eu-paris-mpc mounts ./credentials/site-api",
+        ),
+        # Another party's inbox.
+        (
+            (
+                "      - inbox-ch-geneva-mpc:/srv/cleanroom/mpc-inbox\n    networks: [sites]",
+                "      - inbox-eu-paris-mpc:/srv/cleanroom/mpc-inbox\n    networks: [sites]",
+            ),
+            "ch-geneva-mpc-inbox mounts the volume inbox-eu-paris-mpc",
+        ),
+        # The control plane's broker user, with every right.
+        (
+            (
+                "CLEANROOM_SITE: uk-manchester-mpc}",
+                "CLEANROOM_SITE: uk-manchester-mpc, "
+                "CELERY_BROKER_URL: 'amqp://cleanroom:x@rabbitmq:5672/cleanroom'}",
+            ),
+            "uk-manchester-mpc has a broker URL not of its own user",
+        ),
+        # Not a site process, or not on a network of the site API's.
+        (
+            ("  CLEANROOM_ROLE: site\n", "  CLEANROOM_ROLE: control\n"),
+            "uk-london-tee is not CLEANROOM_ROLE=site",
+        ),
+        (
+            ("    networks: [sites]", "    networks: [platform]"),
+            "eu-paris-mpc-inbox shares a network with PostgreSQL",
+        ),
+    ],
+)
+def test_the_site_check_refuses_a_site_given_what_it_must_not_hold(change, refused):
+    old, new = change
+    text = (DEPLOY / "compose.yaml").read_text()
+    assert old in text
+    services = yaml.safe_load(text.replace(old, new, 1))["services"]
+    assert refused in site_refusals(services)
+
+
+def test_every_mpc_party_has_its_share_inbox_where_the_owners_reach_it():
+    services = compose()["services"]
+    inboxes = {
+        resolved_environment(s)["CLEANROOM_SITE"]: (n, s)
+        for n, s in services.items()
+        if "mpc_inbox" in s.get("command", [])
+    }
+    parties = demo_sites("mpc-party")
+    assert sorted(inboxes) == sorted(parties)
+    for owner in demo_sites("worker"):
+        addresses = dict(
+            entry.split("=", 1)
+            for entry in resolved_environment(services[owner])["MPC_INBOX_ADDRESSES"].split(",")
+        )
+        assert sorted(addresses) == sorted(parties)
+        for party in parties:
+            name, inbox = inboxes[party]
+            host, port = addresses[party].split(":")
+            # Named by its container, on a network the owners' workers share, nowhere else.
+            assert (host, int(port)) == (name, 24000)
+            assert networks(inbox) == {"sites"} and "sites" in networks(services[owner])
+    for party in parties:
+        name, inbox = inboxes[party]
+        worker = services[party]
+        assert inbox["build"]["target"] == "mpc-party"
+        assert inbox["restart"] == "unless-stopped"
+        assert resolved_environment(inbox)["CLEANROOM_ROLE"] == "site"
+        # The party's folder, and the inbox volume its worker's compute steps read.
+        inbox_dir = resolved_environment(inbox)["MPC_INBOX_DIR"]
+        assert (f"inbox-{party}", inbox_dir) in mounts(inbox)
+        assert (f"inbox-{party}", inbox_dir) in mounts(worker)
+        assert set(mounts(inbox)) <= set(mounts(worker))
+
+
+def test_the_credentials_step_names_every_demo_site_and_the_site_api_s_host():
+    services = compose()["services"]
+    environment = resolved_environment(services["credentials"])
+    assert environment["OWNER_SITES"].split() == demo_sites("worker")
+    assert environment["TEE_SITES"].split() == demo_sites("tee")
+    assert environment["PARTY_SITES"].split() == demo_sites("mpc-party")
+    url = resolved_environment(services[demo_sites("tee")[0]])["CLEANROOM_SITE_API_URL"]
+    assert environment["SITE_API_HOST"] == urlsplit(url).hostname == "web"
+    assert "web" in services["web"]["environment"]["ALLOWED_HOSTS"].split(",")
+    assert services["credentials"]["command"] == ["sh", "deploy/compose-credentials.sh"]
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+STEP_SETTINGS = (
+    "SITE_API_HOST",
+    "OWNER_SITES",
+    "TEE_SITES",
+    "PARTY_SITES",
+    "BROKER_HOST",
+    "BROKER_VHOST",
+)
+# The control plane's broker URL as compose.env.example's values make it.
+CONTROL_BROKER_URL = "amqp://cleanroom:change-me@rabbitmq:5672/cleanroom"
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory) -> Path:
+    """deploy/compose-credentials.sh run as the credentials container runs it (its environment
+    from compose.yaml, a database of the demo's sites): the ./credentials folder it makes."""
+    tmp_path = tmp_path_factory.mktemp("compose")
+    step = resolved_environment(compose()["services"]["credentials"])
+    credentials = tmp_path / "credentials"
+    environment = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+        "CREDENTIALS": str(credentials),
+        "CELERY_BROKER_URL": CONTROL_BROKER_URL,
+        **{name: step[name] for name in STEP_SETTINGS},
+    }
+    for command in (
+        [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+        ["sh", str(DEPLOY / "compose-credentials.sh")],
+    ):
+        subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True)
+    return credentials
+
+
+@pytest.mark.slow
+def test_the_credentials_step_gives_each_site_its_own_part_alone(credentials):
+    """Each site's folder holds its own site API certificate and key, caller key, broker URL
+    and MPC part, each chaining to its CA, and nothing of another site's."""
+    step = resolved_environment(compose()["services"]["credentials"])
+    owners, tees, parties = demo_sites("worker"), demo_sites("tee"), demo_sites("mpc-party")
+    site_api_ca = x509.load_pem_x509_certificate((credentials / "site-api/ca.crt").read_bytes())
+    for site in (*owners, *tees, *parties):
+        folder = credentials / "sites" / site
+        expected = {"caller.key", "broker-url", "site-api/ca.crt"} | {
+            f"site-api/sites/{site}/{f}" for f in ("tls.crt", "tls.key")
+        }
+        if site in owners:
+            expected |= {"mpc/ca.crt", *(f"mpc/parties/{p}/tls.crt" for p in parties)}
+            expected |= {f"mpc/senders/{site}/{f}" for f in ("tls.crt", "tls.key")}
+        if site in parties:
+            expected |= {"mpc/ca.crt"}
+            expected |= {f"mpc/parties/{site}/{f}" for f in ("tls.crt", "tls.key", "share.key")}
+        assert files_under(folder) == expected, site
+        # Its own: its site API certificate names it, from the site API CA, with its key; its
+        # caller key is the one the demo pins for `site.<site>`.
+        own = x509.load_pem_x509_certificate(
+            (folder / f"site-api/sites/{site}/tls.crt").read_bytes()
+        )
+        own.verify_directly_issued_by(site_api_ca)
+        assert own.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == site
+        SiteCredentials.load(
+            own.public_bytes(serialization.Encoding.PEM),
+            (folder / f"site-api/sites/{site}/tls.key").read_bytes(),
+        )
+        assert (folder / "caller.key").read_bytes() == (
+            credentials / "callers" / f"site.{site}.key"
+        ).read_bytes()
+        for path in folder.rglob("*.key"):
+            assert path.stat().st_mode & 0o077 == 0, path
+    for owner in owners:
+        # Each party's share key from its certificate, checked against the owner's own CA copy.
+        mpc = credentials / "sites" / owner / "mpc"
+        for party in parties:
+            assert len(certificates.party_public_key(mpc, party)) == 32
+        assert certificates.sender_tls_files(mpc, owner).key.exists()
+    for party in parties:
+        certificates.party_private_key(credentials / "sites" / party / "mpc", party)
+    # The web tier's part: the site API CA's certificate and its own caller key (`web`).
+    assert files_under(credentials / "control") == {"site-api-ca.crt", "caller.key"}
+    assert (credentials / "control/caller.key").read_bytes() == (
+        credentials / "callers/web.key"
+    ).read_bytes()
+    server = x509.load_pem_x509_certificate((credentials / "site-api/control/tls.crt").read_bytes())
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [step["SITE_API_HOST"]]
+
+
+def interpolated(value: str) -> str:
+    """A value with each ${NAME...} as compose.env.example sets NAME (as `docker compose`
+    interpolates the file from deploy/.env)."""
+    example = environment_file(DEPLOY / "compose.env.example")
+    return re.sub(r"\$\{(\w+)[^}]*\}", lambda name: example[name[1]], value)
+
+
+def _hashed(password: str, stored: str) -> bool:
+    salted = base64.b64decode(stored)
+    return salted[4:] == hashlib.sha256(salted[:4] + password.encode()).digest()
+
+
+@pytest.mark.slow
+def test_the_broker_imports_each_site_s_own_user_alone(credentials):
+    """The credentials step's broker definitions: the control plane's user (its
+    CELERY_BROKER_URL's) with every right, each site's with its own queue's alone, each
+    password as the site's own broker-url has it, hashed; the broker imports them at start."""
+    services = compose()["services"]
+    step = resolved_environment(services["credentials"])
+    control = urlsplit(interpolated(resolved_environment(services["web"])["CELERY_BROKER_URL"]))
+    assert control.geturl() == CONTROL_BROKER_URL
+    assert (step["BROKER_HOST"], step["BROKER_VHOST"]) == (control.hostname, control.path[1:])
+    made = json.loads((credentials / "broker/definitions.json").read_text())
+    sites = [*demo_sites("worker"), *demo_sites("tee"), *demo_sites("mpc-party")]
+    users = {user["name"]: user for user in made["users"]}
+    assert set(users) == {"cleanroom"} | {user_name(site) for site in sites}
+    assert made["vhosts"] == [{"name": "cleanroom"}]
+    rights = {
+        p["user"]: (p["vhost"], p["configure"], p["write"], p["read"]) for p in made["permissions"]
+    }
+    assert rights["cleanroom"] == ("cleanroom", ".*", ".*", ".*")
+    assert _hashed("change-me", users["cleanroom"]["password_hash"])
+    for site in sites:
+        allowed = site_permissions(site)
+        assert rights[user_name(site)] == (
+            "cleanroom",
+            allowed.configure,
+            allowed.write,
+            allowed.read,
+        )
+        url = urlsplit((credentials / "sites" / site / "broker-url").read_text().strip())
+        assert (url.username, url.hostname, url.port, url.path) == (
+            user_name(site),
+            "rabbitmq",
+            5672,
+            "/cleanroom",
+        )
+        assert _hashed(unquote(url.password or ""), users[user_name(site)]["password_hash"])
+    # The broker loads them when it starts.
+    loaded = re.search(r"^load_definitions = (\S+)$", (DEPLOY / "rabbitmq.conf").read_text(), re.M)
+    target = loaded[1] if loaded else ""
+    assert ("./credentials/broker/definitions.json", target) in mounts(services["rabbitmq"])
+    assert ("./rabbitmq.conf", "/etc/rabbitmq/conf.d/20-cleanroom.conf") in mounts(
+        services["rabbitmq"]
+    )
+
+
+SITE_PROCESS = """
+import django, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
+django.setup()
+from django.conf import settings
+from jobs.engines.mpc import certificates
+from jobs.sites.client import SiteApiClient
+from parties.keys import KeyServiceAccess
+site = settings.CLEANROOM_SITE
+client = SiteApiClient.from_settings(settings, site)
+KeyServiceAccess.from_settings(settings).caller_key.read_bytes()
+mpc = settings.MPC_CREDENTIALS_DIR
+if (mpc / "senders").exists():
+    certificates.sender_tls_files(mpc, site)
+if (mpc / "parties" / site / "share.key").exists():
+    certificates.party_private_key(mpc, site)
+print(client.url, settings.CELERY_BROKER_URL.split(":")[1].lstrip("/"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "service", ["eu-frankfurt", "ch-zurich-tee", "uk-manchester-mpc", "eu-paris-mpc-inbox"]
+)
+def test_a_site_container_s_environment_finds_its_part_in_its_own_folder(
+    credentials, tmp_path, service
+):
+    """A process with the site container's environment (its folder where the container mounts
+    it) loads its site API credentials, caller key, MPC keys and its own broker user's URL."""
+    environment = resolved_environment(compose()["services"][service])
+    site = environment["CLEANROOM_SITE"]
+    folder = str(credentials / "sites" / site)
+    environment = {name: value.replace(OWN_FOLDER, folder) for name, value in environment.items()}
+    environment |= {
+        "PATH": "/usr/bin:/bin",
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+        "TEE_SIMULATED_ROOT_DIR": str(tmp_path / "tee"),
+        "MPC_INBOX_DIR": str(tmp_path / "inbox"),
+    }
+    tried = subprocess.run(
+        [sys.executable, "-c", SITE_PROCESS],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tried.returncode == 0, tried.stderr
+    assert tried.stdout.split() == ["http://web:8000/site-api", f"site.{site}"]

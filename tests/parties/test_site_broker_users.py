@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from io import StringIO
 from urllib.parse import unquote, urlsplit
 
@@ -49,6 +50,23 @@ def consume(url: str, queue: str) -> str:
         return "consuming"
 
 
+def imported(users: list[str], vhost: str, timeout: float = 30) -> None:
+    """Wait until the broker has each user's permissions (it imports definitions in the
+    background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(
+            ["rabbitmqctl", "-q", "list_permissions", "-p", vhost],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if set(users) <= set(listed):
+            return
+        assert time.monotonic() < deadline, f"{users} not imported in {timeout} s"
+        time.sleep(0.2)
+
+
 def test_the_printed_url_opens_the_sites_own_queue_and_no_other(vhost):
     with amqp.Connection("127.0.0.1:5672", virtual_host=vhost) as control:
         for queue in ("site.eu-frankfurt", "site.ch-zurich"):
@@ -70,3 +88,47 @@ def test_the_printed_url_opens_the_sites_own_queue_and_no_other(vhost):
 def test_a_site_that_is_not_active_gets_no_user():
     with pytest.raises(CommandError, match="Not active sites: no-oslo"):
         call_command("site_broker_users", "no-oslo", "--broker-host", "127.0.0.1")
+
+
+def test_the_definitions_the_broker_imports_open_each_site_s_own_queue_alone(
+    vhost, tmp_path, settings
+):
+    """The compose file's broker: `--definitions` writes what RabbitMQ imports when it starts;
+    imported here, each site's URL opens its own queue and no other's, and the control plane's
+    user (from its CELERY_BROKER_URL) every queue."""
+    control_user = f"cleanroom-definitions-{os.getpid()}"
+    control_url = f"amqp://{control_user}:control-secret@127.0.0.1:5672/{vhost}"
+    settings.CELERY_BROKER_URL = control_url
+    definitions, urls = tmp_path / "definitions.json", tmp_path / "sites"
+
+    call_command(
+        "site_broker_users", "eu-frankfurt", "ch-zurich", "--broker-host", "127.0.0.1",
+        "--vhost", vhost, "--definitions", str(definitions), "--urls-in", str(urls),
+        stdout=StringIO(),
+    )  # fmt: skip
+
+    url = (urls / "eu-frankfurt" / "broker-url").read_text().strip()
+    assert (urls / "eu-frankfurt" / "broker-url").stat().st_mode & 0o077 == 0
+    assert urlsplit(url).username == "site.eu-frankfurt"
+    # The passwords are in the definitions hashed only.
+    assert unquote(urlsplit(url).password or "") not in definitions.read_text()
+    assert "control-secret" not in definitions.read_text()
+    # On its standard input: the broker's own user does not enter the test's folder.
+    subprocess.run(
+        ["rabbitmqctl", "-q", "import_definitions", "--format", "json"],
+        input=definitions.read_text(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        imported(["site.eu-frankfurt", "site.ch-zurich"], vhost)
+        with amqp.Connection("127.0.0.1:5672", virtual_host=vhost) as control:
+            for queue in ("site.eu-frankfurt", "site.ch-zurich"):
+                control.channel().queue_declare(queue, durable=True, auto_delete=False)
+        assert consume(url, "site.eu-frankfurt") == "consuming"
+        assert consume(url, "site.ch-zurich").startswith("403 ACCESS_REFUSED")
+        assert consume(control_url, "site.ch-zurich") == "consuming"
+    finally:
+        for user in (control_user, "site.ch-zurich"):
+            subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
