@@ -240,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if length is None:
                 raise Refusal(411, "a file is sent with its Content-Length")
+            if length == 0:
+                raise Refusal(400, "an empty body is no encrypted file")
             stated = (self.headers.get(CONTENT_SHA256) or "").lower()
             if not _DIGEST.fullmatch(stated):
                 raise Refusal(400, f"state the body's SHA-256 in {CONTENT_SHA256}")

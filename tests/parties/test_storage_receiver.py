@@ -228,6 +228,42 @@ def test_an_unreachable_receiver_refuses_the_upload_and_nothing_is_recorded(
     assert list(Path(settings.FILE_UPLOAD_TEMP_DIR).iterdir()) == []
 
 
+def _peak_memory(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_large_file_streams_to_disk_in_memory_that_does_not_grow_with_it(ca_root, tmp_path):
+    site_root = tmp_path / "eu-site" / "storage"
+    process, port = _site_receiver(ca_root, site_root, tmp_path / "eu-site" / "var")
+    mib = 1024**2
+    try:
+        client = StorageReceiverClient(
+            "EU", f"https://localhost:{port}", writer(ca_root), ca_root / "ca.crt"
+        )
+        warm_up = tmp_path / "warm-up"
+        warm_up.write_bytes(os.urandom(4 * mib))
+        client.send(NAME, warm_up)
+        before = _peak_memory(process.pid)
+        large, name = tmp_path / "large", NAME.replace("ab" * 12, "cd" * 12)
+        with large.open("wb") as out:
+            for _ in range(256):
+                out.write(os.urandom(mib))
+        client.send(name, large)
+        after = _peak_memory(process.pid)
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    assert (site_root / name).stat().st_size == 256 * mib
+    # Measured here: the peak does not move (a block is 1 MiB); holding the body would be 256.
+    assert after - before < 16 * mib, f"the peak grew {(after - before) / mib:.0f} MiB"
+
+
 # --- the receiver's refusals ----------------------------------------------------------------
 
 
