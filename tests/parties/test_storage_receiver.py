@@ -22,7 +22,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from cryptography import x509
 from django.conf import settings
+from django.core.management import call_command
 
 from cleanroom.crypto.certificates import Authority
 from cleanroom.crypto.envelope import decrypt_stream
@@ -132,6 +134,26 @@ def put(
 
 def writer(ca_root: Path) -> SiteCredentials:
     return credentials(storage_writer_folder(ca_root))
+
+
+@pytest.mark.django_db
+def test_site_certificates_makes_the_receivers_and_the_writer_s_certificates(settings, tmp_path):
+    settings.SITE_API_CREDENTIALS_DIR = tmp_path / "made"
+    call_command(
+        "site_certificates",
+        *("--server-name", "control.cleanroom.test", "--storage", "EU=storage.eu.test"),
+        verbosity=0,
+    )
+    receiver_certificate = x509.load_pem_x509_certificate(
+        (tmp_path / "made" / "storage" / "eu" / "tls.crt").read_bytes()
+    )
+    names = receiver_certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert names.value.get_values_for_type(x509.DNSName) == ["storage.eu.test"]
+    writer_certificate = x509.load_pem_x509_certificate(
+        (tmp_path / "made" / "storage-writer" / "tls.crt").read_bytes()
+    )
+    usages = writer_certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    assert list(usages.value) == [DATASET_STORING_USAGE]
 
 
 # --- the web tier stores through the receiver and nowhere else ------------------------------
