@@ -196,6 +196,12 @@ STORAGE_ROOTS = {
     code.upper(): Path(path)
     for code, path in env.dict("CLEANROOM_STORAGE_ROOTS", default={}).items()
 }
+# Jurisdictions whose files the web tier stores through their storage receiver, over HTTPS,
+# e.g. "EU=https://storage.eu.example:8444": it never opens a path under their roots
+# (parties/storage.py). A receiver (`manage.py storage_receiver`) listens where its URL says.
+STORAGE_SITES = {
+    code.upper(): url for code, url in env.dict("CLEANROOM_STORAGE_SITES", default={}).items()
+}
 # The local key service keeps each organisation's key-encryption key here. A cloud KMS replaces it.
 KEY_SERVICE = env.str("CLEANROOM_KEY_SERVICE", default="cleanroom.crypto.keys.LocalKeyService")
 # A site process has none (None: cleanroom.crypto.keys.key_service refuses).

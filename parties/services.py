@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from parties.models import (
     identifier,
 )
 from parties.permissions import Permission, require
-from parties.storage import jurisdiction_root
+from parties.storage import DatasetStorage, StorageRefused, dataset_storage
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -92,7 +95,7 @@ def _jurisdiction(code: str) -> Jurisdiction:
 class _EncryptedUpload:
     stored: StoredFile
     relative: str
-    destination: Path
+    storage: DatasetStorage
     data_key: bytes
 
 
@@ -105,15 +108,18 @@ def _encrypt_upload(
     filename: str,
     specs: list[ColumnSpec],
 ) -> _EncryptedUpload:
-    """Validate and encrypt the file into its jurisdiction's root, before any transaction opens:
-    a large upload must not hold the database's write lock while it streams."""
+    """Validate and encrypt the file into its jurisdiction's storage, before any transaction
+    opens: a large upload must not hold the database's write lock while it streams."""
     relative = f"{organization.slug}/{dataset_slug}/{secrets.token_hex(12)}.parquet.enc"
-    destination = jurisdiction_root(jurisdiction.code) / relative
+    storage = dataset_storage(jurisdiction.code)
     data_key = new_data_key()
-    stored = store_encrypted(
-        upload, filename=filename, specs=specs, data_key=data_key, destination=destination
+    stored = storage.store(
+        relative,
+        lambda destination: store_encrypted(
+            upload, filename=filename, specs=specs, data_key=data_key, destination=destination
+        ),
     )
-    return _EncryptedUpload(stored, relative, destination, data_key)
+    return _EncryptedUpload(stored, relative, storage, data_key)
 
 
 @contextmanager
@@ -121,7 +127,12 @@ def _removed_on_failure(encrypted: _EncryptedUpload) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        encrypted.destination.unlink(missing_ok=True)
+        try:
+            encrypted.storage.remove(encrypted.relative)
+        except StorageRefused as exc:
+            # Left behind, the file is noise: its data key was never kept. Said in the log; the
+            # upload's own failure is what the caller hears.
+            logger.warning("a failed upload's file stays stored: %s", exc)
         raise
 
 

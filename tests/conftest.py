@@ -50,6 +50,7 @@ def fast_password_hashing(settings):
 def isolated_storage(settings, tmp_path):
     settings.STORAGE_ROOT = tmp_path / "storage"
     settings.STORAGE_ROOTS = {}
+    settings.STORAGE_SITES = {}
     settings.KEY_SERVICE_ROOT = tmp_path / "keys"
     settings.KEY_SERVICE_CALLER_KEYS = tmp_path / "keyservice-callers"
     settings.KEY_SERVICE_CALLER_KEY = tmp_path / "keyservice-callers" / "web.key"

@@ -16,6 +16,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# The project's OID arc for its own certificate extensions and usages: 2.25.<a UUID as an
+# integer> (ITU-T X.667), made once for it. The MPC CA's use .1 to .3
+# (jobs/engines/mpc/certificates.py), the site API CA's storage usage .4
+# (parties/site_certificates.py).
+ARC = "2.25.169216588681285289786902714113949489106"
+
 # The longest validity TLS clients accept for a leaf certificate (CA/Browser Forum's 825 days).
 VALIDITY = datetime.timedelta(days=825)
 # Issued a little in the past, so a peer whose clock runs behind accepts a new certificate.

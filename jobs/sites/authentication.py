@@ -1,7 +1,7 @@
 """Who is calling the site API: a site, by the signature and certificate of its request
-(jobs/sites/signing.py), checked against the deployment's site API CA (SITE_API_CA), with a
-fresh timestamp and a nonce never seen before (kept in `SiteRequestNonce` until it could no
-longer be accepted)."""
+(cleanroom/crypto/signed_requests.py), checked against the deployment's site API CA
+(SITE_API_CA), with a fresh timestamp and a nonce never seen before (kept in
+`SiteRequestNonce` until it could no longer be accepted)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,14 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from cleanroom.crypto.signed_requests import (
+    CERTIFICATE,
+    MAX_SKEW_SECONDS,
+    SignatureRefused,
+    body_digest,
+    verify,
+)
 from jobs.models import SiteRequestNonce
-from jobs.sites.signing import CERTIFICATE, MAX_SKEW_SECONDS, SignatureRefused, verify
 from parties.models import Site
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,7 @@ def signing_site(request: HttpRequest) -> Site:
         site_api_ca(),
         request.method or "",
         request.get_full_path(),
-        request.body,
+        body_digest(request.body),
         dict(request.headers),
     )
     site = Site.objects.select_related("jurisdiction").filter(name=signed.site, active=True).first()

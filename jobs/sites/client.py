@@ -1,8 +1,8 @@
 """The site API's client (jobs.engines.base.ControlPlane over signed HTTP): what a site process
 with no database (a TEE host, an owner's worker, an MPC party and its share inbox) uses for
-everything the control plane records or decides. Each request is
-signed with the site's certificate key (jobs/sites/signing.py); over HTTPS the control plane's
-server certificate is checked against the deployment's site API CA."""
+everything the control plane records or decides. Each request is signed with the site's
+certificate key (cleanroom/crypto/signed_requests.py); over HTTPS the control plane's server
+certificate is checked against the deployment's site API CA."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cleanroom.crypto.signed_requests import SiteCredentials
 from jobs.engines.base import ControlPlaneUnreachable, EngineError, Recorder
 from jobs.engines.mpc.inbox import Delivery
 from jobs.engines.orders import DeliveryOrder, Lease, StepOrder, WorkOrder
 from jobs.execution.leases import LeaseLost
-from jobs.sites.signing import SiteCredentials
 
 
 def _b64(data: bytes) -> str:

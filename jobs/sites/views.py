@@ -15,13 +15,13 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from cleanroom.crypto.signed_requests import SignatureRefused
 from jobs.engines.base import EngineError
 from jobs.engines.mpc.inbox import Delivery
 from jobs.engines.orders import Lease
 from jobs.execution.records import JobRefused
 from jobs.sites import services
 from jobs.sites.authentication import signing_site
-from jobs.sites.signing import SignatureRefused
 from parties.models import Site
 
 log = logging.getLogger(__name__)

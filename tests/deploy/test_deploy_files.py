@@ -42,6 +42,7 @@ ROLES = {
     "TEE host": ("tee-host", "cleanroom-tee-host@.service"),
     "MPC party": ("mpc-party", "cleanroom-mpc-party@.service"),
     "MPC share inbox": ("mpc-party", "cleanroom-mpc-inbox@.service"),
+    "storage receiver": ("site-worker", "cleanroom-storage-receiver@.service"),
     "key service": ("keyservice", "cleanroom-keyservice@.service"),
 }
 TARGET_OF_KIND = {"worker": "site-worker", "tee": "tee-host", "mpc-party": "mpc-party"}
@@ -215,7 +216,7 @@ def environment_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-SITE_UNITS = ["tee-host", "worker", "mpc-party", "mpc-inbox"]
+SITE_UNITS = ["tee-host", "worker", "mpc-party", "mpc-inbox", "storage-receiver"]
 
 
 @pytest.mark.parametrize("role", SITE_UNITS)

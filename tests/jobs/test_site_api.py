@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cleanroom.audit.log import events_of, room_log_name
+from cleanroom.crypto.signed_requests import TIMESTAMP, SiteCredentials
 from jobs.engines.base import EngineError
 from jobs.engines.orders import Lease
 from jobs.execution import outbox
@@ -22,7 +23,6 @@ from jobs.execution.leases import LeaseLost
 from jobs.execution.lifecycle import run_query
 from jobs.models import Job, Result, SiteRequestNonce
 from jobs.sites.client import SiteApiClient
-from jobs.sites.signing import TIMESTAMP, SiteCredentials
 from parties.site_certificates import ensure_site_certificates
 from tests.factories import token_for
 from tests.jobs.test_key_release import approved

@@ -57,15 +57,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from cryptography.x509.verification import DNSName, PolicyBuilder, Store, VerificationError
 
-from cleanroom.crypto.certificates import Authority, write_file
+from cleanroom.crypto.certificates import ARC, Authority, write_file
 from cleanroom.crypto.sealing import public_bytes
 from jobs.engines.base import EngineError
 
 CA_NAME = "Cleanroom MPC CA"
 _SITE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 
-# The project's OID arc: 2.25.<a UUID as an integer> (ITU-T X.667), made once for it.
-ARC = "2.25.169216588681285289786902714113949489106"
 # Certificate extension (non-critical): OCTET STRING, the party's raw X25519 share public key.
 SHARE_KEY_OID = ObjectIdentifier(f"{ARC}.1")
 # Extended key usage: owners may seal MPC input shares to the key in SHARE_KEY_OID.

@@ -1,11 +1,17 @@
-"""Signed site API requests: a site signs the method, the path, the body's digest, a timestamp
-and a nonce with the key of its certificate from the deployment's site API CA
-(parties/site_certificates.py), and sends the certificate with them. The control plane checks
-the certificate chains to that CA, is in date and for client use, names an active site (its
-common name), and that the signature is the certificate key's; then the timestamp is fresh and
-the nonce unused (jobs/sites/authentication.py).
+"""Signed requests with a certificate from the deployment's site API CA
+(parties/site_certificates.py): the caller signs the method, the path, the body's SHA-256, a
+timestamp and a nonce with its certificate's key, and sends the certificate with them. The
+receiving side checks the certificate chains to that CA, is in date and has the usage it asks
+for, and that the signature is the certificate key's; then the timestamp is fresh and (its
+own store) the nonce unused.
 
-No Django here: a site process signs with this module, the control plane verifies with it."""
+Two uses: a site calling the site API (client use; the control plane then checks the common
+name is an active site, jobs/sites/authentication.py), and the web tier storing a dataset file
+at a jurisdiction's storage receiver (the dataset-storing usage, parties/storage_receiver.py).
+A certificate has one of the two usages, so neither opens the other's door.
+
+No Django here: a site process and the web tier sign with this module, the control plane and
+the storage receivers verify with it."""
 
 from __future__ import annotations
 
@@ -36,16 +42,13 @@ class SignatureRefused(Exception):
     """The request is not a site's: the reason says what failed, for the refusal and the log."""
 
 
-def signed_message(method: str, path: str, body: bytes, timestamp: str, nonce: str) -> bytes:
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def signed_message(method: str, path: str, body_sha256: str, timestamp: str, nonce: str) -> bytes:
     return "\n".join(
-        [
-            "cleanroom-site-api-v1",
-            method.upper(),
-            path,
-            hashlib.sha256(body).hexdigest(),
-            timestamp,
-            nonce,
-        ]
+        ["cleanroom-site-api-v1", method.upper(), path, body_sha256, timestamp, nonce]
     ).encode()
 
 
@@ -64,9 +67,13 @@ class SiteCredentials:
         return cls(x509.load_pem_x509_certificate(certificate), private)
 
     def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        return self.headers_for_digest(method, path, body_digest(body))
+
+    def headers_for_digest(self, method: str, path: str, body_sha256: str) -> dict[str, str]:
+        """Signed headers for a body known by its SHA-256 (a large file, streamed after them)."""
         timestamp, nonce = str(int(time.time())), os.urandom(16).hex()
         signature = self.key.sign(
-            signed_message(method, path, body, timestamp, nonce), ec.ECDSA(hashes.SHA256())
+            signed_message(method, path, body_sha256, timestamp, nonce), ec.ECDSA(hashes.SHA256())
         )
         return {
             CERTIFICATE: base64.b64encode(
@@ -80,8 +87,8 @@ class SiteCredentials:
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """What a verified signature says: the site (its certificate's common name), and the nonce
-    and timestamp the caller still checks for reuse."""
+    """What a verified signature says: the signer (its certificate's common name: a site, or
+    the storage writer), and the nonce and timestamp the caller still checks for reuse."""
 
     site: str
     nonce: str
@@ -92,12 +99,14 @@ def verify(
     ca: x509.Certificate,
     method: str,
     path: str,
-    body: bytes,
+    body_sha256: str,
     headers: dict[str, str],
     now: datetime | None = None,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
 ) -> SignedRequest:
-    """Check a request's signature and certificate against the site API CA; SignatureRefused
-    otherwise. The nonce's reuse is the caller's to check (it needs a store)."""
+    """Check a request's signature and certificate against the site API CA, the certificate
+    having `usage` (by default a site's: client use); SignatureRefused otherwise. The nonce's
+    reuse is the caller's to check (it needs a store)."""
     now = now or datetime.now(UTC)
     try:
         certificate = x509.load_der_x509_certificate(base64.b64decode(headers[CERTIFICATE]))
@@ -116,18 +125,20 @@ def verify(
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise SignatureRefused("the certificate is not valid now")
     try:
-        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        usage = x509.ExtendedKeyUsage([])
-    if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-        raise SignatureRefused("the certificate is not a site's (not for client use)")
+        usages = x509.ExtendedKeyUsage([])
+    if usage not in usages:
+        if usage == ExtendedKeyUsageOID.CLIENT_AUTH:
+            raise SignatureRefused("the certificate is not a site's (not for client use)")
+        raise SignatureRefused(f"the certificate does not have the usage {usage.dotted_string}")
     public = certificate.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise SignatureRefused("the certificate's key is not an EC key")
     try:
         public.verify(
             signature,
-            signed_message(method, path, body, timestamp, nonce),
+            signed_message(method, path, body_sha256, timestamp, nonce),
             ec.ECDSA(hashes.SHA256()),
         )
     except InvalidSignature:
@@ -138,5 +149,5 @@ def verify(
         raise SignatureRefused("the nonce is not 16 random bytes in hex")
     names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1:
-        raise SignatureRefused("the certificate does not name one site")
+        raise SignatureRefused("the certificate does not name one signer")
     return SignedRequest(site=str(names[0].value), nonce=nonce, timestamp=int(timestamp))
