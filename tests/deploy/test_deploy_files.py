@@ -21,8 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from cleanroom.crypto.signed_requests import SiteCredentials
 from jobs.engines.mpc import certificates
-from jobs.sites.signing import SiteCredentials
 from parties.broker_users import site_permissions, user_name
 from parties.seed import SITES
 
