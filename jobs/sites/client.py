@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +23,12 @@ from jobs.engines.orders import Lease, WorkOrder
 from jobs.execution.leases import LeaseLost
 from jobs.models import JobStep
 from jobs.sites.signing import SiteCredentials
+
+log = logging.getLogger(__name__)
+
+# A claim the control plane did not answer is asked again after a pause, doubled each time up
+# to the longest.
+CLAIM_FIRST_PAUSE, CLAIM_LONGEST_PAUSE = 0.5, 10.0
 
 
 def _b64(data: bytes) -> str:
@@ -82,8 +90,21 @@ class SiteApiClient:
             raise ControlPlaneUnreachable(f"{type(exc).__name__}: {exc}") from None
 
     def claim(self, job_id: int) -> WorkOrder | None:
-        order = self.post(f"/jobs/{job_id}/claim", {})["order"]
-        return None if order is None else WorkOrder.from_dict(order)
+        """The job's work order, or None when there is nothing to do. Asked until the control
+        plane answers: the task's message is already this worker's, and a claim given up would
+        leave the job queued as sent, which nothing sends again. (A claim whose answer was lost
+        is answered nothing to do when asked again, its lease live: the sweep sends the job
+        again once that lease runs out.)"""
+        pause = CLAIM_FIRST_PAUSE
+        while True:
+            try:
+                order = self.post(f"/jobs/{job_id}/claim", {})["order"]
+            except ControlPlaneUnreachable as exc:
+                log.warning("claim of job %s: %s; asked again in %g s", job_id, exc, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, CLAIM_LONGEST_PAUSE)
+                continue
+            return None if order is None else WorkOrder.from_dict(order)
 
     def renew(self, lease: Lease) -> datetime:
         answer = self.post(f"/jobs/{lease.id}/lease", {"attempt": lease.attempt})
