@@ -32,14 +32,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parties.broker_users import broker_url, new_password, provision_site_user, remove_site_user
-from tests.bed.network import Host, Network, allow, forward_filter, free_network
+from tests.bed.network import Host, Network, allow, forward_filter, free_network, ip
 
 POSTGRES, RABBITMQ = 5432, 5672
 # A jurisdiction's site host and the sites it runs (the demo's).
@@ -83,11 +83,12 @@ class Bed:
     rules: list[str] = field(default_factory=list)  # what the router lets through
 
     @contextmanager
-    def open_to_control(self, host: str, ports: list[int]) -> Iterator[None]:
-        """While it lasts, let `host` (and no other) reach the control plane on `ports` too,
-        relayed to 127.0.0.1: for services a test starts on ports known only then, such as the
-        owners' key services."""
-        opened = allow([self.host(host).address], [self.control], _ports(ports))
+    def open_to_control(self, host: str | Sequence[str], ports: list[int]) -> Iterator[None]:
+        """While it lasts, let `host` (or each of several, and no other) reach the control plane
+        on `ports` too, relayed to 127.0.0.1: for services a test starts on ports known only
+        then, such as the owners' key services."""
+        hosts = [host] if isinstance(host, str) else list(host)
+        opened = allow([self.host(h).address for h in hosts], [self.control], _ports(ports))
         self.network.filter(forward_filter([*self.rules, opened]))
         try:
             with _relay(self.control, ports):
@@ -97,6 +98,15 @@ class Bed:
 
     def host(self, name: str) -> Host:
         return self.network.hosts[name]
+
+    def link(self, name: str, up: bool) -> None:
+        """Bring the host's one link (its end of the veth pair to the router) down or up; up,
+        its default route comes back too (the kernel drops it with the link)."""
+        host = self.host(name)
+        ip("-n", host.namespace, "link", "set", "eth0", "up" if up else "down")
+        if up:
+            router = host.address.rsplit(".", 1)[0] + ".1"
+            ip("-n", host.namespace, "route", "replace", "default", "via", router)
 
     def site_host(self, site: str) -> Host:
         """The namespace a site runs in: its jurisdiction's, or a party's own."""
