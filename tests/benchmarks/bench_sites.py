@@ -262,7 +262,10 @@ class Stage:
     def held(self, job: int, timeout: float = 60) -> int:
         """Wait until the job's worker holds it; its pid."""
         mark = self.hold / f"held-{job}"
-        _wait(mark.exists, timeout, f"job {job} held")
+        _wait(lambda: mark.exists() or _ended([job]), timeout, f"job {job} held")
+        if not mark.exists():
+            ended = Job.objects.get(pk=job)
+            raise RuntimeError(f"job {job} {ended.state} before it was held: {ended.error}")
         _wait(lambda: mark.read_text() != "", 5, f"job {job}'s holder")
         return int(mark.read_text())
 
