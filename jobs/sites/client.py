@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +26,16 @@ from jobs.engines.mpc.inbox import Delivery
 from jobs.engines.orders import DeliveryOrder, Lease, StepOrder, WorkOrder
 from jobs.execution.leases import LeaseLost
 
+log = logging.getLogger(__name__)
+
+# A request asked again is asked after a pause, doubled each time up to the longest.
+FIRST_PAUSE, LONGEST_PAUSE = 0.5, 10.0
+
+
+class NotDelivered(ControlPlaneUnreachable):
+    """The request never reached the control plane (no route, refused, the connection broken
+    before the request was sent): asking again cannot make an act happen twice."""
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -31,14 +43,23 @@ def _b64(data: bytes) -> str:
 
 class SiteApiClient:
     def __init__(
-        self, url: str, site: str, credentials: SiteCredentials, ca_file: Path, timeout: float = 30
+        self,
+        url: str,
+        site: str,
+        credentials: SiteCredentials,
+        ca_file: Path,
+        timeout: float = 30,
+        patience: float = 0,
     ):
+        """`patience`: for how long a request the control plane never received is asked again
+        (a site's lease length: past it, the lease is lost anyway)."""
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"the site API is reached over HTTP(S), not {url!r}")
         self.url = url.rstrip("/")
         self.site = site
         self.credentials = credentials
         self.timeout = timeout
+        self.patience = patience
         self.context = ssl.create_default_context(cafile=str(ca_file))
 
     @classmethod
@@ -51,9 +72,26 @@ class SiteApiClient:
                 Path(settings.SITE_API_KEY).read_bytes(),
             ),
             Path(settings.SITE_API_CA),
+            patience=settings.JOB_LEASE_SECONDS,
         )
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The control plane's answer. A request it never received (a link down, the site API
+        restarting) is asked again, signed anew, for up to `patience` seconds; one it may have
+        received but did not answer is not (an act is not done twice)."""
+        deadline = time.monotonic() + self.patience
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                return self._post_once(path, body)
+            except NotDelivered as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("%s: %s; asked again in %g s", path, exc, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, LONGEST_PAUSE)
+
+    def _post_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode()
         full_path = urllib.parse.urlsplit(self.url).path + path
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
@@ -79,23 +117,40 @@ class SiteApiClient:
                 raise LeaseLost(refused) from None
             raise EngineError(refused) from None
         except urllib.error.URLError as exc:
-            raise ControlPlaneUnreachable(f"the site API is out of reach: {exc.reason}") from None
+            # urllib wraps what fails while connecting and sending; the answer's failures are not.
+            raise NotDelivered(f"the site API is out of reach: {exc.reason}") from None
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
             raise ControlPlaneUnreachable(f"{type(exc).__name__}: {exc}") from None
 
     def path_of(self, lease: Lease, act: str) -> str:
         return f"/{lease.kind}s/{lease.id}/{act}"
 
+    def _claim(self, path: str) -> dict[str, Any] | None:
+        """A claim's order, or None when there is nothing to do. Asked until the control plane
+        answers: the task's message is already this worker's, and a claim given up would leave
+        the job or step queued as sent (or, for a delivery, its shares stored and unclaimed),
+        which nothing sends again. (A claim whose answer was lost is answered nothing to do
+        when asked again, its lease live: the sweep sends it again once that lease runs out.)"""
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                order: dict[str, Any] | None = self.post(path, {})["order"]
+                return order
+            except ControlPlaneUnreachable as exc:
+                log.warning("claim %s: %s; asked again in %g s", path, exc, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, LONGEST_PAUSE)
+
     def claim(self, job_id: int) -> WorkOrder | None:
-        order = self.post(f"/jobs/{job_id}/claim", {})["order"]
+        order = self._claim(f"/jobs/{job_id}/claim")
         return None if order is None else WorkOrder.from_dict(order)
 
     def claim_step(self, step_id: int) -> StepOrder | None:
-        order = self.post(f"/steps/{step_id}/claim", {})["order"]
+        order = self._claim(f"/steps/{step_id}/claim")
         return None if order is None else StepOrder.from_dict(order)
 
     def claim_delivery(self, step_id: int) -> DeliveryOrder | None:
-        order = self.post(f"/steps/{step_id}/delivery", {})["order"]
+        order = self._claim(f"/steps/{step_id}/delivery")
         return None if order is None else DeliveryOrder.from_dict(order)
 
     def renew(self, lease: Lease) -> datetime:

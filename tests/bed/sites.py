@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parties.broker_users import broker_url, new_password, provision_site_user, remove_site_user
-from tests.bed.network import Host, Network, allow, forward_filter, free_network
+from tests.bed.network import Host, Network, allow, forward_filter, free_network, ip
 
 POSTGRES, RABBITMQ = 5432, 5672
 # A jurisdiction's site host and the sites it runs (the demo's).
@@ -95,6 +95,15 @@ class Bed:
 
     def host(self, name: str) -> Host:
         return self.network.hosts[name]
+
+    def link(self, name: str, up: bool) -> None:
+        """Bring the host's one link (its end of the veth pair to the router) down or up; up,
+        its default route comes back too (the kernel drops it with the link)."""
+        host = self.host(name)
+        ip("-n", host.namespace, "link", "set", "eth0", "up" if up else "down")
+        if up:
+            router = host.address.rsplit(".", 1)[0] + ".1"
+            ip("-n", host.namespace, "route", "replace", "default", "via", router)
 
     def site_host(self, site: str) -> Host:
         """The namespace a site runs in: its jurisdiction's, or a party's own."""

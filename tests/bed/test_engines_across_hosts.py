@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler, _StaticFilesHandler
 
 from jobs.demo.key_services import owner_key_services
 from jobs.execution import outbox
@@ -54,6 +53,7 @@ from tests.jobs.mpc_support import (
 from tests.jobs.site_api_worker import (
     NO_DATABASE,
     PLATFORM_SECRETS,
+    SiteApiServer,
     environment_names,
     site_environment,
     site_host,
@@ -86,19 +86,6 @@ def publishing_to(bed: Bed) -> Iterator[str]:
         use_broker(*previous)
 
 
-class SiteApiServer(LiveServerThread):
-    """The site API's server at the bed's one port, which each test binds again (Django's own
-    refuses to while the last test's connections linger in TIME_WAIT)."""
-
-    def _create_server(self, connections_override=None):
-        return self.server_class(
-            (self.host, self.port),
-            QuietWSGIRequestHandler,
-            allow_reuse_address=True,
-            connections_override=connections_override,
-        )
-
-
 @pytest.fixture
 def site_api(bed, settings, tmp_path) -> Iterator[Path]:
     """The site API, served by a live server of this process at 127.0.0.1, on the bed's site
@@ -108,17 +95,12 @@ def site_api(bed, settings, tmp_path) -> Iterator[Path]:
     ensure_site_certificates(credentials, [TEE_SITE, *INPUT_SITES, *PARTIES], [bed.control])
     settings.SITE_API_CA = credentials / "ca.crt"
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, bed.control]
-    server = SiteApiServer("127.0.0.1", _StaticFilesHandler, port=bed.api_port)
-    server.daemon = True
+    server = SiteApiServer(bed.api_port)
     server.start()
-    server.is_ready.wait()
-    if server.error:
-        raise server.error
     try:
         yield credentials
     finally:
-        server.terminate()
-        server.join()
+        server.stop()
 
 
 def until_ended(listener, job: Job, logs: list[Path], timeout: float = 240) -> dict:

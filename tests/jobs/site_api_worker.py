@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler, _StaticFilesHandler
 
 # The site's worker: first it tries the ORM, and writes down what it was told; then it serves.
 WORKER = """
@@ -97,3 +98,38 @@ def environment_names(pid: int, timeout: float = 10) -> set[str]:
         assert time.monotonic() < deadline, f"process {pid} shows no environment"
         time.sleep(0.01)
     return {entry.split(b"=", 1)[0].decode() for entry in seen.split(b"\0") if entry}
+
+
+class _Server(LiveServerThread):
+    def _create_server(self, connections_override=None):
+        # Restarted on the same port at once: the connections of the one before may linger.
+        return self.server_class(
+            (self.host, self.port),
+            QuietWSGIRequestHandler,
+            allow_reuse_address=True,
+            connections_override=connections_override,
+        )
+
+
+class SiteApiServer:
+    """The site API (with the rest of the control plane's web tier), served by a thread of
+    this process at 127.0.0.1 on `port`, stopped and started again at will, as a restart of
+    the control plane does."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._thread: _Server | None = None
+
+    def start(self) -> None:
+        thread = _Server("127.0.0.1", _StaticFilesHandler, port=self.port)
+        thread.daemon = True
+        thread.start()
+        thread.is_ready.wait()
+        if thread.error:
+            raise thread.error
+        self._thread = thread
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.terminate()
+            self._thread = None

@@ -7,6 +7,9 @@ not hold, and a site's certificate at the users' API. Each is refused and change
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +28,7 @@ from jobs.models import Job, Result, SiteRequestNonce
 from jobs.sites.client import SiteApiClient
 from parties.site_certificates import ensure_site_certificates
 from tests.factories import token_for
+from tests.jobs.site_api_worker import SiteApiServer
 from tests.jobs.test_key_release import approved
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,3 +234,96 @@ def test_a_site_certificate_does_not_open_the_users_api_nor_a_users_token_the_si
     assert status == 403 and answer["code"] == "not_a_site"
     job.refresh_from_db()
     assert (job.state, job.attempt) == (Job.State.QUEUED, 0)
+
+
+class _Said(logging.Handler):
+    def __init__(self, said: threading.Event):
+        super().__init__()
+        self.said = said
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said.set()
+
+
+def test_a_claim_the_control_plane_does_not_answer_is_asked_again_once_it_is_back(
+    job, certificates, settings
+):
+    """The control plane restarting as a site's worker takes the job's task: a claim given up
+    would leave the job queued as sent, and nothing sends it again. The claim is asked again
+    until the site API answers, and gets the work order."""
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SiteApiClient(
+        f"http://localhost:{port}/site-api",
+        SITE,
+        credentials(certificates, SITE),
+        certificates / "ca.crt",
+    )
+    unanswered = threading.Event()
+    said = _Said(unanswered)
+    logging.getLogger("jobs.sites.client").addHandler(said)
+    claimed = []
+    claiming = threading.Thread(target=lambda: claimed.append(client.claim(job.pk)), daemon=True)
+    claiming.start()
+    server = SiteApiServer(port)
+    try:
+        # The control plane is down: the claim went unanswered.
+        assert unanswered.wait(30)
+        assert claimed == []
+        server.start()
+        claiming.join(30)
+    finally:
+        server.stop()
+        logging.getLogger("jobs.sites.client").removeHandler(said)
+
+    assert not claiming.is_alive()
+    [order] = claimed
+    assert order is not None and (order.job, order.attempt) == (job.pk, 1)
+    job.refresh_from_db()
+    assert (job.state, job.lease_site.name) == (Job.State.RUNNING, SITE)
+
+
+def test_a_report_the_control_plane_never_received_is_asked_again_within_the_lease(
+    job, site_api, certificates, settings
+):
+    """A link down or the site API restarting for a moment, as the site reports: the request
+    never reached the control plane, so asking again cannot record it twice. It is asked again,
+    within the lease, and lands; the attempt goes on instead of ending on a blip."""
+    order = site_api(SITE).claim(job.pk)
+    assert order is not None
+    held = Lease("job", job.pk, order.attempt)
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SiteApiClient(
+        f"http://localhost:{port}/site-api",
+        SITE,
+        credentials(certificates, SITE),
+        certificates / "ca.crt",
+        patience=60,
+    )
+    unanswered = threading.Event()
+    said = _Said(unanswered)
+    logging.getLogger("jobs.sites.client").addHandler(said)
+    answered = []
+    reporting = threading.Thread(
+        target=lambda: answered.append(client.recorder(held, job.pk).progress(job.pk, 60, "x")),
+        daemon=True,
+    )
+    reporting.start()
+    server = SiteApiServer(port)
+    try:
+        assert unanswered.wait(30)  # the control plane is down: the report went unanswered
+        assert answered == []
+        server.start()
+        reporting.join(60)
+    finally:
+        server.stop()
+        logging.getLogger("jobs.sites.client").removeHandler(said)
+
+    assert answered == [True]
+    job.refresh_from_db()
+    assert (job.state, job.progress) == (Job.State.RUNNING, 60)
