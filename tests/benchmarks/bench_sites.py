@@ -46,6 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import polars as pl
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test.utils import override_settings
@@ -60,7 +61,7 @@ from parties.site_certificates import ensure_site_certificates
 from tests import factories
 from tests.bed.control_plane import TeeWorkers, beat, publishing_to
 from tests.bed.sites import Bed, site_bed
-from tests.benchmarks.support import report, scratch_database
+from tests.benchmarks.support import report, scratch_database, timed
 from tests.factories import JOIN_SQL
 from tests.jobs.site_api_worker import SiteApiServer
 from tests.jobs.site_processes import kill_and_reap, rabbitmqctl
@@ -254,6 +255,7 @@ class Stage:
     server: SiteApiServer
     workers: TeeWorkers
     hold: Path
+    plain: float  # seconds of the plain computation of one job's query on the same files
 
     def submit(self, room: int) -> int:
         built, sql, pair = self.rooms[room]
@@ -329,7 +331,7 @@ def _stage(bed: Bed, world: Hospitals, workdir: Path, credentials: Path, faults:
             workers.start(site)
         for site in TEE_SITES.values():
             _wait(lambda s=site: " ready." in workers.log(s).read_text(), 120, f"{site} started")
-        stage = Stage(bed, world, rooms, server, workers, hold)
+        stage = Stage(bed, world, rooms, server, workers, hold, plain_seconds(data, world))
         with beat():
             try:
                 load(stage)
@@ -361,6 +363,18 @@ def _own_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def plain_join(first: Path, second: Path) -> pl.DataFrame:
+    """The rooms' query done plainly: join on the key, group by diagnosis, count and sum."""
+    joined = pl.read_csv(first).join(pl.read_csv(second), on="person_hash", suffix="_v")
+    return joined.group_by("diagnosis").agg(pl.len().alias("n"), pl.col("cost_v").sum())
+
+
+def plain_seconds(data: Path, world: Hospitals) -> float:
+    """The best of five plain runs of the first room's query on its own two files."""
+    first, second = (data / f"{world.organizations[code].slug}-patients1.csv" for code in PAIRS[0])
+    return min(timed(lambda: plain_join(first, second)) for _ in range(5))
+
+
 def load(stage: Stage) -> None:
     """JOBS jobs from ROOMS rooms, approved beforehand, submitted at once."""
     queries = [
@@ -386,6 +400,14 @@ def load(stage: Stage) -> None:
     report("sites load time to result p50", statistics.median(to_result), "s", 2)
     report("sites load time to result p95", to_result[int(0.95 * (len(to_result) - 1))], "s", 2)
     report("sites load worker part mean", statistics.mean(working), "s per job", 2)
+    report("sites load plain computation", stage.plain * 1000, "ms per job", 2)
+    report(
+        "sites load time to result p50 ratio",
+        statistics.median(to_result) / stage.plain,
+        "x plain",
+        0,
+    )
+    report("sites load worker part ratio", statistics.mean(working) / stage.plain, "x plain", 0)
     report("sites load succeeded", states[Job.State.SUCCEEDED], "jobs", 0)
     print(
         "sites load per site: " + ", ".join(f"{s} {n}" for s, n in sorted(per_site.items())),
