@@ -6,19 +6,24 @@
 #
 #   mpc/, site-api/         the two CAs' folders: ca.key is in each (keep them offline after)
 #   callers/                every caller's key (the demo pins their public halves)
-#   control/                the web tier's: site-api-ca.crt, caller.key (`web`)
+#   control/                the web tier's: site-api-ca.crt, caller.key (`web`), and
+#                           storage-writer/{tls.crt, tls.key}, with which it stores dataset
+#                           files at the storage receivers
 #   sites/<site>/           a site's: site-api/{ca.crt, sites/<site>/}, caller.key
 #                           (`site.<site>`), broker-url (its own broker user's), and mpc/: an
 #                           owners' site ca.crt, every party's parties/<party>/tls.crt (no key)
 #                           and its senders/<site>/; a party ca.crt and its own
 #                           parties/<site>/; a TEE host none
+#   sites/storage-<code>/   a jurisdiction's storage receiver's: site-api/{ca.crt,
+#                           storage/<code>/}, its server certificate for its container's name
 #   broker/definitions.json the broker's users, passwords hashed: the control plane's (as its
 #                           CELERY_BROKER_URL names it) and each site's (new passwords each run:
 #                           restart the broker and the sites afterwards)
 #
 # Each site's folder is made again on every run, from the CAs' folders, so it holds exactly
 # its part (deploy/README.md, "Certificates"). Sites named by OWNER_SITES, TEE_SITES and
-# PARTY_SITES; the site API's host name by SITE_API_HOST, the broker's by BROKER_HOST and its
+# PARTY_SITES; the storage receivers by STORAGE_RECEIVERS (CODE=host, the host also its
+# folder's name); the site API's host name by SITE_API_HOST, the broker's by BROKER_HOST and its
 # virtual host by BROKER_VHOST.
 set -eu
 
@@ -30,7 +35,13 @@ export CLEANROOM_KEY_SERVICE_CALLER_KEY="$out/callers/web.key"
 umask 077
 
 python manage.py mpc_credentials
-python manage.py site_certificates --server-name "${SITE_API_HOST:?name the site API host}"
+storage=""
+for receiver in ${STORAGE_RECEIVERS:?name the storage receivers}; do
+  storage="$storage --storage $receiver"
+done
+# shellcheck disable=SC2086 # one argument per word
+python manage.py site_certificates --server-name "${SITE_API_HOST:?name the site API host}" \
+  $storage
 python manage.py shell --no-imports -c \
   "from jobs.demo.key_services import ensure_caller_keys; ensure_caller_keys()"
 
@@ -41,6 +52,8 @@ copy() {  # copy FILE TO MODE
 rm -rf "$out/control"
 copy "$out/site-api/ca.crt" "$out/control/site-api-ca.crt" 0644
 copy "$out/callers/web.key" "$out/control/caller.key" 0600
+copy "$out/site-api/storage-writer/tls.crt" "$out/control/storage-writer/tls.crt" 0644
+copy "$out/site-api/storage-writer/tls.key" "$out/control/storage-writer/tls.key" 0600
 
 site_folder() {  # site_folder SITE: its site API certificate and key, its caller key
   folder="$out/sites/$1"
@@ -72,6 +85,15 @@ for site in $PARTY_SITES; do
   for key in tls.key share.key; do
     copy "$out/mpc/parties/$site/$key" "$folder/mpc/parties/$site/$key" 0600
   done
+done
+
+for receiver in $STORAGE_RECEIVERS; do
+  code=$(echo "${receiver%%=*}" | tr '[:upper:]' '[:lower:]')
+  folder="$out/sites/${receiver#*=}"
+  rm -rf "$folder"
+  copy "$out/site-api/ca.crt" "$folder/site-api/ca.crt" 0644
+  copy "$out/site-api/storage/$code/tls.crt" "$folder/site-api/storage/$code/tls.crt" 0644
+  copy "$out/site-api/storage/$code/tls.key" "$folder/site-api/storage/$code/tls.key" 0600
 done
 
 # Each site's own broker user, reaching its own queue alone, its URL in its folder (broker-url),

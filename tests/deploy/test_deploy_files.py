@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import re
+import selectors
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +29,8 @@ from cryptography.x509.oid import NameOID
 from cleanroom.crypto.signed_requests import SiteCredentials
 from jobs.engines.mpc import certificates
 from parties.broker_users import site_permissions, user_name
-from parties.seed import SITES
+from parties.seed import JURISDICTIONS, SITES
+from parties.site_certificates import DATASET_STORING_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
@@ -314,6 +320,9 @@ def site_refusals(services: dict) -> list[str]:
             continue
         environment = resolved_environment(service)
         site = environment.get("CLEANROOM_SITE", "")
+        # A storage receiver is reached by the web tier; it asks nothing of the broker, the key
+        # services or the MPC parties, so of its own folder it names only its site API part.
+        receiver = receiver_jurisdiction(service) is not None
         for secret in sorted(PLATFORM_SECRETS & set(environment)):
             found.append(f"{name} has {secret}")
         if environment.get("CLEANROOM_ROLE") != "site":
@@ -338,12 +347,14 @@ def site_refusals(services: dict) -> list[str]:
             ):
                 found.append(f"{name} mounts the volume {source}")
         # Its site API material, MPC credentials and caller key are all in its own folder.
-        for setting in (
-            "CLEANROOM_SITE_API_CREDENTIALS_DIR",
-            "MPC_CREDENTIALS_DIR",
-            "CLEANROOM_KEY_SERVICE_CALLER_KEY",
-            "CELERY_BROKER_URL_FILE",
-        ):
+        own_settings = ["CLEANROOM_SITE_API_CREDENTIALS_DIR"]
+        if not receiver:
+            own_settings += [
+                "MPC_CREDENTIALS_DIR",
+                "CLEANROOM_KEY_SERVICE_CALLER_KEY",
+                "CELERY_BROKER_URL_FILE",
+            ]
+        for setting in own_settings:
             if not environment.get(setting, "").startswith(f"{OWN_FOLDER}/"):
                 found.append(f"{name}'s {setting} is not in its own folder")
         for setting in (
@@ -355,6 +366,107 @@ def site_refusals(services: dict) -> list[str]:
         ):
             if setting in environment:
                 found.append(f"{name} names {setting} elsewhere than its own folder")
+    return found
+
+
+def receiver_jurisdiction(service: dict) -> str | None:
+    """The jurisdiction a storage receiver's container stores for (its --jurisdiction), or
+    None for any other container."""
+    command = service.get("command") or []
+    if "storage_receiver" not in command:
+        return None
+    return str(command[command.index("--jurisdiction") + 1]).upper()
+
+
+def storage_mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """Each jurisdiction's storage volume (`storage-<code>`) a service mounts: its code, where
+    and whether read-only, from the short syntax or the long."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target = str(volume.get("source", "")), volume["target"]
+            read_only = bool(volume.get("read_only"))
+        else:
+            source, target, *options = volume.split(":")
+            read_only = "ro" in ",".join(options).split(",")
+        if source.startswith("storage-"):
+            found.append((source.removeprefix("storage-").upper(), target, read_only))
+    return found
+
+
+def enclave_jurisdictions(tee_jurisdiction: str) -> set[str]:
+    """The jurisdictions whose transfer rules (parties/seed.py) allow their rows to be
+    processed in an attested enclave in `tee_jurisdiction`, among the demo's."""
+    return {
+        code
+        for code, (_name, _law, _raw, enclave, _shares, _outputs) in JURISDICTIONS.items()
+        if code in DEMO_JURISDICTIONS and tee_jurisdiction in enclave
+    }
+
+
+def storage_refusals(services: dict, volumes: dict) -> list[str]:
+    """Who mounts which jurisdiction's storage volume: empty when only that jurisdiction's
+    receiver writes it, its owners' worker and the TEE hosts its rules allow enclaves at read
+    it, and the web tier (and the demo) reach every jurisdiction with a volume through its
+    receiver instead."""
+    found = []
+    site_jurisdiction = {name: code for name, code, _kind, _ in SITES}
+    site_kind = {name: kind for name, _code, kind, _ in SITES}
+    receivers: dict[str, str] = {}
+    for name, service in services.items():
+        environment = resolved_environment(service)
+        own = receiver_jurisdiction(service)
+        mounted = storage_mounts(service)
+        if own is not None:
+            receivers[own] = name
+            if "DATABASE_URL" in environment:
+                found.append(f"{name} has DATABASE_URL")
+            if [(code, read_only) for code, _, read_only in mounted] != [(own, False)]:
+                found.append(f"{name} mounts other than its own jurisdiction's volume, writable")
+            continue
+        site = environment.get("CLEANROOM_SITE", "")
+        kind = site_kind.get(site) if site == name else None
+        if kind == "worker":
+            allowed = {site_jurisdiction[site]}
+        elif kind == "tee":
+            allowed = enclave_jurisdictions(site_jurisdiction[site])
+            if {code for code, _, _ in mounted} != allowed:
+                found.append(f"{name} does not mount exactly the volumes of {sorted(allowed)}")
+        else:
+            allowed = set()
+        for code, _target, read_only in mounted:
+            if code not in allowed:
+                found.append(f"{name} mounts the storage volume storage-{code.lower()}")
+            elif not read_only:
+                found.append(f"{name} mounts storage-{code.lower()} writable")
+    stored_through = dict(
+        entry.split("=", 1)
+        for entry in resolved_environment(services["web"])
+        .get("CLEANROOM_STORAGE_SITES", "")
+        .split(",")
+        if entry
+    )
+    for volume in volumes:
+        if not volume.startswith("storage-"):
+            continue
+        code = volume.removeprefix("storage-").upper()
+        url = urlsplit(stored_through.get(code, ""))
+        receiver = receivers.get(code)
+        command = services[receiver]["command"] if receiver else []
+        listening = str(command[command.index("--address") + 1]) if "--address" in command else ""
+        if receiver is None or url.scheme != "https" or url.hostname != receiver:
+            found.append(f"CLEANROOM_STORAGE_SITES names no receiver for {code}")
+        elif listening.rpartition(":")[2] != str(url.port):
+            found.append(f"{receiver} does not listen at the port CLEANROOM_STORAGE_SITES names")
+    for name in ("web", "demo"):
+        for receiver in receivers.values():
+            if not networks(services[name]) & networks(services[receiver]):
+                found.append(f"{name} cannot reach {receiver}")
+        if "CLEANROOM_STORAGE_SITES" in resolved_environment(services[name]) and (
+            "./credentials/control",
+            "/srv/cleanroom/control",
+        ) not in mounts(services[name]):
+            found.append(f"{name} has no storage writer certificate")
     return found
 
 
@@ -462,6 +574,101 @@ def test_the_site_check_refuses_a_site_given_what_it_must_not_hold(change, refus
     assert refused in site_refusals(services)
 
 
+def test_each_jurisdiction_s_files_are_written_by_its_receiver_alone_and_read_where_allowed():
+    loaded = compose()
+    assert storage_refusals(loaded["services"], loaded["volumes"]) == []
+    # The demo's three jurisdictions each have their volume; each TEE host reads all three.
+    assert {v for v in loaded["volumes"] if v.startswith("storage-")} == {
+        f"storage-{code.lower()}" for code in DEMO_JURISDICTIONS
+    }
+    assert all(enclave_jurisdictions(code) == DEMO_JURISDICTIONS for code in DEMO_JURISDICTIONS)
+    resolved = docker_compose_config()
+    if resolved is not None:
+        assert storage_refusals(resolved["services"], resolved["volumes"]) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "refused"),
+    [
+        # The web tier given the EU volume back.
+        (
+            (
+                "      - results:/srv/cleanroom/storage/results\n",
+                "      - results:/srv/cleanroom/storage/results\n"
+                "      - storage-eu:/srv/cleanroom/storage/eu\n",
+            ),
+            "web mounts the storage volume storage-eu",
+        ),
+        # The demo step writing into a jurisdiction's root itself.
+        (
+            (
+                "      - ./credentials/callers:/srv/credentials/callers\n",
+                "      - ./credentials/callers:/srv/credentials/callers\n"
+                "      - storage-ch:/srv/cleanroom/storage/ch\n",
+            ),
+            "demo mounts the storage volume storage-ch",
+        ),
+        # A receiver storing into another jurisdiction's volume.
+        (
+            (
+                "      - storage-ch:/srv/cleanroom/storage/ch\n    networks: [storage]",
+                "      - storage-uk:/srv/cleanroom/storage/ch\n    networks: [storage]",
+            ),
+            "storage-ch mounts other than its own jurisdiction's volume, writable",
+        ),
+        # A receiver with the platform's database.
+        (
+            (
+                "CLEANROOM_SITE: storage-uk}",
+                "CLEANROOM_SITE: storage-uk, DATABASE_URL: postgres://x}",
+            ),
+            "storage-uk has DATABASE_URL",
+        ),
+        # An owners' worker reading another jurisdiction's files, or writing its own.
+        (
+            (
+                "      - storage-eu:/srv/cleanroom/storage/eu:ro\n    networks",
+                "      - storage-eu:/srv/cleanroom/storage/eu:ro\n"
+                "      - storage-uk:/srv/cleanroom/storage/uk:ro\n    networks",
+            ),
+            "eu-frankfurt mounts the storage volume storage-uk",
+        ),
+        (
+            (
+                "      - storage-ch:/srv/cleanroom/storage/ch:ro\n    networks",
+                "      - storage-ch:/srv/cleanroom/storage/ch\n    networks",
+            ),
+            "ch-zurich mounts storage-ch writable",
+        ),
+        # A jurisdiction with a volume the web tier does not reach through its receiver.
+        (
+            (",UK=https://storage-uk:8444", ""),
+            "CLEANROOM_STORAGE_SITES names no receiver for UK",
+        ),
+        # The demo step off the receivers' network: its uploads would fail.
+        (
+            ("    networks: [platform, keys, storage]", "    networks: [platform, keys]"),
+            "demo cannot reach storage-eu",
+        ),
+        # A TEE host missing a jurisdiction its rules allow (the EU x CH join would fail there).
+        (
+            (
+                "      - ./credentials/sites/uk-london-tee:/srv/cleanroom/site:ro\n"
+                "      - storage-eu:/srv/cleanroom/storage/eu:ro\n",
+                "      - ./credentials/sites/uk-london-tee:/srv/cleanroom/site:ro\n",
+            ),
+            "uk-london-tee does not mount exactly the volumes of ['CH', 'EU', 'UK']",
+        ),
+    ],
+)
+def test_the_storage_check_refuses_a_volume_where_it_must_not_be(change, refused):
+    old, new = change
+    text = (DEPLOY / "compose.yaml").read_text()
+    assert old in text
+    loaded = yaml.safe_load(text.replace(old, new, 1))
+    assert refused in storage_refusals(loaded["services"], loaded["volumes"])
+
+
 def test_every_mpc_party_has_its_share_inbox_where_the_owners_reach_it():
     services = compose()["services"]
     inboxes = {
@@ -506,6 +713,15 @@ def test_the_credentials_step_names_every_demo_site_and_the_site_api_s_host():
     assert environment["SITE_API_HOST"] == urlsplit(url).hostname == "web"
     assert "web" in services["web"]["environment"]["ALLOWED_HOSTS"].split(",")
     assert services["credentials"]["command"] == ["sh", "deploy/compose-credentials.sh"]
+    # Each receiver's certificate for the name its container has, in the folder it mounts.
+    receivers = {
+        receiver_jurisdiction(s): n for n, s in services.items() if receiver_jurisdiction(s)
+    }
+    assert environment["STORAGE_RECEIVERS"].split() == [
+        f"{code}={name}" for code, name in receivers.items()
+    ]
+    for name in receivers.values():
+        assert (f"./credentials/sites/{name}", OWN_FOLDER) in mounts(services[name])
 
 
 def files_under(folder: Path) -> set[str]:
@@ -519,6 +735,7 @@ STEP_SETTINGS = (
     "PARTY_SITES",
     "BROKER_HOST",
     "BROKER_VHOST",
+    "STORAGE_RECEIVERS",
 )
 # The control plane's broker URL as compose.env.example's values make it.
 CONTROL_BROKER_URL = "amqp://cleanroom:change-me@rabbitmq:5672/cleanroom"
@@ -591,8 +808,39 @@ def test_the_credentials_step_gives_each_site_its_own_part_alone(credentials):
         assert certificates.sender_tls_files(mpc, owner).key.exists()
     for party in parties:
         certificates.party_private_key(credentials / "sites" / party / "mpc", party)
-    # The web tier's part: the site API CA's certificate and its own caller key (`web`).
-    assert files_under(credentials / "control") == {"site-api-ca.crt", "caller.key"}
+    # The web tier's part: the site API CA's certificate, its own caller key (`web`) and its
+    # storage writer certificate, from the site API CA, for storing dataset files alone.
+    assert files_under(credentials / "control") == {
+        "site-api-ca.crt",
+        "caller.key",
+        "storage-writer/tls.crt",
+        "storage-writer/tls.key",
+    }
+    writer = x509.load_pem_x509_certificate(
+        (credentials / "control/storage-writer/tls.crt").read_bytes()
+    )
+    writer.verify_directly_issued_by(site_api_ca)
+    usages = writer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [DATASET_STORING_USAGE]
+    SiteCredentials.load(
+        writer.public_bytes(serialization.Encoding.PEM),
+        (credentials / "control/storage-writer/tls.key").read_bytes(),
+    )
+    # Each receiver's: the CA's certificate and its own server certificate, for the name of
+    # its container (which CLEANROOM_STORAGE_SITES reaches it at), and nothing else.
+    for receiver in step["STORAGE_RECEIVERS"].split():
+        code, host = receiver.split("=")
+        folder = credentials / "sites" / host
+        assert files_under(folder) == {"site-api/ca.crt"} | {
+            f"site-api/storage/{code.lower()}/{f}" for f in ("tls.crt", "tls.key")
+        }
+        own = x509.load_pem_x509_certificate(
+            (folder / f"site-api/storage/{code.lower()}/tls.crt").read_bytes()
+        )
+        own.verify_directly_issued_by(site_api_ca)
+        names = own.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert names.get_values_for_type(x509.DNSName) == [host]
+        assert (folder / f"site-api/storage/{code.lower()}/tls.key").stat().st_mode & 0o077 == 0
     assert (credentials / "control/caller.key").read_bytes() == (
         credentials / "callers/web.key"
     ).read_bytes()
@@ -709,3 +957,91 @@ def test_a_site_container_s_environment_finds_its_part_in_its_own_folder(
     )
     assert tried.returncode == 0, tried.stderr
     assert tried.stdout.split() == ["http://web:8000/site-api", f"site.{site}"]
+
+
+def _started_receiver(command: list[str], environment: dict[str, str]) -> tuple:
+    """The receiver's process, listening on a free port of this host, and that port."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    watch = selectors.DefaultSelector()
+    watch.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if watch.select(timeout=deadline - time.monotonic()):
+            line = process.stdout.readline()
+            if "listening on" in line:
+                return process, int(line.split("listening on ")[1].split(",")[0].rsplit(":")[1])
+    process.kill()
+    raise AssertionError(f"the receiver did not start: {process.communicate(timeout=30)[1]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["storage-eu", "storage-uk"])
+def test_a_storage_receiver_container_takes_the_web_tier_s_file_into_its_own_volume(
+    credentials, tmp_path, service
+):
+    """The receiver run with its container's command and environment (its folder, and its
+    volume, where the container mounts them) serves its certificate for its container's name
+    and stores a file the web tier's storage writer certificate (./credentials/control/) signs,
+    under its jurisdiction's volume."""
+    services = compose()["services"]
+    code = str(receiver_jurisdiction(services[service]))
+    [(_, target, _)] = storage_mounts(services[service])
+    volume = tmp_path / "volume"
+    environment = resolved_environment(services[service])
+    folder = str(credentials / "sites" / environment["CLEANROOM_SITE"])
+    environment = {
+        name: value.replace(OWN_FOLDER, folder).replace("/srv/cleanroom/storage", str(volume))
+        for name, value in environment.items()
+    }
+    environment |= {
+        "PATH": "/usr/bin:/bin",
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+    }
+    command = [str(part) for part in services[service]["command"]]
+    command[0] = sys.executable
+    command[command.index("--address") + 1] = "127.0.0.1:0"
+    process, port = _started_receiver(command, environment)
+    try:
+        control = credentials / "control"
+        writer = SiteCredentials.load(
+            (control / "storage-writer/tls.crt").read_bytes(),
+            (control / "storage-writer/tls.key").read_bytes(),
+        )
+        body = b"ciphertext of a dataset"
+        digest = hashlib.sha256(body).hexdigest()
+        name = "charite/cohort/0123456789abcdef01234567.parquet.enc"
+        path = f"/objects/{code}/{name}"
+        context = ssl.create_default_context(cafile=str(control / "site-api-ca.crt"))
+        connection = http.client.HTTPSConnection(service, port, context=context, timeout=30)
+        # The container's name is its certificate's; here it listens on this host.
+        connection.sock = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname=service
+        )
+        connection.request(
+            "PUT",
+            path,
+            body=body,
+            headers={
+                "Content-Length": str(len(body)),
+                "X-Content-SHA256": digest,
+                **writer.headers_for_digest("PUT", path, digest),
+            },
+        )
+        answer = connection.getresponse()
+        assert answer.status == 201, answer.read()
+        connection.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    stored = Path(target.replace("/srv/cleanroom/storage", str(volume))) / name
+    assert stored.read_bytes() == body
