@@ -1045,3 +1045,50 @@ def test_a_storage_receiver_container_takes_the_web_tier_s_file_into_its_own_vol
         process.communicate(timeout=30)
     stored = Path(target.replace("/srv/cleanroom/storage", str(volume))) / name
     assert stored.read_bytes() == body
+
+
+WEB_STORAGE = """
+import django, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "cleanroom.settings"
+django.setup()
+from parties.storage import dataset_storage
+for code in os.environ["CODES"].split():
+    storage = dataset_storage(code)
+    print(code, type(storage).__name__, storage.host, storage.port)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["web", "demo"])
+def test_the_web_tier_and_the_demo_store_each_jurisdiction_s_files_through_its_receiver(
+    credentials, tmp_path, service
+):
+    """With the service's environment (./credentials/control/ where it mounts it), each
+    jurisdiction with a volume is stored through its receiver's container, with the storage
+    writer certificate loaded: no jurisdiction falls back to a root of the service's own."""
+    loaded = compose()
+    codes = [v.removeprefix("storage-").upper() for v in loaded["volumes"] if "storage-" in v]
+    environment = {
+        name: interpolated(value).replace("/srv/cleanroom/control", str(credentials / "control"))
+        for name, value in resolved_environment(loaded["services"][service]).items()
+    }
+    environment |= {
+        "PATH": "/usr/bin:/bin",
+        "CODES": " ".join(codes),
+        "CLEANROOM_BOOTSTRAP": "0",
+        "CLEANROOM_VAR_DIR": str(tmp_path / "var"),
+        "CLEANROOM_STATIC_ROOT": str(tmp_path / "static"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    tried = subprocess.run(
+        [sys.executable, "-c", WEB_STORAGE],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tried.returncode == 0, tried.stderr
+    assert tried.stdout.splitlines() == [
+        f"{code} StorageReceiverClient storage-{code.lower()} 8444" for code in codes
+    ]
