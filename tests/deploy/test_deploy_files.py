@@ -611,16 +611,16 @@ def test_each_jurisdiction_s_files_are_written_by_its_receiver_alone_and_read_wh
         # A receiver storing into another jurisdiction's volume.
         (
             (
-                "      - storage-ch:/srv/cleanroom/storage/ch\n    networks: [storage]",
-                "      - storage-uk:/srv/cleanroom/storage/ch\n    networks: [storage]",
+                "      - storage-ch:/srv/cleanroom/storage\n    networks: [storage]",
+                "      - storage-uk:/srv/cleanroom/storage\n    networks: [storage]",
             ),
             "storage-ch mounts other than its own jurisdiction's volume, writable",
         ),
         # A receiver with the platform's database.
         (
             (
-                "CLEANROOM_SITE: storage-uk}",
-                "CLEANROOM_SITE: storage-uk, DATABASE_URL: postgres://x}",
+                "      CLEANROOM_SITE: storage-uk\n",
+                "      CLEANROOM_SITE: storage-uk\n      DATABASE_URL: postgres://x\n",
             ),
             "storage-uk has DATABASE_URL",
         ),
