@@ -7,8 +7,8 @@ from celery import shared_task
 from django.conf import settings
 
 from dataplane.mechanisms import Stage
-from jobs.engines.base import ControlPlane, EngineError
-from jobs.engines.orders import Lease
+from jobs.engines.base import ControlPlane, EngineError, StepEngine
+from jobs.engines.orders import DeliveryOrder, Lease, StepOrder
 from jobs.engines.registry import build, site_engine_of, step_engine_of
 from jobs.execution import expiry, outbox
 from jobs.execution.leases import Heartbeat, LeaseLost
@@ -87,21 +87,9 @@ def run_step(step_id: int, site: str) -> str:
     plane = control_plane(site)
     order = plane.claim_step(step_id)
     if order is not None:
-        lease = Lease("step", order.step, order.attempt)
-        engine = build(
-            step_engine_of(order.mechanism),
-            settings=settings,
-            recorder=plane.recorder(lease, order.job),
-        )
-        outcome = _attempt(plane, lease, site, lambda: engine.run_step(order))
-        if outcome is None:
-            return "failed"
-        if outcome is LOST:
-            return "lease lost"
-        try:
-            plane.complete(lease, outcome)
-        except LeaseLost:
-            return "lease lost"
+        stopped = _hold(plane, site, order, lambda e: e.run_step(order), plane.complete)
+        if stopped:
+            return stopped
         if order.kind == Stage.INPUT:
             return "shared"
     # A compute step's task delivered again may find a delivery whose lease ran out: it takes
@@ -109,50 +97,44 @@ def run_step(step_id: int, site: str) -> str:
     delivery = plane.claim_delivery(step_id)
     if delivery is None:
         return "computed" if order is not None else "nothing to do"
-    lease = Lease("step", delivery.step, delivery.attempt)
+    return _hold(plane, site, delivery, lambda e: e.deliver(delivery), plane.release) or "released"
+
+
+def _hold(
+    plane: ControlPlane,
+    site: str,
+    order: StepOrder | DeliveryOrder,
+    work: Callable[[StepEngine], dict[str, Any]],
+    hand_over: Callable[[Lease, dict[str, Any]], None],
+) -> str | None:
+    """Do a step's work with its engine while holding the step's lease, and hand its output
+    over; None once handed over, else why not ("failed": the step failed with the reason;
+    "lease lost": the step is no longer this site's to end)."""
+    lease = Lease("step", order.step, order.attempt)
     engine = build(
-        step_engine_of(delivery.mechanism),
+        step_engine_of(order.mechanism),
         settings=settings,
-        recorder=plane.recorder(lease, delivery.job),
+        recorder=plane.recorder(lease, order.job),
     )
-    table = _attempt(plane, lease, site, lambda: engine.deliver(delivery))
-    if table is None:
-        return "failed"
-    if table is LOST:
-        return "lease lost"
-    try:
-        plane.release(lease, table)
-    except LeaseLost:
-        return "lease lost"
-    return "released"
-
-
-LOST: dict[str, Any] = {}  # what _attempt returns when the lease was lost meanwhile
-
-
-def _attempt(
-    plane: ControlPlane, lease: Lease, site: str, work: Callable[[], dict[str, Any]]
-) -> dict[str, Any] | None:
-    """Do a step's work while holding its lease: its output, None once the step was failed
-    with the reason, or LOST when the lease was lost meanwhile (the step is no longer this
-    site's to end)."""
     try:
         with Heartbeat(lease, site, plane.renew) as beat:
             try:
-                return work()
+                output = work(engine)
             except EngineError as exc:
                 if beat.lost:
-                    return LOST
+                    return "lease lost"
                 plane.fail(lease, str(exc))
-                return None
+                return "failed"
             except LeaseLost:
                 raise
             except Exception as exc:
                 if not beat.lost:
                     plane.fail(lease, f"Unexpected failure: {type(exc).__name__}")
                 raise
+        hand_over(lease, output)
     except LeaseLost:
-        return LOST
+        return "lease lost"
+    return None
 
 
 class CeleryJobQueue:

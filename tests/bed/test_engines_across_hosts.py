@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,9 +31,9 @@ from jobs.execution.lifecycle import run_query
 from jobs.models import BudgetEntry, Job, Result
 from parties.site_certificates import ensure_site_certificates
 from tests import factories
+from tests.bed.control_plane import publishing_to
 from tests.bed.sites import (
     CONNECT,
-    CONTROL_USER,
     PARTIES,
     POSTGRES,
     RABBITMQ,
@@ -59,7 +58,7 @@ from tests.jobs.site_api_worker import (
     site_host,
     start_worker,
 )
-from tests.jobs.site_processes import Broker, SiteProcesses, kill_and_reap, tail, use_broker
+from tests.jobs.site_processes import Broker, SiteProcesses, kill_and_reap, tail
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -72,18 +71,6 @@ def bed() -> Iterator[Bed]:
     """The bed as #17 wants it: no site reaches PostgreSQL."""
     with site_bed(mpc_port_base=settings.MPC_PORT_BASE) as made:
         yield made
-
-
-@contextmanager
-def publishing_to(bed: Bed) -> Iterator[str]:
-    """This process publishes to the bed's virtual host as the control plane."""
-    control = f"amqp://{CONTROL_USER}:guest@127.0.0.1:{RABBITMQ}/{bed.vhost}"
-    previous = settings.CELERY_BROKER_URL, settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    use_broker(control, {})
-    try:
-        yield control
-    finally:
-        use_broker(*previous)
 
 
 @pytest.fixture

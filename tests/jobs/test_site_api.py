@@ -236,6 +236,22 @@ def test_a_site_certificate_does_not_open_the_users_api_nor_a_users_token_the_si
     assert (job.state, job.attempt) == (Job.State.QUEUED, 0)
 
 
+def unserved_client(certificates: Path, settings, patience: float = 0) -> tuple[SiteApiClient, int]:
+    """SITE's client of a site API at a free port where nothing serves yet."""
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = SiteApiClient(
+        f"http://localhost:{port}/site-api",
+        SITE,
+        credentials(certificates, SITE),
+        certificates / "ca.crt",
+        patience=patience,
+    )
+    return client, port
+
+
 class _Said(logging.Handler):
     def __init__(self, said: threading.Event):
         super().__init__()
@@ -251,16 +267,7 @@ def test_a_claim_the_control_plane_does_not_answer_is_asked_again_once_it_is_bac
     """The control plane restarting as a site's worker takes the job's task: a claim given up
     would leave the job queued as sent, and nothing sends it again. The claim is asked again
     until the site API answers, and gets the work order."""
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = SiteApiClient(
-        f"http://localhost:{port}/site-api",
-        SITE,
-        credentials(certificates, SITE),
-        certificates / "ca.crt",
-    )
+    client, port = unserved_client(certificates, settings)
     unanswered = threading.Event()
     said = _Said(unanswered)
     logging.getLogger("jobs.sites.client").addHandler(said)
@@ -294,17 +301,7 @@ def test_a_report_the_control_plane_never_received_is_asked_again_within_the_lea
     order = site_api(SITE).claim(job.pk)
     assert order is not None
     held = Lease("job", job.pk, order.attempt)
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = SiteApiClient(
-        f"http://localhost:{port}/site-api",
-        SITE,
-        credentials(certificates, SITE),
-        certificates / "ca.crt",
-        patience=60,
-    )
+    client, port = unserved_client(certificates, settings, patience=60)
     unanswered = threading.Event()
     said = _Said(unanswered)
     logging.getLogger("jobs.sites.client").addHandler(said)
